@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Hermetic",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "hermetic", targets: ["HermeticCLI"]),
+        .library(name: "Hermetic", targets: ["Hermetic"]),
+        .library(name: "Provenance", targets: ["Provenance"]),
+        .library(name: "Sandbox", targets: ["Sandbox"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CArchive", pkgConfig: "libarchive",
+            providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(
+            name: "CSeccomp", pkgConfig: "libseccomp",
+            providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(
+            name: "COpenSSLCrypto", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]),
+        .target(name: "Provenance", dependencies: ["COpenSSLCrypto"]),
+        .target(name: "Sandbox", dependencies: ["CSeccomp"]),
+        .target(
+            name: "Hermetic",
+            dependencies: ["CArchive", "COpenSSLCrypto", "Provenance", "Sandbox"]),
+        .executableTarget(
+            name: "HermeticCLI",
+            dependencies: [
+                "Hermetic",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .target(name: "TestSupport", dependencies: ["Hermetic"]),
+        .testTarget(name: "HermeticTests", dependencies: ["Hermetic", "TestSupport"]),
+        .testTarget(name: "ProvenanceTests", dependencies: ["Provenance"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
+        .testTarget(
+            name: "EndToEndTests", dependencies: ["Hermetic", "TestSupport"]),
+    ]
+)

@@ -1,0 +1,2 @@
+import Hermetic
+print("hermetic")

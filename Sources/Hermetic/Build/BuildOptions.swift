@@ -1,0 +1,178 @@
+/// Everything a build needs from the person running it, already parsed and validated.
+/// The CLI fills it from `docker buildx build`-style flags; tests fill it directly.
+public struct BuildOptions: Sendable {
+    public var contextDirectory: String
+    /// `-f`; nil means `<context>/Dockerfile`.
+    public var dockerfilePath: String?
+    public var tags: [String] = []
+    /// `--build-arg`, in command-line order; a later value for the same name wins.
+    public var buildArgs: [BuildArg] = []
+    public var target: String?
+    /// `--platform`; empty means the host platform.
+    public var platforms: [String] = []
+    public var outputs: [OutputSpec] = []
+    public var namedContexts: [String: NamedContext] = [:]
+    public var iidFile: String?
+    public var metadataFile: String?
+    public var progress: ProgressMode = .plain
+    public var noCache = false
+    public var sourceDateEpoch: Int64 = 0
+    /// `hermetic.lock` path; nil means `<context>/hermetic.lock` when that file exists.
+    public var lockFile: String?
+
+    public init(contextDirectory: String) {
+        self.contextDirectory = contextDirectory
+    }
+}
+
+public struct BuildArg: Sendable, Hashable {
+    public var name: String
+    public var value: String
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+
+    /// `NAME=VALUE`, or `NAME` alone, which takes the value from the environment (as buildx does)
+    /// and is an error when the environment has no such variable.
+    public init(parsing text: String, environment: [String: String]) throws(ArgumentError) {
+        if let eq = text.firstIndex(of: "=") {
+            name = String(text[..<eq])
+            value = String(text[text.index(after: eq)...])
+        } else {
+            guard let fromEnvironment = environment[text] else {
+                throw ArgumentError(
+                    argument: "--build-arg", value: text,
+                    reason: "no value given and no such environment variable")
+            }
+            name = text
+            value = fromEnvironment
+        }
+        guard !name.isEmpty, !name.contains(where: { $0.isWhitespace }) else {
+            throw ArgumentError(argument: "--build-arg", value: text, reason: "the name must be non-empty and have no spaces")
+        }
+    }
+}
+
+public enum ProgressMode: String, Sendable, CaseIterable {
+    case plain, tty, quiet, auto
+}
+
+/// `--output`: what the build writes, in buildx's `type=…,dest=…` form.
+public enum OutputSpec: Sendable, Hashable {
+    /// An OCI image layout directory.
+    case ociDirectory(String)
+    /// An OCI image layout packed in a tar file.
+    case ociArchive(String)
+    /// A `docker save`-style tar (also an OCI layout), loadable by `podman load` / `docker load`.
+    case dockerArchive(String)
+    /// The final root filesystem, unpacked into a directory.
+    case local(String)
+
+    public var destination: String {
+        switch self {
+        case .ociDirectory(let d), .ociArchive(let d), .dockerArchive(let d), .local(let d): return d
+        }
+    }
+
+    /// Accepts `type=oci,dest=DIR`, `type=oci,dest=FILE.tar`, `type=docker,dest=FILE.tar`,
+    /// `type=local,dest=DIR`, and a bare `PATH` (buildx's shorthand for `type=local,dest=PATH`).
+    public init(parsing text: String) throws(ArgumentError) {
+        func fail(_ reason: String) -> ArgumentError {
+            ArgumentError(argument: "--output", value: text, reason: reason)
+        }
+        guard text.contains("=") else {
+            guard !text.isEmpty, text != "-" else { throw fail("a destination path is required") }
+            self = .local(text)
+            return
+        }
+        var fields: [String: String] = [:]
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let eq = part.firstIndex(of: "=") else { throw fail("\"\(part)\" is not key=value") }
+            let key = String(part[..<eq]).lowercased()
+            let value = String(part[part.index(after: eq)...])
+            guard fields[key] == nil else { throw fail("\"\(key)\" is given twice") }
+            fields[key] = value
+        }
+        let known: Set<String> = ["type", "dest", "tar", "name"]
+        if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
+            throw fail("unknown key \"\(unknown)\"")
+        }
+        guard let type = fields["type"] else { throw fail("type= is required (oci, docker or local)") }
+        guard let dest = fields["dest"], !dest.isEmpty else { throw fail("dest= is required") }
+        let tarWanted: Bool
+        switch fields["tar"] {
+        case nil: tarWanted = dest.hasSuffix(".tar")
+        case "true": tarWanted = true
+        case "false": tarWanted = false
+        case let other?: throw fail("tar= must be true or false, not \"\(other)\"")
+        }
+        switch type {
+        case "oci": self = tarWanted ? .ociArchive(dest) : .ociDirectory(dest)
+        case "docker":
+            guard tarWanted || fields["tar"] == nil else { throw fail("type=docker is always a tar file") }
+            self = .dockerArchive(dest)
+        case "local":
+            guard !tarWanted || fields["tar"] == nil else { throw fail("type=local is always a directory") }
+            self = .local(dest)
+        default: throw fail("unknown type \"\(type)\" (expected oci, docker or local)")
+        }
+    }
+}
+
+/// `--build-context NAME=VALUE`: an input the Dockerfile names in `FROM NAME` or `COPY --from=NAME`.
+public enum NamedContext: Sendable, Hashable {
+    /// `oci-layout:///path[:tag][@sha256:…]`: an image from an OCI layout on disk.
+    case ociLayout(path: String, tag: String?, digest: Digest?)
+    /// A plain directory, usable as `COPY --from=NAME` source.
+    case directory(String)
+
+    public static func parse(_ text: String) throws(ArgumentError) -> (name: String, context: NamedContext) {
+        func fail(_ reason: String) -> ArgumentError {
+            ArgumentError(argument: "--build-context", value: text, reason: reason)
+        }
+        guard let eq = text.firstIndex(of: "=") else { throw fail("expected NAME=VALUE") }
+        let name = String(text[..<eq])
+        let value = String(text[text.index(after: eq)...])
+        guard !name.isEmpty else { throw fail("the name is empty") }
+        guard !value.isEmpty else { throw fail("the value is empty") }
+        let scheme = "oci-layout://"
+        if value.hasPrefix(scheme) {
+            var rest = String(value.dropFirst(scheme.count))
+            var digest: Digest?
+            if let at = rest.lastIndex(of: "@") {
+                do throws(DigestError) {
+                    digest = try Digest(parsing: String(rest[rest.index(after: at)...]))
+                } catch {
+                    throw fail(error.description)
+                }
+                rest = String(rest[..<at])
+            }
+            var tag: String?
+            if let colon = rest.lastIndex(of: ":"), !rest[colon...].contains("/") {
+                tag = String(rest[rest.index(after: colon)...])
+                rest = String(rest[..<colon])
+            }
+            guard rest.hasPrefix("/") else { throw fail("oci-layout:// needs an absolute path (oci-layout:///path)") }
+            return (name, .ociLayout(path: rest, tag: tag, digest: digest))
+        }
+        if let colon = value.firstIndex(of: ":"), value[colon...].hasPrefix("://") {
+            throw fail(
+                "unsupported scheme \"\(value[..<colon])\" (hermetic builds accept oci-layout:// and local directories)")
+        }
+        return (name, .directory(value))
+    }
+}
+
+/// A bad command-line argument: printed as `--flag "value": reason`.
+public struct ArgumentError: HermeticError, Equatable {
+    public var argument: String
+    public var value: String
+    public var reason: String
+    public init(argument: String, value: String, reason: String) {
+        self.argument = argument
+        self.value = value
+        self.reason = reason
+    }
+    public var description: String { "\(argument) \"\(value)\": \(reason)" }
+}

@@ -1,0 +1,145 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// A directory file descriptor, closed on release unless it borrows the root's.
+final class DirectoryDescriptor {
+    let fd: Int32
+    private let owned: Bool
+    init(fd: Int32, owned: Bool) {
+        self.fd = fd
+        self.owned = owned
+    }
+    deinit { if owned { close(fd) } }
+}
+
+/// File-system operations confined to a root directory. Every path is walked one component at
+/// a time with `openat(O_DIRECTORY | O_NOFOLLOW)`, so no operation ever resolves a symlink:
+/// a symlink (or a non-directory) in a parent position is refused, and final components are
+/// created with `O_EXCL`/`O_NOFOLLOW` or operated on with `AT_SYMLINK_NOFOLLOW`.
+final class RootedTree {
+    let root: DirectoryDescriptor
+    let layer: String
+    /// Times of directories whose contents this layer changed, recorded before the first change,
+    /// so they can be restored (the tar does not mention them). Implicit parents get time 0.
+    private(set) var preservedTimes: [[UInt8]: (access: timespec, modification: timespec)] = [:]
+    static let maxDepth = 2048
+
+    init(path: String, layer: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw SystemError("open", path: path, errno: errno) }
+        root = DirectoryDescriptor(fd: fd, owned: true)
+        self.layer = layer
+    }
+
+    func refuse(_ path: [UInt8], _ reason: String) -> LayerError {
+        .hostileEntry(layer: layer, path: displayable(bytes: path), reason: reason)
+    }
+
+    /// Opens the directory at `components` below the root; missing ones are created (mode 0755,
+    /// time 0) when `create` is set, otherwise nil is returned for a missing directory.
+    func openDirectory(_ components: ArraySlice<[UInt8]>, create: Bool, for entryPath: [UInt8]) throws
+        -> DirectoryDescriptor?
+    {
+        if components.count > Self.maxDepth { throw refuse(entryPath, "deeper than \(Self.maxDepth) components") }
+        var current = root
+        var walked: [[UInt8]] = []
+        for component in components {
+            var fd = openat(current.fd, component.cString, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if fd < 0 && errno == ENOENT {
+                guard create else { return nil }
+                noteMutation(of: walked, descriptor: current)
+                if mkdirat(current.fd, component.cString, 0o700) != 0 && errno != EEXIST {
+                    throw SystemError("mkdirat", path: displayable(bytes: joinedPath(walked + [component])), errno: errno)
+                }
+                fd = openat(current.fd, component.cString, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                if fd >= 0 {
+                    fchmod(fd, 0o755)
+                    let zero = timespec(tv_sec: 0, tv_nsec: 0)
+                    preservedTimes[joinedPath(walked + [component])] = (zero, zero)
+                }
+            }
+            if fd < 0 {
+                let code = errno
+                let shown = joinedPath(walked + [component])
+                if code == ELOOP || code == ENOTDIR {
+                    var status = stat()
+                    let isLink = fstatat(current.fd, component.cString, &status, AT_SYMLINK_NOFOLLOW) == 0
+                        && (UInt32(status.st_mode) & FileTypeBits.mask) == FileTypeBits.symlink
+                    throw refuse(
+                        entryPath,
+                        "parent \(displayable(bytes: shown)) is \(isLink ? "a symlink" : "not a directory"); not writing through it")
+                }
+                throw SystemError("openat", path: displayable(bytes: shown), errno: code)
+            }
+            current = DirectoryDescriptor(fd: fd, owned: true)
+            walked.append(component)
+        }
+        return current
+    }
+
+    /// Records `directory`'s times before its contents change for the first time in this layer.
+    func noteMutation(of directory: [[UInt8]], descriptor: DirectoryDescriptor) {
+        let key = joinedPath(directory)
+        guard preservedTimes[key] == nil else { return }
+        var status = stat()
+        if fstat(descriptor.fd, &status) == 0 {
+            preservedTimes[key] = (status.st_atim, status.st_mtim)
+        }
+    }
+
+    /// lstat of a final component; nil when it does not exist.
+    func status(of name: [UInt8], in directory: DirectoryDescriptor) throws -> stat? {
+        var status = stat()
+        if fstatat(directory.fd, name.cString, &status, AT_SYMLINK_NOFOLLOW) == 0 { return status }
+        if errno == ENOENT { return nil }
+        throw SystemError("fstatat", path: displayable(bytes: name), errno: errno)
+    }
+
+    /// Removes whatever is at `name` (a whole tree for a directory), never following symlinks.
+    func remove(_ name: [UInt8], in directory: DirectoryDescriptor, depth: Int = 0) throws {
+        guard let status = try status(of: name, in: directory) else { return }
+        if (UInt32(status.st_mode) & FileTypeBits.mask) == FileTypeBits.directory {
+            if depth > Self.maxDepth { throw refuse(name, "directory tree deeper than \(Self.maxDepth)") }
+            let fd = openat(directory.fd, name.cString, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if fd < 0 { throw SystemError("openat", path: displayable(bytes: name), errno: errno) }
+            let child = DirectoryDescriptor(fd: fd, owned: true)
+            for entry in try listDirectory(child) {
+                try remove(entry, in: child, depth: depth + 1)
+            }
+            if unlinkat(directory.fd, name.cString, AT_REMOVEDIR) != 0 {
+                throw SystemError("unlinkat", path: displayable(bytes: name), errno: errno)
+            }
+        } else if unlinkat(directory.fd, name.cString, 0) != 0 {
+            throw SystemError("unlinkat", path: displayable(bytes: name), errno: errno)
+        }
+    }
+
+    /// Names in a directory, without `.` and `..`.
+    func listDirectory(_ directory: DirectoryDescriptor) throws -> [[UInt8]] {
+        let copy = dup(directory.fd)
+        if copy < 0 { throw SystemError("dup", path: "directory", errno: errno) }
+        guard let stream = fdopendir(copy) else {
+            close(copy)
+            throw SystemError("fdopendir", path: "directory", errno: errno)
+        }
+        defer { closedir(stream) }
+        rewinddir(stream)
+        var names: [[UInt8]] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: &entry.pointee.d_name) { raw in
+                Array(raw.prefix { $0 != 0 })
+            }
+            if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] { continue }
+            names.append(name)
+        }
+        return names
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// The bytes as a NUL-terminated C string (names never contain NUL: tar stores C strings).
+    var cString: [CChar] { map { CChar(bitPattern: $0) } + [0] }
+}

@@ -24,7 +24,9 @@ let package = Package(
             name: "COpenSSLCrypto", pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]),
         .target(name: "Provenance", dependencies: ["COpenSSLCrypto"]),
-        .target(name: "Sandbox", dependencies: ["CSeccomp"]),
+        // The sandbox's child side: C that runs between clone and exec, where no Swift may run.
+        .target(name: "CSandbox", path: "Sources/CSandbox", publicHeadersPath: "include"),
+        .target(name: "Sandbox", dependencies: ["CSandbox", "CSeccomp"]),
         .target(
             name: "Hermetic",
             dependencies: ["CArchive", "COpenSSLCrypto", "Provenance", "Sandbox"]),

@@ -1,1 +1,242 @@
-public enum SandboxModule {}
+internal import CSandbox
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Runs one RUN step in fresh mount, PID, network, UTS, IPC and cgroup namespaces, rooted (pivot_root,
+/// old root detached) on an overlay of the parent layers with a fresh upper directory.
+///
+/// What it protects against, and how, is in `Sources/Sandbox/README.md`.
+public enum Sandbox {
+    /// Runs `plan` to completion. Throws only when the step could not be started or collected;
+    /// the command's own failure, a timeout or a kill is a `SandboxResult`.
+    /// - Parameters: stdin/stdout/stderr: host descriptors given to the step as 0, 1, 2 (stdin nil:
+    ///   /dev/null). Nothing else is inherited.
+    public static func run(
+        _ plan: SandboxPlan, stdin: Int32? = nil, stdout: Int32, stderr: Int32
+    ) throws(SandboxError) -> SandboxResult {
+        try validate(plan)
+        let program = try SeccompPolicy.compile()
+        let layout = try StepLayout.prepare(plan)
+        defer { layout.remove() }
+        var cgroup = try plan.pidsLimit.map { limit throws(SandboxError) in try PidsCgroup.create(limit: limit) }
+        let operations = try mountOperations(plan, layout: layout)
+
+        let arena = CArena()
+        let ops = arena.array(
+            operations.map { op in
+                hermetic_mount_op(
+                    kind: op.kind.rawValue, flags: op.optional ? UInt32(HERMETIC_OP_OPTIONAL) : 0,
+                    mount_flags: op.mountFlags, mode: op.mode, source: op.source.map(arena.string),
+                    target: arena.string(op.target), data: op.data.map(arena.string))
+            })
+        let filter = arena.array(program.bytes)
+        var cPlan = hermetic_plan(
+            root_path: arena.string(layout.root), ops: ops, op_count: operations.count,
+            argv: arena.stringArray(plan.argv), envp: arena.stringArray(plan.environment), uid: plan.uid,
+            gid: plan.gid, groups: arena.array(plan.groups), group_count: plan.groups.count,
+            working_directory: arena.string(plan.workingDirectory), hostname: arena.string(plan.hostname),
+            host_network: plan.network == .host ? 1 : 0, capabilities: dockerDefaultCapabilities,
+            seccomp_filter: UnsafeRawPointer(filter), seccomp_filter_length: program.bytes.count,
+            cgroup_procs: cgroup.map { arena.string($0.procsFile) }, stdin_fd: stdin ?? -1, stdout_fd: stdout,
+            stderr_fd: stderr)
+
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = plan.timeoutSeconds.map { start + .seconds($0) }
+        var reportFD: Int32 = -1
+        var pidFD: Int32 = -1
+        let pid = withExtendedLifetime(arena) { hermetic_sandbox_spawn(&cPlan, &reportFD, &pidFD) }
+        guard pid > 0 else { throw SandboxError.system(call: "clone", path: plan.argv[0], errno: -pid) }
+        defer {
+            close(reportFD)
+            close(pidFD)
+        }
+
+        // The report pipe closes on execve (success) or carries the first setup failure.
+        var failure = hermetic_failure()
+        var failed = false
+        var timedOut = false
+        if waitReadable(reportFD, until: deadline, clock: clock) {
+            let count = withUnsafeMutableBytes(of: &failure) { read(reportFD, $0.baseAddress, $0.count) }
+            failed = count == MemoryLayout<hermetic_failure>.size
+        } else {
+            timedOut = true
+        }
+        if !failed && !timedOut && !waitReadable(pidFD, until: deadline, clock: clock) {
+            timedOut = true
+        }
+        // SIGKILL to PID 1 ends the namespace: the kernel kills every other process in it before PID 1
+        // can be reaped, so after waitpid nothing of the step runs and its mounts are gone.
+        if timedOut { kill(pid, SIGKILL) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { throw SandboxError.system(call: "waitpid", path: plan.argv[0], errno: errno) }
+        }
+        let duration = clock.now - start
+        let refused = cgroup?.refusedForks() ?? 0
+        cgroup = nil
+
+        if failed { throw childError(failure, operations: operations) }
+        let termination: SandboxResult.Termination =
+            status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
+        return SandboxResult(
+            termination: termination, timedOut: timedOut, pidsLimitReached: refused > 0, duration: duration)
+    }
+
+    /// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
+    /// NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP. None ambient, none inheritable.
+    /// MKNOD is harmless here: every filesystem the step can write is mounted nodev.
+    public static let dockerDefaultCapabilities: UInt64 = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31]
+        .reduce(0) { $0 | (UInt64(1) << UInt64($1)) }
+
+    private static func waitReadable(_ fd: Int32, until deadline: ContinuousClock.Instant?, clock: ContinuousClock)
+        -> Bool
+    {
+        while true {
+            var timeout: Int32 = -1
+            if let deadline {
+                let left = clock.now.duration(to: deadline)
+                if left <= .zero { return false }
+                let (seconds, attoseconds) = left.components
+                timeout = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+            }
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&entry, 1, timeout)
+            if ready > 0 { return true }
+            if ready < 0 && errno != EINTR { return true }
+        }
+    }
+
+    private static func childError(_ failure: hermetic_failure, operations: [MountOperation]) -> SandboxError {
+        var copy = failure
+        let path = withUnsafeBytes(of: &copy.path) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        let index = failure.op_index >= 0 ? Int(failure.op_index) : nil
+        let step: String
+        switch hermetic_stage(rawValue: UInt32(bitPattern: failure.stage)) {
+        case HERMETIC_STAGE_STDIO: step = "stdio"
+        case HERMETIC_STAGE_CGROUP: step = "joining the pids cgroup"
+        case HERMETIC_STAGE_PROPAGATION: step = "making mounts private"
+        case HERMETIC_STAGE_MOUNT_OP:
+            let kind = index.flatMap { $0 < operations.count ? operations[$0].kind.name : nil } ?? "mount"
+            step = "mount \(kind)"
+        case HERMETIC_STAGE_PIVOT_ROOT: step = "pivot_root"
+        case HERMETIC_STAGE_HOSTNAME: step = "sethostname"
+        case HERMETIC_STAGE_LOOPBACK: step = "bringing up loopback"
+        case HERMETIC_STAGE_CAPABILITIES: step = "dropping capabilities"
+        case HERMETIC_STAGE_GROUPS: step = "setgroups"
+        case HERMETIC_STAGE_GID: step = "setresgid"
+        case HERMETIC_STAGE_UID: step = "setresuid"
+        case HERMETIC_STAGE_NO_NEW_PRIVS: step = "no_new_privs"
+        case HERMETIC_STAGE_WORKDIR: step = "working directory"
+        case HERMETIC_STAGE_SECCOMP: step = "loading seccomp"
+        case HERMETIC_STAGE_EXEC: step = "execve"
+        case HERMETIC_STAGE_SESSION: step = "setsid"
+        default: step = "stage \(failure.stage)"
+        }
+        return .childSetup(step: step, opIndex: index, path: path, errno: failure.error)
+    }
+
+    static func validate(_ plan: SandboxPlan) throws(SandboxError) {
+        func check(_ value: String, _ field: String) throws(SandboxError) {
+            if value.utf8.contains(0) { throw .invalidPlan(field: field, reason: "contains a NUL byte") }
+        }
+        guard let command = plan.argv.first, !command.isEmpty else {
+            throw .invalidPlan(field: "argv", reason: "empty command")
+        }
+        for argument in plan.argv { try check(argument, "argv") }
+        for variable in plan.environment {
+            try check(variable, "environment")
+            guard let equals = variable.firstIndex(of: "="), equals != variable.startIndex else {
+                throw .invalidPlan(field: "environment", reason: "\(variable.prefix(64)) is not NAME=value")
+            }
+        }
+        for (field, path) in [
+            ("upperDirectory", plan.upperDirectory), ("workDirectory", plan.workDirectory),
+            ("workingDirectory", plan.workingDirectory),
+        ] {
+            try check(path, field)
+            guard path.hasPrefix("/") else { throw .invalidPlan(field: field, reason: "\(path) is not absolute") }
+        }
+        for layer in plan.rootLayers + [plan.upperDirectory, plan.workDirectory] {
+            try check(layer, "rootLayers")
+            guard layer.hasPrefix("/") else { throw .invalidPlan(field: "rootLayers", reason: "\(layer) is not absolute") }
+            // overlayfs splits its options on these.
+            if layer.contains(where: { $0 == ":" || $0 == "," || $0 == "\\" || $0 == "\n" }) {
+                throw .invalidPlan(field: "rootLayers", reason: "\(layer) contains ':', ',', '\\' or a newline")
+            }
+        }
+        if plan.rootLayers.count > 400 {
+            throw .invalidPlan(field: "rootLayers", reason: "\(plan.rootLayers.count) layers (at most 400)")
+        }
+        try check(plan.hostname, "hostname")
+        guard !plan.hostname.isEmpty, plan.hostname.utf8.count <= 64 else {
+            throw .invalidPlan(field: "hostname", reason: "must be 1 to 64 bytes")
+        }
+        if plan.groups.count > 65536 { throw .invalidPlan(field: "groups", reason: "too many groups") }
+        if let timeout = plan.timeoutSeconds, timeout <= 0 {
+            throw .invalidPlan(field: "timeoutSeconds", reason: "must be positive")
+        }
+        for mount in plan.mounts {
+            _ = try relativeTarget(mount.target)
+            switch mount.kind {
+            case .bind(let source), .bindReadOnly(let source):
+                try check(source, "mounts")
+                guard source.hasPrefix("/") else { throw .invalidPlan(field: "mounts", reason: "\(source) is not absolute") }
+            case .tmpfs(let size):
+                guard size > 0 else { throw .invalidPlan(field: "mounts", reason: "tmpfs size must be positive") }
+            }
+        }
+    }
+
+    /// "/a/b" → "a/b", refusing "..", empty targets and the builder-owned paths.
+    static func relativeTarget(_ target: String) throws(SandboxError) -> String {
+        guard target.hasPrefix("/"), !target.utf8.contains(0) else {
+            throw .invalidPlan(field: "mounts", reason: "target \(target) is not absolute")
+        }
+        let components = target.split(separator: "/").filter { $0 != "." }
+        if components.contains("..") { throw .invalidPlan(field: "mounts", reason: "target \(target) contains ..") }
+        let relative = components.joined(separator: "/")
+        let reserved = ["proc", "dev", "etc/hosts", "etc/resolv.conf"]
+        if relative.isEmpty || reserved.contains(where: { relative == $0 || relative.hasPrefix($0 + "/") }) {
+            throw .invalidPlan(field: "mounts", reason: "target \(target) is reserved by the sandbox")
+        }
+        return relative
+    }
+}
+
+/// Owns the C copies of every string and array the child reads; freed after the spawn.
+private final class CArena {
+    private var allocations: [UnsafeMutableRawPointer] = []
+
+    func string(_ value: String) -> UnsafePointer<CChar> {
+        let bytes = Array(value.utf8)
+        let pointer = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count + 1)
+        for (index, byte) in bytes.enumerated() { pointer[index] = CChar(bitPattern: byte) }
+        pointer[bytes.count] = 0
+        allocations.append(UnsafeMutableRawPointer(pointer))
+        return UnsafePointer(pointer)
+    }
+
+    func stringArray(_ values: [String]) -> UnsafePointer<UnsafePointer<CChar>?> {
+        let pointer = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: values.count + 1)
+        for (index, value) in values.enumerated() { pointer[index] = string(value) }
+        pointer[values.count] = nil
+        allocations.append(UnsafeMutableRawPointer(pointer))
+        return UnsafePointer(pointer)
+    }
+
+    func array<Element>(_ values: [Element]) -> UnsafePointer<Element> {
+        let pointer = UnsafeMutablePointer<Element>.allocate(capacity: max(values.count, 1))
+        pointer.initialize(from: values, count: values.count)
+        allocations.append(UnsafeMutableRawPointer(pointer))
+        return UnsafePointer(pointer)
+    }
+
+    deinit {
+        for allocation in allocations { allocation.deallocate() }
+    }
+}

@@ -1,0 +1,104 @@
+internal import CSandbox
+internal import CSeccomp
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A compiled filter: the `struct sock_filter` array (8 bytes per instruction) for x86_64 with the x86
+/// and x32 ABIs, ready for `seccomp(SECCOMP_SET_MODE_FILTER)`.
+public struct SeccompProgram: Sendable, Equatable {
+    public var bytes: [UInt8]
+    /// Allowed names the installed libseccomp does not know (newer than it); they stay refused.
+    public var unknownSyscalls: [String]
+}
+
+/// Owns a libseccomp filter context.
+private final class SeccompContext {
+    let handle: scmp_filter_ctx
+
+    init(defaultAction: UInt32) throws(SandboxError) {
+        guard let handle = seccomp_init(defaultAction) else {
+            throw SandboxError.seccomp(call: "seccomp_init", syscall: nil, code: -ENOMEM)
+        }
+        self.handle = handle
+    }
+
+    deinit { seccomp_release(handle) }
+}
+
+extension SeccompPolicy {
+    /// Compiles the policy with libseccomp and exports the BPF program. Done in the builder before the
+    /// child is cloned, so the child only has to load bytes.
+    public static func compile() throws(SandboxError) -> SeccompProgram {
+        let context = try SeccompContext(defaultAction: errnoAction(defaultErrno))
+        for arch in architectures where arch != "x86_64" {
+            let token = seccomp_arch_resolve_name(arch)
+            let result = seccomp_arch_add(context.handle, token)
+            if token == 0 || (result != 0 && result != -EEXIST) {
+                throw SandboxError.seccomp(call: "seccomp_arch_add(\(arch))", syscall: nil, code: result)
+            }
+        }
+        var unknown: [String] = []
+        for name in allowedSyscalls {
+            let number = seccomp_syscall_resolve_name(name)
+            if number == __NR_SCMP_ERROR {
+                unknown.append(name)
+                continue
+            }
+            let result = seccomp_rule_add_array(context.handle, SCMP_ACT_ALLOW, number, 0, nil)
+            if result != 0 {
+                throw SandboxError.seccomp(call: "seccomp_rule_add", syscall: name, code: result)
+            }
+        }
+        for rule in conditionalRules {
+            let number = seccomp_syscall_resolve_name(rule.syscall)
+            if number == __NR_SCMP_ERROR {
+                unknown.append(rule.syscall)
+                continue
+            }
+            let action: UInt32
+            switch rule.action {
+            case .allow: action = SCMP_ACT_ALLOW
+            case .errno(let code): action = errnoAction(code)
+            }
+            let comparisons = rule.conditions.map {
+                scmp_arg_cmp(
+                    arg: $0.argument, op: $0.mask == .max ? SCMP_CMP_EQ : SCMP_CMP_MASKED_EQ,
+                    datum_a: $0.mask == .max ? $0.value : $0.mask, datum_b: $0.mask == .max ? 0 : $0.value)
+            }
+            let result = comparisons.withUnsafeBufferPointer {
+                seccomp_rule_add_array(context.handle, action, number, UInt32($0.count), $0.baseAddress)
+            }
+            if result != 0 {
+                throw SandboxError.seccomp(call: "seccomp_rule_add", syscall: rule.syscall, code: result)
+            }
+        }
+        return SeccompProgram(bytes: try export(context), unknownSyscalls: unknown)
+    }
+
+    private static func errnoAction(_ code: Int32) -> UInt32 {
+        0x0005_0000 | (UInt32(bitPattern: code) & 0xffff)
+    }
+
+    private static func export(_ context: SeccompContext) throws(SandboxError) -> [UInt8] {
+        let fd = hermetic_memfd_create("hermetic-seccomp")
+        guard fd >= 0 else { throw SandboxError.seccomp(call: "memfd_create", syscall: nil, code: -errno) }
+        defer { close(fd) }
+        let result = seccomp_export_bpf(context.handle, fd)
+        guard result == 0 else { throw SandboxError.seccomp(call: "seccomp_export_bpf", syscall: nil, code: result) }
+        let size = lseek(fd, 0, SEEK_END)
+        guard size > 0, size % 8 == 0, size <= 1 << 20, lseek(fd, 0, SEEK_SET) == 0 else {
+            throw SandboxError.seccomp(call: "seccomp_export_bpf", syscall: nil, code: -EINVAL)
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(size))
+        var filled = 0
+        while filled < bytes.count {
+            let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { throw SandboxError.seccomp(call: "read", syscall: nil, code: -errno) }
+            filled += count
+        }
+        return bytes
+    }
+}

@@ -7,7 +7,8 @@ internal import CSandbox
 /// One typed setup operation, applied in order by the child (see hermetic_sandbox.h).
 struct MountOperation: Equatable {
     enum Kind: UInt32 {
-        case overlay = 1, bind, bindReadOnly, proc, tmpfs, devpts, mkdir, file, symlink, remountReadOnly
+        case overlay = 1
+        case bind, bindReadOnly, proc, tmpfs, devpts, mkdir, file, symlink, remountReadOnly
 
         var name: String {
             switch self {
@@ -89,7 +90,9 @@ extension Sandbox {
         }
 
         ops.append(
-            .init(kind: .bindReadOnly, target: "etc/hosts", source: layout.hostsFile, mountFlags: noSUID | noDev | noExec))
+            .init(
+                kind: .bindReadOnly, target: "etc/hosts", source: layout.hostsFile, mountFlags: noSUID | noDev | noExec)
+        )
         ops.append(
             .init(
                 kind: .bindReadOnly, target: "etc/resolv.conf", source: layout.resolvConfFile,
@@ -149,7 +152,9 @@ struct StepLayout {
         let layout = StepLayout(base: base)
         do {
             for directory in [layout.root, layout.overlayWork, layout.stubs, layout.files] {
-                guard mkdir(directory, 0o755) == 0 else { throw SandboxError.system(call: "mkdir", path: directory, errno: errno) }
+                guard mkdir(directory, 0o755) == 0 else {
+                    throw SandboxError.system(call: "mkdir", path: directory, errno: errno)
+                }
             }
             var hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             hosts += "127.0.1.1\t\(plan.hostname)\n"
@@ -168,7 +173,9 @@ struct StepLayout {
                 switch mount.kind {
                 case .tmpfs: isDirectory = true
                 case .bind(let source), .bindReadOnly(let source):
-                    guard stat(source, &info) == 0 else { throw SandboxError.system(call: "stat", path: source, errno: errno) }
+                    guard stat(source, &info) == 0 else {
+                        throw SandboxError.system(call: "stat", path: source, errno: errno)
+                    }
                     isDirectory = info.st_mode & S_IFMT == S_IFDIR
                 }
                 try layout.makeStub(target, directory: isDirectory, lower: lower)

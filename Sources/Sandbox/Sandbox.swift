@@ -7,7 +7,7 @@ internal import CSandbox
 /// Runs one RUN step in fresh mount, PID, network, UTS, IPC and cgroup namespaces, rooted (pivot_root,
 /// old root detached) on an overlay of the parent layers with a fresh upper directory.
 ///
-/// What it protects against, and how, is in `Sources/Sandbox/README.md`.
+/// What it protects against, and how, is in `Sources/Sandbox/Sandbox.docc/ThreatModel.md`.
 public enum Sandbox {
     /// Runs `plan` to completion. Throws only when the step could not be started or collected;
     /// the command's own failure, a timeout or a kill is a `SandboxResult`.
@@ -163,7 +163,9 @@ public enum Sandbox {
         }
         for layer in plan.rootLayers + [plan.upperDirectory, plan.workDirectory] {
             try check(layer, "rootLayers")
-            guard layer.hasPrefix("/") else { throw .invalidPlan(field: "rootLayers", reason: "\(layer) is not absolute") }
+            guard layer.hasPrefix("/") else {
+                throw .invalidPlan(field: "rootLayers", reason: "\(layer) is not absolute")
+            }
             // overlayfs splits its options on these.
             if layer.contains(where: { $0 == ":" || $0 == "," || $0 == "\\" || $0 == "\n" }) {
                 throw .invalidPlan(field: "rootLayers", reason: "\(layer) contains ':', ',', '\\' or a newline")
@@ -185,7 +187,9 @@ public enum Sandbox {
             switch mount.kind {
             case .bind(let source), .bindReadOnly(let source):
                 try check(source, "mounts")
-                guard source.hasPrefix("/") else { throw .invalidPlan(field: "mounts", reason: "\(source) is not absolute") }
+                guard source.hasPrefix("/") else {
+                    throw .invalidPlan(field: "mounts", reason: "\(source) is not absolute")
+                }
             case .tmpfs(let size):
                 guard size > 0 else { throw .invalidPlan(field: "mounts", reason: "tmpfs size must be positive") }
             }

@@ -18,7 +18,8 @@ public enum SeccompPolicy {
 
     /// Namespace flags refused in clone (CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID,
     /// NEWNET).
-    public static let cloneNamespaceFlags: UInt64 = 0x0000_0080 | 0x0002_0000 | 0x0200_0000 | 0x0400_0000
+    public static let cloneNamespaceFlags: UInt64 =
+        0x0000_0080 | 0x0002_0000 | 0x0200_0000 | 0x0400_0000
         | 0x0800_0000 | 0x1000_0000 | 0x2000_0000 | 0x4000_0000
 
     /// TIOCSTI: pushes bytes into a terminal's input queue.

@@ -20,10 +20,12 @@ final class SandboxFixture {
     ]
 
     init() throws {
-        try #require(getuid() == 0, "the sandbox needs root (namespaces, overlayfs, cgroups); running as uid \(getuid())")
+        try #require(
+            getuid() == 0, "the sandbox needs root (namespaces, overlayfs, cgroups); running as uid \(getuid())")
         let filesystems = try String(contentsOfFile: "/proc/filesystems", encoding: .utf8)
         try #require(filesystems.contains("\toverlay\n"), "overlayfs is not available in /proc/filesystems")
-        try #require(FileManager.default.isExecutableFile(atPath: "/bin/busybox"), "/bin/busybox (busybox-static) is missing")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: "/bin/busybox"), "/bin/busybox (busybox-static) is missing")
 
         var template = Array("/tmp/hermetic-sandbox-test-XXXXXX".utf8CString)
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
@@ -95,7 +97,9 @@ final class SandboxFixture {
     func installProbe(source: String) throws {
         let sourcePath = base + "/probe.c"
         try source.write(toFile: sourcePath, atomically: false, encoding: .utf8)
-        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/cc"), "cc is missing: cannot build the syscall probe")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: "/usr/bin/cc"), "cc is missing: cannot build the syscall probe"
+        )
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/cc")
         process.arguments = ["-static", "-O1", "-o", lower + "/probe", sourcePath]

@@ -73,7 +73,9 @@ struct SandboxTests {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         try #require(bound == 0 && listen(server, 8) == 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -84,7 +86,8 @@ struct SandboxTests {
         let output = try fixture.run(
             fixture.shell(
                 "cat /sys/class/net/lo/operstate 2>/dev/null; ls /proc/net >/dev/null; "
-                    + "if echo x | nc 127.0.0.1 \(port); then echo connected; else echo refused; fi; cat /proc/net/dev"))
+                    + "if echo x | nc 127.0.0.1 \(port); then echo connected; else echo refused; fi; cat /proc/net/dev")
+        )
         #expect(output.stdout.contains("refused"), "stdout: \(output.stdout) stderr: \(output.stderr)")
         #expect(!output.stdout.contains("connected"))
         // Only lo exists in the step's network namespace.
@@ -184,7 +187,8 @@ struct SandboxTests {
     @Test("image symlinks at mountpoints: a symlinked /etc/hosts is replaced, a symlinked parent refused")
     func symlinkMountpoints() throws {
         let fixture = try SandboxFixture()
-        try FileManager.default.createSymbolicLink(atPath: fixture.lower + "/etc/hosts", withDestinationPath: fixture.canary)
+        try FileManager.default.createSymbolicLink(
+            atPath: fixture.lower + "/etc/hosts", withDestinationPath: fixture.canary)
         let output = try fixture.run(fixture.shell("cat /etc/hosts; echo y > /etc/hosts; true"))
         #expect(output.stdout.contains("localhost"))
         #expect(!output.stdout.contains(fixture.canaryText))
@@ -202,7 +206,8 @@ struct SandboxTests {
     @Test("extra mounts: tmpfs and read-only bind of a host file")
     func extraMounts() throws {
         let fixture = try SandboxFixture()
-        var plan = fixture.shell("cat /run/secrets/token; echo z > /run/secrets/token; echo t > /scratch/f; cat /scratch/f")
+        var plan = fixture.shell(
+            "cat /run/secrets/token; echo z > /run/secrets/token; echo t > /scratch/f; cat /scratch/f")
         plan.mounts = [
             ExtraMount(.bindReadOnly(source: fixture.canary), target: "/run/secrets/token"),
             ExtraMount(.tmpfs(sizeBytes: 1 << 20), target: "/scratch"),
@@ -273,7 +278,9 @@ struct SandboxTests {
         let program = try SeccompPolicy.compile()
         let compileTime = clock.now - start
         let total = durations.reduce(Duration.zero, +)
-        print("sandbox start-to-exit of /bin/true: mean \(total / durations.count), min \(durations.min()!); seccomp compile \(compileTime), \(program.bytes.count / 8) BPF instructions")
+        print(
+            "sandbox start-to-exit of /bin/true: mean \(total / durations.count), min \(durations.min()!); seccomp compile \(compileTime), \(program.bytes.count / 8) BPF instructions"
+        )
         #expect(total / durations.count < .seconds(2))
     }
 }
@@ -301,7 +308,8 @@ struct SeccompPolicyTests {
         #expect(program.bytes.count > 100 * 8)
         #expect(program.bytes.count % 8 == 0)
         #expect(try SeccompPolicy.compile() == program)
-        print("seccomp: \(program.bytes.count / 8) instructions; unknown to this libseccomp: \(program.unknownSyscalls)")
+        print(
+            "seccomp: \(program.bytes.count / 8) instructions; unknown to this libseccomp: \(program.unknownSyscalls)")
     }
 }
 

@@ -264,6 +264,24 @@ struct SandboxTests {
         #expect(results["i386_getpid"] == 0)
     }
 
+    @Test("a child-side failure is a typed error naming the step and path")
+    func childFailureIsTyped() throws {
+        let fixture = try SandboxFixture()
+        #expect(
+            throws: SandboxError.childSetup(step: "execve", opIndex: nil, path: "no-such-command", errno: ENOENT)
+        ) {
+            try fixture.run(fixture.plan(["no-such-command"]))
+        }
+        try FileManager.default.removeItem(atPath: fixture.lower + "/etc")
+        try "not a directory".write(toFile: fixture.lower + "/etc", atomically: false, encoding: .utf8)
+        #expect(
+            throws: SandboxError.unsafeMountpoint(path: "/etc/hosts", reason: "/etc is not a directory in the image")
+        ) {
+            try fixture.run(fixture.plan(["true"]))
+        }
+        #expect(fixture.upperEntries().isEmpty)
+    }
+
     @Test("measured: step start-up latency")
     func startupLatency() throws {
         let fixture = try SandboxFixture()

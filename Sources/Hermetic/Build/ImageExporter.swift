@@ -1,0 +1,143 @@
+import Foundation
+
+/// The image, assembled as blobs in a staging layout, before it is written to any output.
+struct ExportedImage {
+    /// The manifest digest (one platform) or the image index digest (several platforms).
+    var imageDigest: Digest
+    var configDigest: Digest?
+    var topDescriptor: Descriptor
+    var manifests: [(platform: Platform, manifest: ImageManifest, descriptor: Descriptor)]
+    var tags: [String]
+
+    /// What `--metadata-file` holds, with buildx's key names.
+    func metadataJSON() throws -> [UInt8] {
+        var object: [String: String] = [
+            "containerimage.digest": imageDigest.description,
+            "containerimage.descriptor.mediaType": topDescriptor.mediaType,
+            "containerimage.descriptor.size": String(topDescriptor.size),
+            "hermetic.layer-format": HermeticVersion.layerFormat,
+        ]
+        if let configDigest { object["containerimage.config.digest"] = configDigest.description }
+        if !tags.isEmpty { object["image.name"] = tags.joined(separator: ",") }
+        return try CanonicalJSON.encode(object)
+    }
+}
+
+/// Turns built images into OCI blobs (config, manifest, index) and writes them to each requested output.
+/// Every output goes to a temporary name first and is renamed into place when complete.
+struct ImageExporter {
+    var images: [BuiltImage]
+    var tags: [String]
+    var sourceDateEpoch: Int64
+
+    /// Manifest annotation recording the layer canonicalization, so a later builder can reproduce it.
+    static let layerFormatAnnotation = "dev.hermetic.layer-format"
+
+    /// Computes every blob and digest; writes nothing outside `stagingParent`.
+    func assemble(stagingParent: String) throws -> ExportedImage {
+        var manifests: [(Platform, ImageManifest, Descriptor)] = []
+        for image in images {
+            let configBytes = try CanonicalJSON.encode(image.config)
+            let configDescriptor = Descriptor(
+                mediaType: MediaType.imageConfig, digest: Digest.sha256(of: configBytes), size: Int64(configBytes.count))
+            var manifest = ImageManifest(config: configDescriptor, layers: image.layers.map(\.descriptor))
+            manifest.annotations = [Self.layerFormatAnnotation: HermeticVersion.layerFormat]
+            let manifestBytes = try CanonicalJSON.encode(manifest)
+            var descriptor = Descriptor(
+                mediaType: MediaType.imageManifest, digest: Digest.sha256(of: manifestBytes),
+                size: Int64(manifestBytes.count))
+            descriptor.platform = image.platform
+            manifests.append((image.platform, manifest, descriptor))
+        }
+        if manifests.count == 1, let only = manifests.first {
+            var top = only.2
+            top.platform = nil
+            return ExportedImage(imageDigest: only.2.digest, configDigest: only.1.config.digest, topDescriptor: top,
+                manifests: manifests, tags: tags)
+        }
+        let index = ImageIndex(manifests: manifests.map(\.2))
+        let indexBytes = try CanonicalJSON.encode(index)
+        let top = Descriptor(
+            mediaType: MediaType.imageIndex, digest: Digest.sha256(of: indexBytes), size: Int64(indexBytes.count))
+        return ExportedImage(imageDigest: top.digest, configDigest: nil, topDescriptor: top, manifests: manifests,
+            tags: tags)
+    }
+
+    func write(_ exported: ExportedImage, to output: OutputSpec, workspace: String) throws {
+        switch output {
+        case .local(let destination):
+            try writeRootFilesystem(to: destination, workspace: workspace)
+        case .ociDirectory(let destination):
+            let writer = try stage(exported, near: destination)
+            try writer.finish(index: topLevelIndex(exported), to: destination)
+        case .ociArchive(let destination):
+            let writer = try stage(exported, near: destination)
+            try writer.finishArchive(index: topLevelIndex(exported), to: destination, format: .oci)
+        case .dockerArchive(let destination):
+            let writer = try stage(exported, near: destination)
+            try writer.finishArchive(index: topLevelIndex(exported), to: destination,
+                format: .docker(repoTags: tags.map(Self.dockerRepoTag), manifest: exported.manifests[0].manifest))
+        }
+    }
+
+    /// index.json: the image (manifest or index), annotated with each `-t` name as OCI ref names want.
+    private func topLevelIndex(_ exported: ExportedImage) -> ImageIndex {
+        let names = tags.isEmpty ? [nil] : tags.map { Optional($0) }
+        return ImageIndex(manifests: names.map { name in
+            var descriptor = exported.topDescriptor
+            if let name { descriptor.annotations = ["org.opencontainers.image.ref.name": Self.ociRefName(name)] }
+            return descriptor
+        })
+    }
+
+    /// `-t name:tag` → the ref name in an OCI layout (the tag; the whole name when it has no tag).
+    static func ociRefName(_ tag: String) -> String {
+        if let colon = tag.lastIndex(of: ":"), !tag[colon...].contains("/") {
+            return String(tag[tag.index(after: colon)...])
+        }
+        return tag
+    }
+
+    static func dockerRepoTag(_ tag: String) -> String {
+        if let colon = tag.lastIndex(of: ":"), !tag[colon...].contains("/") { return tag }
+        return tag + ":latest"
+    }
+
+    private func stage(_ exported: ExportedImage, near destination: String) throws -> OCILayoutWriter {
+        let parent = FileSystem.parentDirectory(of: FileSystem.absolute(destination))
+        try FileSystem.makeDirectories(parent)
+        let writer = try OCILayoutWriter(stagingParent: parent)
+        for (image, entry) in zip(images, exported.manifests) {
+            for layer in image.layers {
+                _ = try writer.putBlob(copyingFile: layer.blobPath, digest: layer.descriptor.digest,
+                    size: layer.descriptor.size, mediaType: layer.descriptor.mediaType)
+            }
+            _ = try writer.putCanonicalJSON(image.config, mediaType: MediaType.imageConfig)
+            _ = try writer.putCanonicalJSON(entry.manifest, mediaType: MediaType.imageManifest)
+        }
+        if exported.manifests.count > 1 {
+            _ = try writer.putCanonicalJSON(ImageIndex(manifests: exported.manifests.map(\.descriptor)),
+                mediaType: MediaType.imageIndex)
+        }
+        return writer
+    }
+
+    /// `type=local`: the final root filesystem of the (first) platform, rebuilt from the image's own layers
+    /// beside the destination, then renamed into place.
+    private func writeRootFilesystem(to destination: String, workspace: String) throws {
+        guard let image = images.first else { return }
+        let absolute = FileSystem.absolute(destination)
+        let parent = FileSystem.parentDirectory(of: absolute)
+        try FileSystem.makeDirectories(parent)
+        let temporary = try FileSystem.makeTemporaryDirectory(in: parent, prefix: ".hermetic-local-")
+        var done = false
+        defer { if !done { FileSystem.removeTree(temporary) } }
+        for layer in image.layers {
+            _ = try LayerApplier().apply(blobAt: layer.blobPath, mediaType: layer.descriptor.mediaType,
+                expectedDiffID: layer.diffID, toRoot: temporary)
+        }
+        chmod(temporary, 0o755)
+        try FileSystem.replaceDirectory(at: absolute, with: temporary)
+        done = true
+    }
+}

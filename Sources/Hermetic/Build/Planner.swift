@@ -1,0 +1,268 @@
+/// Where a stage starts from, or where a `COPY --from` / `RUN --mount from=` reads.
+public enum StageSource: Sendable, Hashable {
+    case scratch
+    /// Another stage of this Dockerfile, by index.
+    case stage(Int)
+    /// An image reference (after expansion), resolved through named contexts and pins.
+    case image(String)
+    /// A named context that is a plain directory (`COPY --from=NAME` only).
+    case namedDirectory(String)
+}
+
+public struct PlannedStage: Sendable {
+    public var index: Int
+    /// Lowercased, as BuildKit compares stage names.
+    public var name: String?
+    public var base: StageSource
+    /// The expanded `FROM --platform` value, if any.
+    public var platform: String?
+    public var from: Instruction
+    /// The instructions after FROM.
+    public var instructions: [Instruction]
+    /// For each instruction (by position in `instructions`) that reads another source: where it reads.
+    public var sources: [Int: StageSource]
+    /// Stages this one needs built first (its base and its `--from` stages), ascending.
+    public var dependencies: [Int]
+
+    /// How errors and logs name the stage: `stage-N` or its name.
+    public var displayName: String { name ?? "stage-\(index)" }
+}
+
+/// The stage graph of a Dockerfile for one target platform: every stage, and the stages the target needs,
+/// in an order where each comes after all it depends on.
+public struct BuildPlan: Sendable {
+    public var file: String
+    public var stages: [PlannedStage]
+    /// Global ARGs (before the first FROM) with their values after build-arg overrides, in order.
+    public var globalArguments: [(name: String, value: String?)]
+    /// Predefined platform ARGs (TARGETPLATFORM, BUILDARCH, …) for this plan's platform.
+    public var predefinedArguments: [String: String]
+    public var target: Int
+    public var buildOrder: [Int]
+    /// Build args given on the command line that no ARG of a needed stage (or the globals) declares.
+    public var unusedBuildArguments: [String]
+}
+
+/// Turns a parsed Dockerfile into a `BuildPlan`: names stages, resolves FROM and `--from` references,
+/// finds the stages the target needs and orders them; finds cycles. It reads no files.
+public struct Planner {
+    public var dockerfile: Dockerfile
+    public var buildArguments: [String: String]
+    public var predefinedArguments: [String: String]
+    private let lexer: ShellLexer
+
+    /// Build args that RUN may see without an ARG (BuildKit's predefined proxy args).
+    public static let proxyArgumentNames: Set<String> = [
+        "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+        "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
+    ]
+
+    public init(dockerfile: Dockerfile, buildArguments: [String: String], predefinedArguments: [String: String]) {
+        self.dockerfile = dockerfile
+        self.buildArguments = buildArguments
+        self.predefinedArguments = predefinedArguments
+        self.lexer = ShellLexer(escape: dockerfile.directives.escape)
+    }
+
+    public func plan(target: String?) throws -> BuildPlan {
+        let file = dockerfile.file
+        var globals: [(name: String, value: String?)] = []
+        var stages: [PlannedStage] = []
+        var usedArguments = Set<String>()
+
+        func globalLookup(_ name: String) -> String? {
+            if let entry = globals.last(where: { $0.name == name }) { return entry.value }
+            return predefinedArguments[name]
+        }
+
+        // Split into the global ARG prelude and stages.
+        var current: (from: Instruction, body: [Instruction])?
+        var rawStages: [(from: Instruction, body: [Instruction])] = []
+        for instruction in dockerfile.instructions {
+            switch instruction.kind {
+            case .from:
+                if let current { rawStages.append(current) }
+                current = (instruction, [])
+            case .arg(let declarations) where current == nil:
+                for declaration in declarations {
+                    var value: String?
+                    if let given = buildArguments[declaration.name] {
+                        value = given
+                    } else if let defaultValue = declaration.defaultValue {
+                        value = try expand(defaultValue, at: instruction, lookup: globalLookup)
+                    }
+                    globals.removeAll { $0.name == declaration.name }
+                    globals.append((declaration.name, value))
+                    usedArguments.insert(declaration.name)
+                }
+            default:
+                guard current != nil else {
+                    throw DockerfileError(
+                        file: file, line: instruction.range.start.line,
+                        message: "no build stage in current context (only ARG may come before the first FROM)")
+                }
+                current?.body.append(instruction)
+            }
+        }
+        if let current { rawStages.append(current) }
+        guard !rawStages.isEmpty else {
+            throw DockerfileError(file: file, line: max(1, dockerfile.instructions.last?.range.start.line ?? 1),
+                message: "the Dockerfile has no FROM instruction")
+        }
+
+        // Name and base each stage; FROM sees only global ARGs and the predefined platform ARGs.
+        var indexByName: [String: Int] = [:]
+        for (index, raw) in rawStages.enumerated() {
+            guard case .from(let from) = raw.from.kind else { continue }
+            let line = raw.from.range.start.line
+            let reference = try expand(from.image, at: raw.from, lookup: globalLookup)
+            guard !reference.isEmpty else {
+                throw DockerfileError(file: file, line: line, message: "base name (\(from.image)) should not be blank")
+            }
+            let platform = try from.platform.map { try expand($0, at: raw.from, lookup: globalLookup) }
+            var name: String?
+            if let stageName = from.stageName {
+                let lowered = stageName.lowercased()
+                guard Self.isValidStageName(lowered) else {
+                    throw DockerfileError(file: file, line: line,
+                        message: "invalid name for build stage: \"\(stageName)\", name can't start with a number or contain symbols")
+                }
+                guard indexByName[lowered] == nil else {
+                    throw DockerfileError(file: file, line: line, message: "duplicate stage name \"\(stageName)\"")
+                }
+                name = lowered
+            }
+            let base: StageSource
+            if reference.lowercased() == "scratch" {
+                base = .scratch
+            } else if let earlier = indexByName[reference.lowercased()] {
+                base = .stage(earlier)
+            } else {
+                base = .image(reference)
+            }
+            if let name { indexByName[name] = index }
+            stages.append(PlannedStage(index: index, name: name, base: base, platform: platform, from: raw.from,
+                instructions: raw.body, sources: [:], dependencies: []))
+        }
+
+        // Resolve `--from` references, expanding them as the stage's own ARG/ENV scope stands at that point.
+        var finalScopes: [Int: StageScope] = [:]
+        for index in stages.indices {
+            var scope: StageScope
+            if case .stage(let parent) = stages[index].base, let parentScope = finalScopes[parent] {
+                scope = StageScope(environment: parentScope.environment)
+            } else {
+                scope = StageScope()
+            }
+            var dependencies = Set<Int>()
+            if case .stage(let parent) = stages[index].base { dependencies.insert(parent) }
+            for (position, instruction) in stages[index].instructions.enumerated() {
+                switch instruction.kind {
+                case .arg(let declarations):
+                    for declaration in declarations {
+                        usedArguments.insert(declaration.name)
+                        if let given = buildArguments[declaration.name] {
+                            scope.declareArgument(declaration.name, value: given)
+                        } else if let defaultValue = declaration.defaultValue {
+                            scope.declareArgument(
+                                declaration.name, value: try expand(defaultValue, at: instruction, lookup: scope.lookup))
+                        } else {
+                            scope.declareArgument(declaration.name, value: globalLookup(declaration.name))
+                        }
+                    }
+                case .env(let pairs):
+                    for pair in pairs {
+                        let key = try expand(pair.key, at: instruction, lookup: scope.lookup)
+                        scope.setEnvironment(key, try expand(pair.value, at: instruction, lookup: scope.lookup))
+                    }
+                case .copy(let copy):
+                    if let fromText = copy.from {
+                        let source = try resolveSource(
+                            try expand(fromText, at: instruction, lookup: scope.lookup),
+                            at: instruction, stageIndex: index, indexByName: indexByName, stageCount: stages.count)
+                        stages[index].sources[position] = source
+                        if case .stage(let other) = source { dependencies.insert(other) }
+                    }
+                default:
+                    break
+                }
+            }
+            finalScopes[index] = scope
+            stages[index].dependencies = dependencies.sorted()
+        }
+
+        // The target and what it needs, each stage after its dependencies; cycles are errors.
+        let targetIndex: Int
+        if let target {
+            guard let found = indexByName[target.lowercased()] else {
+                throw ArgumentError(argument: "--target", value: target,
+                    reason: "failed to reach build target \(target) in \(file): no stage has that name")
+            }
+            targetIndex = found
+        } else {
+            targetIndex = stages.count - 1
+        }
+        var order: [Int] = []
+        var state = [Int: Bool]()  // false: in progress, true: done
+        func visit(_ index: Int, path: [Int]) throws {
+            if state[index] == true { return }
+            if state[index] == false {
+                throw DockerfileError(file: file, line: stages[index].from.range.start.line,
+                    message: "circular dependency detected on stage: \(stages[index].displayName)")
+            }
+            state[index] = false
+            for dependency in stages[index].dependencies { try visit(dependency, path: path + [index]) }
+            state[index] = true
+            order.append(index)
+        }
+        try visit(targetIndex, path: [])
+
+        let unused = buildArguments.keys.filter {
+            !usedArguments.contains($0) && !Self.proxyArgumentNames.contains($0)
+        }.sorted()
+        return BuildPlan(file: file, stages: stages, globalArguments: globals, predefinedArguments: predefinedArguments,
+            target: targetIndex, buildOrder: order, unusedBuildArguments: unused)
+    }
+
+    private func resolveSource(_ text: String, at instruction: Instruction, stageIndex: Int,
+        indexByName: [String: Int], stageCount: Int) throws -> StageSource {
+        if let byName = indexByName[text.lowercased()] {
+            guard byName != stageIndex else {
+                throw DockerfileError(file: dockerfile.file, line: instruction.range.start.line,
+                    message: "circular dependency detected on stage: \(text)")
+            }
+            return .stage(byName)
+        }
+        if !text.isEmpty, text.allSatisfy(\.isASCII), text.allSatisfy(\.isNumber) {
+            guard let number = Int(text), number < stageCount else {
+                throw DockerfileError(file: dockerfile.file, line: instruction.range.start.line,
+                    message: "invalid stage index \(text): the Dockerfile has \(stageCount) stage(s)")
+            }
+            guard number != stageIndex else {
+                throw DockerfileError(file: dockerfile.file, line: instruction.range.start.line,
+                    message: "circular dependency detected on stage: \(number)")
+            }
+            return .stage(number)
+        }
+        if text.lowercased() == "scratch" { return .scratch }
+        return .image(text)
+    }
+
+    private func expand(_ word: String, at instruction: Instruction, lookup: (String) -> String?) throws -> String {
+        do {
+            return try lexer.processWord(word, lookup: lookup)
+        } catch let error as DockerfileError {
+            throw error
+        } catch {
+            throw DockerfileError(file: dockerfile.file, line: instruction.range.start.line, message: "\(error)")
+        }
+    }
+
+    /// BuildKit's rule: lowercase letter first, then letters, digits, `-`, `_`, `.`.
+    static func isValidStageName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, ("a"..."z").contains(first) else { return false }
+        return name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" || $0 == "_" || $0 == "."
+        }
+    }
+}

@@ -1,0 +1,377 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A layer that belongs to an image being built: its descriptor and where its verified blob lies.
+struct LayerRecord: Sendable {
+    var descriptor: Descriptor
+    var diffID: Digest
+    var blobPath: String
+}
+
+/// The state of a stage after its instructions ran.
+struct StageState {
+    var rootfs: String
+    var layers: [LayerRecord]
+    var config: ImageConfig
+    var scope: StageScope
+    /// Set once CMD is given in this stage: ENTRYPOINT then keeps it (BuildKit's rule).
+    var commandSet = false
+}
+
+/// An image ready to export for one platform.
+struct BuiltImage {
+    var platform: Platform
+    var config: ImageConfig
+    var layers: [LayerRecord]
+    var rootfs: String
+}
+
+/// Executes the stages of one `BuildPlan` (one platform), in plan order, on root filesystems kept in
+/// `workspace`. Each instruction updates the stage's config, or writes one layer and applies it.
+struct StageExecutor {
+    let plan: BuildPlan
+    let platform: Platform
+    let context: BuildContext
+    let resolver: ImageResolver
+    let workspace: String
+    let sourceDateEpoch: Int64
+    let buildArguments: [String: String]
+    let log: BuildLog
+    let lexer: ShellLexer
+
+    private var stages: [Int: StageState] = [:]
+    private var imageRoots: [String: String] = [:]
+    private var counter = 0
+
+    init(plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
+        sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog)
+    {
+        self.plan = plan
+        self.platform = platform
+        self.context = context
+        self.resolver = resolver
+        self.workspace = workspace
+        self.sourceDateEpoch = sourceDateEpoch
+        self.buildArguments = buildArguments
+        self.log = log
+        self.lexer = ShellLexer(escape: Character("\\"))
+    }
+
+    var file: String { plan.file }
+
+    mutating func buildTarget() throws -> BuiltImage {
+        for index in plan.buildOrder {
+            try runStage(plan.stages[index])
+        }
+        guard let target = stages[plan.target] else {
+            throw DockerfileError(file: file, line: 1, message: "internal: target stage was not built")
+        }
+        var config = target.config
+        config.architecture = platform.architecture
+        config.os = platform.os
+        config.variant = platform.variant
+        config.created = RFC3339.format(sourceDateEpoch)
+        return BuiltImage(platform: platform, config: config, layers: target.layers, rootfs: target.rootfs)
+    }
+
+    private mutating func nextDirectory(_ label: String) throws -> String {
+        counter += 1
+        let path = "\(workspace)/\(counter)-\(label)"
+        try FileSystem.makeDirectory(path)
+        return path
+    }
+
+    // MARK: Stages
+
+    private mutating func runStage(_ stage: PlannedStage) throws {
+        log.step("\(stage.index) [\(stage.displayName)] \(stage.from.original)")
+        var state = try startState(for: stage)
+        // ONBUILD triggers of the base run first, then are cleared (Docker's rule).
+        let triggers = state.config.config?.onBuild ?? []
+        if !triggers.isEmpty {
+            state.config.config?.onBuild = nil
+            for trigger in triggers {
+                let parsed = try DockerfileParser.parse(Array(trigger.utf8), file: "\(file) (ONBUILD of \(stage.displayName))")
+                for instruction in parsed.instructions {
+                    try execute(instruction, position: nil, in: stage, state: &state)
+                }
+            }
+        }
+        for (position, instruction) in stage.instructions.enumerated() {
+            try execute(instruction, position: position, in: stage, state: &state)
+        }
+        stages[stage.index] = state
+    }
+
+    private mutating func startState(for stage: PlannedStage) throws -> StageState {
+        let rootfs = try nextDirectory("rootfs")
+        switch stage.base {
+        case .scratch:
+            // BuildKit's empty image: only a default PATH in Env.
+            var config = ImageConfig.empty
+            var container = ContainerConfig()
+            container.env = [Self.defaultPath]
+            config.config = container
+            return StageState(rootfs: rootfs, layers: [], config: config, scope: StageScope(environmentLines: [Self.defaultPath]))
+        case .stage(let parent):
+            guard let parentState = stages[parent] else {
+                throw DockerfileError(file: file, line: stage.from.range.start.line, message: "internal: stage \(parent) not built")
+            }
+            for layer in parentState.layers {
+                try apply(layer, to: rootfs)
+            }
+            var state = parentState
+            state.rootfs = rootfs
+            state.scope = StageScope(environment: parentState.scope.environment)
+            state.commandSet = false
+            return state
+        case .image(let reference):
+            let (image, layers) = try loadImage(reference, line: stage.from.range.start.line)
+            for layer in layers { try apply(layer, to: rootfs) }
+            var config = image.config
+            config.history = config.history ?? []
+            if config.config == nil { config.config = ContainerConfig() }
+            return StageState(rootfs: rootfs, layers: layers, config: config,
+                scope: StageScope(environmentLines: config.config?.env ?? []))
+        case .namedDirectory(let name):
+            throw DockerfileError(file: file, line: stage.from.range.start.line,
+                message: "FROM \(name): a directory context cannot be a base image")
+        }
+    }
+
+    /// Resolves an image reference to a pinned image, copies and verifies its blobs into the workspace.
+    private mutating func loadImage(_ reference: String, line: Int) throws -> (ResolvedImage, [LayerRecord]) {
+        let pinned: ImageResolver.PinnedImage
+        do {
+            pinned = try resolver.resolve(reference)
+        } catch let error as ResolutionError {
+            throw DockerfileError(file: file, line: line, message: error.description)
+        }
+        let reader = try OCILayoutReader(path: pinned.layoutPath)
+        let image = try reader.resolveImage(reference: pinned.tag, digest: pinned.digest, platform: platform)
+        let diffIDs = image.config.rootfs.diffIDs
+        guard diffIDs.count == image.manifest.layers.count else {
+            throw DockerfileError(file: file, line: line,
+                message: "image \"\(reference)\": the config lists \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers")
+        }
+        let blobs = try nextDirectory("blobs")
+        var layers: [LayerRecord] = []
+        for (descriptor, diffID) in zip(image.manifest.layers, diffIDs) {
+            let path = blobs + "/" + descriptor.digest.hex
+            if !FileSystem.exists(path) { try reader.copyBlob(descriptor, to: path) }
+            var exported = descriptor
+            exported.mediaType = MediaType.ociLayerMediaType(forAny: descriptor.mediaType)
+            exported.annotations = nil
+            exported.urls = nil
+            layers.append(LayerRecord(descriptor: exported, diffID: diffID, blobPath: path))
+        }
+        return (image, layers)
+    }
+
+    private func apply(_ layer: LayerRecord, to root: String) throws {
+        _ = try LayerApplier().apply(
+            blobAt: layer.blobPath, mediaType: layer.descriptor.mediaType, expectedDiffID: layer.diffID, toRoot: root)
+    }
+
+    /// The root filesystem an image reference unpacks to (for `COPY --from=image`), made once per build.
+    private mutating func imageRoot(_ reference: String, line: Int) throws -> String {
+        if let root = imageRoots[reference] { return root }
+        let (_, layers) = try loadImage(reference, line: line)
+        let root = try nextDirectory("image-rootfs")
+        for layer in layers { try apply(layer, to: root) }
+        imageRoots[reference] = root
+        return root
+    }
+
+    // MARK: Instructions
+
+    private func fail(_ instruction: Instruction, _ message: String) -> DockerfileError {
+        DockerfileError(file: file, line: instruction.range.start.line, message: message)
+    }
+
+    private mutating func execute(_ instruction: Instruction, position: Int?, in stage: PlannedStage,
+        state: inout StageState) throws
+    {
+        let scope = state.scope
+        let expanded = try instruction.expanded(lookup: { scope.lookup($0) }, lexer: lexer, file: file)
+        let line = instruction.range.start.line
+        var container = state.config.config ?? ContainerConfig()
+        var emptyLayer = true
+        switch expanded.kind {
+        case .from:
+            throw fail(instruction, "internal: FROM inside a stage")
+        case .arg(let declarations):
+            for declaration in declarations {
+                if let given = buildArguments[declaration.name] {
+                    state.scope.declareArgument(declaration.name, value: given)
+                } else if let value = declaration.defaultValue {
+                    state.scope.declareArgument(declaration.name, value: value)
+                } else {
+                    let global = plan.globalArguments.last(where: { $0.name == declaration.name })?.value
+                        ?? plan.predefinedArguments[declaration.name]
+                    state.scope.declareArgument(declaration.name, value: global)
+                }
+            }
+            state.config.config = container
+            return  // ARG leaves no history entry (as in BuildKit)
+        case .env(let pairs):
+            for pair in pairs {
+                guard !pair.key.isEmpty else { throw fail(instruction, "ENV names can not be blank") }
+                state.scope.setEnvironment(pair.key, pair.value)
+            }
+            container.env = state.scope.environmentLines
+        case .label(let pairs):
+            var labels = container.labels ?? [:]
+            for pair in pairs { labels[pair.key] = pair.value }
+            container.labels = labels
+        case .maintainer(let name):
+            state.config.author = name
+        case .user(let user):
+            container.user = user
+        case .workdir(let path):
+            let resolved = Self.joinWorkdir(container.workingDir, path)
+            container.workingDir = resolved
+            let entries = try DirectoryCreation.entries(for: resolved, inRoot: state.rootfs, sourceDateEpoch: sourceDateEpoch)
+            if !entries.isEmpty {
+                try addLayer(entries, to: &state, line: line)
+                emptyLayer = false
+            }
+        case .expose(let ports):
+            var exposed = container.exposedPorts ?? [:]
+            for port in ports {
+                for normalized in try PortSpec.expand(port, line: line, file: file) { exposed[normalized] = EmptyObject() }
+            }
+            container.exposedPorts = exposed
+        case .volume(let paths):
+            var volumes = container.volumes ?? [:]
+            for path in paths {
+                guard !path.isEmpty else { throw fail(instruction, "VOLUME specified can not be an empty string") }
+                volumes[path] = EmptyObject()
+            }
+            container.volumes = volumes
+        case .stopSignal(let signal):
+            guard Self.isValidSignal(signal) else { throw fail(instruction, "invalid STOPSIGNAL \"\(signal)\"") }
+            container.stopSignal = signal
+        case .cmd(let form):
+            container.cmd = Self.commandLine(form, shell: container.shell)
+            state.commandSet = true
+        case .entrypoint(let form):
+            container.entrypoint = Self.commandLine(form, shell: container.shell)
+            if !state.commandSet { container.cmd = nil }
+        case .shell(let shell):
+            guard !shell.isEmpty else { throw fail(instruction, "SHELL requires at least one argument") }
+            container.shell = shell
+        case .healthcheck(let health):
+            container.healthcheck = try HealthcheckConversion.config(health, shell: container.shell, line: line, file: file)
+        case .onbuild(let trigger):
+            container.onBuild = (container.onBuild ?? []) + [trigger]
+        case .run:
+            throw fail(instruction, "RUN needs the sandbox, which this build of hermetic does not have yet")
+        case .copy(let copy):
+            state.config.config = container
+            let entries = try copyEntries(copy, instruction: instruction, position: position, stage: stage, state: state)
+            try addLayer(entries, to: &state, line: line)
+            container = state.config.config ?? container
+            emptyLayer = false
+        }
+        state.config.config = container
+        state.config.history = (state.config.history ?? []) + [
+            History(created: RFC3339.format(sourceDateEpoch), createdBy: instruction.original,
+                comment: "hermetic", emptyLayer: emptyLayer ? true : nil)
+        ]
+    }
+
+    private mutating func addLayer(_ entries: [LayerEntry], to state: inout StageState, line: Int) throws {
+        let blobs = try nextDirectory("layer")
+        let written = try LayerWriter(sourceDateEpoch: sourceDateEpoch).write(entries, into: blobs)
+        let record = LayerRecord(
+            descriptor: Descriptor(mediaType: written.mediaType, digest: written.digest, size: written.compressedSize),
+            diffID: written.diffID, blobPath: written.blobPath)
+        try apply(record, to: state.rootfs)
+        state.layers.append(record)
+        state.config.rootfs.diffIDs.append(written.diffID)
+    }
+
+    private mutating func copyEntries(_ copy: CopyInstruction, instruction: Instruction, position: Int?,
+        stage: PlannedStage, state: StageState) throws -> [LayerEntry]
+    {
+        let line = instruction.range.start.line
+        let source = position.flatMap { stage.sources[$0] } ?? (copy.from.map { StageSource.image($0) })
+        let sourceRoot: String
+        var sourceContext: BuildContext
+        switch source {
+        case nil:
+            sourceContext = context
+            sourceRoot = context.root
+        case .stage(let index)?:
+            guard let other = stages[index] else { throw fail(instruction, "internal: stage \(index) not built") }
+            sourceRoot = other.rootfs
+            sourceContext = BuildContext(root: sourceRoot, ignore: DockerIgnore())
+        case .image(let reference)?:
+            if case .directory(let directory)? = resolver.namedContexts[reference] {
+                sourceRoot = FileSystem.absolute(directory)
+            } else {
+                sourceRoot = try imageRoot(reference, line: line)
+            }
+            sourceContext = BuildContext(root: sourceRoot, ignore: DockerIgnore())
+        case .namedDirectory(let directory)?:
+            sourceRoot = directory
+            sourceContext = BuildContext(root: sourceRoot, ignore: DockerIgnore())
+        case .scratch?:
+            throw fail(instruction, "COPY --from=scratch: scratch has no files")
+        }
+        var owner: (uid: UInt32, gid: UInt32)?
+        if let chown = copy.chown {
+            do {
+                owner = try UserDatabase(root: state.rootfs).resolveOwner(chown)
+            } catch {
+                throw fail(instruction, "\(copy.isAdd ? "ADD" : "COPY") --chown=\(chown): \(error)")
+            }
+        }
+        let staging = try nextDirectory("staging")
+        return try CopyPlanner(
+            sourceContext: sourceContext, destinationRoot: state.rootfs,
+            workingDirectory: state.config.config?.workingDir ?? "/", sourceDateEpoch: sourceDateEpoch,
+            stagingDirectory: staging
+        ).entries(for: copy, owner: owner, line: line, file: file)
+    }
+
+    // MARK: Rules
+
+    static let defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    static func joinWorkdir(_ current: String?, _ path: String) -> String {
+        let combined = path.hasPrefix("/") ? path : (current ?? "/") + "/" + path
+        var parts: [Substring] = []
+        for part in combined.split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." {
+                if !parts.isEmpty { parts.removeLast() }
+                continue
+            }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    static func commandLine(_ form: CommandForm, shell: [String]?) -> [String] {
+        switch form {
+        case .exec(let arguments): return arguments
+        case .shell(let text): return (shell ?? ["/bin/sh", "-c"]) + [text]
+        }
+    }
+
+    static func isValidSignal(_ signal: String) -> Bool {
+        if let number = Int(signal) { return number > 0 && number < 65 }
+        let name = signal.uppercased().hasPrefix("SIG") ? String(signal.uppercased().dropFirst(3)) : signal.uppercased()
+        let names: Set<String> = [
+            "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE",
+            "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU",
+            "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        ]
+        if names.contains(name) { return true }
+        if name.hasPrefix("RTMIN") || name.hasPrefix("RTMAX") { return true }
+        return false
+    }
+}

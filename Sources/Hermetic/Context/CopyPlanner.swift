@@ -1,0 +1,238 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The layer entries one COPY or ADD adds to a stage (BuildKit's semantics):
+/// - a directory source copies its contents, not itself; a file goes into `dest/` or becomes `dest`;
+/// - several sources (or a wildcard matching several) need a destination that is a directory;
+/// - relative destinations are relative to WORKDIR; symlinks in the destination resolve inside the root;
+/// - owners: build-context files 0:0, files from a stage or image keep theirs, `--chown` overrides;
+/// - `--chmod` (octal) applies to every copied file and directory;
+/// - missing parent directories are created (0755, owned by the `--chown` owner or root), and existing
+///   parents are repeated with their current attributes so the layer stands alone;
+/// - hardlinks inside the copied set stay hardlinks, symlinks stay symlinks;
+/// - `ADD` of a local tar archive (any compression libarchive reads) extracts it into the destination;
+///   a remote file (already fetched and checked) is written with mode 0600.
+struct CopyPlanner {
+    var sourceContext: BuildContext
+    var destinationRoot: String
+    var workingDirectory: String
+    var sourceDateEpoch: Int64
+    var stagingDirectory: String
+    /// Remote sources already fetched and verified: URL → staged file.
+    var remoteFiles: [String: (path: String, size: Int64)] = [:]
+
+    struct PlanError: HermeticError {
+        var message: String
+        var description: String { message }
+    }
+
+    func entries(for copy: CopyInstruction, owner: (uid: UInt32, gid: UInt32)?, line: Int, file: String) throws
+        -> [LayerEntry]
+    {
+        func fail(_ message: String) -> DockerfileError { DockerfileError(file: file, line: line, message: message) }
+        let keyword = copy.isAdd ? "ADD" : "COPY"
+        var mode: UInt32?
+        if let chmod = copy.chmod {
+            guard let parsed = UInt32(chmod, radix: 8), parsed <= 0o7777 else {
+                throw fail("\(keyword) --chmod=\(chmod): only octal modes (e.g. 0755) are supported")
+            }
+            mode = parsed
+        }
+        let excludes: DockerIgnore
+        do {
+            excludes = try DockerIgnore(text: copy.excludes.joined(separator: "\n"), file: "\(file):\(line) --exclude")
+        } catch {
+            throw fail("\(keyword) --exclude: \(error)")
+        }
+
+        // Where things go.
+        let destinationText = copy.destination
+        let absoluteDestination = destinationText.hasPrefix("/") ? destinationText : workingDirectory + "/" + destinationText
+        let resolvedDestination: [String]
+        do {
+            resolvedDestination = try RootedPath.resolve(absoluteDestination, inRoot: destinationRoot)
+        } catch {
+            throw fail("\(keyword) destination \(destinationText): \(error)")
+        }
+        let destinationExistsAsDirectory = RootedPath.status(resolvedDestination, inRoot: destinationRoot)
+            .map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false
+        let endsWithSlash = destinationText.hasSuffix("/") || destinationText.hasSuffix("/.") || destinationText == "."
+
+        // What is copied.
+        struct Item {
+            var match: BuildContext.Match?
+            var heredoc: Heredoc?
+            var remote: (url: String, path: String, size: Int64)?
+            var nameForDirectory: String
+            var parentsPrefix: [String]
+        }
+        var items: [Item] = []
+        var usedWildcard = false
+        let heredocsByName = Dictionary(copy.heredocs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for source in copy.sources {
+            if let heredoc = heredocsByName[source] {
+                items.append(Item(heredoc: heredoc, nameForDirectory: heredoc.name, parentsPrefix: []))
+                continue
+            }
+            if InstructionBuilder.isRemote(source) {
+                guard let fetched = remoteFiles[source] else { throw fail("ADD \(source): not fetched") }
+                items.append(Item(remote: (source, fetched.path, fetched.size),
+                    nameForDirectory: RemoteFileFetcher.fileName(of: source), parentsPrefix: []))
+                continue
+            }
+            if BuildContext.hasWildcard(source) { usedWildcard = true }
+            let matches: [BuildContext.Match]
+            do {
+                matches = try sourceContext.resolve(source)
+            } catch {
+                throw fail("\(keyword) failed: \(error)")
+            }
+            for match in matches {
+                let name = match.components.last ?? ""
+                let prefix = copy.parents ? Array(match.components.dropLast()) : []
+                items.append(Item(match: match, nameForDirectory: name, parentsPrefix: prefix))
+            }
+        }
+        let many = items.count > 1 || (usedWildcard && items.count > 1)
+        if copy.sources.count > 1 && !endsWithSlash && !destinationExistsAsDirectory {
+            throw fail("When using \(keyword) with more than one source file, the destination must be a directory and end with a /")
+        }
+        let intoDirectory = endsWithSlash || destinationExistsAsDirectory || many || copy.parents
+
+        var collector = EntryCollector(root: destinationRoot, epoch: sourceDateEpoch, owner: owner)
+        for item in items {
+            let base = resolvedDestination + item.parentsPrefix
+            if let heredoc = item.heredoc {
+                let target = intoDirectory ? base + [item.nameForDirectory] : resolvedDestination
+                collector.add(LayerEntry(path: target.joined(separator: "/"), kind: .regular(.bytes(Array(heredoc.content.utf8))),
+                    mode: mode ?? 0o644, uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
+                continue
+            }
+            if let remote = item.remote {
+                let target = intoDirectory ? base + [item.nameForDirectory] : resolvedDestination
+                collector.add(LayerEntry(path: target.joined(separator: "/"),
+                    kind: .regular(.file(path: remote.path, size: remote.size)), mode: mode ?? 0o600,
+                    uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
+                continue
+            }
+            guard let match = item.match else { continue }
+            var info = match.info
+            var hostPath = match.hostPath
+            // A symlink named as the source itself is followed (inside the tree), as BuildKit does.
+            if (info.st_mode & S_IFMT) == S_IFLNK {
+                let followed = try RootedPath.resolve(match.components.joined(separator: "/"), inRoot: sourceContext.root)
+                guard let target = RootedPath.status(followed, inRoot: sourceContext.root) else {
+                    throw fail("\(keyword) failed: \"\(match.components.joined(separator: "/"))\" is a dangling symlink")
+                }
+                info = target
+                hostPath = sourceContext.host(followed)
+            }
+            if (info.st_mode & S_IFMT) == S_IFDIR {
+                let directoryComponents = try RootedPath.resolve(match.components.joined(separator: "/"), inRoot: sourceContext.root)
+                let target = copy.parents ? base + [item.nameForDirectory] : resolvedDestination
+                if !target.isEmpty, RootedPath.status(target, inRoot: destinationRoot) == nil {
+                    collector.add(entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
+                }
+                var firstByInode: [String: String] = [:]
+                for (relative, childInfo) in try sourceContext.walk(directoryComponents) {
+                    let relativePath = relative.joined(separator: "/")
+                    if !excludes.isEmpty, excludes.isExcluded(relativePath) { continue }
+                    let childTarget = target + relative
+                    let childHost = sourceContext.host(directoryComponents + relative)
+                    var childEntry = entry(for: childInfo, at: childTarget, hostPath: childHost, mode: mode, owner: owner)
+                    if (childInfo.st_mode & S_IFMT) == S_IFREG, childInfo.st_nlink > 1 {
+                        let inode = "\(childInfo.st_dev):\(childInfo.st_ino)"
+                        if let first = firstByInode[inode] {
+                            childEntry.kind = .hardlink(target: first)
+                        } else {
+                            firstByInode[inode] = childEntry.path
+                        }
+                    }
+                    collector.add(childEntry)
+                }
+                continue
+            }
+            let target = intoDirectory ? base + [item.nameForDirectory] : resolvedDestination
+            guard !target.isEmpty else { throw fail("\(keyword): cannot copy a file onto /") }
+            if copy.isAdd, sourceContext.isBuildContext, copy.unpack != false, (info.st_mode & S_IFMT) == S_IFREG,
+                ArchiveExtractor().isRecognizedArchive(at: hostPath)
+            {
+                let archiveTarget = intoDirectory || endsWithSlash ? base : resolvedDestination
+                let staging = try FileSystem.makeTemporaryDirectory(in: stagingDirectory, prefix: "archive-")
+                for var extracted in try ArchiveExtractor().entries(ofArchiveAt: hostPath, stagingDirectory: staging) {
+                    extracted.path = (archiveTarget + RootedPath.components(extracted.path)).joined(separator: "/")
+                    if let owner {
+                        extracted.uid = owner.uid
+                        extracted.gid = owner.gid
+                    }
+                    collector.add(extracted)
+                }
+                continue
+            }
+            collector.add(entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
+        }
+        return try collector.finish()
+    }
+
+    /// One entry for a file found in the source tree.
+    private func entry(for info: stat, at target: [String], hostPath: String, mode: UInt32?, owner: (uid: UInt32, gid: UInt32)?)
+        -> LayerEntry
+    {
+        let fromContext = sourceContext.isBuildContext
+        var entry = LayerEntry(path: target.joined(separator: "/"), kind: .directory,
+            mode: mode ?? (UInt32(info.st_mode) & 0o7777),
+            uid: owner?.uid ?? (fromContext ? 0 : info.st_uid), gid: owner?.gid ?? (fromContext ? 0 : info.st_gid),
+            mtime: fromContext ? sourceDateEpoch : Int64(info.st_mtim.tv_sec))
+        switch info.st_mode & S_IFMT {
+        case S_IFDIR: entry.kind = .directory
+        case S_IFLNK:
+            entry.kind = .symlink(target: (try? RootedPath.readLink(hostPath)) ?? "")
+            entry.mode = 0o777
+        case S_IFIFO: entry.kind = .fifo
+        default: entry.kind = .regular(.file(path: hostPath, size: Int64(info.st_size)))
+        }
+        return entry
+    }
+}
+
+/// Collects entries by path (a later one replaces an earlier one, as a later copy overwrites) and adds
+/// every parent directory: existing ones with their current attributes, missing ones as 0755.
+struct EntryCollector {
+    let root: String
+    let epoch: Int64
+    let owner: (uid: UInt32, gid: UInt32)?
+    private var entries: [String: LayerEntry] = [:]
+
+    init(root: String, epoch: Int64, owner: (uid: UInt32, gid: UInt32)?) {
+        self.root = root
+        self.epoch = epoch
+        self.owner = owner
+    }
+
+    mutating func add(_ entry: LayerEntry) {
+        entries[entry.path] = entry
+    }
+
+    func finish() throws -> [LayerEntry] {
+        var all = entries
+        for path in entries.keys {
+            var components = path.split(separator: "/").map(String.init)
+            components.removeLast()
+            while !components.isEmpty {
+                let parent = components.joined(separator: "/")
+                if all[parent] == nil {
+                    if let info = RootedPath.status(components, inRoot: root), (info.st_mode & S_IFMT) == S_IFDIR {
+                        all[parent] = LayerEntry(path: parent, kind: .directory, mode: UInt32(info.st_mode) & 0o7777,
+                            uid: info.st_uid, gid: info.st_gid, mtime: Int64(info.st_mtim.tv_sec))
+                    } else {
+                        all[parent] = LayerEntry(path: parent, kind: .directory, mode: 0o755, uid: owner?.uid ?? 0,
+                            gid: owner?.gid ?? 0, mtime: epoch)
+                    }
+                }
+                components.removeLast()
+            }
+        }
+        return all.values.sorted { $0.path < $1.path }
+    }
+}

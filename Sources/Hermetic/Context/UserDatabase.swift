@@ -1,0 +1,78 @@
+/// `/etc/passwd` and `/etc/group` of a stage's root filesystem, read as data (inside the root, size-capped,
+/// junk lines ignored), to turn `--chown` and `USER` values into numeric ids.
+public struct UserDatabase: Sendable {
+    struct Account: Sendable {
+        var name: String
+        var uid: UInt32
+        var gid: UInt32
+    }
+
+    private var users: [Account] = []
+    private var groups: [(name: String, gid: UInt32, members: [String])] = []
+
+    public struct LookupError: HermeticError {
+        public var what: String
+        public var description: String { what }
+    }
+
+    public init(root: String) throws {
+        users = Self.records(root: root, path: "etc/passwd").compactMap { fields in
+            guard fields.count >= 4, let uid = UInt32(fields[2]), let gid = UInt32(fields[3]) else { return nil }
+            return Account(name: fields[0], uid: uid, gid: gid)
+        }
+        groups = Self.records(root: root, path: "etc/group").compactMap { fields in
+            guard fields.count >= 3, let gid = UInt32(fields[2]) else { return nil }
+            let members = fields.count >= 4 ? fields[3].split(separator: ",").map(String.init) : []
+            return (fields[0], gid, members)
+        }
+    }
+
+    private static func records(root: String, path: String) -> [[String]] {
+        guard let resolved = try? RootedPath.resolve(path, inRoot: root),
+            let bytes = try? FileSystem.readFile(root + "/" + resolved.joined(separator: "/"), limit: 4 << 20)
+        else { return [] }
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").map {
+            $0.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        }
+    }
+
+    /// `--chown` rules (BuildKit): `user[:group]`, each a name or a number; without a group the gid is the
+    /// uid (Dockerfile reference: "a UID without GID will use the same numeric UID as the GID").
+    public func resolveOwner(_ spec: String) throws -> (uid: UInt32, gid: UInt32) {
+        let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let uid = try userID(parts[0], spec: spec)
+        let gid = parts.count == 2 ? try groupID(parts[1], spec: spec) : uid
+        return (uid, gid)
+    }
+
+    /// `USER` rules (Docker): `user[:group]`; without a group, a named user gets its passwd primary group,
+    /// a numeric uid gets its passwd primary group if it has an entry, else gid 0.
+    public func resolveUser(_ spec: String) throws -> (uid: UInt32, gid: UInt32, groups: [UInt32]) {
+        let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let uid = try userID(parts[0], spec: spec)
+        let account = users.first { $0.uid == uid && (UInt32(parts[0]) != nil || $0.name == parts[0]) }
+        let gid = parts.count == 2 ? try groupID(parts[1], spec: spec) : (account?.gid ?? 0)
+        let supplementary = account.map { user in
+            groups.filter { $0.members.contains(user.name) }.map(\.gid).filter { $0 != gid }
+        } ?? []
+        return (uid, gid, supplementary)
+    }
+
+    private func userID(_ text: String, spec: String) throws -> UInt32 {
+        guard !text.isEmpty else { throw LookupError(what: "\"\(spec)\": the user is empty") }
+        if let number = UInt32(text) { return number }
+        guard let account = users.first(where: { $0.name == text }) else {
+            throw LookupError(what: "unable to find user \(text): no matching entries in passwd file")
+        }
+        return account.uid
+    }
+
+    private func groupID(_ text: String, spec: String) throws -> UInt32 {
+        guard !text.isEmpty else { throw LookupError(what: "\"\(spec)\": the group is empty") }
+        if let number = UInt32(text) { return number }
+        guard let group = groups.first(where: { $0.name == text }) else {
+            throw LookupError(what: "unable to find group \(text): no matching entries in group file")
+        }
+        return group.gid
+    }
+}

@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Small, exact wrappers over the file-system calls the builder needs; failures become `SystemError`s
+/// that name the call and the path.
+public enum FileSystem {
+    public static func makeTemporaryDirectory(in parent: String, prefix: String) throws -> String {
+        var template = Array("\(parent)/\(prefix)XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { buffer -> Bool in
+            mkdtemp(buffer.baseAddress!) != nil
+        }
+        guard made else { throw SystemError("mkdtemp", path: parent, errno: errno) }
+        return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws {
+        guard mkdir(path, mode) == 0 || errno == EEXIST else { throw SystemError("mkdir", path: path, errno: errno) }
+    }
+
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            try makeDirectory(current, mode: mode)
+        }
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func readFile(_ path: String, limit: Int) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
+        defer { close(fd) }
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", path: path, errno: errno)
+            }
+            if count == 0 { break }
+            guard result.count + count <= limit else {
+                throw SystemError("read", path: path, errno: EFBIG)
+            }
+            result.append(contentsOf: buffer[0..<count])
+        }
+        return result
+    }
+
+    /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws {
+        let directory = parentDirectory(of: path)
+        var template = Array("\(directory)/.hermetic-tmp-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw SystemError("create temporary file in", path: directory, errno: errno) }
+        let temporary = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        var ok = false
+        defer {
+            if !ok { unlink(temporary) }
+        }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                let code = errno
+                close(fd)
+                throw SystemError("write", path: temporary, errno: code)
+            }
+            offset += written
+        }
+        fchmod(fd, mode)
+        guard close(fd) == 0 else { throw SystemError("close", path: temporary, errno: errno) }
+        guard rename(temporary, path) == 0 else { throw SystemError("rename to", path: path, errno: errno) }
+        ok = true
+    }
+
+    /// Removes a tree without following symlinks. Missing paths are fine.
+    public static func removeTree(_ path: String) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            // A directory that is not writable (e.g. mode 0555 from an image) still has to go.
+            chmod(path, 0o700)
+            if let dir = opendir(path) {
+                var names: [String] = []
+                while let entry = readdir(dir) {
+                    let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                        String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+                    }
+                    if name != "." && name != ".." { names.append(name) }
+                }
+                closedir(dir)
+                for name in names { removeTree(path + "/" + name) }
+            }
+            rmdir(path)
+        } else {
+            unlink(path)
+        }
+    }
+
+    public static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    /// An absolute form of `path` (relative to the current directory), without resolving symlinks.
+    public static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buffer, buffer.count) != nil else { return path }
+        let cwd = String(cString: buffer)
+        return path == "." ? cwd : cwd + "/" + path
+    }
+}
+
+extension FileSystem {
+    /// Puts the complete directory `replacement` at `path`: an existing directory there is moved aside
+    /// first and removed only after the new one is in place.
+    public static func replaceDirectory(at path: String, with replacement: String) throws {
+        var aside: String?
+        if exists(path) {
+            let parent = parentDirectory(of: path)
+            let holder = try makeTemporaryDirectory(in: parent, prefix: ".hermetic-old-")
+            guard rename(path, holder + "/old") == 0 else {
+                let code = errno
+                rmdir(holder)
+                throw SystemError("move aside", path: path, errno: code)
+            }
+            aside = holder
+        }
+        guard rename(replacement, path) == 0 else {
+            let code = errno
+            if let aside { rename(aside + "/old", path); rmdir(aside) }
+            throw SystemError("rename into place", path: path, errno: code)
+        }
+        if let aside { removeTree(aside) }
+    }
+}

@@ -1,0 +1,384 @@
+import Foundation
+
+/// Turns one logical line into a typed `Instruction`: keyword, flags, arguments (JSON or shell form),
+/// heredocs. Rules and messages follow BuildKit's parser and instruction packages.
+struct InstructionBuilder {
+    let file: String
+    let escape: Character
+
+    private func fail(_ line: Int, _ message: String) -> DockerfileError {
+        DockerfileError(file: file, line: line, message: message)
+    }
+
+    static let flagsByInstruction: [String: [String: FlagKind]] = [
+        "from": ["platform": .string],
+        "copy": ["from": .string, "chown": .string, "chmod": .string, "link": .bool, "parents": .bool,
+            "exclude": .repeated],
+        "add": ["from": .string, "chown": .string, "chmod": .string, "link": .bool, "parents": .bool,
+            "exclude": .repeated, "checksum": .string, "keep-git-dir": .bool, "unpack": .bool],
+        "run": ["mount": .repeated, "network": .string, "security": .string],
+        "healthcheck": ["interval": .string, "timeout": .string, "start-period": .string,
+            "start-interval": .string, "retries": .string],
+    ]
+
+    enum FlagKind { case string, bool, repeated }
+
+    struct Flags {
+        var values: [String: [String]] = [:]
+        func string(_ name: String) -> String? { values[name]?.last }
+        func all(_ name: String) -> [String] { values[name] ?? [] }
+        func bool(_ name: String) -> Bool? {
+            guard let value = values[name]?.last else { return nil }
+            return value != "false"
+        }
+    }
+
+    func build(_ logical: LogicalLine, heredocReader: inout LineReader) throws(DockerfileError) -> Instruction {
+        let line = logical.startLine
+        let text = logical.text
+        let keywordText = String(text.prefix { !$0.isWhitespace })
+        let keyword = keywordText.lowercased()
+        var rest = String(text.dropFirst(keywordText.count).drop(while: { $0.isWhitespace }))
+        let known = ["from", "arg", "env", "label", "copy", "add", "run", "workdir", "user", "cmd", "entrypoint",
+            "shell", "expose", "volume", "stopsignal", "healthcheck", "onbuild", "maintainer"]
+        guard known.contains(keyword) else {
+            throw fail(line, "unknown instruction: \(keywordText)")
+        }
+        let flags = try extractFlags(&rest, keyword: keyword, line: line)
+        var heredocs: [Heredoc] = []
+        if ["run", "copy", "add"].contains(keyword) {
+            for marker in heredocMarkers(in: rest) {
+                let body = try heredocReader.readHeredoc(name: marker.name, chomp: marker.chomp, instructionLine: line)
+                heredocs.append(Heredoc(name: marker.name, content: body, expand: marker.expand, chomp: marker.chomp,
+                    fileDescriptor: marker.fileDescriptor))
+            }
+        }
+        let range = SourceRange(start: SourcePosition(line: line, column: 1),
+            end: SourcePosition(line: max(line, heredocReader.currentLine), column: 1))
+        let original = (keywordText.uppercased() + " " + rest).trimmingCharacters(in: .whitespaces)
+        let originalWithFlags = text.trimmingCharacters(in: .whitespaces)
+        let kind = try makeKind(keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, line: line)
+        _ = original
+        return Instruction(kind: kind, range: range, original: originalWithFlags)
+    }
+
+    private func makeKind(keyword: String, rest: String, flags: Flags, heredocs: [Heredoc], line: Int)
+        throws(DockerfileError) -> InstructionKind
+    {
+        let upper = keyword.uppercased()
+        switch keyword {
+        case "from":
+            let words = Self.whitespaceWords(rest)
+            guard words.count == 1 || (words.count == 3 && words[1].lowercased() == "as") else {
+                throw fail(line, "FROM requires either one or three arguments")
+            }
+            return .from(FromInstruction(image: words[0], stageName: words.count == 3 ? words[2] : nil,
+                platform: flags.string("platform")))
+        case "arg":
+            let words = try quotedWords(rest, line: line)
+            guard !words.isEmpty else { throw fail(line, "ARG requires at least one argument") }
+            return .arg(try words.map { word throws(DockerfileError) in
+                if let eq = word.firstIndex(of: "=") {
+                    let name = String(word[..<eq])
+                    guard !name.isEmpty else { throw fail(line, "ARG names can not be blank") }
+                    return ArgDeclaration(name: name, defaultValue: String(word[word.index(after: eq)...]))
+                }
+                return ArgDeclaration(name: word, defaultValue: nil)
+            })
+        case "env", "label":
+            let pairs = try nameValuePairs(rest, instruction: upper, line: line)
+            return keyword == "env" ? .env(pairs) : .label(pairs)
+        case "maintainer":
+            guard !rest.isEmpty else { throw fail(line, "MAINTAINER requires exactly one argument") }
+            return .maintainer(rest.trimmingCharacters(in: .whitespaces))
+        case "workdir", "user", "stopsignal":
+            let value = rest.trimmingCharacters(in: .whitespaces)
+            guard !value.isEmpty else { throw fail(line, "\(upper) requires exactly one argument") }
+            if keyword == "workdir" { return .workdir(value) }
+            if keyword == "user" { return .user(value) }
+            return .stopSignal(value)
+        case "expose":
+            let words = Self.whitespaceWords(rest)
+            guard !words.isEmpty else { throw fail(line, "EXPOSE requires at least one argument") }
+            return .expose(words)
+        case "volume":
+            let words = jsonList(rest) ?? Self.whitespaceWords(rest)
+            guard !words.isEmpty else { throw fail(line, "VOLUME requires at least one argument") }
+            return .volume(words)
+        case "shell":
+            guard let words = jsonList(rest) else {
+                throw fail(line, "SHELL requires the arguments to be in JSON form")
+            }
+            guard !words.isEmpty else { throw fail(line, "SHELL requires at least one argument") }
+            return .shell(words)
+        case "cmd":
+            return .cmd(commandForm(rest))
+        case "entrypoint":
+            return .entrypoint(commandForm(rest))
+        case "run":
+            guard !rest.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw fail(line, "RUN requires at least one argument")
+            }
+            if let network = flags.string("network"), !["default", "none", "host"].contains(network) {
+                throw fail(line, "RUN --network=\(network): expected default, none or host")
+            }
+            if let security = flags.string("security"), !["sandbox", "insecure"].contains(security) {
+                throw fail(line, "RUN --security=\(security): expected sandbox or insecure")
+            }
+            return .run(RunInstruction(command: heredocs.isEmpty ? commandForm(rest) : .shell(rest), heredocs: heredocs,
+                mounts: flags.all("mount"), network: flags.string("network"), security: flags.string("security")))
+        case "copy", "add":
+            return .copy(try copyInstruction(keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, line: line))
+        case "healthcheck":
+            return .healthcheck(try healthcheck(rest, flags: flags, line: line))
+        case "onbuild":
+            let trigger = rest.trimmingCharacters(in: .whitespaces)
+            let triggerKeyword = String(trigger.prefix { !$0.isWhitespace }).uppercased()
+            guard !trigger.isEmpty else { throw fail(line, "ONBUILD requires at least one argument") }
+            switch triggerKeyword {
+            case "ONBUILD": throw fail(line, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+            case "FROM", "MAINTAINER": throw fail(line, "\(triggerKeyword) isn't allowed as an ONBUILD trigger")
+            default: break
+            }
+            // The trigger must itself be a valid instruction.
+            var probe = try LineReader(bytes: Array(trigger.utf8), file: file)
+            if let logical = try probe.nextLogicalLine(escape: escape) {
+                do {
+                    _ = try build(LogicalLine(text: logical.text, startLine: line, endLine: line), heredocReader: &probe)
+                } catch {
+                    throw fail(line, "ONBUILD trigger: \(error.message)")
+                }
+            }
+            return .onbuild(trigger)
+        default:
+            throw fail(line, "unknown instruction: \(upper)")
+        }
+    }
+
+    private func copyInstruction(keyword: String, rest: String, flags: Flags, heredocs: [Heredoc], line: Int)
+        throws(DockerfileError) -> CopyInstruction
+    {
+        let upper = keyword.uppercased()
+        var words: [String]
+        if heredocs.isEmpty {
+            words = jsonList(rest) ?? Self.whitespaceWords(rest)
+        } else {
+            words = Self.whitespaceWords(rest).map { word in
+                heredocMarker(word)?.name ?? word
+            }
+        }
+        guard words.count >= 2 else {
+            throw fail(line, "\(upper) requires at least two arguments, but only one was provided. Destination could not be determined.")
+        }
+        let destination = words.removeLast()
+        let isAdd = keyword == "add"
+        for source in words where Self.isRemote(source) {
+            guard isAdd else { throw fail(line, "COPY cannot fetch \(source): use ADD --checksum=sha256:…") }
+            if source.hasPrefix("git@") || source.hasSuffix(".git") || source.contains(".git#") {
+                throw fail(line, "ADD \(source): git sources are not supported by a hermetic build")
+            }
+            guard flags.string("checksum") != nil else {
+                throw fail(line, "ADD \(source) requires --checksum=sha256:… (remote inputs must be pinned)")
+            }
+        }
+        if let checksum = flags.string("checksum") {
+            guard isAdd, words.count == 1, words.allSatisfy(Self.isRemote) else {
+                throw fail(line, "ADD --checksum applies to exactly one http(s) source")
+            }
+            _ = checksum
+        }
+        return CopyInstruction(isAdd: isAdd, sources: words, destination: destination, heredocs: heredocs,
+            from: flags.string("from"), chown: flags.string("chown"), chmod: flags.string("chmod"),
+            link: flags.bool("link") ?? false, parents: flags.bool("parents") ?? false, excludes: flags.all("exclude"),
+            checksum: flags.string("checksum"), keepGitDir: flags.bool("keep-git-dir") ?? false,
+            unpack: flags.bool("unpack"))
+    }
+
+    static func isRemote(_ source: String) -> Bool {
+        let lower = source.lowercased()
+        return lower.hasPrefix("http://") || lower.hasPrefix("https://") || lower.hasPrefix("git@")
+            || lower.hasPrefix("git://")
+    }
+
+    private func healthcheck(_ rest: String, flags: Flags, line: Int) throws(DockerfileError) -> HealthcheckInstruction {
+        let words = Self.whitespaceWords(rest)
+        guard let first = words.first else { throw fail(line, "HEALTHCHECK requires an argument") }
+        var result = HealthcheckInstruction(command: nil, interval: flags.string("interval"),
+            timeout: flags.string("timeout"), startPeriod: flags.string("start-period"),
+            startInterval: flags.string("start-interval"), retries: flags.string("retries"))
+        switch first.uppercased() {
+        case "NONE":
+            guard words.count == 1 else { throw fail(line, "HEALTHCHECK NONE takes no arguments") }
+            guard flags.values.isEmpty else { throw fail(line, "HEALTHCHECK NONE takes no flags") }
+            return result
+        case "CMD":
+            let command = String(rest.drop { !$0.isWhitespace }.drop { $0.isWhitespace })
+            guard !command.isEmpty else { throw fail(line, "Missing command after HEALTHCHECK CMD") }
+            result.command = commandForm(command)
+            return result
+        default:
+            throw fail(line, "Unknown type \"\(first)\" in HEALTHCHECK (try CMD)")
+        }
+    }
+
+    // MARK: Pieces
+
+    /// Leading `--name[=value]` words. A flag the instruction does not take is an error.
+    private func extractFlags(_ rest: inout String, keyword: String, line: Int) throws(DockerfileError) -> Flags {
+        var flags = Flags()
+        let allowed = Self.flagsByInstruction[keyword] ?? [:]
+        while rest.hasPrefix("--") {
+            let word = Self.firstQuotedWord(rest, escape: escape)
+            rest = String(rest.dropFirst(word.count).drop(while: { $0.isWhitespace }))
+            if word == "--" { break }
+            let body = word.dropFirst(2)
+            let name = String(body.prefix { $0 != "=" })
+            let value: String? = body.contains("=") ? Self.unquoted(String(body.drop { $0 != "=" }.dropFirst())) : nil
+            guard let kind = allowed[name] else {
+                throw fail(line, "unknown flag: --\(name) for \(keyword.uppercased())")
+            }
+            switch kind {
+            case .bool:
+                guard value == nil || value == "true" || value == "false" else {
+                    throw fail(line, "--\(name) takes true or false, not \"\(value ?? "")\"")
+                }
+                flags.values[name, default: []].append(value ?? "true")
+            case .string, .repeated:
+                guard let value else { throw fail(line, "missing a value for flag: --\(name)") }
+                if kind == .string, flags.values[name] != nil {
+                    throw fail(line, "duplicate flag specified: --\(name)")
+                }
+                flags.values[name, default: []].append(value)
+            }
+        }
+        return flags
+    }
+
+    /// The first word, quotes and escapes kept (so `--flag="a b"` stays one word).
+    static func firstQuotedWord(_ text: String, escape: Character) -> String {
+        var quote: Character?
+        var result = ""
+        var escaped = false
+        for ch in text {
+            if escaped {
+                result.append(ch)
+                escaped = false
+                continue
+            }
+            if ch == escape, quote != "'" {
+                result.append(ch)
+                escaped = true
+                continue
+            }
+            if let q = quote {
+                if ch == q { quote = nil }
+            } else if ch == "\"" || ch == "'" {
+                quote = ch
+            } else if ch.isWhitespace {
+                break
+            }
+            result.append(ch)
+        }
+        return result
+    }
+
+    static func unquoted(_ text: String) -> String {
+        if text.count >= 2, let first = text.first, first == "\"" || first == "'", text.last == first {
+            return String(text.dropFirst().dropLast())
+        }
+        return text
+    }
+
+    static func whitespaceWords(_ text: String) -> [String] {
+        text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }).map(String.init)
+    }
+
+    /// Words split on unquoted blanks, quotes and escapes kept for the expansion pass (BuildKit's parseWords).
+    private func quotedWords(_ text: String, line: Int) throws(DockerfileError) -> [String] {
+        var words: [String] = []
+        var rest = Substring(text)
+        while true {
+            rest = rest.drop { $0.isWhitespace }
+            if rest.isEmpty { break }
+            let word = Self.firstQuotedWord(String(rest), escape: escape)
+            words.append(word)
+            rest = rest.dropFirst(word.count)
+        }
+        return words
+    }
+
+    /// ENV and LABEL: `k=v k2=v2`, or the legacy `key value with spaces`.
+    private func nameValuePairs(_ text: String, instruction: String, line: Int) throws(DockerfileError) -> [KeyValue] {
+        let words = try quotedWords(text, line: line)
+        guard let first = words.first else { throw fail(line, "\(instruction) requires at least one argument") }
+        if !first.contains("=") {
+            let value = String(text.drop { !$0.isWhitespace }.drop { $0.isWhitespace })
+            guard !value.isEmpty else {
+                throw fail(line, "\(instruction) must have two arguments")
+            }
+            return [KeyValue(key: first, value: value)]
+        }
+        return try words.map { word throws(DockerfileError) in
+            guard let eq = word.firstIndex(of: "=") else {
+                throw fail(line, "Syntax error - can't find = in \"\(word)\". Must be of the form: name=value")
+            }
+            let key = String(word[..<eq])
+            guard !key.isEmpty else { throw fail(line, "\(instruction) names can not be blank") }
+            return KeyValue(key: key, value: String(word[word.index(after: eq)...]))
+        }
+    }
+
+    /// A JSON array of strings, or nil if the text is not one.
+    private func jsonList(_ text: String) -> [String]? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard trimmed.hasPrefix("["), trimmed.hasSuffix("]") else { return nil }
+        return try? JSONDecoder().decode([String].self, from: Data(trimmed.utf8))
+    }
+
+    private func commandForm(_ text: String) -> CommandForm {
+        if let list = jsonList(text) { return .exec(list) }
+        return .shell(text)
+    }
+
+    struct HeredocMarker {
+        var name: String
+        var chomp: Bool
+        var expand: Bool
+        var fileDescriptor: Int?
+    }
+
+    /// `[n]<<[-]NAME`, `<<"NAME"`, `<<'NAME'` as a whole word.
+    func heredocMarker(_ word: String) -> HeredocMarker? {
+        let digits = word.prefix { $0.isASCII && $0.isNumber }
+        var rest = word.dropFirst(digits.count)
+        guard rest.hasPrefix("<<") else { return nil }
+        rest = rest.dropFirst(2)
+        let chomp = rest.hasPrefix("-")
+        if chomp { rest = rest.dropFirst() }
+        var expand = true
+        var name = String(rest)
+        if let first = name.first, first == "\"" || first == "'" {
+            guard name.count >= 2, name.last == first else { return nil }
+            name = String(name.dropFirst().dropLast())
+            expand = false
+        }
+        guard !name.isEmpty, name.allSatisfy({ !$0.isWhitespace && $0 != "<" && $0 != "\"" && $0 != "'" }) else {
+            return nil
+        }
+        return HeredocMarker(name: name, chomp: chomp, expand: expand, fileDescriptor: digits.isEmpty ? nil : Int(digits))
+    }
+
+    /// Heredoc markers among the instruction's words (quoted words are never markers).
+    func heredocMarkers(in text: String) -> [HeredocMarker] {
+        var markers: [HeredocMarker] = []
+        var rest = Substring(text)
+        while true {
+            rest = rest.drop { $0.isWhitespace }
+            if rest.isEmpty { break }
+            let word = Self.firstQuotedWord(String(rest), escape: escape)
+            rest = rest.dropFirst(max(word.count, 1))
+            if let marker = heredocMarker(word) { markers.append(marker) }
+        }
+        return markers
+    }
+}

@@ -1,0 +1,351 @@
+/// Variable expansion and quote removal as BuildKit's shell lexer does it (a subset of POSIX shell word
+/// expansion): `$v`, `${v}`, `${v:-w}`, `${v-w}`, `${v:+w}`, `${v+w}`, `${v:?m}`, `${v?m}`, `${v#p}`, `${v##p}`,
+/// `${v%p}`, `${v%%p}`, `${v/p/r}`, `${v//p/r}`; single quotes (literal), double quotes (expansion, the
+/// escape character escapes `"`, `$` and itself), and the escape character outside quotes. Unset variables
+/// expand to nothing. Bounded: nesting depth and output size are capped.
+public struct ShellLexer: Sendable {
+    public let escape: Character
+    static let maximumDepth = 64
+    static let maximumOutput = 1 << 20
+
+    public init(escape: Character) {
+        self.escape = escape
+    }
+
+    public struct ExpansionError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// One word: expansions done, quotes removed.
+    public func processWord(_ word: String, lookup: (String) -> String?) throws -> String {
+        var scanner = Scanner(Array(word))
+        return try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, keepQuotes: false)
+    }
+
+    /// Several words, split on unquoted blanks (including blanks that unquoted expansions produce).
+    public func processWords(_ text: String, lookup: (String) -> String?) throws -> [String] {
+        var scanner = Scanner(Array(text))
+        var words = WordCollector()
+        _ = try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: &words, keepQuotes: false)
+        return words.finish()
+    }
+
+    /// Heredoc bodies: expansions done, quotes left as written.
+    public func processHeredoc(_ text: String, lookup: (String) -> String?) throws -> String {
+        var scanner = Scanner(Array(text))
+        return try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, keepQuotes: true)
+    }
+
+    struct Scanner {
+        let chars: [Character]
+        var index = 0
+        init(_ chars: [Character]) { self.chars = chars }
+        var atEnd: Bool { index >= chars.count }
+        func peek(_ offset: Int = 0) -> Character? { index + offset < chars.count ? chars[index + offset] : nil }
+        mutating func next() -> Character? {
+            guard index < chars.count else { return nil }
+            defer { index += 1 }
+            return chars[index]
+        }
+    }
+
+    struct WordCollector {
+        var words: [String] = []
+        var current = ""
+        var inWord = false
+        mutating func append(_ text: String) {
+            current += text
+            inWord = true
+        }
+        mutating func appendSplitting(_ text: String) {
+            for ch in text {
+                if ch == " " || ch == "\t" || ch == "\n" { boundary() } else { append(String(ch)) }
+            }
+        }
+        mutating func markWord() { inWord = true }
+        mutating func boundary() {
+            if inWord { words.append(current) }
+            current = ""
+            inWord = false
+        }
+        mutating func finish() -> [String] {
+            boundary()
+            return words
+        }
+    }
+
+    private func check(_ result: String) throws {
+        guard result.utf8.count <= Self.maximumOutput else {
+            throw ExpansionError(description: "variable expansion produces more than \(Self.maximumOutput) bytes")
+        }
+    }
+
+    private func process(_ s: inout Scanner, stopAt stop: Character?, depth: Int, lookup: (String) -> String?,
+        words: UnsafeMutablePointer<WordCollector>?, keepQuotes: Bool) throws -> String
+    {
+        guard depth < Self.maximumDepth else {
+            throw ExpansionError(description: "variable expansion nested more than \(Self.maximumDepth) deep")
+        }
+        var result = ""
+        func emit(_ text: String, splitting: Bool = false) {
+            result += text
+            if let words {
+                if splitting { words.pointee.appendSplitting(text) } else { words.pointee.append(text) }
+            }
+        }
+        while let ch = s.peek() {
+            if let stop, ch == stop { break }
+            if words != nil, ch == " " || ch == "\t" || ch == "\n" {
+                _ = s.next()
+                result.append(ch)
+                words?.pointee.boundary()
+                continue
+            }
+            if ch == "'" && !keepQuotes {
+                _ = s.next()
+                var literal = ""
+                while let c = s.next(), c != "'" { literal.append(c) }
+                words?.pointee.markWord()
+                emit(literal)
+            } else if ch == "\"" && !keepQuotes {
+                _ = s.next()
+                words?.pointee.markWord()
+                emit(try doubleQuoted(&s, depth: depth, lookup: lookup))
+            } else if ch == "$" {
+                _ = s.next()
+                emit(try dollar(&s, depth: depth, lookup: lookup), splitting: true)
+            } else if ch == escape {
+                _ = s.next()
+                if keepQuotes {
+                    // Heredoc bodies: only an escaped `$` loses its escape; everything else stays as written.
+                    if s.peek() == "$" {
+                        _ = s.next()
+                        emit("$")
+                    } else {
+                        emit(String(ch))
+                    }
+                } else if let escaped = s.next() {
+                    emit(String(escaped))
+                } else {
+                    emit(String(ch))
+                }
+            } else {
+                _ = s.next()
+                emit(String(ch))
+            }
+            try check(result)
+        }
+        return result
+    }
+
+    private func doubleQuoted(_ s: inout Scanner, depth: Int, lookup: (String) -> String?) throws -> String {
+        var result = ""
+        while let ch = s.next() {
+            if ch == "\"" { return result }
+            if ch == "$" {
+                result += try dollar(&s, depth: depth, lookup: lookup)
+            } else if ch == escape {
+                if let next = s.peek(), next == "\"" || next == "$" || next == escape {
+                    _ = s.next()
+                    result.append(next)
+                } else {
+                    result.append(ch)
+                }
+            } else {
+                result.append(ch)
+            }
+            try check(result)
+        }
+        throw ExpansionError(description: "unterminated quoted string")
+    }
+
+    private static func isNameCharacter(_ c: Character) -> Bool {
+        c.isASCII && (c.isLetter || c.isNumber || c == "_")
+    }
+
+    private func dollar(_ s: inout Scanner, depth: Int, lookup: (String) -> String?) throws -> String {
+        guard let first = s.peek() else { return "$" }
+        if first != "{" {
+            guard Self.isNameCharacter(first) else { return "$" }
+            var name = ""
+            if first.isNumber {
+                name.append(first)
+                _ = s.next()
+            } else {
+                while let c = s.peek(), Self.isNameCharacter(c) {
+                    name.append(c)
+                    _ = s.next()
+                }
+            }
+            return lookup(name) ?? ""
+        }
+        _ = s.next()  // {
+        var name = ""
+        while let c = s.peek(), Self.isNameCharacter(c) {
+            name.append(c)
+            _ = s.next()
+        }
+        guard !name.isEmpty else { throw ExpansionError(description: "bad substitution: missing a variable name after ${") }
+        guard let op = s.next() else { throw ExpansionError(description: "bad substitution: missing } after ${\(name)") }
+        if op == "}" { return lookup(name) ?? "" }
+        let value = lookup(name)
+        func word() throws -> String {
+            let w = try process(&s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false)
+            guard s.next() == "}" else { throw ExpansionError(description: "bad substitution: missing } in ${\(name)…") }
+            return w
+        }
+        switch op {
+        case ":":
+            guard let modifier = s.next() else { throw ExpansionError(description: "bad substitution: ${\(name):") }
+            let w = try word()
+            let setAndNonEmpty = !(value ?? "").isEmpty
+            switch modifier {
+            case "-": return setAndNonEmpty ? value ?? "" : w
+            case "+": return setAndNonEmpty ? w : ""
+            case "?":
+                guard setAndNonEmpty else {
+                    throw ExpansionError(description: "\(name): \(w.isEmpty ? "is not allowed to be unset or empty" : w)")
+                }
+                return value ?? ""
+            default:
+                throw ExpansionError(description: "unsupported modifier (\(modifier)) in substitution ${\(name):\(modifier)…}")
+            }
+        case "-": let w = try word(); return value ?? w
+        case "+": let w = try word(); return value == nil ? "" : w
+        case "?":
+            let w = try word()
+            guard let value else { throw ExpansionError(description: "\(name): \(w.isEmpty ? "is not allowed to be unset" : w)") }
+            return value
+        case "#", "%":
+            let longest = s.peek() == op
+            if longest { _ = s.next() }
+            let pattern = try word()
+            return Self.trim(value ?? "", pattern: pattern, fromStart: op == "#", longest: longest)
+        case "/":
+            let all = s.peek() == "/"
+            if all { _ = s.next() }
+            let pattern = try process(&s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false)
+            var replacement = ""
+            if s.peek() == "/" {
+                _ = s.next()
+                replacement = try word()
+            } else {
+                guard s.next() == "}" else { throw ExpansionError(description: "bad substitution: missing } in ${\(name)/…") }
+            }
+            return Self.replace(value ?? "", pattern: pattern, with: replacement, all: all)
+        default:
+            throw ExpansionError(description: "unsupported modifier (\(op)) in substitution ${\(name)\(op)…}")
+        }
+    }
+
+    /// Removes the shortest/longest prefix (`#`) or suffix (`%`) matching a glob pattern.
+    static func trim(_ value: String, pattern: String, fromStart: Bool, longest: Bool) -> String {
+        let chars = Array(value)
+        let lengths = Array(0...chars.count)
+        for length in (longest ? lengths.reversed() : lengths) {
+            let piece = fromStart ? String(chars[0..<length]) : String(chars[(chars.count - length)...])
+            if Glob.matches(pattern, piece) {
+                return fromStart ? String(chars[length...]) : String(chars[..<(chars.count - length)])
+            }
+        }
+        return value
+    }
+
+    static func replace(_ value: String, pattern: String, with replacement: String, all: Bool) -> String {
+        guard !pattern.isEmpty else { return value }
+        let chars = Array(value)
+        var result = ""
+        var index = 0
+        var replaced = false
+        while index < chars.count {
+            if !replaced || all {
+                var matchLength: Int?
+                for end in stride(from: chars.count, to: index, by: -1) where Glob.matches(pattern, String(chars[index..<end])) {
+                    matchLength = end - index
+                    break
+                }
+                if let length = matchLength {
+                    result += replacement
+                    index += length
+                    replaced = true
+                    continue
+                }
+            }
+            result.append(chars[index])
+            index += 1
+        }
+        return result
+    }
+}
+
+/// Shell-style glob matching (`*`, `?`, `[…]`, escapes) of a whole string, iterative (no recursion).
+enum Glob {
+    static func matches(_ pattern: String, _ text: String) -> Bool {
+        let p = Array(pattern)
+        let t = Array(text)
+        var pi = 0
+        var ti = 0
+        var starP = -1
+        var starT = 0
+        while ti < t.count {
+            if pi < p.count, p[pi] == "*" {
+                starP = pi
+                starT = ti
+                pi += 1
+                continue
+            }
+            if pi < p.count, let (matched, width) = single(p, pi, t[ti]), matched {
+                pi += width
+                ti += 1
+                continue
+            }
+            if starP >= 0 {
+                pi = starP + 1
+                starT += 1
+                ti = starT
+                continue
+            }
+            return false
+        }
+        while pi < p.count, p[pi] == "*" { pi += 1 }
+        return pi == p.count
+    }
+
+    /// Whether the pattern element at `i` matches `c`, and how many pattern characters it spans.
+    static func single(_ p: [Character], _ i: Int, _ c: Character) -> (Bool, Int)? {
+        switch p[i] {
+        case "?": return (true, 1)
+        case "\\":
+            guard i + 1 < p.count else { return (c == "\\", 1) }
+            return (p[i + 1] == c, 2)
+        case "[":
+            var j = i + 1
+            var negate = false
+            if j < p.count, p[j] == "^" || p[j] == "!" {
+                negate = true
+                j += 1
+            }
+            var matched = false
+            var first = true
+            while j < p.count, p[j] != "]" || first {
+                first = false
+                var low = p[j]
+                if low == "\\", j + 1 < p.count {
+                    j += 1
+                    low = p[j]
+                }
+                var high = low
+                if j + 2 < p.count, p[j + 1] == "-", p[j + 2] != "]" {
+                    high = p[j + 2]
+                    j += 2
+                }
+                if low <= c && c <= high { matched = true }
+                j += 1
+            }
+            guard j < p.count else { return (p[i] == c, 1) }  // no closing ]: a literal [
+            return (matched != negate, j - i + 1)
+        default:
+            return (p[i] == c, 1)
+        }
+    }
+}

@@ -1,0 +1,155 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Builds an OCI image layout in a staging directory beside its destination, then puts it in place whole:
+/// a directory by rename, an archive as a deterministic tar renamed over the destination. A blob is stored
+/// only under a digest it was hashed to have while it was written.
+public final class OCILayoutWriter {
+    public let stagingDirectory: String
+    private var finished = false
+
+    public enum ArchiveFormat {
+        case oci
+        /// Also writes a `docker save`-style `manifest.json` naming the first manifest's config and layers.
+        case docker(repoTags: [String], manifest: ImageManifest)
+    }
+
+    public init(stagingParent: String) throws {
+        stagingDirectory = try FileSystem.makeTemporaryDirectory(in: stagingParent, prefix: ".hermetic-layout-")
+        try FileSystem.makeDirectory(stagingDirectory + "/blobs")
+        try FileSystem.makeDirectory(stagingDirectory + "/blobs/sha256")
+    }
+
+    deinit {
+        if !finished { FileSystem.removeTree(stagingDirectory) }
+    }
+
+    private func blobPath(_ digest: Digest) -> String { "\(stagingDirectory)/blobs/sha256/\(digest.hex)" }
+
+    @discardableResult
+    public func putBlob(_ bytes: [UInt8], mediaType: String) throws -> Descriptor {
+        let digest = Digest.sha256(of: bytes)
+        let path = blobPath(digest)
+        if !FileSystem.exists(path) { try FileSystem.writeAtomically(bytes, to: path) }
+        return Descriptor(mediaType: mediaType, digest: digest, size: Int64(bytes.count))
+    }
+
+    @discardableResult
+    public func putCanonicalJSON<T: Encodable>(_ value: T, mediaType: String) throws -> Descriptor {
+        try putBlob(try CanonicalJSON.encode(value), mediaType: mediaType)
+    }
+
+    /// Copies a file in as a blob, hashing while copying; refuses it unless it has `digest` and `size`.
+    @discardableResult
+    public func putBlob(copyingFile source: String, digest: Digest, size: Int64, mediaType: String) throws -> Descriptor {
+        let path = blobPath(digest)
+        if FileSystem.exists(path) { return Descriptor(mediaType: mediaType, digest: digest, size: size) }
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw SystemError("open", path: source, errno: errno) }
+        defer { close(input) }
+        let temporary = path + ".partial"
+        let output = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard output >= 0 else { throw SystemError("create", path: temporary, errno: errno) }
+        var ok = false
+        defer {
+            close(output)
+            if !ok { unlink(temporary) }
+        }
+        let hasher = SHA256Hasher()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var total: Int64 = 0
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", path: source, errno: errno)
+            }
+            if count == 0 { break }
+            total += Int64(count)
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            var offset = 0
+            while offset < count {
+                let written = buffer.withUnsafeBytes { write(output, $0.baseAddress! + offset, count - offset) }
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    throw SystemError("write", path: temporary, errno: errno)
+                }
+                offset += written
+            }
+        }
+        let actual = hasher.finalize()
+        guard actual == digest, total == size else {
+            throw LayoutError(layout: stagingDirectory, digest: digest,
+                reason: "refused: the file \(source) has \(total) bytes hashing to \(actual)")
+        }
+        guard rename(temporary, path) == 0 else { throw SystemError("rename", path: path, errno: errno) }
+        ok = true
+        return Descriptor(mediaType: mediaType, digest: digest, size: size)
+    }
+
+    private func writeMarkers(index: ImageIndex) throws {
+        try FileSystem.writeAtomically(Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: stagingDirectory + "/oci-layout")
+        try FileSystem.writeAtomically(try CanonicalJSON.encode(index), to: stagingDirectory + "/index.json")
+    }
+
+    /// Puts the layout at `destination` (a directory), replacing what was there only once it is complete.
+    public func finish(index: ImageIndex, to destination: String) throws {
+        try writeMarkers(index: index)
+        chmod(stagingDirectory, 0o755)
+        try FileSystem.replaceDirectory(at: FileSystem.absolute(destination), with: stagingDirectory)
+        finished = true
+    }
+
+    /// Writes the layout as one deterministic tar (sorted, mtime 0, owner 0:0, modes 0644/0755).
+    public func finishArchive(index: ImageIndex, to destination: String, format: ArchiveFormat) throws {
+        try writeMarkers(index: index)
+        if case .docker(let repoTags, let manifest) = format {
+            struct DockerSaveEntry: Encodable {
+                var Config: String
+                var RepoTags: [String]
+                var Layers: [String]
+            }
+            let entry = DockerSaveEntry(
+                Config: "blobs/sha256/\(manifest.config.digest.hex)", RepoTags: repoTags,
+                Layers: manifest.layers.map { "blobs/sha256/\($0.digest.hex)" })
+            try FileSystem.writeAtomically(try CanonicalJSON.encode([entry]), to: stagingDirectory + "/manifest.json")
+        }
+        var entries: [LayerEntry] = [
+            LayerEntry(path: "blobs", kind: .directory, mode: 0o755),
+            LayerEntry(path: "blobs/sha256", kind: .directory, mode: 0o755),
+        ]
+        for name in ["oci-layout", "index.json", "manifest.json"] where FileSystem.exists(stagingDirectory + "/" + name) {
+            entries.append(try fileEntry(name))
+        }
+        guard let directory = opendir(stagingDirectory + "/blobs/sha256") else {
+            throw SystemError("opendir", path: stagingDirectory + "/blobs/sha256", errno: errno)
+        }
+        var blobNames: [String] = []
+        while let item = readdir(directory) {
+            let name = withUnsafeBytes(of: item.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { blobNames.append(name) }
+        }
+        closedir(directory)
+        for name in blobNames { entries.append(try fileEntry("blobs/sha256/" + name)) }
+        let absolute = FileSystem.absolute(destination)
+        let written = try LayerWriter(sourceDateEpoch: 0).writeUncompressedTar(
+            entries, into: FileSystem.parentDirectory(of: absolute))
+        guard rename(written.blobPath, absolute) == 0 else {
+            let code = errno
+            unlink(written.blobPath)
+            throw SystemError("rename into place", path: absolute, errno: code)
+        }
+        FileSystem.removeTree(stagingDirectory)
+        finished = true
+    }
+
+    private func fileEntry(_ relative: String) throws -> LayerEntry {
+        var info = stat()
+        let path = stagingDirectory + "/" + relative
+        guard lstat(path, &info) == 0 else { throw SystemError("lstat", path: path, errno: errno) }
+        return LayerEntry(path: relative, kind: .regular(.file(path: path, size: Int64(info.st_size))), mode: 0o644)
+    }
+}

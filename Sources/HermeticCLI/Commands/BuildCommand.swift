@@ -1,0 +1,97 @@
+import ArgumentParser
+import Hermetic
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct BuildCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "build", abstract: "Build an image from a Dockerfile and a context directory.")
+
+    @Argument(help: "The build context directory.") var context: String
+    @Option(name: [.customShort("f"), .long], help: "The Dockerfile (default: CONTEXT/Dockerfile).") var file: String?
+    @Option(name: [.customShort("t"), .long], help: "Name and tag of the image (repeatable).") var tag: [String] = []
+    @Option(name: .customLong("build-arg"), help: "A build arg, NAME=VALUE or NAME (repeatable).") var buildArg: [String] = []
+    @Option(help: "The stage to build.") var target: String?
+    @Option(help: "Target platforms, comma-separated (default: the host's).") var platform: [String] = []
+    @Option(name: [.customShort("o"), .long], help: "type=oci|docker|local,dest=PATH (repeatable).") var output: [String] = []
+    @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path[@sha256:…] or NAME=DIR (repeatable).")
+    var buildContext: [String] = []
+    @Option(help: "Write the image (manifest) digest to this file.") var iidfile: String?
+    @Option(name: .customLong("metadata-file"), help: "Write build result metadata (JSON) to this file.") var metadataFile: String?
+    @Option(help: "plain, tty, quiet or auto.") var progress: String = "auto"
+    @Flag(name: .customLong("no-cache"), help: "Do not use any cache.") var noCache = false
+    @Option(name: .customLong("source-date-epoch"), help: "Timestamps in the image (default: $SOURCE_DATE_EPOCH, else 0).")
+    var sourceDateEpoch: String?
+    @Option(name: .customLong("lock-file"), help: "The lock file (default: CONTEXT/hermetic.lock if it exists).")
+    var lockFile: String?
+
+    func run() async throws {
+        try await reportingErrors {
+            let options = try makeOptions(environment: ProcessEnvironment.current())
+            let result = try await Builder(options: options, log: BuildLog(mode: options.progress)).build()
+            print(result.imageDigest.description)
+        }
+    }
+
+    func makeOptions(environment: [String: String]) throws -> BuildOptions {
+        var options = BuildOptions(contextDirectory: context)
+        options.dockerfilePath = file
+        options.tags = tag
+        options.buildArgs = try buildArg.map { arg throws(ArgumentError) in
+            try BuildArg(parsing: arg, environment: environment)
+        }
+        options.target = target
+        options.platforms = platform.flatMap { $0.split(separator: ",").map(String.init) }
+        options.outputs = try output.map { text throws(ArgumentError) in try OutputSpec(parsing: text) }
+        for entry in buildContext {
+            let (name, named) = try NamedContext.parse(entry)
+            guard options.namedContexts[name] == nil else {
+                throw ArgumentError(argument: "--build-context", value: entry, reason: "\"\(name)\" is given twice")
+            }
+            options.namedContexts[name] = named
+        }
+        options.iidFile = iidfile
+        options.metadataFile = metadataFile
+        guard let mode = ProgressMode(rawValue: progress) else {
+            throw ArgumentError(argument: "--progress", value: progress, reason: "expected plain, tty, quiet or auto")
+        }
+        options.progress = mode
+        options.noCache = noCache
+        options.sourceDateEpoch = try SourceDateEpoch.resolve(flag: sourceDateEpoch, environment: environment)
+        options.lockFile = lockFile
+        return options
+    }
+}
+
+struct LockCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lock", abstract: "Pin the images a Dockerfile uses into hermetic.lock.")
+
+    @Argument(help: "The build context directory.") var context: String
+    @Option(name: [.customShort("f"), .long], help: "The Dockerfile (default: CONTEXT/Dockerfile).") var file: String?
+    @Option(name: .customLong("build-arg"), help: "A build arg, NAME=VALUE or NAME (repeatable).") var buildArg: [String] = []
+    @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path (repeatable).") var buildContext: [String] = []
+    @Option(help: "Target platforms, comma-separated (default: the host's).") var platform: [String] = []
+    @Option(name: .customLong("lock-file"), help: "Where to write (default: CONTEXT/hermetic.lock).") var lockFile: String?
+
+    func run() async throws {
+        try await reportingErrors {
+            let environment = ProcessEnvironment.current()
+            var options = BuildOptions(contextDirectory: context)
+            options.dockerfilePath = file
+            options.buildArgs = try buildArg.map { arg throws(ArgumentError) in
+                try BuildArg(parsing: arg, environment: environment)
+            }
+            options.platforms = platform.flatMap { $0.split(separator: ",").map(String.init) }
+            for entry in buildContext {
+                let (name, named) = try NamedContext.parse(entry)
+                options.namedContexts[name] = named
+            }
+            options.lockFile = lockFile
+            let written = try LockWriter(options: options).writeLockFile()
+            print("wrote \(written.path): \(written.pinned.count) image(s) pinned")
+        }
+    }
+}

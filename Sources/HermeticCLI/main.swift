@@ -1,2 +1,0 @@
-import Hermetic
-print("hermetic")

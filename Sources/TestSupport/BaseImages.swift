@@ -1,0 +1,81 @@
+import Hermetic
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Real base images for tests, made on the spot by Hermetic's own layer writer and layout writer.
+public enum BaseImages {
+    /// A small, fully deterministic base (no binaries): `/etc/passwd` and `/etc/group` with an `app`
+    /// user (1000:1000), a few directories. Used by the golden builds, whose digests must not depend on
+    /// any package installed on the machine.
+    public static func goldenBaseEntries() -> [LayerEntry] {
+        let passwd = """
+            root:x:0:0:root:/root:/bin/sh
+            daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+            app:x:1000:1000:App User:/home/app:/bin/sh
+            nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+
+            """
+        let group = """
+            root:x:0:
+            daemon:x:1:
+            app:x:1000:
+            staff:x:50:app
+            nogroup:x:65534:
+
+            """
+        func dir(_ path: String, _ mode: UInt32 = 0o755, uid: UInt32 = 0) -> LayerEntry {
+            LayerEntry(path: path, kind: .directory, mode: mode, uid: uid, gid: uid, mtime: 1_600_000_000)
+        }
+        func file(_ path: String, _ text: String, _ mode: UInt32 = 0o644) -> LayerEntry {
+            LayerEntry(path: path, kind: .regular(.bytes(Array(text.utf8))), mode: mode, mtime: 1_600_000_000)
+        }
+        return [
+            dir("bin"), dir("etc"), dir("home"), dir("home/app", 0o750, uid: 1000), dir("root", 0o700),
+            dir("tmp", 0o1777), dir("usr"), dir("usr/local"), dir("usr/local/bin"), dir("srv"),
+            file("etc/passwd", passwd), file("etc/group", group), file("etc/hostname", "golden\n"),
+            file("etc/os-release", "NAME=\"Hermetic golden base\"\nID=golden\n"),
+            LayerEntry(path: "bin/sh", kind: .symlink(target: "/bin/busybox"), mode: 0o777, mtime: 1_600_000_000),
+        ]
+    }
+
+    /// Writes an OCI layout holding one image made of `entries` (one layer), tagged `tag`, with the given
+    /// config environment; returns the manifest digest.
+    @discardableResult
+    public static func writeLayout(
+        at path: String, entries: [LayerEntry], tag: String = "latest", env: [String] = [],
+        platform: Platform = Platform(os: "linux", architecture: "amd64"), epoch: Int64 = 1_600_000_000
+    ) throws -> Digest {
+        let writer = try OCILayoutWriter(stagingParent: FileSystem.parentDirectory(of: path))
+        let layerDir = try FileSystem.makeTemporaryDirectory(in: "/tmp", prefix: "hermetic-base-")
+        defer { FileSystem.removeTree(layerDir) }
+        let layer = try LayerWriter(sourceDateEpoch: epoch).write(entries, into: layerDir)
+        let layerDescriptor = try writer.putBlob(
+            copyingFile: layer.blobPath, digest: layer.digest, size: layer.compressedSize, mediaType: layer.mediaType)
+        var config = ImageConfig.empty
+        config.architecture = platform.architecture
+        config.os = platform.os
+        config.variant = platform.variant
+        config.created = RFC3339.format(epoch)
+        var container = ContainerConfig()
+        container.env = env.isEmpty ? ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] : env
+        container.cmd = ["/bin/sh"]
+        config.config = container
+        config.rootfs.diffIDs = [layer.diffID]
+        config.history = [History(created: RFC3339.format(epoch), createdBy: "test base image", comment: nil, emptyLayer: nil)]
+        let configDescriptor = try writer.putCanonicalJSON(config, mediaType: MediaType.imageConfig)
+        let manifest = ImageManifest(config: configDescriptor, layers: [layerDescriptor])
+        var manifestDescriptor = try writer.putCanonicalJSON(manifest, mediaType: MediaType.imageManifest)
+        manifestDescriptor.annotations = ["org.opencontainers.image.ref.name": tag]
+        manifestDescriptor.platform = platform
+        try writer.finish(index: ImageIndex(manifests: [manifestDescriptor]), to: path)
+        return manifestDescriptor.digest
+    }
+
+    /// The golden base as an OCI layout at `path`; returns its manifest digest.
+    @discardableResult
+    public static func writeGoldenBase(at path: String) throws -> Digest {
+        try writeLayout(at: path, entries: goldenBaseEntries())
+    }
+}

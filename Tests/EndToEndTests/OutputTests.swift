@@ -1,0 +1,90 @@
+import Foundation
+import Hermetic
+import TestSupport
+import Testing
+
+/// Every output type, read back by outside tools; the same build gives the same digest in every form.
+@Suite struct OutputTests {
+    static let dockerfile = """
+        FROM base
+        COPY --chown=app:app hello.txt /home/app/hello.txt
+        ENV GREETING=hello
+        CMD ["/bin/sh"]
+
+        """
+
+    func buildAll(_ scratch: TemporaryDirectory) throws -> (digest: String, metadata: [String: Any]) {
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try Self.dockerfile.write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        try "hello\n".write(toFile: context + "/hello.txt", atomically: true, encoding: .utf8)
+        let base = try BaseImages.writeGoldenBase(at: scratch.path + "/base")
+        let outcome = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "-t", "example.test/hello:1.0",
+            "--build-context", "base=oci-layout://\(scratch.path)/base@\(base)",
+            "-o", "type=oci,dest=\(scratch.path)/layout", "-o", "type=oci,dest=\(scratch.path)/image.oci.tar",
+            "-o", "type=docker,dest=\(scratch.path)/image.docker.tar", "-o", "type=local,dest=\(scratch.path)/rootfs",
+            "--iidfile", scratch.path + "/iid", "--metadata-file", scratch.path + "/metadata.json",
+        ])
+        try #require(outcome.status == 0, "build failed: \(outcome.standardError)")
+        let digest = try String(contentsOfFile: scratch.path + "/iid", encoding: .utf8)
+        #expect(outcome.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == digest)
+        let metadata = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: scratch.path + "/metadata.json"))) as? [String: Any] ?? [:]
+        return (digest, metadata)
+    }
+
+    @Test func everyOutputIsReadableByOutsideTools() throws {
+        let scratch = try TemporaryDirectory(prefix: "outputs-")
+        let (digest, metadata) = try buildAll(scratch)
+        #expect(metadata["containerimage.digest"] as? String == digest)
+        #expect(digest.hasPrefix("sha256:") && digest.count == 71)
+
+        let skopeo = try ExternalTools.require("skopeo")
+        for reference in ["oci:\(scratch.path)/layout:1.0", "oci-archive:\(scratch.path)/image.oci.tar:1.0",
+            "docker-archive:\(scratch.path)/image.docker.tar"]
+        {
+            let inspected = try HermeticProcess.run(skopeo, ["inspect", "--config", reference])
+            #expect(inspected.status == 0, "skopeo inspect \(reference): \(inspected.standardError)")
+            #expect(inspected.standardOutput.contains("GREETING=hello"), "\(reference)")
+        }
+        // The manifest skopeo reads from the layout is the one whose digest we reported.
+        let raw = try HermeticProcess.run(skopeo, ["inspect", "--raw", "oci:\(scratch.path)/layout:1.0"])
+        #expect(Digest.sha256(of: Array(raw.standardOutput.utf8)).description == digest)
+
+        // umoci unpacks the layout to the same files as our own type=local export.
+        let umoci = try ExternalTools.require("umoci")
+        let bundle = scratch.path + "/bundle"
+        let unpacked = try HermeticProcess.run(umoci, ["unpack", "--image", "\(scratch.path)/layout:1.0", bundle])
+        try #require(unpacked.status == 0, "umoci unpack: \(unpacked.standardError)")
+        #expect(try FileTreeListing.list(bundle + "/rootfs") == FileTreeListing.list(scratch.path + "/rootfs"))
+        #expect(try String(contentsOfFile: bundle + "/rootfs/home/app/hello.txt", encoding: .utf8) == "hello\n")
+        var info = stat()
+        #expect(lstat(scratch.path + "/rootfs/home/app/hello.txt", &info) == 0 && info.st_uid == 1000 && info.st_gid == 1000)
+    }
+
+    @Test func sameInputsSameDigestTwice() throws {
+        let first = try TemporaryDirectory(prefix: "outputs-a-")
+        let second = try TemporaryDirectory(prefix: "outputs-b-")
+        #expect(try buildAll(first).digest == buildAll(second).digest)
+    }
+}
+
+/// A comparable listing of a directory tree: path, type, permission bits, owner, size, symlink target.
+enum FileTreeListing {
+    static func list(_ root: String) throws -> [String] {
+        var result: [String] = []
+        let enumerator = FileManager.default.enumerator(atPath: root)
+        while let relative = enumerator?.nextObject() as? String {
+            var info = stat()
+            guard lstat(root + "/" + relative, &info) == 0 else { continue }
+            var line = "\(relative) \(info.st_mode & S_IFMT) \(String(info.st_mode & 0o7777, radix: 8)) \(info.st_uid):\(info.st_gid)"
+            if (info.st_mode & S_IFMT) == S_IFREG { line += " \(info.st_size)" }
+            if (info.st_mode & S_IFMT) == S_IFLNK {
+                line += " -> " + ((try? FileManager.default.destinationOfSymbolicLink(atPath: root + "/" + relative)) ?? "?")
+            }
+            result.append(line)
+        }
+        return result.sorted()
+    }
+}

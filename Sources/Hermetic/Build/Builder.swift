@@ -35,7 +35,7 @@ public struct Builder {
                 }
             }
         let ignore = try DockerIgnore.load(contextRoot: contextRoot, dockerfilePath: dockerfilePath)
-        let context = BuildContext(root: contextRoot, ignore: ignore)
+        let context = BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true)
         let resolver = try makeResolver(contextRoot: contextRoot)
         var buildArguments: [String: String] = [:]
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }

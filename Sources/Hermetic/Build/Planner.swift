@@ -32,6 +32,8 @@ public struct PlannedStage: Sendable {
 /// in an order where each comes after all it depends on.
 public struct BuildPlan: Sendable {
     public var file: String
+    /// The Dockerfile's escape character (`# escape=`), for every later expansion.
+    public var escape: Character
     public var stages: [PlannedStage]
     /// Global ARGs (before the first FROM) with their values after build-arg overrides, in order.
     public var globalArguments: [(name: String, value: String?)]
@@ -85,7 +87,8 @@ public struct Planner {
                 current = (instruction, [])
             case .arg(let declarations) where current == nil:
                 for declaration in declarations {
-                    var value: String?
+                    // A global ARG without a default keeps a predefined value (`ARG TARGETARCH`).
+                    var value: String? = predefinedArguments[declaration.name]
                     if let given = buildArguments[declaration.name] {
                         value = given
                     } else if let defaultValue = declaration.defaultValue {
@@ -220,7 +223,7 @@ public struct Planner {
         let unused = buildArguments.keys.filter {
             !usedArguments.contains($0) && !Self.proxyArgumentNames.contains($0)
         }.sorted()
-        return BuildPlan(file: file, stages: stages, globalArguments: globals, predefinedArguments: predefinedArguments,
+        return BuildPlan(file: file, escape: dockerfile.directives.escape, stages: stages, globalArguments: globals, predefinedArguments: predefinedArguments,
             target: targetIndex, buildOrder: order, unusedBuildArguments: unused)
     }
 

@@ -55,7 +55,7 @@ struct StageExecutor {
         self.sourceDateEpoch = sourceDateEpoch
         self.buildArguments = buildArguments
         self.log = log
-        self.lexer = ShellLexer(escape: Character("\\"))
+        self.lexer = ShellLexer(escape: plan.escape)
     }
 
     var file: String { plan.file }

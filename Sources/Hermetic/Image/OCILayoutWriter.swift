@@ -19,6 +19,7 @@ public final class OCILayoutWriter {
         stagingDirectory = try FileSystem.makeTemporaryDirectory(in: stagingParent, prefix: ".hermetic-layout-")
         try FileSystem.makeDirectory(stagingDirectory + "/blobs")
         try FileSystem.makeDirectory(stagingDirectory + "/blobs/sha256")
+        for directory in ["", "/blobs", "/blobs/sha256"] { chmod(stagingDirectory + directory, 0o755) }
     }
 
     deinit {
@@ -51,6 +52,7 @@ public final class OCILayoutWriter {
         let temporary = path + ".partial"
         let output = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard output >= 0 else { throw SystemError("create", path: temporary, errno: errno) }
+        fchmod(output, 0o644)  // outputs must not depend on the builder's umask
         var ok = false
         defer {
             close(output)

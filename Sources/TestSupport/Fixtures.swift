@@ -46,6 +46,7 @@ public enum ContextCopier {
 public enum ExternalTools {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     public static func require(_ name: String) throws -> String {

@@ -57,7 +57,7 @@ public struct Builder {
             var executor = StageExecutor(plan: plan, platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log)
-            images.append(try executor.buildTarget())
+            images.append(try await executor.buildTarget())
         }
 
         let exporter = ImageExporter(images: images, tags: options.tags, sourceDateEpoch: options.sourceDateEpoch)

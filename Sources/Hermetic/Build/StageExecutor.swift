@@ -60,9 +60,9 @@ struct StageExecutor {
 
     var file: String { plan.file }
 
-    mutating func buildTarget() throws -> BuiltImage {
+    mutating func buildTarget() async throws -> BuiltImage {
         for index in plan.buildOrder {
-            try runStage(plan.stages[index])
+            try await runStage(plan.stages[index])
         }
         guard let target = stages[plan.target] else {
             throw DockerfileError(file: file, line: 1, message: "internal: target stage was not built")
@@ -84,7 +84,7 @@ struct StageExecutor {
 
     // MARK: Stages
 
-    private mutating func runStage(_ stage: PlannedStage) throws {
+    private mutating func runStage(_ stage: PlannedStage) async throws {
         log.step("\(stage.index) [\(stage.displayName)] \(stage.from.original)")
         var state = try startState(for: stage)
         // ONBUILD triggers of the base run first, then are cleared (Docker's rule).
@@ -94,12 +94,12 @@ struct StageExecutor {
             for trigger in triggers {
                 let parsed = try DockerfileParser.parse(Array(trigger.utf8), file: "\(file) (ONBUILD of \(stage.displayName))")
                 for instruction in parsed.instructions {
-                    try execute(instruction, position: nil, in: stage, state: &state)
+                    try await execute(instruction, position: nil, in: stage, state: &state)
                 }
             }
         }
         for (position, instruction) in stage.instructions.enumerated() {
-            try execute(instruction, position: position, in: stage, state: &state)
+            try await execute(instruction, position: position, in: stage, state: &state)
         }
         stages[stage.index] = state
     }
@@ -191,7 +191,7 @@ struct StageExecutor {
     }
 
     private mutating func execute(_ instruction: Instruction, position: Int?, in stage: PlannedStage,
-        state: inout StageState) throws
+        state: inout StageState) async throws
     {
         let scope = state.scope
         let expanded = try instruction.expanded(lookup: { scope.lookup($0) }, lexer: lexer, file: file)
@@ -270,7 +270,7 @@ struct StageExecutor {
             throw fail(instruction, "RUN needs the sandbox, which this build of hermetic does not have yet")
         case .copy(let copy):
             state.config.config = container
-            let entries = try copyEntries(copy, instruction: instruction, position: position, stage: stage, state: state)
+            let entries = try await copyEntries(expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state)
             try addLayer(entries, to: &state, line: line)
             container = state.config.config ?? container
             emptyLayer = false
@@ -293,8 +293,8 @@ struct StageExecutor {
         state.config.rootfs.diffIDs.append(written.diffID)
     }
 
-    private mutating func copyEntries(_ copy: CopyInstruction, instruction: Instruction, position: Int?,
-        stage: PlannedStage, state: StageState) throws -> [LayerEntry]
+    private mutating func copyEntries(expandedCopy copy: CopyInstruction, instruction: Instruction, position: Int?,
+        stage: PlannedStage, state: StageState) async throws -> [LayerEntry]
     {
         let line = instruction.range.start.line
         let source = position.flatMap { stage.sources[$0] } ?? (copy.from.map { StageSource.image($0) })
@@ -330,11 +330,23 @@ struct StageExecutor {
             }
         }
         let staging = try nextDirectory("staging")
-        return try CopyPlanner(
+        var remoteFiles: [String: (path: String, size: Int64)] = [:]
+        for source in copy.sources where InstructionBuilder.isRemote(source) {
+            guard let checksumText = copy.checksum, let checksum = try? Digest(parsing: checksumText) else {
+                throw fail(instruction, "ADD \(source): --checksum must be sha256:<64 hex>")
+            }
+            do {
+                remoteFiles[source] = try await RemoteFileFetcher().fetch(source, checksum: checksum, stagingDirectory: staging)
+            } catch let error as RemoteFileFetcher.FetchError {
+                throw fail(instruction, error.description)
+            }
+        }
+        var planner = CopyPlanner(
             sourceContext: sourceContext, destinationRoot: state.rootfs,
             workingDirectory: state.config.config?.workingDir ?? "/", sourceDateEpoch: sourceDateEpoch,
-            stagingDirectory: staging
-        ).entries(for: copy, owner: owner, line: line, file: file)
+            stagingDirectory: staging)
+        planner.remoteFiles = remoteFiles
+        return try planner.entries(for: copy, owner: owner, line: line, file: file)
     }
 
     // MARK: Rules

@@ -79,3 +79,35 @@ public enum BaseImages {
         try writeLayout(at: path, entries: goldenBaseEntries())
     }
 }
+
+extension BaseImages {
+    /// A busybox base image from Debian's `busybox-static`: `/bin/busybox` plus a relative symlink per
+    /// applet (never `busybox --install -s`, which links to the host path), `/etc/passwd` and `/etc/group`
+    /// from the golden base, `/tmp`, `/root`, `/home/app`. Throws when busybox-static is missing.
+    public static func busyboxEntries() throws -> [LayerEntry] {
+        let binary = "/bin/busybox"
+        var info = stat()
+        guard lstat(binary, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw ExternalTools.Failure(description: "\(binary) is missing: install Debian's busybox-static (scripts/install-deps)")
+        }
+        let listed = try HermeticProcess.run(binary, ["--list"])
+        guard listed.status == 0 else {
+            throw ExternalTools.Failure(description: "busybox --list failed: \(listed.standardError)")
+        }
+        var entries = goldenBaseEntries().filter { $0.path != "bin/sh" }
+        entries.append(LayerEntry(path: "bin/busybox", kind: .regular(.file(path: binary, size: Int64(info.st_size))),
+            mode: 0o755, mtime: 1_600_000_000))
+        for applet in listed.standardOutput.split(separator: "\n").map(String.init).sorted()
+        where !applet.isEmpty && applet != "busybox" && !applet.contains("/") {
+            entries.append(LayerEntry(path: "bin/" + applet, kind: .symlink(target: "busybox"), mode: 0o777,
+                mtime: 1_600_000_000))
+        }
+        return entries
+    }
+
+    /// The busybox base as an OCI layout at `path`; returns its manifest digest.
+    @discardableResult
+    public static func writeBusybox(at path: String) throws -> Digest {
+        try writeLayout(at: path, entries: busyboxEntries())
+    }
+}

@@ -19,6 +19,16 @@ public struct BuildOptions: Sendable {
     public var sourceDateEpoch: Int64 = 0
     /// `hermetic.lock` path; nil means `<context>/hermetic.lock` when that file exists.
     public var lockFile: String?
+    /// `--secret id=…,src=…|env=…`: values RUN steps may mount; never written anywhere.
+    public var secrets: [String: SecretSource] = [:]
+    /// `--ssh id=socket`: agent sockets RUN steps may mount.
+    public var sshSockets: [String: String] = [:]
+    /// `--allow`: entitlements the person running the build grants (a Dockerfile cannot).
+    public var entitlements: Set<Entitlement> = []
+    /// `--step-timeout`: seconds a RUN step may take.
+    public var stepTimeoutSeconds: Int?
+    /// Where cache mounts persist between builds.
+    public var stateDirectory: String?
 
     public init(contextDirectory: String) {
         self.contextDirectory = contextDirectory
@@ -52,6 +62,35 @@ public struct BuildArg: Sendable, Hashable {
             throw ArgumentError(argument: "--build-arg", value: text, reason: "the name must be non-empty and have no spaces")
         }
     }
+}
+
+/// Where a secret's value comes from. The value is read only when a step mounts it.
+public enum SecretSource: Sendable, Hashable {
+    case file(String)
+    case environment(String)
+
+    /// `id=NAME,src=PATH` (or `source=`), `id=NAME,env=VAR`, or `id=NAME` alone (env var NAME, as buildx).
+    public static func parse(_ text: String) throws(ArgumentError) -> (id: String, source: SecretSource) {
+        var fields: [String: String] = [:]
+        for part in text.split(separator: ",") {
+            guard let eq = part.firstIndex(of: "=") else {
+                throw ArgumentError(argument: "--secret", value: text, reason: "\"\(part)\" is not key=value")
+            }
+            fields[String(part[..<eq]).lowercased()] = String(part[part.index(after: eq)...])
+        }
+        guard let id = fields["id"], !id.isEmpty else {
+            throw ArgumentError(argument: "--secret", value: text, reason: "id= is required")
+        }
+        if let path = fields["src"] ?? fields["source"] { return (id, .file(path)) }
+        if let variable = fields["env"] { return (id, .environment(variable)) }
+        return (id, .environment(id))
+    }
+}
+
+/// Privileges a build may use only when the person running it grants them with `--allow`.
+public enum Entitlement: String, Sendable, Hashable, CaseIterable {
+    case networkHost = "network.host"
+    case securityInsecure = "security.insecure"
 }
 
 public enum ProgressMode: String, Sendable, CaseIterable {

@@ -44,6 +44,11 @@ public struct Builder {
         let workspace = try FileSystem.makeTemporaryDirectory(in: workspaceParent, prefix: "hermetic-build-")
         defer { FileSystem.removeTree(workspace) }
 
+        let environment = ProcessEnvironment.current()
+        let runOptions = RunOptions(secrets: options.secrets, sshSockets: options.sshSockets,
+            entitlements: options.entitlements, stepTimeoutSeconds: options.stepTimeoutSeconds,
+            stateDirectory: options.stateDirectory ?? environment["HERMETIC_STATE_DIR"] ?? "/var/lib/hermetic",
+            showOutput: options.progress != .quiet, environment: environment)
         var images: [BuiltImage] = []
         for (number, platform) in platforms.enumerated() {
             let planner = Planner(dockerfile: dockerfile, buildArguments: buildArguments,
@@ -56,7 +61,7 @@ public struct Builder {
             try FileSystem.makeDirectory(platformWorkspace)
             var executor = StageExecutor(plan: plan, platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
-                buildArguments: buildArguments, log: log)
+                buildArguments: buildArguments, log: log, runOptions: runOptions)
             images.append(try await executor.buildTarget())
         }
 

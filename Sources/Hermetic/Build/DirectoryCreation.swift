@@ -3,12 +3,12 @@
 #endif
 
 /// The entries `WORKDIR` adds: each missing directory of the (absolute, normalized) path, mode 0755,
-/// owned by root, mtime SOURCE_DATE_EPOCH. Existing components are resolved inside the root
+/// owned by the current USER (root by default), mtime SOURCE_DATE_EPOCH. Existing components are resolved inside the root
 /// (a symlink is followed chroot-like, never out of it); nothing is added when the directory exists.
 enum DirectoryCreation {
     static let maximumSymlinkHops = 255
 
-    static func entries(for path: String, inRoot root: String, sourceDateEpoch: Int64) throws -> [LayerEntry] {
+    static func entries(for path: String, inRoot root: String, sourceDateEpoch: Int64, owner: (uid: UInt32, gid: UInt32) = (0, 0)) throws -> [LayerEntry] {
         var pending = path.split(separator: "/").map(String.init)
         var resolved: [String] = []
         var hops = 0
@@ -30,7 +30,7 @@ enum DirectoryCreation {
                 for missing in [component] + pending where missing != "." && missing != ".." {
                     prefix.append(missing)
                     created.append(LayerEntry(path: prefix.joined(separator: "/"), kind: .directory, mode: 0o755,
-                        mtime: sourceDateEpoch))
+                        uid: owner.uid, gid: owner.gid, mtime: sourceDateEpoch))
                 }
                 return created
             }

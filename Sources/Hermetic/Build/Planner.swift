@@ -21,6 +21,8 @@ public struct PlannedStage: Sendable {
     public var instructions: [Instruction]
     /// For each instruction (by position in `instructions`) that reads another source: where it reads.
     public var sources: [Int: StageSource]
+    /// For RUN instructions: `RUN --mount=…,from=X` sources, keyed by "position:mountIndex".
+    public var mountSources: [String: StageSource] = [:]
     /// Stages this one needs built first (its base and its `--from` stages), ascending.
     public var dependencies: [Int]
 
@@ -145,7 +147,7 @@ public struct Planner {
             }
             if let name { indexByName[name] = index }
             stages.append(PlannedStage(index: index, name: name, base: base, platform: platform, from: raw.from,
-                instructions: raw.body, sources: [:], dependencies: []))
+                instructions: raw.body, sources: [:], mountSources: [:], dependencies: []))
         }
 
         // Resolve `--from` references, expanding them as the stage's own ARG/ENV scope stands at that point.
@@ -184,6 +186,22 @@ public struct Planner {
                             try expand(fromText, at: instruction, lookup: scope.lookup),
                             at: instruction, stageIndex: index, indexByName: indexByName, stageCount: stages.count)
                         stages[index].sources[position] = source
+                        if case .stage(let other) = source { dependencies.insert(other) }
+                    }
+                case .run(let run):
+                    for (mountIndex, text) in run.mounts.enumerated() {
+                        let expandedText = try expand(text, at: instruction, lookup: scope.lookup)
+                        guard let mount = try? RunMount.parse(expandedText) else { continue }
+                        var from: String?
+                        switch mount {
+                        case .bind(_, _, let value, _): from = value
+                        case .cache(_, _, _, let value, _, _, _, _): from = value
+                        default: break
+                        }
+                        guard let from else { continue }
+                        let source = try resolveSource(from, at: instruction, stageIndex: index,
+                            indexByName: indexByName, stageCount: stages.count)
+                        stages[index].mountSources["\(position):\(mountIndex)"] = source
                         if case .stage(let other) = source { dependencies.insert(other) }
                     }
                 default:

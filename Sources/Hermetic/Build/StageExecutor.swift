@@ -39,14 +39,18 @@ struct StageExecutor {
     let buildArguments: [String: String]
     let log: BuildLog
     let lexer: ShellLexer
+    let runOptions: RunOptions
 
-    private var stages: [Int: StageState] = [:]
+    var stages: [Int: StageState] = [:]
     private var imageRoots: [String: String] = [:]
     private var counter = 0
+    /// Per RUN step, what provenance needs to judge hermeticity.
+    var runRecords: [RunRecord] = []
 
     init(plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
-        sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog)
+        sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions)
     {
+        self.runOptions = runOptions
         self.plan = plan
         self.platform = platform
         self.context = context
@@ -75,7 +79,7 @@ struct StageExecutor {
         return BuiltImage(platform: platform, config: config, layers: target.layers, rootfs: target.rootfs)
     }
 
-    private mutating func nextDirectory(_ label: String) throws -> String {
+    mutating func nextDirectory(_ label: String) throws -> String {
         counter += 1
         let path = "\(workspace)/\(counter)-\(label)"
         try FileSystem.makeDirectory(path)
@@ -175,7 +179,7 @@ struct StageExecutor {
     }
 
     /// The root filesystem an image reference unpacks to (for `COPY --from=image`), made once per build.
-    private mutating func imageRoot(_ reference: String, line: Int) throws -> String {
+    mutating func imageRoot(_ reference: String, line: Int) throws -> String {
         if let root = imageRoots[reference] { return root }
         let (_, layers) = try loadImage(reference, line: line)
         let root = try nextDirectory("image-rootfs")
@@ -232,7 +236,18 @@ struct StageExecutor {
         case .workdir(let path):
             let resolved = Self.joinWorkdir(container.workingDir, path)
             container.workingDir = resolved
-            let entries = try DirectoryCreation.entries(for: resolved, inRoot: state.rootfs, sourceDateEpoch: sourceDateEpoch)
+            // BuildKit creates a missing WORKDIR owned by the current USER.
+            var owner: (uid: UInt32, gid: UInt32) = (0, 0)
+            if let user = container.user, !user.isEmpty {
+                do {
+                    let resolvedUser = try UserDatabase(root: state.rootfs).resolveUser(user)
+                    owner = (resolvedUser.uid, resolvedUser.gid)
+                } catch {
+                    throw fail(instruction, "WORKDIR \(path): USER \(user): \(error)")
+                }
+            }
+            let entries = try DirectoryCreation.entries(for: resolved, inRoot: state.rootfs, sourceDateEpoch: sourceDateEpoch,
+                owner: owner)
             if !entries.isEmpty {
                 try addLayer(entries, to: &state, line: line)
                 emptyLayer = false
@@ -266,8 +281,13 @@ struct StageExecutor {
             container.healthcheck = try HealthcheckConversion.config(health, shell: container.shell, line: line, file: file)
         case .onbuild(let trigger):
             container.onBuild = (container.onBuild ?? []) + [trigger]
-        case .run:
-            throw fail(instruction, "RUN needs the sandbox, which this build of hermetic does not have yet")
+        case .run(let run):
+            state.config.config = container
+            let entries = try runStep(run, instruction: instruction, position: position, stage: stage, state: &state)
+            if !entries.isEmpty {
+                try addLayer(entries, to: &state, line: line)
+                emptyLayer = false
+            }
         case .copy(let copy):
             state.config.config = container
             let entries = try await copyEntries(expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state)

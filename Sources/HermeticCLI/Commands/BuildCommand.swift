@@ -26,6 +26,16 @@ struct BuildCommand: AsyncParsableCommand {
     var sourceDateEpoch: String?
     @Option(name: .customLong("lock-file"), help: "The lock file (default: CONTEXT/hermetic.lock if it exists).")
     var lockFile: String?
+    @Option(help: "A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable).")
+    var secret: [String] = []
+    @Option(help: "An SSH agent socket for RUN --mount=type=ssh: ID=SOCKET or ID (uses $SSH_AUTH_SOCK) (repeatable).")
+    var ssh: [String] = []
+    @Option(help: "Grant an entitlement: network.host or security.insecure (repeatable).")
+    var allow: [String] = []
+    @Option(name: .customLong("step-timeout"), help: "Seconds a RUN step may take.")
+    var stepTimeout: Int?
+    @Option(name: .customLong("state-dir"), help: "Where cache mounts persist (default: $HERMETIC_STATE_DIR or /var/lib/hermetic).")
+    var stateDir: String?
 
     func run() async throws {
         try await reportingErrors {
@@ -61,6 +71,31 @@ struct BuildCommand: AsyncParsableCommand {
         options.noCache = noCache
         options.sourceDateEpoch = try SourceDateEpoch.resolve(flag: sourceDateEpoch, environment: environment)
         options.lockFile = lockFile
+        for entry in secret {
+            let (id, source) = try SecretSource.parse(entry)
+            options.secrets[id] = source
+        }
+        for entry in ssh {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            let id = parts[0]
+            guard let socket = parts.count == 2 ? parts[1] : environment["SSH_AUTH_SOCK"], !socket.isEmpty else {
+                throw ArgumentError(argument: "--ssh", value: entry, reason: "no socket given and SSH_AUTH_SOCK is not set")
+            }
+            options.sshSockets[id] = socket
+        }
+        for entry in allow {
+            guard let entitlement = Entitlement(rawValue: entry) else {
+                throw ArgumentError(argument: "--allow", value: entry, reason: "expected network.host or security.insecure")
+            }
+            options.entitlements.insert(entitlement)
+        }
+        if let stepTimeout {
+            guard stepTimeout > 0 else {
+                throw ArgumentError(argument: "--step-timeout", value: String(stepTimeout), reason: "must be a positive number of seconds")
+            }
+            options.stepTimeoutSeconds = stepTimeout
+        }
+        options.stateDirectory = stateDir
         return options
     }
 }

@@ -1,0 +1,312 @@
+import Foundation
+import Sandbox
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What the person running the build allows and provides for RUN steps.
+struct RunOptions: Sendable {
+    var secrets: [String: SecretSource] = [:]
+    var sshSockets: [String: String] = [:]
+    var entitlements: Set<Entitlement> = []
+    var stepTimeoutSeconds: Int?
+    var stateDirectory: String
+    var showOutput = true
+    /// The builder's environment, only for `--secret id=…,env=VAR` values.
+    var environment: [String: String] = [:]
+}
+
+/// What one RUN step did that provenance needs (issue 4): never a secret's value.
+struct RunRecord: Sendable {
+    var line: Int
+    var network: String
+    var cacheMounts: [(id: String, hadData: Bool)]
+    var secretIDs: [String]
+    var sshIDs: [String]
+}
+
+extension StageExecutor {
+    /// Runs one RUN step in the sandbox: the stage's root filesystem is the read-only lower layer, a fresh
+    /// upper directory takes the changes, which become at most one layer. Returns the entries (empty when
+    /// the step changed nothing).
+    mutating func runStep(_ run: RunInstruction, instruction: Instruction, position: Int?, stage: PlannedStage,
+        state: inout StageState) throws -> [LayerEntry]
+    {
+        let line = instruction.range.start.line
+        func fail(_ message: String) -> DockerfileError { DockerfileError(file: file, line: line, message: message) }
+        let container = state.config.config ?? ContainerConfig()
+        let scope = state.scope
+
+        // Network and security: a Dockerfile can ask, only the person running the build can grant.
+        var network = SandboxPlan.Network.none
+        switch run.network ?? "default" {
+        case "host":
+            guard runOptions.entitlements.contains(.networkHost) else {
+                throw fail("RUN --network=host needs the network.host entitlement (hermetic build --allow network.host)")
+            }
+            network = .host
+        default: network = .none
+        }
+        if run.security == "insecure" {
+            guard runOptions.entitlements.contains(.securityInsecure) else {
+                throw fail("RUN --security=insecure needs the security.insecure entitlement (hermetic build --allow security.insecure)")
+            }
+            throw fail("RUN --security=insecure is not supported: every step runs in the sandbox")
+        }
+
+        // The command line.
+        let shell = container.shell ?? ["/bin/sh", "-c"]
+        var argv: [String]
+        switch run.command {
+        case .exec(let arguments):
+            argv = arguments
+        case .shell(let text):
+            if run.heredocs.count == 1, let only = run.heredocs.first,
+                text.trimmingCharacters(in: .whitespaces).range(of: "^[0-9]*<<-?[\"']?\(only.name)[\"']?$", options: .regularExpression) != nil
+            {
+                argv = shell + [only.content]  // `RUN <<EOF`: the body is the script
+            } else if !run.heredocs.isEmpty {
+                // `RUN cmd <<EOF`: the shell itself reads the heredocs.
+                argv = shell + [text + "\n" + run.heredocs.map { $0.content + $0.name + "\n" }.joined()]
+            } else {
+                argv = shell + [text]
+            }
+        }
+        guard !argv.isEmpty else { throw fail("RUN: empty command") }
+
+        // The environment: ENV, then ARGs in scope not shadowed by ENV, then proxy build args.
+        var environment: [String] = scope.environmentLines
+        var names = Set(scope.environment.map(\.name))
+        for argument in scope.arguments where !names.contains(argument.name) {
+            guard let value = argument.value else { continue }
+            environment.append("\(argument.name)=\(value)")
+            names.insert(argument.name)
+        }
+        for name in Planner.proxyArgumentNames.sorted() where !names.contains(name) {
+            if let value = buildArguments[name] {
+                environment.append("\(name)=\(value)")
+                names.insert(name)
+            }
+        }
+        if !names.contains("PATH") { environment.append(Self.defaultPath) }
+        if !names.contains("SOURCE_DATE_EPOCH") { environment.append("SOURCE_DATE_EPOCH=\(sourceDateEpoch)") }
+
+        // User and working directory.
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        var groups: [UInt32] = []
+        if let user = container.user, !user.isEmpty {
+            do {
+                (uid, gid, groups) = try UserDatabase(root: state.rootfs).resolveUser(user)
+            } catch {
+                throw fail("USER \(user): \(error)")
+            }
+        }
+        let workingDirectory = container.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
+
+        let stepDirectory = try nextDirectory("run")
+        let upper = stepDirectory + "/upper"
+        let work = stepDirectory + "/work"
+        try FileSystem.makeDirectory(upper)
+        try FileSystem.makeDirectory(work)
+        // A WORKDIR the image names but does not have is created, as BuildKit does; it lands in the layer.
+        let resolvedWorkdir = try RootedPath.resolve(workingDirectory, inRoot: state.rootfs)
+        if RootedPath.status(resolvedWorkdir, inRoot: state.rootfs) == nil {
+            try FileSystem.makeDirectories(upper + "/" + resolvedWorkdir.joined(separator: "/"))
+        }
+
+        // Mounts.
+        var mounts: [ExtraMount] = []
+        var record = RunRecord(line: line, network: network == .host ? "host" : "none", cacheMounts: [], secretIDs: [], sshIDs: [])
+        for (mountIndex, text) in run.mounts.enumerated() {
+            let expandedText: String
+            do {
+                expandedText = try lexer.processWord(text, lookup: { scope.lookup($0) })
+            } catch {
+                throw fail("RUN --mount=\(text): \(error)")
+            }
+            let mount: RunMount
+            do {
+                mount = try RunMount.parse(expandedText)
+            } catch {
+                throw fail("RUN \(error)")
+            }
+            let key = position.map { "\($0):\(mountIndex)" }
+            switch mount {
+            case .tmpfs(let target, let size):
+                mounts.append(ExtraMount(.tmpfs(sizeBytes: size), target: absolute(target, workingDirectory)))
+            case .bind(let target, let source, let from, let readWrite):
+                let root = try mountSourceRoot(from: from, key: key, line: line)
+                let materialized = try materializeBindSource(root: root, source: source, readWrite: readWrite,
+                    fromContext: from == nil, line: line)
+                mounts.append(ExtraMount(readWrite ? .bind(source: materialized) : .bindReadOnly(source: materialized),
+                    target: absolute(target, workingDirectory)))
+            case .cache(let target, let id, _, _, _, let mode, let cacheUID, let cacheGID):
+                let directory = try cacheDirectory(id: id, mode: mode, uid: cacheUID, gid: cacheGID)
+                record.cacheMounts.append((id, !(try BuildContext(root: directory, ignore: DockerIgnore()).listDirectory([]).isEmpty)))
+                mounts.append(ExtraMount(.bind(source: directory), target: absolute(target, workingDirectory)))
+            case .secret(let id, let target, let env, let required, let mode, let secretUID, let secretGID):
+                guard let source = runOptions.secrets[id] else {
+                    if required { throw fail("secret \(id) is required but was not given (hermetic build --secret id=\(id),src=…)") }
+                    continue
+                }
+                record.secretIDs.append(id)
+                let value = try secretValue(id: id, source: source, line: line)
+                if let env {
+                    environment.removeAll { $0.hasPrefix(env + "=") }
+                    environment.append(env + "=" + String(decoding: value, as: UTF8.self))
+                }
+                if target != nil || env == nil {
+                    let secretFile = try writeSecret(value, id: id, mode: mode, uid: secretUID, gid: secretGID)
+                    mounts.append(ExtraMount(.bindReadOnly(source: secretFile),
+                        target: absolute(target ?? "/run/secrets/\(id)", workingDirectory)))
+                }
+            case .ssh(let id, let target, let required):
+                guard let socket = runOptions.sshSockets[id] else {
+                    if required { throw fail("ssh agent \(id) is required but was not given (hermetic build --ssh \(id)=…)") }
+                    continue
+                }
+                record.sshIDs.append(id)
+                let path = absolute(target ?? "/run/buildkit/ssh_agent.\(record.sshIDs.count - 1)", workingDirectory)
+                mounts.append(ExtraMount(.bind(source: socket), target: path))
+                if !names.contains("SSH_AUTH_SOCK") { environment.append("SSH_AUTH_SOCK=\(path)") }
+            }
+        }
+        runRecords.append(record)
+
+        let plan = SandboxPlan(rootLayers: [state.rootfs], upperDirectory: upper, workDirectory: work, argv: argv,
+            environment: environment, uid: uid, gid: gid, groups: groups, workingDirectory: workingDirectory,
+            hostname: "buildkitsandbox", network: network, mounts: mounts,
+            timeoutSeconds: runOptions.stepTimeoutSeconds)
+        let output = runOptions.showOutput ? Int32(2) : open("/dev/null", O_WRONLY | O_CLOEXEC)
+        defer { if !runOptions.showOutput { close(output) } }
+        let result: SandboxResult
+        do {
+            result = try Sandbox.run(plan, stdout: output, stderr: output)
+        } catch {
+            throw fail("RUN could not start: \(error)")
+        }
+        let shown = argv.joined(separator: " ")
+        let command = shown.count > 200 ? String(shown.prefix(200)) + "…" : shown
+        guard result.succeeded else {
+            let how: String
+            switch result.termination {
+            case .exited(let code): how = "exit code: \(code)"
+            case .signaled(let signal): how = "killed by signal \(signal)"
+            }
+            let why = result.timedOut ? " (step timeout)" : result.pidsLimitReached ? " (pids limit reached)" : ""
+            throw fail("RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)")
+        }
+        return try UpperDirectoryDiff().entries(ofUpperDirectory: upper)
+    }
+
+    private func absolute(_ target: String, _ workingDirectory: String) -> String {
+        target.hasPrefix("/") ? target : Self.joinWorkdir(workingDirectory, target)
+    }
+
+    /// The tree a bind or cache mount reads: the build context (default), a stage, an image or a directory.
+    private mutating func mountSourceRoot(from: String?, key: String?, line: Int) throws -> (root: String, isContext: Bool) {
+        guard let from else { return (context.root, true) }
+        let planned = key.flatMap { k in plan.stages.lazy.compactMap { $0.mountSources[k] }.first }
+        let source = planned ?? .image(from)
+        switch source {
+        case .stage(let index):
+            guard let other = stages[index] else { throw DockerfileError(file: file, line: line, message: "internal: stage \(index) not built") }
+            return (other.rootfs, false)
+        case .image(let reference):
+            if case .directory(let directory)? = resolver.namedContexts[reference] { return (FileSystem.absolute(directory), false) }
+            return (try imageRoot(reference, line: line), false)
+        case .namedDirectory(let directory):
+            return (directory, false)
+        case .scratch:
+            return (try nextDirectory("scratch"), false)
+        }
+    }
+
+    /// A bind source as the step sees it. The build context is materialized through .dockerignore (so a
+    /// step can read exactly what COPY could); a writable bind gets a private copy whose changes are thrown
+    /// away; a read-only stage or image path is bound in place.
+    private mutating func materializeBindSource(root: (root: String, isContext: Bool), source: String, readWrite: Bool,
+        fromContext: Bool, line: Int) throws -> String
+    {
+        let tree = BuildContext(root: root.root, ignore: root.isContext ? context.ignore : DockerIgnore(), isBuildContext: root.isContext)
+        let components = try RootedPath.resolve(source, inRoot: root.root)
+        if !root.isContext && !readWrite {
+            guard RootedPath.status(components, inRoot: root.root) != nil else {
+                throw DockerfileError(file: file, line: line, message: "RUN --mount source \(source): not found")
+            }
+            return tree.host(components)
+        }
+        let copyRoot = try nextDirectory("bind")
+        var collector: [LayerEntry] = []
+        guard let info = RootedPath.status(components, inRoot: root.root) else {
+            throw DockerfileError(file: file, line: line, message: "RUN --mount source \(source): not found")
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            for (relative, childInfo) in try tree.walk(components) {
+                let host = tree.host(components + relative)
+                var entry = LayerEntry(path: relative.joined(separator: "/"), kind: .directory, mode: UInt32(childInfo.st_mode) & 0o7777,
+                    uid: childInfo.st_uid, gid: childInfo.st_gid, mtime: Int64(childInfo.st_mtim.tv_sec))
+                switch childInfo.st_mode & S_IFMT {
+                case S_IFDIR: break
+                case S_IFLNK: entry.kind = .symlink(target: try RootedPath.readLink(host))
+                case S_IFREG: entry.kind = .regular(.file(path: host, size: Int64(childInfo.st_size)))
+                default: continue
+                }
+                collector.append(entry)
+            }
+        } else {
+            return tree.host(components)
+        }
+        if !collector.isEmpty {
+            let tar = try LayerWriter(sourceDateEpoch: Int64.max).writeUncompressedTar(collector, into: copyRoot)
+            let unpacked = copyRoot + "/tree"
+            try FileSystem.makeDirectory(unpacked)
+            _ = try LayerApplier().apply(blobAt: tar.blobPath, mediaType: MediaType.layerTar, expectedDiffID: tar.diffID, toRoot: unpacked)
+            unlink(tar.blobPath)
+            return unpacked
+        }
+        return copyRoot
+    }
+
+    /// A cache mount's directory: under the state directory, named by the sha256 of its id, so no id
+    /// (`../../x` included) can name a path outside it.
+    private func cacheDirectory(id: String, mode: UInt32?, uid: UInt32?, gid: UInt32?) throws -> String {
+        let base = runOptions.stateDirectory + "/cache"
+        try FileSystem.makeDirectories(base, mode: 0o700)
+        let directory = base + "/" + Digest.sha256(of: Array(id.utf8)).hex
+        if !FileSystem.exists(directory) {
+            try FileSystem.makeDirectory(directory)
+            chmod(directory, mode_t(mode ?? 0o755))
+            chown(directory, uid ?? 0, gid ?? 0)
+        }
+        return directory
+    }
+
+    private func secretValue(id: String, source: SecretSource, line: Int) throws -> [UInt8] {
+        switch source {
+        case .file(let path):
+            do {
+                return try FileSystem.readFile(path, limit: 1 << 20)
+            } catch {
+                throw DockerfileError(file: file, line: line, message: "secret \(id): its file cannot be read")
+            }
+        case .environment(let variable):
+            guard let value = runOptions.environment[variable] else {
+                throw DockerfileError(file: file, line: line, message: "secret \(id): its environment variable is not set")
+            }
+            return Array(value.utf8)
+        }
+    }
+
+    /// Secrets are written to a private directory of the workspace (removed with it), never into a layer.
+    private mutating func writeSecret(_ value: [UInt8], id: String, mode: UInt32, uid: UInt32, gid: UInt32) throws -> String {
+        let directory = try nextDirectory("secret")
+        chmod(directory, 0o700)
+        let path = directory + "/value"
+        try FileSystem.writeAtomically(value, to: path, mode: mode_t(mode))
+        chown(path, uid, gid)
+        return path
+    }
+}

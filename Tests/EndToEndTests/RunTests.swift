@@ -1,0 +1,187 @@
+import Foundation
+import Hermetic
+import TestSupport
+import Testing
+
+/// RUN in the sandbox, end to end, on a real busybox base image made by the test.
+@Suite(.serialized) struct RunTests {
+    struct Build {
+        var scratch: TemporaryDirectory
+        var context: String
+        var baseDigest: Digest
+
+        init(dockerfile: String, files: [String: String] = [:]) throws {
+            scratch = try TemporaryDirectory(prefix: "run-")
+            context = scratch.path + "/ctx"
+            try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+            try dockerfile.write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+            for (name, text) in files {
+                try text.write(toFile: context + "/" + name, atomically: true, encoding: .utf8)
+            }
+            baseDigest = try BaseImages.writeBusybox(at: scratch.path + "/busybox")
+        }
+
+        func run(_ extra: [String] = [], output: String = "out", environment: [String: String] = [:]) throws
+            -> HermeticProcess.Outcome
+        {
+            try HermeticProcess.hermetic(
+                ["build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
+                 "--state-dir", scratch.path + "/state",
+                 "--build-context", "busybox=oci-layout://\(scratch.path)/busybox@\(baseDigest)",
+                 "-o", "type=local,dest=\(scratch.path)/\(output)", "-o", "type=oci,dest=\(scratch.path)/\(output).oci",
+                 "--iidfile", "\(scratch.path)/\(output).iid"] + extra, environment: environment)
+        }
+
+        func file(_ output: String, _ path: String) -> String? {
+            try? String(contentsOfFile: "\(scratch.path)/\(output)/\(path)", encoding: .utf8)
+        }
+
+        func digest(_ output: String) -> String? {
+            try? String(contentsOfFile: "\(scratch.path)/\(output).iid", encoding: .utf8)
+        }
+    }
+
+    @Test func seedPatternIsReproducible() throws {
+        let build = try Build(dockerfile: """
+            FROM busybox AS builder
+            WORKDIR /work
+            RUN echo "built at $(date +%Y)" > stamp && mkdir -p out && echo hello > out/hello.txt && touch -d @1 out/old
+            RUN rm /etc/hostname && ln -s hello.txt out/link
+            FROM scratch
+            COPY --from=builder /work/out/ /app/
+            """)
+        let first = try build.run(output: "one")
+        try #require(first.status == 0, "\(first.standardError)")
+        let second = try build.run(output: "two")
+        try #require(second.status == 0, "\(second.standardError)")
+        #expect(build.digest("one") == build.digest("two"))
+        #expect(build.file("one", "app/hello.txt") == "hello\n")
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: build.scratch.path + "/one/app/link")) == "hello.txt")
+    }
+
+    @Test func deletionsUserWorkdirShellAndHeredocs() throws {
+        let build = try Build(dockerfile: """
+            FROM busybox
+            RUN rm /etc/os-release
+            USER app
+            WORKDIR /home/app/project
+            RUN id -u > uid && id -g > gid && pwd > pwd
+            USER root
+            SHELL ["/bin/sh", "-ec"]
+            RUN <<EOF
+            echo "from heredoc" > /heredoc.txt
+            echo "second line" >> /heredoc.txt
+            EOF
+            RUN cat <<EOT > /fed.txt
+            fed by $((1 + 1))
+            EOT
+            """)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "etc/os-release") == nil)
+        #expect(build.file("out", "home/app/project/uid") == "1000\n")
+        #expect(build.file("out", "home/app/project/gid") == "1000\n")
+        #expect(build.file("out", "home/app/project/pwd") == "/home/app/project\n")
+        #expect(build.file("out", "heredoc.txt") == "from heredoc\nsecond line\n")
+        #expect(build.file("out", "fed.txt") == "fed by 2\n")
+    }
+
+    @Test func environmentIsExactlyTheStages() throws {
+        let build = try Build(dockerfile: """
+            FROM busybox
+            ARG GIVEN
+            ARG DEFAULTED=yes
+            ENV FROM_ENV=1
+            RUN env | sort > /env.txt && hostname > /hostname.txt
+            """)
+        let outcome = try build.run(["--build-arg", "GIVEN=g", "--build-arg", "HTTP_PROXY=http://proxy.invalid"],
+            environment: ["LEAK_ME": "leaked"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        let env = build.file("out", "env.txt") ?? ""
+        #expect(env.contains("GIVEN=g\n") && env.contains("DEFAULTED=yes\n") && env.contains("FROM_ENV=1\n"))
+        #expect(env.contains("HTTP_PROXY=http://proxy.invalid\n"))
+        #expect(env.contains("SOURCE_DATE_EPOCH=1700000000\n"))
+        #expect(!env.contains("LEAK_ME"))
+        #expect(build.file("out", "hostname.txt") == "buildkitsandbox\n")
+    }
+
+    @Test func mountsLeaveNothingInTheLayer() throws {
+        let canary = "s3cr3t-canary-\(UInt64.random(in: 1...UInt64.max))"
+        // The Dockerfile must not hold the canary itself: steps compare digests of it.
+        let canaryDigest = Digest.sha256(of: Array(canary.utf8)).hex
+        let build = try Build(dockerfile: """
+            FROM busybox
+            RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/x && test -f /scratch/x
+            RUN --mount=type=cache,target=/cache,id=../../escape echo cached >> /cache/log && cp /cache/log /cache-copy
+            RUN --mount=type=secret,id=token test "$(sha256sum < /run/secrets/token | cut -d' ' -f1)" = "\(canaryDigest)" && echo ok > /secret-ok
+            RUN --mount=type=secret,id=token,env=TOKEN test "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" = "\(canaryDigest)"
+            RUN --mount=type=bind,source=data,target=/data cp /data/in.txt /copied.txt
+            RUN --mount=type=bind,source=data,target=/data,rw echo changed > /data/in.txt
+            """, files: [:])
+        try FileManager.default.createDirectory(atPath: build.context + "/data", withIntermediateDirectories: true)
+        try "input\n".write(toFile: build.context + "/data/in.txt", atomically: true, encoding: .utf8)
+        let secretFile = build.scratch.path + "/token"
+        try canary.write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let outcome = try build.run(["--secret", "id=token,src=\(secretFile)", "--progress", "plain"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "secret-ok") == "ok\n")
+        #expect(build.file("out", "copied.txt") == "input\n")
+        #expect(build.file("out", "cache-copy") == "cached\n")
+        #expect(try String(contentsOfFile: build.context + "/data/in.txt", encoding: .utf8) == "input\n")
+        for gone in ["scratch", "cache", "data", "run/secrets/token"] {
+            #expect(build.file("out", gone + "/x") == nil && !FileManager.default.fileExists(atPath: build.scratch.path + "/out/" + gone + "/in.txt"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out/run/secrets/token"))
+        // The cache id cannot leave the state directory, and it persists.
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/escape"))
+        let again = try build.run(["--secret", "id=token,src=\(secretFile)"], output: "again")
+        try #require(again.status == 0, "\(again.standardError)")
+        #expect(build.file("again", "cache-copy") == "cached\ncached\n")
+        // No trace of the secret in any output: layers (decompressed), config, logs, the state directory.
+        try SecretScan.assertAbsent(canary, under: build.scratch.path, excluding: [secretFile])
+        #expect(!outcome.standardError.contains(canary) && !outcome.standardOutput.contains(canary))
+    }
+
+    @Test func failuresAreOneLineAndKeepNothing() throws {
+        let build = try Build(dockerfile: """
+            FROM busybox
+            RUN echo partial > /partial && exit 3
+            """)
+        let outcome = try build.run()
+        #expect(outcome.status != 0)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("error: Dockerfile:2:") && lines[0].contains("exit code: 3"))
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out"))
+    }
+
+    @Test func networkIsOnlyLoopbackUnlessGranted() throws {
+        let build = try Build(dockerfile: """
+            FROM busybox
+            RUN ! wget -q -T 2 -O /dev/null http://127.0.0.1:1/ && ip link 2>/dev/null | grep -c '^[0-9]' > /links || cat /proc/net/dev | tail -n +3 | wc -l > /links
+            RUN --network=host true
+            """)
+        let denied = try build.run()
+        #expect(denied.status != 0)
+        #expect(denied.standardError.contains("network.host"))
+    }
+}
+
+/// Looks for a secret in every file of a tree, gzip layers decompressed.
+enum SecretScan {
+    static func assertAbsent(_ secret: String, under root: String, excluding: [String]) throws {
+        let needle = Data(secret.utf8)
+        let enumerator = FileManager.default.enumerator(atPath: root)
+        while let relative = enumerator?.nextObject() as? String {
+            let path = root + "/" + relative
+            guard !excluding.contains(path) else { continue }
+            var info = stat()
+            guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
+            var data = try Data(contentsOf: URL(fileURLWithPath: path))
+            if data.starts(with: [0x1f, 0x8b]) {
+                let gunzip = try HermeticProcess.run("/bin/sh", ["-c", "gzip -dc < '\(path)'"])
+                data = Data(gunzip.standardOutput.utf8)
+            }
+            #expect(data.range(of: needle) == nil, "the secret appears in \(relative)")
+        }
+    }
+}

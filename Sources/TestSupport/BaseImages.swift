@@ -1,3 +1,4 @@
+import Provenance
 import Hermetic
 
 #if canImport(Glibc)

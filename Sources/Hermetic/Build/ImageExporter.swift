@@ -1,3 +1,4 @@
+import Provenance
 import Foundation
 
 /// The image, assembled as blobs in a staging layout, before it is written to any output.

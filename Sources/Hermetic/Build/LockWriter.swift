@@ -1,3 +1,5 @@
+import Provenance
+
 /// `hermetic lock`: finds every image the Dockerfile's needed stages use (FROM and `COPY --from`), for
 /// every requested platform, and pins each to the digest its named context holds now.
 public struct LockWriter {

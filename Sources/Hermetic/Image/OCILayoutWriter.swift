@@ -1,3 +1,4 @@
+import Provenance
 #if canImport(Glibc)
     import Glibc
 #endif

@@ -29,6 +29,12 @@ public struct BuildOptions: Sendable {
     public var stepTimeoutSeconds: Int?
     /// Where cache mounts persist between builds.
     public var stateDirectory: String?
+    /// `--provenance`: nil turns attestations off.
+    public var provenance: ProvenanceMode? = .max
+    /// `--sign-key`: a PEM private key that signs the attestations (DSSE).
+    public var signKeyPath: String?
+    /// `--attest-file`: where to also write the attestations, as JSON lines of DSSE envelopes.
+    public var attestFile: String?
 
     public init(contextDirectory: String) {
         self.contextDirectory = contextDirectory

@@ -1,3 +1,4 @@
+import Provenance
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -26,7 +27,18 @@ public struct Builder {
             throw ArgumentError(argument: "CONTEXT", value: options.contextDirectory, reason: "not a directory")
         }
         let dockerfilePath = options.dockerfilePath.map(FileSystem.absolute) ?? contextRoot + "/Dockerfile"
-        let dockerfile = try Self.loadDockerfile(at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
+        let startedOn = RFC3339.format(Int64(time(nil)))
+        let dockerfileBytes = try Self.readDockerfile(at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
+        let dockerfile = try DockerfileParser.parse(dockerfileBytes, file: options.dockerfilePath ?? "Dockerfile")
+        let signingKey = try options.signKeyPath.map { path in
+            do {
+                return try SigningKey(pem: try FileSystem.readFile(path, limit: 1 << 20), source: path)
+            } catch let error as SystemError {
+                throw ArgumentError(argument: "--sign-key", value: path, reason: error.description)
+            } catch let error as KeyError {
+                throw ArgumentError(argument: "--sign-key", value: path, reason: error.reason)
+            }
+        }
         let platforms = try options.platforms.isEmpty
             ? [Platform.host]
             : options.platforms.map { text in
@@ -40,16 +52,17 @@ public struct Builder {
         var buildArguments: [String: String] = [:]
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
 
-        let workspaceParent = ProcessEnvironment.current()["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        let environment = ProcessEnvironment.current()
+        let workspaceParent = environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         let workspace = try FileSystem.makeTemporaryDirectory(in: workspaceParent, prefix: "hermetic-build-")
         defer { FileSystem.removeTree(workspace) }
 
-        let environment = ProcessEnvironment.current()
         let runOptions = RunOptions(secrets: options.secrets, sshSockets: options.sshSockets,
             entitlements: options.entitlements, stepTimeoutSeconds: options.stepTimeoutSeconds,
             stateDirectory: options.stateDirectory ?? environment["HERMETIC_STATE_DIR"] ?? "/var/lib/hermetic",
             showOutput: options.progress != .quiet, environment: environment)
         var images: [BuiltImage] = []
+        var record = BuildRecord()
         for (number, platform) in platforms.enumerated() {
             let planner = Planner(dockerfile: dockerfile, buildArguments: buildArguments,
                 predefinedArguments: PredefinedArguments.values(target: platform, build: .host))
@@ -63,15 +76,51 @@ public struct Builder {
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log, runOptions: runOptions)
             images.append(try await executor.buildTarget())
+            record.merge(executor.record)
         }
 
         let exporter = ImageExporter(images: images, tags: options.tags, sourceDateEpoch: options.sourceDateEpoch)
-        let exported = try exporter.assemble(stagingParent: workspace)
+        var exported = try exporter.assemble(stagingParent: workspace)
+        var envelopes: [DSSEEnvelope] = []
+        if let mode = options.provenance {
+            let provenance = ProvenanceBuilder(
+                dockerfilePath: options.dockerfilePath.map { Self.contextRelative($0, contextRoot: contextRoot) } ?? "Dockerfile",
+                dockerfileDigest: Digest.sha256(of: dockerfileBytes), contextDigest: try ContextDigest.compute(context),
+                options: options, platforms: platforms, record: record, imageDigest: exported.imageDigest,
+                manifests: exported.manifests.map { ($0.platform, $0.descriptor.digest) }, mode: mode)
+            let definition = try CanonicalJSON.encode(try provenance.buildDefinition())
+            let runRecord = try CanonicalJSON.encode(provenance.runRecord(
+                definitionDigest: Digest.sha256(of: definition), invocationID: Self.invocationID(),
+                startedOn: startedOn, finishedOn: RFC3339.format(Int64(time(nil)))))
+            try SecretTaint(secrets: options.secrets, environment: environment).check(
+                [("the provenance", definition), ("the run record", runRecord)]
+                    + (try images.map { ("the image config", try CanonicalJSON.encode($0.config)) }))
+            var definitionEnvelope = DSSEEnvelope(payload: definition, payloadType: InTotoStatement.payloadType)
+            var runEnvelope = DSSEEnvelope(payload: runRecord, payloadType: InTotoStatement.payloadType)
+            var attached: (bytes: [UInt8], mediaType: String, predicateType: String) =
+                (definition, InTotoStatement.payloadType, SLSAProvenance.predicateType)
+            if let signingKey {
+                try definitionEnvelope.sign(with: signingKey)
+                try runEnvelope.sign(with: signingKey)
+                attached = (try CanonicalJSON.encode(definitionEnvelope), MediaType.dsseEnvelope, SLSAProvenance.predicateType)
+            }
+            envelopes = [definitionEnvelope, runEnvelope]
+            exported = try exporter.attach(attached,
+                runRecord: signingKey == nil ? runRecord : try CanonicalJSON.encode(runEnvelope), to: exported)
+        } else {
+            try SecretTaint(secrets: options.secrets, environment: environment).check(
+                try images.map { ("the image config", try CanonicalJSON.encode($0.config)) })
+        }
         for output in options.outputs {
             try exporter.write(exported, to: output, workspace: workspace)
         }
         if let iidFile = options.iidFile {
             try FileSystem.writeAtomically(Array(exported.imageDigest.description.utf8), to: iidFile)
+        }
+        if let attestFile = options.attestFile {
+            var lines: [UInt8] = []
+            for envelope in envelopes { lines += try CanonicalJSON.encode(envelope) + [0x0a] }
+            try FileSystem.writeAtomically(lines, to: attestFile)
         }
         if let metadataFile = options.metadataFile {
             try FileSystem.writeAtomically(try exported.metadataJSON(), to: metadataFile)
@@ -79,14 +128,34 @@ public struct Builder {
         return BuildResult(imageDigest: exported.imageDigest, configDigest: exported.configDigest, platforms: platforms)
     }
 
-    static func loadDockerfile(at path: String, displayName: String) throws -> Dockerfile {
-        let bytes: [UInt8]
+    static func readDockerfile(at path: String, displayName: String) throws -> [UInt8] {
         do {
-            bytes = try FileSystem.readFile(path, limit: DockerfileLimits.maximumFileSize)
+            return try FileSystem.readFile(path, limit: DockerfileLimits.maximumFileSize)
         } catch let error as SystemError {
             throw ArgumentError(argument: "-f", value: displayName, reason: "cannot read the Dockerfile: \(error)")
         }
-        return try DockerfileParser.parse(bytes, file: displayName)
+    }
+
+    static func loadDockerfile(at path: String, displayName: String) throws -> Dockerfile {
+        try DockerfileParser.parse(try readDockerfile(at: path, displayName: displayName), file: displayName)
+    }
+
+    /// The Dockerfile's path as provenance records it: relative to the context when inside it (host paths
+    /// differ between machines and would make the statement irreproducible), else its file name.
+    static func contextRelative(_ path: String, contextRoot: String) -> String {
+        let absolute = FileSystem.absolute(path)
+        if absolute.hasPrefix(contextRoot + "/") { return String(absolute.dropFirst(contextRoot.count + 1)) }
+        return absolute.split(separator: "/").last.map(String.init) ?? path
+    }
+
+    /// A random version-4 UUID for the run record.
+    static func invocationID() -> String {
+        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        bytes[6] = (bytes[6] & 0x0f) | 0x40
+        bytes[8] = (bytes[8] & 0x3f) | 0x80
+        let hex = bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        let h = Array(hex)
+        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
     }
 
     func makeResolver(contextRoot: String) throws -> ImageResolver {

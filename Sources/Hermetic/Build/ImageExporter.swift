@@ -9,6 +9,11 @@ struct ExportedImage {
     var topDescriptor: Descriptor
     var manifests: [(platform: Platform, manifest: ImageManifest, descriptor: Descriptor)]
     var tags: [String]
+    /// Attestation blobs and the manifests that carry them, inside the image index.
+    var attestationBlobs: [(bytes: [UInt8], mediaType: String)] = []
+    var attestationManifests: [(manifest: ImageManifest, configBytes: [UInt8], descriptor: Descriptor)] = []
+    /// The run record (varies per build): kept beside the image, named by an index.json annotation.
+    var runRecord: [UInt8]?
 
     /// What `--metadata-file` holds, with buildx's key names.
     func metadataJSON() throws -> [UInt8] {
@@ -33,6 +38,60 @@ struct ImageExporter {
 
     /// Manifest annotation recording the layer canonicalization, so a later builder can reproduce it.
     static let layerFormatAnnotation = "dev.hermetic.layer-format"
+    static let runRecordAnnotation = "dev.hermetic.run-record"
+    static let predicateTypeAnnotation = "in-toto.io/predicate-type"
+
+    /// Puts the build-definition attestation beside the image, as BuildKit does: an image index holding each
+    /// platform manifest and, per platform, an attestation manifest (platform unknown/unknown, annotated
+    /// `vnd.docker.reference.type: attestation-manifest` and `vnd.docker.reference.digest`, and with the OCI
+    /// 1.1 `subject`). The statement is deterministic, so the index digest is too.
+    func attach(_ statement: (bytes: [UInt8], mediaType: String, predicateType: String), runRecord: [UInt8]?,
+        to exported: ExportedImage) throws -> ExportedImage
+    {
+        var result = exported
+        let layer = Descriptor(mediaType: statement.mediaType, digest: Digest.sha256(of: statement.bytes),
+            size: Int64(statement.bytes.count))
+        var annotatedLayer = layer
+        annotatedLayer.annotations = [Self.predicateTypeAnnotation: statement.predicateType]
+        var indexEntries = exported.manifests.map(\.descriptor)
+        for entry in exported.manifests {
+            let config = AttestationConfig(rootfs: RootFS(diffIDs: [layer.digest]))
+            let configBytes = try CanonicalJSON.encode(config)
+            var manifest = ImageManifest(
+                config: Descriptor(mediaType: MediaType.imageConfig, digest: Digest.sha256(of: configBytes),
+                    size: Int64(configBytes.count)),
+                layers: [annotatedLayer])
+            var subject = entry.descriptor
+            subject.platform = nil
+            manifest.subject = subject
+            manifest.artifactType = statement.mediaType == MediaType.dsseEnvelope ? MediaType.dsseEnvelope : InTotoStatement.payloadType
+            let bytes = try CanonicalJSON.encode(manifest)
+            var descriptor = Descriptor(mediaType: MediaType.imageManifest, digest: Digest.sha256(of: bytes),
+                size: Int64(bytes.count))
+            descriptor.platform = Platform(os: "unknown", architecture: "unknown")
+            descriptor.annotations = [
+                "vnd.docker.reference.digest": entry.descriptor.digest.description,
+                "vnd.docker.reference.type": "attestation-manifest",
+            ]
+            result.attestationManifests.append((manifest, configBytes, descriptor))
+            indexEntries.append(descriptor)
+        }
+        result.attestationBlobs = [(statement.bytes, statement.mediaType)]
+        let index = ImageIndex(manifests: indexEntries)
+        let indexBytes = try CanonicalJSON.encode(index)
+        result.topDescriptor = Descriptor(mediaType: MediaType.imageIndex, digest: Digest.sha256(of: indexBytes),
+            size: Int64(indexBytes.count))
+        result.imageDigest = result.topDescriptor.digest
+        result.runRecord = runRecord
+        return result
+    }
+
+    /// The config of an attestation manifest (BuildKit's shape: an image config for platform unknown).
+    struct AttestationConfig: Encodable {
+        var architecture = "unknown"
+        var os = "unknown"
+        var rootfs: RootFS
+    }
 
     /// Computes every blob and digest; writes nothing outside `stagingParent`.
     func assemble(stagingParent: String) throws -> ExportedImage {
@@ -84,9 +143,13 @@ struct ImageExporter {
     /// index.json: the image (manifest or index), annotated with each `-t` name as OCI ref names want.
     private func topLevelIndex(_ exported: ExportedImage) -> ImageIndex {
         let names = tags.isEmpty ? [nil] : tags.map { Optional($0) }
+        let runRecordDigest = exported.runRecord.map { Digest.sha256(of: $0) }
         return ImageIndex(manifests: names.map { name in
             var descriptor = exported.topDescriptor
-            if let name { descriptor.annotations = ["org.opencontainers.image.ref.name": Self.ociRefName(name)] }
+            var annotations: [String: String] = [:]
+            if let name { annotations["org.opencontainers.image.ref.name"] = Self.ociRefName(name) }
+            if let runRecordDigest { annotations[Self.runRecordAnnotation] = runRecordDigest.description }
+            descriptor.annotations = annotations.isEmpty ? nil : annotations
             return descriptor
         })
     }
@@ -116,9 +179,18 @@ struct ImageExporter {
             _ = try writer.putCanonicalJSON(image.config, mediaType: MediaType.imageConfig)
             _ = try writer.putCanonicalJSON(entry.manifest, mediaType: MediaType.imageManifest)
         }
-        if exported.manifests.count > 1 {
-            _ = try writer.putCanonicalJSON(ImageIndex(manifests: exported.manifests.map(\.descriptor)),
-                mediaType: MediaType.imageIndex)
+        for blob in exported.attestationBlobs { try writer.putBlob(blob.bytes, mediaType: blob.mediaType) }
+        for attestation in exported.attestationManifests {
+            try writer.putBlob(attestation.configBytes, mediaType: MediaType.imageConfig)
+            _ = try writer.putCanonicalJSON(attestation.manifest, mediaType: MediaType.imageManifest)
+        }
+        if let runRecord = exported.runRecord { try writer.putBlob(runRecord, mediaType: InTotoStatement.payloadType) }
+        if MediaType.isIndex(exported.topDescriptor.mediaType) {
+            let index = ImageIndex(manifests: exported.manifests.map(\.descriptor) + exported.attestationManifests.map(\.descriptor))
+            let written = try writer.putCanonicalJSON(index, mediaType: MediaType.imageIndex)
+            guard written.digest == exported.topDescriptor.digest else {
+                throw LayoutError(layout: writer.stagingDirectory, digest: written.digest, reason: "internal: the index changed while it was written")
+            }
         }
         return writer
     }

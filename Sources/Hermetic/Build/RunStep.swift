@@ -173,7 +173,7 @@ extension StageExecutor {
                 if !names.contains("SSH_AUTH_SOCK") { environment.append("SSH_AUTH_SOCK=\(path)") }
             }
         }
-        runRecords.append(record)
+        self.record.steps.append(record)
 
         let plan = SandboxPlan(rootLayers: [state.rootfs], upperDirectory: upper, workDirectory: work, argv: argv,
             environment: environment, uid: uid, gid: gid, groups: groups, workingDirectory: workingDirectory,

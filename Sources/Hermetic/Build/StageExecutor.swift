@@ -44,8 +44,10 @@ struct StageExecutor {
     var stages: [Int: StageState] = [:]
     private var imageRoots: [String: String] = [:]
     private var counter = 0
-    /// Per RUN step, what provenance needs to judge hermeticity.
-    var runRecords: [RunRecord] = []
+    /// Inputs used and layers made, for provenance.
+    var record = BuildRecord()
+    /// The stage being run, for naming layers in provenance.
+    private var currentStage = ""
 
     init(plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
         sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions)
@@ -90,6 +92,7 @@ struct StageExecutor {
 
     private mutating func runStage(_ stage: PlannedStage) async throws {
         log.step("\(stage.index) [\(stage.displayName)] \(stage.from.original)")
+        currentStage = stage.displayName
         var state = try startState(for: stage)
         // ONBUILD triggers of the base run first, then are cleared (Docker's rule).
         let triggers = state.config.config?.onBuild ?? []
@@ -154,6 +157,9 @@ struct StageExecutor {
         }
         let reader = try OCILayoutReader(path: pinned.layoutPath)
         let image = try reader.resolveImage(reference: pinned.tag, digest: pinned.digest, platform: platform)
+        let use = BuildRecord.ImageUse(reference: reference, pinnedDigest: pinned.digest,
+            manifestDigest: image.manifestDescriptor.digest, pinnedBy: pinned.pinnedBy)
+        if !record.images.contains(use) { record.images.append(use) }
         let diffIDs = image.config.rootfs.diffIDs
         guard diffIDs.count == image.manifest.layers.count else {
             throw DockerfileError(file: file, line: line,
@@ -249,7 +255,7 @@ struct StageExecutor {
             let entries = try DirectoryCreation.entries(for: resolved, inRoot: state.rootfs, sourceDateEpoch: sourceDateEpoch,
                 owner: owner)
             if !entries.isEmpty {
-                try addLayer(entries, to: &state, line: line)
+                try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
                 emptyLayer = false
             }
         case .expose(let ports):
@@ -285,13 +291,13 @@ struct StageExecutor {
             state.config.config = container
             let entries = try runStep(run, instruction: instruction, position: position, stage: stage, state: &state)
             if !entries.isEmpty {
-                try addLayer(entries, to: &state, line: line)
+                try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
                 emptyLayer = false
             }
         case .copy(let copy):
             state.config.config = container
             let entries = try await copyEntries(expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state)
-            try addLayer(entries, to: &state, line: line)
+            try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
             container = state.config.config ?? container
             emptyLayer = false
         }
@@ -302,7 +308,9 @@ struct StageExecutor {
         ]
     }
 
-    private mutating func addLayer(_ entries: [LayerEntry], to state: inout StageState, line: Int) throws {
+    private mutating func addLayer(_ entries: [LayerEntry], to state: inout StageState, line: Int,
+        createdBy: String = "") throws
+    {
         let blobs = try nextDirectory("layer")
         let written = try LayerWriter(sourceDateEpoch: sourceDateEpoch).write(entries, into: blobs)
         let record = LayerRecord(
@@ -311,6 +319,8 @@ struct StageExecutor {
         try apply(record, to: state.rootfs)
         state.layers.append(record)
         state.config.rootfs.diffIDs.append(written.diffID)
+        self.record.layers.append(BuildRecord.LayerMade(platform: platform.description, stage: currentStage, line: line,
+            createdBy: createdBy, digest: written.digest, diffID: written.diffID))
     }
 
     private mutating func copyEntries(expandedCopy copy: CopyInstruction, instruction: Instruction, position: Int?,
@@ -357,6 +367,8 @@ struct StageExecutor {
             }
             do {
                 remoteFiles[source] = try await RemoteFileFetcher().fetch(source, checksum: checksum, stagingDirectory: staging)
+                let use = BuildRecord.RemoteUse(url: source, checksum: checksum)
+                if !record.remotes.contains(use) { record.remotes.append(use) }
             } catch let error as RemoteFileFetcher.FetchError {
                 throw fail(instruction, error.description)
             }

@@ -11,6 +11,7 @@ public enum MediaType {
     public static let dockerConfig = "application/vnd.docker.container.image.v1+json"
     public static let dockerLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip"
     public static let dockerForeignLayerGzip = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    public static let dsseEnvelope = "application/vnd.dsse.envelope.v1+json"
 
     public static func isManifest(_ type: String) -> Bool { type == imageManifest || type == dockerManifest }
     public static func isIndex(_ type: String) -> Bool { type == imageIndex || type == dockerManifestList }

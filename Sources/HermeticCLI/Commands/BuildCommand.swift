@@ -36,6 +36,12 @@ struct BuildCommand: AsyncParsableCommand {
     var stepTimeout: Int?
     @Option(name: .customLong("state-dir"), help: "Where cache mounts persist (default: $HERMETIC_STATE_DIR or /var/lib/hermetic).")
     var stateDir: String?
+    @Option(help: "Provenance attestation: mode=max (default), mode=min, true or false.")
+    var provenance: String?
+    @Option(name: .customLong("sign-key"), help: "A PEM private key (ECDSA P-256 or Ed25519) that signs the attestations.")
+    var signKey: String?
+    @Option(name: .customLong("attest-file"), help: "Also write the attestations here, as JSON lines of DSSE envelopes.")
+    var attestFile: String?
 
     func run() async throws {
         try await reportingErrors {
@@ -96,6 +102,15 @@ struct BuildCommand: AsyncParsableCommand {
             options.stepTimeoutSeconds = stepTimeout
         }
         options.stateDirectory = stateDir
+        switch provenance {
+        case nil, "true", "1", "mode=max": options.provenance = .max
+        case "mode=min": options.provenance = .min
+        case "false", "0": options.provenance = nil
+        case let other?:
+            throw ArgumentError(argument: "--provenance", value: other, reason: "expected mode=max, mode=min, true or false")
+        }
+        options.signKeyPath = signKey
+        options.attestFile = attestFile
         return options
     }
 }

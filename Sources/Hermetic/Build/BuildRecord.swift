@@ -1,0 +1,36 @@
+/// What a build used and made, gathered while it runs, for its provenance.
+struct BuildRecord: Sendable {
+    struct ImageUse: Sendable, Hashable {
+        var reference: String
+        /// The digest that pins it (manifest or index).
+        var pinnedDigest: Digest?
+        var manifestDigest: Digest
+        var pinnedBy: String
+    }
+
+    struct RemoteUse: Sendable, Hashable {
+        var url: String
+        var checksum: Digest
+    }
+
+    struct LayerMade: Sendable {
+        var platform: String
+        var stage: String
+        var line: Int
+        var createdBy: String
+        var digest: Digest
+        var diffID: Digest
+    }
+
+    var images: [ImageUse] = []
+    var remotes: [RemoteUse] = []
+    var layers: [LayerMade] = []
+    var steps: [RunRecord] = []
+
+    mutating func merge(_ other: BuildRecord) {
+        for image in other.images where !images.contains(image) { images.append(image) }
+        for remote in other.remotes where !remotes.contains(remote) { remotes.append(remote) }
+        layers += other.layers
+        steps += other.steps
+    }
+}

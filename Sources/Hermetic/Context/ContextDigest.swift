@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// "Context digest format 1": a digest over exactly the files a build can see (after .dockerignore).
+/// Entries are sorted by path (bytes); each contributes one record
+/// `PATH NUL TYPE NUL MODE NUL SIZE NUL CONTENT NUL LINK LF`, where TYPE is `d`, `f`, `l` or `p`, MODE the
+/// permission bits in octal, SIZE the byte size of a file (0 otherwise), CONTENT the file's sha256 hex
+/// (empty otherwise) and LINK a symlink's target (empty otherwise). The digest is sha256 of the records.
+/// Owners and mtimes are not part of it: a build never uses them.
+public enum ContextDigest {
+    public static func compute(_ context: BuildContext) throws -> Digest {
+        let hasher = SHA256Hasher()
+        for (relative, info) in try context.walk([]) {
+            let path = relative.joined(separator: "/")
+            let host = context.host(relative)
+            var type = "f"
+            var size: Int64 = 0
+            var content = ""
+            var link = ""
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR: type = "d"
+            case S_IFLNK:
+                type = "l"
+                link = try RootedPath.readLink(host)
+            case S_IFIFO: type = "p"
+            case S_IFREG:
+                size = Int64(info.st_size)
+                content = try fileDigest(host).hex
+            default: continue
+            }
+            let record = "\(path)\0\(type)\0\(String(info.st_mode & 0o7777, radix: 8))\0\(size)\0\(content)\0\(link)\n"
+            hasher.update(Array(record.utf8))
+        }
+        return hasher.finalize()
+    }
+
+    static func fileDigest(_ path: String) throws -> Digest {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
+        defer { close(fd) }
+        let hasher = SHA256Hasher()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", path: path, errno: errno)
+            }
+            if count == 0 { break }
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+        }
+        return hasher.finalize()
+    }
+}

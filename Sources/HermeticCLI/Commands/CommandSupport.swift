@@ -1,5 +1,6 @@
 import ArgumentParser
 import Hermetic
+import Provenance
 
 #if canImport(Glibc)
     import Glibc
@@ -11,6 +12,16 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
         try await body()
     } catch let error as any HermeticError {
         writeStandardError("error: \(error.description)\n")
+        throw ExitCode(1)
+    } catch let error as any ProvenanceError {
+        writeStandardError("error: \(error.description)\n")
+        throw ExitCode(1)
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        // Anything else still gets one line: never a trace, never a partial message.
+        let text = "\(error)".split(separator: "\n").first.map(String.init) ?? "unexpected error"
+        writeStandardError("error: \(text)\n")
         throw ExitCode(1)
     }
 }

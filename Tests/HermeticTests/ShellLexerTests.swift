@@ -278,3 +278,12 @@ import Testing
     }
   }
 }
+
+@Suite struct GlobTests {
+    @Test func fileGlobsKeepBracketExpressions() {
+        #expect(Glob.matches("file[0-9].txt", "file7.txt"))
+        #expect(!Glob.matches("file[!0-9].txt", "file7.txt"))
+        #expect(!Glob.matches("file[0-9].txt", "file7.txt", brackets: false))
+        #expect(Glob.matches("file[0-9].txt", "file[0-9].txt", brackets: false))
+    }
+}

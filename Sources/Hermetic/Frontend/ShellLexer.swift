@@ -282,7 +282,7 @@ public struct ShellLexer: Sendable {
         let lengths = Array(0...chars.count)
         for length in (longest ? lengths.reversed() : lengths) {
             let piece = fromStart ? String(chars[0..<length]) : String(chars[(chars.count - length)...])
-            if Glob.matches(pattern, piece) {
+            if Glob.matches(pattern, piece, brackets: false) {
                 return fromStart ? String(chars[length...]) : String(chars[..<(chars.count - length)])
             }
         }
@@ -298,7 +298,7 @@ public struct ShellLexer: Sendable {
         while index < chars.count {
             if !replaced || all {
                 var matchLength: Int?
-                for end in stride(from: chars.count, to: index, by: -1) where Glob.matches(pattern, String(chars[index..<end])) {
+                for end in stride(from: chars.count, to: index, by: -1) where Glob.matches(pattern, String(chars[index..<end]), brackets: false) {
                     matchLength = end - index
                     break
                 }
@@ -316,10 +316,10 @@ public struct ShellLexer: Sendable {
     }
 }
 
-/// Shell-style glob matching of a whole string as BuildKit's patterns do it (`*`, `?`, backslash escapes;
-/// `[` is an ordinary character there), iterative (no recursion).
+/// Shell-style glob matching (`*`, `?`, `[…]`, escapes) of a whole string, iterative (no recursion). BuildKit's
+/// `${v#…}`/`${v/…}` patterns have no bracket expressions (`brackets: false`); file globs (Go's filepath.Match) do.
 enum Glob {
-    static func matches(_ pattern: String, _ text: String) -> Bool {
+    static func matches(_ pattern: String, _ text: String, brackets: Bool = true) -> Bool {
         let p = Array(pattern)
         let t = Array(text)
         var pi = 0
@@ -333,7 +333,7 @@ enum Glob {
                 pi += 1
                 continue
             }
-            if pi < p.count, let (matched, width) = single(p, pi, t[ti]), matched {
+            if pi < p.count, let (matched, width) = single(p, pi, t[ti], brackets: brackets), matched {
                 pi += width
                 ti += 1
                 continue
@@ -351,12 +351,38 @@ enum Glob {
     }
 
     /// Whether the pattern element at `i` matches `c`, and how many pattern characters it spans.
-    static func single(_ p: [Character], _ i: Int, _ c: Character) -> (Bool, Int)? {
+    static func single(_ p: [Character], _ i: Int, _ c: Character, brackets: Bool) -> (Bool, Int)? {
         switch p[i] {
         case "?": return (true, 1)
         case "\\":
             guard i + 1 < p.count else { return (c == "\\", 1) }
             return (p[i + 1] == c, 2)
+        case "[" where brackets:
+            var j = i + 1
+            var negate = false
+            if j < p.count, p[j] == "^" || p[j] == "!" {
+                negate = true
+                j += 1
+            }
+            var matched = false
+            var first = true
+            while j < p.count, p[j] != "]" || first {
+                first = false
+                var low = p[j]
+                if low == "\\", j + 1 < p.count {
+                    j += 1
+                    low = p[j]
+                }
+                var high = low
+                if j + 2 < p.count, p[j + 1] == "-", p[j + 2] != "]" {
+                    high = p[j + 2]
+                    j += 2
+                }
+                if low <= c && c <= high { matched = true }
+                j += 1
+            }
+            guard j < p.count else { return (p[i] == c, 1) }  // no closing ]: a literal [
+            return (matched != negate, j - i + 1)
         default:
             return (p[i] == c, 1)
         }

@@ -151,7 +151,11 @@ public struct Planner {
         }
 
         // Resolve `--from` references, expanding them as the stage's own ARG/ENV scope stands at that point.
+        // A stage's own errors (a bad ARG default, an invalid `--from` index) only matter if the target
+        // needs it: BuildKit dispatches only the stages the target reaches.
         var finalScopes: [Int: StageScope] = [:]
+        var stageErrors: [Int: any Error] = [:]
+        var argumentsByStage: [Int: Set<String>] = [:]
         for index in stages.indices {
             var scope: StageScope
             if case .stage(let parent) = stages[index].base, let parentScope = finalScopes[parent] {
@@ -161,52 +165,56 @@ public struct Planner {
             }
             var dependencies = Set<Int>()
             if case .stage(let parent) = stages[index].base { dependencies.insert(parent) }
-            for (position, instruction) in stages[index].instructions.enumerated() {
-                switch instruction.kind {
-                case .arg(let declarations):
-                    for declaration in declarations {
-                        usedArguments.insert(declaration.name)
-                        if let given = buildArguments[declaration.name] {
-                            scope.declareArgument(declaration.name, value: given)
-                        } else if let defaultValue = declaration.defaultValue {
-                            scope.declareArgument(
-                                declaration.name, value: try expand(defaultValue, at: instruction, lookup: scope.lookup))
-                        } else {
-                            scope.declareArgument(declaration.name, value: globalLookup(declaration.name))
+            do {
+                for (position, instruction) in stages[index].instructions.enumerated() {
+                    switch instruction.kind {
+                    case .arg(let declarations):
+                        for declaration in declarations {
+                            argumentsByStage[index, default: []].insert(declaration.name)
+                            if let given = buildArguments[declaration.name] {
+                                scope.declareArgument(declaration.name, value: given)
+                            } else if let defaultValue = declaration.defaultValue {
+                                scope.declareArgument(
+                                    declaration.name, value: try expand(defaultValue, at: instruction, lookup: scope.lookup))
+                            } else {
+                                scope.declareArgument(declaration.name, value: globalLookup(declaration.name))
+                            }
                         }
-                    }
-                case .env(let pairs):
-                    for pair in pairs {
-                        let key = try expand(pair.key, at: instruction, lookup: scope.lookup)
-                        scope.setEnvironment(key, try expand(pair.value, at: instruction, lookup: scope.lookup))
-                    }
-                case .copy(let copy):
-                    if let fromText = copy.from {
-                        let source = try resolveSource(
-                            try expand(fromText, at: instruction, lookup: scope.lookup),
-                            at: instruction, stageIndex: index, indexByName: indexByName, stageCount: stages.count)
-                        stages[index].sources[position] = source
-                        if case .stage(let other) = source { dependencies.insert(other) }
-                    }
-                case .run(let run):
-                    for (mountIndex, text) in run.mounts.enumerated() {
-                        let expandedText = try expand(text, at: instruction, lookup: scope.lookup)
-                        guard let mount = try? RunMount.parse(expandedText) else { continue }
-                        var from: String?
-                        switch mount {
-                        case .bind(_, _, let value, _): from = value
-                        case .cache(_, _, _, let value, _, _, _, _): from = value
-                        default: break
+                    case .env(let pairs):
+                        for pair in pairs {
+                            let key = try expand(pair.key, at: instruction, lookup: scope.lookup)
+                            scope.setEnvironment(key, try expand(pair.value, at: instruction, lookup: scope.lookup))
                         }
-                        guard let from else { continue }
-                        let source = try resolveSource(from, at: instruction, stageIndex: index,
-                            indexByName: indexByName, stageCount: stages.count)
-                        stages[index].mountSources["\(position):\(mountIndex)"] = source
-                        if case .stage(let other) = source { dependencies.insert(other) }
+                    case .copy(let copy):
+                        if let fromText = copy.from {
+                            let source = try resolveSource(
+                                try expand(fromText, at: instruction, lookup: scope.lookup),
+                                at: instruction, stageIndex: index, indexByName: indexByName, stageCount: stages.count)
+                            stages[index].sources[position] = source
+                            if case .stage(let other) = source { dependencies.insert(other) }
+                        }
+                    case .run(let run):
+                        for (mountIndex, text) in run.mounts.enumerated() {
+                            let expandedText = try expand(text, at: instruction, lookup: scope.lookup)
+                            guard let mount = try? RunMount.parse(expandedText) else { continue }
+                            var from: String?
+                            switch mount {
+                            case .bind(_, _, let value, _): from = value
+                            case .cache(_, _, _, let value, _, _, _, _): from = value
+                            default: break
+                            }
+                            guard let from else { continue }
+                            let source = try resolveSource(from, at: instruction, stageIndex: index,
+                                indexByName: indexByName, stageCount: stages.count)
+                            stages[index].mountSources["\(position):\(mountIndex)"] = source
+                            if case .stage(let other) = source { dependencies.insert(other) }
+                        }
+                    default:
+                        break
                     }
-                default:
-                    break
                 }
+            } catch {
+                stageErrors[index] = error
             }
             finalScopes[index] = scope
             stages[index].dependencies = dependencies.sorted()
@@ -231,12 +239,14 @@ public struct Planner {
                 throw DockerfileError(file: file, line: stages[index].from.range.start.line,
                     message: "circular dependency detected on stage: \(stages[index].displayName)")
             }
+            if let error = stageErrors[index] { throw error }
             state[index] = false
             for dependency in stages[index].dependencies { try visit(dependency, path: path + [index]) }
             state[index] = true
             order.append(index)
         }
         try visit(targetIndex, path: [])
+        for index in order { usedArguments.formUnion(argumentsByStage[index] ?? []) }
 
         let unused = buildArguments.keys.filter {
             !usedArguments.contains($0) && !Self.proxyArgumentNames.contains($0)

@@ -35,7 +35,8 @@ struct InstructionBuilder {
 
     func build(_ logical: LogicalLine, heredocReader: inout LineReader) throws(DockerfileError) -> Instruction {
         let line = logical.startLine
-        let text = logical.text
+        // BuildKit trims the whole logical line before splitting off the keyword.
+        let text = logical.text.trimmingCharacters(in: .whitespaces)
         let keywordText = String(text.prefix { !$0.isWhitespace })
         let keyword = keywordText.lowercased()
         var rest = String(text.dropFirst(keywordText.count).drop(while: { $0.isWhitespace }))
@@ -102,19 +103,19 @@ struct InstructionBuilder {
             guard !words.isEmpty else { throw fail(line, "EXPOSE requires at least one argument") }
             return .expose(words)
         case "volume":
-            let words = jsonList(rest) ?? Self.whitespaceWords(rest)
+            let words = try jsonList(rest, line: line) ?? Self.whitespaceWords(rest)
             guard !words.isEmpty else { throw fail(line, "VOLUME requires at least one argument") }
             return .volume(words)
         case "shell":
-            guard let words = jsonList(rest) else {
+            guard let words = try jsonList(rest, line: line) else {
                 throw fail(line, "SHELL requires the arguments to be in JSON form")
             }
             guard !words.isEmpty else { throw fail(line, "SHELL requires at least one argument") }
             return .shell(words)
         case "cmd":
-            return .cmd(commandForm(rest))
+            return .cmd(try commandForm(rest, line: line))
         case "entrypoint":
-            return .entrypoint(commandForm(rest))
+            return .entrypoint(try commandForm(rest, line: line))
         case "run":
             guard !rest.trimmingCharacters(in: .whitespaces).isEmpty else {
                 throw fail(line, "RUN requires at least one argument")
@@ -125,7 +126,7 @@ struct InstructionBuilder {
             if let security = flags.string("security"), !["sandbox", "insecure"].contains(security) {
                 throw fail(line, "RUN --security=\(security): expected sandbox or insecure")
             }
-            return .run(RunInstruction(command: heredocs.isEmpty ? commandForm(rest) : .shell(rest), heredocs: heredocs,
+            return .run(RunInstruction(command: heredocs.isEmpty ? try commandForm(rest, line: line) : .shell(rest), heredocs: heredocs,
                 mounts: flags.all("mount"), network: flags.string("network"), security: flags.string("security")))
         case "copy", "add":
             return .copy(try copyInstruction(keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, line: line))
@@ -161,7 +162,7 @@ struct InstructionBuilder {
         let upper = keyword.uppercased()
         var words: [String]
         if heredocs.isEmpty {
-            words = jsonList(rest) ?? Self.whitespaceWords(rest)
+            words = try jsonList(rest, line: line) ?? Self.whitespaceWords(rest)
         } else {
             words = Self.whitespaceWords(rest).map { word in
                 heredocMarker(word)?.name ?? word
@@ -214,7 +215,7 @@ struct InstructionBuilder {
         case "CMD":
             let command = String(rest.drop { !$0.isWhitespace }.drop { $0.isWhitespace })
             guard !command.isEmpty else { throw fail(line, "Missing command after HEALTHCHECK CMD") }
-            result.command = commandForm(command)
+            result.command = try commandForm(command, line: line)
             return result
         default:
             throw fail(line, "Unknown type \"\(first)\" in HEALTHCHECK (try CMD)")
@@ -231,9 +232,9 @@ struct InstructionBuilder {
             let word = Self.firstQuotedWord(rest, escape: escape)
             rest = String(rest.dropFirst(word.count).drop(while: { $0.isWhitespace }))
             if word == "--" { break }
-            let body = word.dropFirst(2)
+            let body = Self.flagText(word).dropFirst(2)
             let name = String(body.prefix { $0 != "=" })
-            let value: String? = body.contains("=") ? Self.unquoted(String(body.drop { $0 != "=" }.dropFirst())) : nil
+            let value: String? = body.contains("=") ? String(body.drop { $0 != "=" }.dropFirst()) : nil
             guard let kind = allowed[name] else {
                 throw fail(line, "unknown flag: --\(name) for \(keyword.uppercased())")
             }
@@ -282,11 +283,27 @@ struct InstructionBuilder {
         return result
     }
 
-    static func unquoted(_ text: String) -> String {
-        if text.count >= 2, let first = text.first, first == "\"" || first == "'", text.last == first {
-            return String(text.dropFirst().dropLast())
+    /// A flag word as BuildKit reads it: quotes removed wherever they stand (`--mount=id="a b"` is
+    /// `--mount=id=a b`), a backslash keeps the next character literally, a trailing backslash is dropped.
+    static func flagText(_ word: String) -> String {
+        var result = ""
+        var quote: Character?
+        var escaped = false
+        for ch in word {
+            if escaped {
+                result.append(ch)
+                escaped = false
+            } else if ch == "\\" {
+                escaped = true
+            } else if let open = quote {
+                if ch == open { quote = nil } else { result.append(ch) }
+            } else if ch == "\"" || ch == "'" {
+                quote = ch
+            } else {
+                result.append(ch)
+            }
         }
-        return text
+        return result
     }
 
     static func whitespaceWords(_ text: String) -> [String] {
@@ -328,15 +345,25 @@ struct InstructionBuilder {
         }
     }
 
-    /// A JSON array of strings, or nil if the text is not one.
-    private func jsonList(_ text: String) -> [String]? {
+    /// A JSON array of strings, or nil if the text is not a JSON array. A JSON array holding anything but
+    /// strings is an error, as in BuildKit (it does not fall back to the shell form).
+    private func jsonList(_ text: String, line: Int) throws(DockerfileError) -> [String]? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
-        guard trimmed.hasPrefix("["), trimmed.hasSuffix("]") else { return nil }
-        return try? JSONDecoder().decode([String].self, from: Data(trimmed.utf8))
+        guard trimmed.hasPrefix("["), trimmed.hasSuffix("]"),
+            let items = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [Any]
+        else { return nil }
+        var words: [String] = []
+        for item in items {
+            guard let word = item as? String else {
+                throw fail(line, "when using JSON array syntax, arrays must be comprised of strings only")
+            }
+            words.append(word)
+        }
+        return words
     }
 
-    private func commandForm(_ text: String) -> CommandForm {
-        if let list = jsonList(text) { return .exec(list) }
+    private func commandForm(_ text: String, line: Int) throws(DockerfileError) -> CommandForm {
+        if let list = try jsonList(text, line: line) { return .exec(list) }
         return .shell(text)
     }
 

@@ -59,12 +59,13 @@ public struct ShellLexer: Sendable {
         }
         mutating func appendSplitting(_ text: String) {
             for ch in text {
-                if ch == " " || ch == "\t" || ch == "\n" { boundary() } else { append(String(ch)) }
+                if ch.isWhitespace { boundary() } else { append(String(ch)) }
             }
         }
         mutating func markWord() { inWord = true }
         mutating func boundary() {
-            if inWord { words.append(current) }
+            // BuildKit drops empty words, even quoted ones: `a "" b` is two words.
+            if inWord, !current.isEmpty { words.append(current) }
             current = ""
             inWord = false
         }
@@ -81,7 +82,7 @@ public struct ShellLexer: Sendable {
     }
 
     private func process(_ s: inout Scanner, stopAt stop: Character?, depth: Int, lookup: (String) -> String?,
-        words: UnsafeMutablePointer<WordCollector>?, keepQuotes: Bool) throws -> String
+        words: UnsafeMutablePointer<WordCollector>?, keepQuotes: Bool, rawEscapes: Bool = false) throws -> String
     {
         guard depth < Self.maximumDepth else {
             throw ExpansionError(description: "variable expansion nested more than \(Self.maximumDepth) deep")
@@ -95,7 +96,7 @@ public struct ShellLexer: Sendable {
         }
         while let ch = s.peek() {
             if let stop, ch == stop { break }
-            if words != nil, ch == " " || ch == "\t" || ch == "\n" {
+            if words != nil, ch.isWhitespace {
                 _ = s.next()
                 result.append(ch)
                 words?.pointee.boundary()
@@ -104,13 +105,23 @@ public struct ShellLexer: Sendable {
             if ch == "'" && !keepQuotes {
                 _ = s.next()
                 var literal = ""
-                while let c = s.next(), c != "'" { literal.append(c) }
+                var closed = false
+                while let c = s.next() {
+                    if c == "'" {
+                        closed = true
+                        break
+                    }
+                    literal.append(c)
+                }
+                guard closed else {
+                    throw ExpansionError(description: "unexpected end of statement while looking for matching single-quote")
+                }
                 words?.pointee.markWord()
                 emit(literal)
             } else if ch == "\"" && !keepQuotes {
                 _ = s.next()
                 words?.pointee.markWord()
-                emit(try doubleQuoted(&s, depth: depth, lookup: lookup))
+                emit(try doubleQuoted(&s, depth: depth, lookup: lookup, rawEscapes: rawEscapes))
             } else if ch == "$" {
                 _ = s.next()
                 emit(try dollar(&s, depth: depth, lookup: lookup), splitting: true)
@@ -125,10 +136,10 @@ public struct ShellLexer: Sendable {
                         emit(String(ch))
                     }
                 } else if let escaped = s.next() {
-                    emit(String(escaped))
-                } else {
-                    emit(String(ch))
+                    // Patterns keep their escapes for the matcher (`${v%\*}` removes a literal `*`).
+                    emit(rawEscapes ? String(ch) + String(escaped) : String(escaped))
                 }
+                // A lone escape at the very end is dropped, as BuildKit does.
             } else {
                 _ = s.next()
                 emit(String(ch))
@@ -138,7 +149,9 @@ public struct ShellLexer: Sendable {
         return result
     }
 
-    private func doubleQuoted(_ s: inout Scanner, depth: Int, lookup: (String) -> String?) throws -> String {
+    private func doubleQuoted(_ s: inout Scanner, depth: Int, lookup: (String) -> String?, rawEscapes: Bool = false)
+        throws -> String
+    {
         var result = ""
         while let ch = s.next() {
             if ch == "\"" { return result }
@@ -147,6 +160,7 @@ public struct ShellLexer: Sendable {
             } else if ch == escape {
                 if let next = s.peek(), next == "\"" || next == "$" || next == escape {
                     _ = s.next()
+                    if rawEscapes { result.append(ch) }
                     result.append(next)
                 } else {
                     result.append(ch)
@@ -159,6 +173,8 @@ public struct ShellLexer: Sendable {
         throw ExpansionError(description: "unterminated quoted string")
     }
 
+    static let specialParameters: Set<Character> = ["@", "*", "#", "?", "-", "$", "!"]
+
     private static func isNameCharacter(_ c: Character) -> Bool {
         c.isASCII && (c.isLetter || c.isNumber || c == "_")
     }
@@ -166,11 +182,19 @@ public struct ShellLexer: Sendable {
     private func dollar(_ s: inout Scanner, depth: Int, lookup: (String) -> String?) throws -> String {
         guard let first = s.peek() else { return "$" }
         if first != "{" {
+            // BuildKit reads `$12` as the name "12" and `$@`, `$*`, `$#`, `$?`, `$-`, `$$`, `$!` as one-character
+            // names (all normally unset, so they expand to nothing).
+            if Self.specialParameters.contains(first) {
+                _ = s.next()
+                return lookup(String(first)) ?? ""
+            }
             guard Self.isNameCharacter(first) else { return "$" }
             var name = ""
             if first.isNumber {
-                name.append(first)
-                _ = s.next()
+                while let c = s.peek(), c.isASCII, c.isNumber {
+                    name.append(c)
+                    _ = s.next()
+                }
             } else {
                 while let c = s.peek(), Self.isNameCharacter(c) {
                     name.append(c)
@@ -189,8 +213,9 @@ public struct ShellLexer: Sendable {
         guard let op = s.next() else { throw ExpansionError(description: "bad substitution: missing } after ${\(name)") }
         if op == "}" { return lookup(name) ?? "" }
         let value = lookup(name)
-        func word() throws -> String {
-            let w = try process(&s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false)
+        func word(rawEscapes: Bool = false) throws -> String {
+            let w = try process(&s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
+                rawEscapes: rawEscapes)
             guard s.next() == "}" else { throw ExpansionError(description: "bad substitution: missing } in ${\(name)…") }
             return w
         }
@@ -204,7 +229,8 @@ public struct ShellLexer: Sendable {
             case "+": return setAndNonEmpty ? w : ""
             case "?":
                 guard setAndNonEmpty else {
-                    throw ExpansionError(description: "\(name): \(w.isEmpty ? "is not allowed to be unset or empty" : w)")
+                    let reason = value == nil ? "is not allowed to be unset" : "is not allowed to be empty"
+                    throw ExpansionError(description: "\(name): \(w.isEmpty ? reason : w)")
                 }
                 return value ?? ""
             default:
@@ -217,24 +243,36 @@ public struct ShellLexer: Sendable {
             guard let value else { throw ExpansionError(description: "\(name): \(w.isEmpty ? "is not allowed to be unset" : w)") }
             return value
         case "#", "%":
-            let longest = s.peek() == op
-            if longest { _ = s.next() }
-            let pattern = try word()
+            // As BuildKit: `##`/`%%` is seen after the pattern is expanded.
+            var pattern = try word(rawEscapes: true)
+            let longest = pattern.first == op
+            if longest { pattern.removeFirst() }
+            try Self.validatePattern(pattern)
             return Self.trim(value ?? "", pattern: pattern, fromStart: op == "#", longest: longest)
         case "/":
             let all = s.peek() == "/"
             if all { _ = s.next() }
-            let pattern = try process(&s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false)
-            var replacement = ""
-            if s.peek() == "/" {
-                _ = s.next()
-                replacement = try word()
-            } else {
-                guard s.next() == "}" else { throw ExpansionError(description: "bad substitution: missing } in ${\(name)/…") }
-            }
+            let pattern = try process(&s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
+                rawEscapes: true)
+            // BuildKit requires the second `/` (`${v/p}` is an error) and keeps escapes in the replacement.
+            guard s.next() == "/" else { throw ExpansionError(description: "syntax error: missing '/' in ${}") }
+            let replacement = try word(rawEscapes: true)
+            try Self.validatePattern(pattern)
             return Self.replace(value ?? "", pattern: pattern, with: replacement, all: all)
         default:
             throw ExpansionError(description: "unsupported modifier (\(op)) in substitution ${\(name)\(op)…}")
+        }
+    }
+
+    /// BuildKit's patterns: `\` may only escape `*`, `?`, `\` (or `}` and `/`, which it drops).
+    static func validatePattern(_ pattern: String) throws {
+        var chars = pattern.makeIterator()
+        while let c = chars.next() {
+            guard c == "\\" else { continue }
+            let next = chars.next()
+            guard let next, ["*", "?", "\\", "}", "/"].contains(next) else {
+                throw ExpansionError(description: "invalid pattern (\(pattern)) in substitution: invalid escape '\\\(next.map(String.init) ?? "")'")
+            }
         }
     }
 
@@ -244,7 +282,7 @@ public struct ShellLexer: Sendable {
         let lengths = Array(0...chars.count)
         for length in (longest ? lengths.reversed() : lengths) {
             let piece = fromStart ? String(chars[0..<length]) : String(chars[(chars.count - length)...])
-            if Glob.matches(pattern, piece) {
+            if Glob.matches(pattern, piece, brackets: false) {
                 return fromStart ? String(chars[length...]) : String(chars[..<(chars.count - length)])
             }
         }
@@ -260,7 +298,7 @@ public struct ShellLexer: Sendable {
         while index < chars.count {
             if !replaced || all {
                 var matchLength: Int?
-                for end in stride(from: chars.count, to: index, by: -1) where Glob.matches(pattern, String(chars[index..<end])) {
+                for end in stride(from: chars.count, to: index, by: -1) where Glob.matches(pattern, String(chars[index..<end]), brackets: false) {
                     matchLength = end - index
                     break
                 }
@@ -278,9 +316,10 @@ public struct ShellLexer: Sendable {
     }
 }
 
-/// Shell-style glob matching (`*`, `?`, `[…]`, escapes) of a whole string, iterative (no recursion).
+/// Shell-style glob matching (`*`, `?`, `[…]`, escapes) of a whole string, iterative (no recursion). BuildKit's
+/// `${v#…}`/`${v/…}` patterns have no bracket expressions (`brackets: false`); file globs (Go's filepath.Match) do.
 enum Glob {
-    static func matches(_ pattern: String, _ text: String) -> Bool {
+    static func matches(_ pattern: String, _ text: String, brackets: Bool = true) -> Bool {
         let p = Array(pattern)
         let t = Array(text)
         var pi = 0
@@ -294,7 +333,7 @@ enum Glob {
                 pi += 1
                 continue
             }
-            if pi < p.count, let (matched, width) = single(p, pi, t[ti]), matched {
+            if pi < p.count, let (matched, width) = single(p, pi, t[ti], brackets: brackets), matched {
                 pi += width
                 ti += 1
                 continue
@@ -312,13 +351,13 @@ enum Glob {
     }
 
     /// Whether the pattern element at `i` matches `c`, and how many pattern characters it spans.
-    static func single(_ p: [Character], _ i: Int, _ c: Character) -> (Bool, Int)? {
+    static func single(_ p: [Character], _ i: Int, _ c: Character, brackets: Bool) -> (Bool, Int)? {
         switch p[i] {
         case "?": return (true, 1)
         case "\\":
             guard i + 1 < p.count else { return (c == "\\", 1) }
             return (p[i + 1] == c, 2)
-        case "[":
+        case "[" where brackets:
             var j = i + 1
             var negate = false
             if j < p.count, p[j] == "^" || p[j] == "!" {

@@ -287,3 +287,14 @@ import Testing
         #expect(Glob.matches("file[0-9].txt", "file[0-9].txt", brackets: false))
     }
 }
+
+@Suite struct ShellLexerPatternLimitTests {
+    @Test func patternOperatorsRefuseHugeValues() throws {
+        let lexer = ShellLexer(escape: "\\")
+        let huge = String(repeating: "a", count: 100_000)
+        for word in ["${v##*x}", "${v%%x*}", "${v//a/b}"] {
+            #expect(throws: (any Error).self) { try lexer.processWord(word, lookup: { _ in huge }) }
+        }
+        #expect(try lexer.processWord("${v##*/}", lookup: { _ in "a/b/c" }) == "c")
+    }
+}

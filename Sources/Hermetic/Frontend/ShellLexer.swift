@@ -248,6 +248,7 @@ public struct ShellLexer: Sendable {
             let longest = pattern.first == op
             if longest { pattern.removeFirst() }
             try Self.validatePattern(pattern)
+            try Self.checkPatternInput(value, name: name)
             return Self.trim(value ?? "", pattern: pattern, fromStart: op == "#", longest: longest)
         case "/":
             let all = s.peek() == "/"
@@ -258,6 +259,7 @@ public struct ShellLexer: Sendable {
             guard s.next() == "/" else { throw ExpansionError(description: "syntax error: missing '/' in ${}") }
             let replacement = try word(rawEscapes: true)
             try Self.validatePattern(pattern)
+            try Self.checkPatternInput(value, name: name)
             return Self.replace(value ?? "", pattern: pattern, with: replacement, all: all)
         default:
             throw ExpansionError(description: "unsupported modifier (\(op)) in substitution ${\(name)\(op)…}")
@@ -277,6 +279,16 @@ public struct ShellLexer: Sendable {
     }
 
     /// Removes the shortest/longest prefix (`#`) or suffix (`%`) matching a glob pattern.
+    /// Pattern operators try every prefix/suffix/position (quadratic in the value's length); a cap keeps a
+    /// hostile Dockerfile from stalling the build.
+    static let maximumPatternInput = 16 << 10
+
+    static func checkPatternInput(_ value: String?, name: String) throws {
+        guard (value?.utf8.count ?? 0) <= maximumPatternInput else {
+            throw ExpansionError(description: "${\(name)…}: pattern operators take values up to \(maximumPatternInput) bytes")
+        }
+    }
+
     static func trim(_ value: String, pattern: String, fromStart: Bool, longest: Bool) -> String {
         let chars = Array(value)
         let lengths = Array(0...chars.count)

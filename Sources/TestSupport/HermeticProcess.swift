@@ -58,9 +58,10 @@ public enum HermeticProcess {
             standardError: String(decoding: errData, as: UTF8.self))
     }
 
-    /// Finds a tool on the usual system paths; nil if it is not installed.
+    /// Finds a tool on PATH, then on the usual system paths; nil if it is not installed.
     public static func tool(_ name: String) -> String? {
-        for directory in ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        for directory in path + ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
             let path = directory + "/" + name
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }

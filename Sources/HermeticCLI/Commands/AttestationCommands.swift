@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import Hermetic
+import Provenance
+
+private func loadKeys(_ paths: [String]) throws -> [VerificationKey] {
+    try paths.map { path in
+        do {
+            return try VerificationKey(pem: try FileSystem.readFile(path, limit: 1 << 20), source: path)
+        } catch let error as SystemError {
+            throw ArgumentError(argument: "--key", value: path, reason: error.description)
+        }
+    }
+}
+
+struct InspectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect", abstract: "Show an image's (or an attestation file's) provenance at a glance.")
+
+    @Argument(help: "An OCI layout written by hermetic build (DIR or DIR:tag), or an --attest-file.") var target: String
+    @Option(help: "Public keys (PEM) to check the signatures with (repeatable).") var key: [String] = []
+    @Option(help: "text (default) or json.") var format: String = "text"
+
+    func run() async throws {
+        try await reportingErrors {
+            guard format == "text" || format == "json" else {
+                throw ArgumentError(argument: "--format", value: format, reason: "expected text or json")
+            }
+            let stored = try StoredAttestations.load(target)
+            let statement = try stored.statement()
+            let checks = try stored.definition.verify(with: try loadKeys(key))
+            if format == "json" {
+                var object: [String: JSONValue] = ["statement": try JSONValue.from(statement)]
+                if let record = try stored.runRecordStatement() { object["runRecord"] = try JSONValue.from(record) }
+                object["signatures"] = .array(checks.map { check in
+                    switch check {
+                    case .valid(let id): return .object(["keyid": .string(id), "verified": .bool(true)])
+                    case .invalid(let id): return .object(["keyid": .string(id), "verified": .bool(false)])
+                    case .unknownKey(let id): return .object(["keyid": .string(id), "verified": .null])
+                    }
+                })
+                print(String(decoding: try CanonicalJSON.encode(JSONValue.object(object)), as: UTF8.self))
+                return
+            }
+            print(ProvenanceSummary.text(statement: statement, runRecord: try stored.runRecordStatement(), checks: checks))
+        }
+    }
+}
+
+struct VerifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify", abstract: "Check an image's provenance: signature, subject and policy. Exit 0 only if all hold.")
+
+    @Argument(help: "An OCI layout written by hermetic build (DIR or DIR:tag), or an --attest-file.") var target: String
+    @Option(help: "Public key (PEM) the signature must verify with (repeatable).") var key: [String] = []
+    @Flag(name: .customLong("require-pinned"), help: "Every input must be pinned by digest.") var requirePinned = false
+    @Flag(name: .customLong("require-no-network"), help: "No RUN step may have had network access.")
+    var requireNoNetwork = false
+    @Option(name: .customLong("expect-arg"), help: "A build arg that must have this value, K=V (repeatable).")
+    var expectArg: [String] = []
+
+    func run() async throws {
+        try await reportingErrors {
+            guard !key.isEmpty else { throw ArgumentError(argument: "--key", value: "", reason: "at least one public key is required") }
+            var verifier = AttestationVerifier(keys: try loadKeys(key))
+            verifier.requirePinned = requirePinned
+            verifier.requireNoNetwork = requireNoNetwork
+            for pair in expectArg {
+                guard let eq = pair.firstIndex(of: "=") else {
+                    throw ArgumentError(argument: "--expect-arg", value: pair, reason: "expected K=V")
+                }
+                verifier.expectedArgs[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+            }
+            let failures = try verifier.failures(of: try StoredAttestations.load(target))
+            guard failures.isEmpty else {
+                for failure in failures { writeStandardError("error: \(failure)\n") }
+                throw ExitCode(1)
+            }
+            print("verified: \(target)")
+        }
+    }
+}

@@ -163,7 +163,7 @@ struct StageExecutor {
         let diffIDs = image.config.rootfs.diffIDs
         guard diffIDs.count == image.manifest.layers.count else {
             throw DockerfileError(file: file, line: line,
-                message: "image \"\(reference)\": the config lists \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers")
+                message: "image \"\(reference)\" (manifest \(image.manifestDescriptor.digest) in \(pinned.layoutPath)): the config lists \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers")
         }
         let blobs = try nextDirectory("blobs")
         var layers: [LayerRecord] = []

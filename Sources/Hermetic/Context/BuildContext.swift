@@ -89,16 +89,8 @@ public struct BuildContext: Sendable {
     func listDirectory(_ components: [String]) throws -> [String] {
         let path = host(components)
         var info = stat()
-        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, let handle = opendir(path) else { return [] }
-        defer { closedir(handle) }
-        var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { return [] }
+        return (FileSystem.directoryNames(path) ?? []).sorted()
     }
 
     /// Every entry below an in-tree directory (not following symlinks), excluding ignored paths, sorted,

@@ -68,16 +68,11 @@ public enum FileSystem {
         defer {
             if !ok { unlink(temporary) }
         }
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                let code = errno
-                close(fd)
-                throw SystemError("write", path: temporary, errno: code)
-            }
-            offset += written
+        do {
+            try bytes.withUnsafeBytes { try writeAll(fd, $0, path: temporary) }
+        } catch {
+            close(fd)
+            throw error
         }
         fchmod(fd, mode)
         guard close(fd) == 0 else { throw SystemError("close", path: temporary, errno: errno) }
@@ -92,17 +87,7 @@ public enum FileSystem {
         if (info.st_mode & S_IFMT) == S_IFDIR {
             // A directory that is not writable (e.g. mode 0555 from an image) still has to go.
             chmod(path, 0o700)
-            if let dir = opendir(path) {
-                var names: [String] = []
-                while let entry = readdir(dir) {
-                    let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                        String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-                    }
-                    if name != "." && name != ".." { names.append(name) }
-                }
-                closedir(dir)
-                for name in names { removeTree(path + "/" + name) }
-            }
+            for name in directoryNames(path) ?? [] { removeTree(path + "/" + name) }
             rmdir(path)
         } else {
             unlink(path)
@@ -126,6 +111,33 @@ public enum FileSystem {
 }
 
 extension FileSystem {
+    /// The names in a directory (without `.` and `..`), unsorted; nil when it cannot be opened.
+    public static func directoryNames(_ path: String) -> [String]? {
+        guard let handle = opendir(path) else { return nil }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Writes all of `bytes` to `fd`, retrying short writes and EINTR; `path` names the file in errors.
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write", path: path, errno: errno)
+            }
+            offset += written
+        }
+    }
+
     /// Puts the complete directory `replacement` at `path`: an existing directory there is moved aside
     /// first and removed only after the new one is in place.
     public static func replaceDirectory(at path: String, with replacement: String) throws {

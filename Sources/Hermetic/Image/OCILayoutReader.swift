@@ -165,15 +165,7 @@ public struct OCILayoutReader: Sendable {
             if !done { unlink(temporary) }
         }
         try streamBlob(descriptor) { chunk in
-            var offset = 0
-            while offset < chunk.count {
-                let written = chunk.withUnsafeBytes { write(fd, $0.baseAddress! + offset, chunk.count - offset) }
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemError("write", path: temporary, errno: errno)
-                }
-                offset += written
-            }
+            try chunk.withUnsafeBytes { try FileSystem.writeAll(fd, $0, path: temporary) }
         }
         guard rename(temporary, destinationPath) == 0 else {
             throw SystemError("rename", path: destinationPath, errno: errno)

@@ -70,15 +70,10 @@ public final class OCILayoutWriter {
             }
             if count == 0 { break }
             total += Int64(count)
-            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
-            var offset = 0
-            while offset < count {
-                let written = buffer.withUnsafeBytes { write(output, $0.baseAddress! + offset, count - offset) }
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemError("write", path: temporary, errno: errno)
-                }
-                offset += written
+            try buffer.withUnsafeBytes { all in
+                let chunk = UnsafeRawBufferPointer(rebasing: all[0..<count])
+                hasher.update(chunk)
+                try FileSystem.writeAll(output, chunk, path: temporary)
             }
         }
         let actual = hasher.finalize()
@@ -125,17 +120,9 @@ public final class OCILayoutWriter {
         for name in ["oci-layout", "index.json", "manifest.json"] where FileSystem.exists(stagingDirectory + "/" + name) {
             entries.append(try fileEntry(name))
         }
-        guard let directory = opendir(stagingDirectory + "/blobs/sha256") else {
+        guard let blobNames = FileSystem.directoryNames(stagingDirectory + "/blobs/sha256") else {
             throw SystemError("opendir", path: stagingDirectory + "/blobs/sha256", errno: errno)
         }
-        var blobNames: [String] = []
-        while let item = readdir(directory) {
-            let name = withUnsafeBytes(of: item.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name != "." && name != ".." { blobNames.append(name) }
-        }
-        closedir(directory)
         for name in blobNames { entries.append(try fileEntry("blobs/sha256/" + name)) }
         let absolute = FileSystem.absolute(destination)
         let written = try LayerWriter(sourceDateEpoch: 0).writeUncompressedTar(

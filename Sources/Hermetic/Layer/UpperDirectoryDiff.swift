@@ -27,15 +27,9 @@ public struct UpperDirectoryDiff {
         firstPathByInode: inout [String: String]) throws
     {
         guard depth < 4096 else { throw SystemError("walk (too deep)", path: directory, errno: ELOOP) }
-        guard let handle = opendir(directory) else { throw SystemError("opendir", path: directory, errno: errno) }
-        var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name != "." && name != ".." { names.append(name) }
+        guard let names = FileSystem.directoryNames(directory) else {
+            throw SystemError("opendir", path: directory, errno: errno)
         }
-        closedir(handle)
         for name in names.sorted() {
             let hostPath = directory + "/" + name
             let path = relative.isEmpty ? name : relative + "/" + name

@@ -7,6 +7,9 @@ struct HermeticCommand: AsyncParsableCommand {
         commandName: "hermetic",
         abstract: "Build reproducible, hermetic OCI images from Dockerfiles.",
         version: HermeticVersion.string,
-        subcommands: [BuildCommand.self, LockCommand.self, KeyCommand.self, InspectCommand.self, VerifyCommand.self, RebuildCommand.self]
+        subcommands: [
+            BuildCommand.self, LockCommand.self, KeyCommand.self, InspectCommand.self, VerifyCommand.self,
+            RebuildCommand.self,
+        ]
     )
 }

@@ -58,16 +58,18 @@ private func drain(_ bio: OpaquePointer) -> [UInt8] {
 }
 
 /// Refuses any passphrase prompt: encrypted keys are an error, never an interactive question.
-private let noPassphrase: @convention(c) (UnsafeMutablePointer<CChar>?, Int32, Int32, UnsafeMutableRawPointer?) -> Int32 = {
-    _, _, _, _ in -1
-}
+private let noPassphrase:
+    @convention(c) (UnsafeMutablePointer<CChar>?, Int32, Int32, UnsafeMutableRawPointer?) -> Int32 = {
+        _, _, _, _ in -1
+    }
 
 /// The key id: lowercase hex sha256 of the DER SubjectPublicKeyInfo.
 func keyID(of der: [UInt8]) -> String {
     var digest = [UInt8](repeating: 0, count: 32)
     var length: UInt32 = 0
     _ = EVP_Digest(der, der.count, &digest, &length, EVP_sha256(), nil)
-    return digest.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+    return digest.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }
+        .joined()
 }
 
 /// A private key (ECDSA P-256 or Ed25519) that signs DSSE envelopes.
@@ -91,7 +93,9 @@ public final class SigningKey {
             throw KeyError(what: "key generation", reason: "EVP_PKEY_CTX_new_id failed")
         }
         defer { EVP_PKEY_CTX_free(context) }
-        guard EVP_PKEY_keygen_init(context) == 1 else { throw KeyError(what: "key generation", reason: "keygen_init failed") }
+        guard EVP_PKEY_keygen_init(context) == 1 else {
+            throw KeyError(what: "key generation", reason: "keygen_init failed")
+        }
         if algorithm == .ecdsaP256 {
             guard EVP_PKEY_CTX_set_ec_paramgen_curve_nid(context, NID_X9_62_prime256v1) == 1 else {
                 throw KeyError(what: "key generation", reason: "cannot select P-256")
@@ -115,7 +119,8 @@ public final class SigningKey {
         guard let pointer = PEM_read_bio_PrivateKey(bio, nil, noPassphrase, nil) else {
             ERR_clear_error()
             let text = String(decoding: pem, as: UTF8.self)
-            let reason = text.contains("ENCRYPTED") ? "encrypted private keys are not supported" : "not a PEM private key"
+            let reason =
+                text.contains("ENCRYPTED") ? "encrypted private keys are not supported" : "not a PEM private key"
             throw KeyError(what: source, reason: reason)
         }
         try self.init(key: OwnedKey(pointer), source: source)

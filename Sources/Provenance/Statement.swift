@@ -30,9 +30,10 @@ public struct ResourceDescriptor: Codable, Sendable, Hashable {
     public var mediaType: String?
     public var annotations: [String: JSONValue]?
 
-    public init(name: String? = nil, uri: String? = nil, digest: [String: String]? = nil, mediaType: String? = nil,
-        annotations: [String: JSONValue]? = nil)
-    {
+    public init(
+        name: String? = nil, uri: String? = nil, digest: [String: String]? = nil, mediaType: String? = nil,
+        annotations: [String: JSONValue]? = nil
+    ) {
         self.name = name
         self.uri = uri
         self.digest = digest
@@ -54,9 +55,10 @@ public struct SLSAProvenance: Codable, Sendable, Hashable {
         public var internalParameters: JSONValue?
         public var resolvedDependencies: [ResourceDescriptor]?
 
-        public init(buildType: String, externalParameters: JSONValue, internalParameters: JSONValue?,
-            resolvedDependencies: [ResourceDescriptor]?)
-        {
+        public init(
+            buildType: String, externalParameters: JSONValue, internalParameters: JSONValue?,
+            resolvedDependencies: [ResourceDescriptor]?
+        ) {
             self.buildType = buildType
             self.externalParameters = externalParameters
             self.internalParameters = internalParameters
@@ -127,9 +129,10 @@ public struct VerificationSummary: Codable, Sendable, Hashable {
         }
     }
 
-    public init(verifier: Verifier, timeVerified: String, resourceUri: String, policy: ResourceDescriptor,
-        inputAttestations: [ResourceDescriptor]?, passed: Bool, verifiedLevels: [String], slsaVersion: String?)
-    {
+    public init(
+        verifier: Verifier, timeVerified: String, resourceUri: String, policy: ResourceDescriptor,
+        inputAttestations: [ResourceDescriptor]?, passed: Bool, verifiedLevels: [String], slsaVersion: String?
+    ) {
         self.verifier = verifier
         self.timeVerified = timeVerified
         self.resourceUri = resourceUri

@@ -1,5 +1,5 @@
-import Provenance
 import Hermetic
+import Provenance
 
 #if canImport(Glibc)
     import Glibc
@@ -64,7 +64,9 @@ public enum BaseImages {
         container.cmd = ["/bin/sh"]
         config.config = container
         config.rootfs.diffIDs = [layer.diffID]
-        config.history = [History(created: RFC3339.format(epoch), createdBy: "test base image", comment: nil, emptyLayer: nil)]
+        config.history = [
+            History(created: RFC3339.format(epoch), createdBy: "test base image", comment: nil, emptyLayer: nil)
+        ]
         let configDescriptor = try writer.putCanonicalJSON(config, mediaType: MediaType.imageConfig)
         let manifest = ImageManifest(config: configDescriptor, layers: [layerDescriptor])
         var manifestDescriptor = try writer.putCanonicalJSON(manifest, mediaType: MediaType.imageManifest)
@@ -89,19 +91,24 @@ extension BaseImages {
         let binary = "/bin/busybox"
         var info = stat()
         guard lstat(binary, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            throw ExternalTools.Failure(description: "\(binary) is missing: install Debian's busybox-static (scripts/install-deps)")
+            throw ExternalTools.Failure(
+                description: "\(binary) is missing: install Debian's busybox-static (scripts/install-deps)")
         }
         let listed = try HermeticProcess.run(binary, ["--list"])
         guard listed.status == 0 else {
             throw ExternalTools.Failure(description: "busybox --list failed: \(listed.standardError)")
         }
         var entries = goldenBaseEntries().filter { $0.path != "bin/sh" }
-        entries.append(LayerEntry(path: "bin/busybox", kind: .regular(.file(path: binary, size: Int64(info.st_size))),
-            mode: 0o755, mtime: 1_600_000_000))
+        entries.append(
+            LayerEntry(
+                path: "bin/busybox", kind: .regular(.file(path: binary, size: Int64(info.st_size))),
+                mode: 0o755, mtime: 1_600_000_000))
         for applet in listed.standardOutput.split(separator: "\n").map(String.init).sorted()
         where !applet.isEmpty && applet != "busybox" && !applet.contains("/") {
-            entries.append(LayerEntry(path: "bin/" + applet, kind: .symlink(target: "busybox"), mode: 0o777,
-                mtime: 1_600_000_000))
+            entries.append(
+                LayerEntry(
+                    path: "bin/" + applet, kind: .symlink(target: "busybox"), mode: 0o777,
+                    mtime: 1_600_000_000))
         }
         return entries
     }

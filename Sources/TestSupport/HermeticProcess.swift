@@ -10,7 +10,8 @@ public enum HermeticProcess {
 
     /// The `hermetic` executable in the build products directory of the running tests.
     public static var binaryPath: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let exe =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("hermetic").path
     }
 

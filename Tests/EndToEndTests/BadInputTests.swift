@@ -17,31 +17,49 @@ import Testing
     }
 
     static let cases: [Case] = [
-        Case(name: "unknown instruction", dockerfile: "FROM scratch\nFROBNICATE x\n",
+        Case(
+            name: "unknown instruction", dockerfile: "FROM scratch\nFROBNICATE x\n",
             expected: ["Dockerfile:2:", "FROBNICATE"]),
-        Case(name: "unterminated heredoc", dockerfile: "FROM scratch\nCOPY <<EOF /x\nnever ends\n",
+        Case(
+            name: "unterminated heredoc", dockerfile: "FROM scratch\nCOPY <<EOF /x\nnever ends\n",
             expected: ["Dockerfile:2:", "heredoc"]),
-        Case(name: "bad escape directive", dockerfile: "# escape=x\nFROM scratch\n", expected: ["Dockerfile:1:", "escape"]),
-        Case(name: "line over 64 KiB", dockerfile: "FROM scratch\nLABEL a=\(String(repeating: "x", count: 70_000))\n",
+        Case(
+            name: "bad escape directive", dockerfile: "# escape=x\nFROM scratch\n",
+            expected: ["Dockerfile:1:", "escape"]),
+        Case(
+            name: "line over 64 KiB", dockerfile: "FROM scratch\nLABEL a=\(String(repeating: "x", count: 70_000))\n",
             expected: ["Dockerfile:2:"]),
-        Case(name: "stage cycle", dockerfile: "FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n",
+        Case(
+            name: "stage cycle",
+            dockerfile: "FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n",
             expected: ["Dockerfile:", "circular dependency"]),
-        Case(name: "missing file", dockerfile: "FROM scratch\nCOPY missing.txt /\n", expected: ["Dockerfile:2:", "missing.txt"]),
-        Case(name: "source outside the context", dockerfile: "FROM scratch\nCOPY ../etc/passwd /\n",
+        Case(
+            name: "missing file", dockerfile: "FROM scratch\nCOPY missing.txt /\n",
+            expected: ["Dockerfile:2:", "missing.txt"]),
+        Case(
+            name: "source outside the context", dockerfile: "FROM scratch\nCOPY ../etc/passwd /\n",
             expected: ["Dockerfile:2:", "../etc/passwd"]),
         Case(name: "instruction before FROM", dockerfile: "ENV A=b\nFROM scratch\n", expected: ["Dockerfile:1:"]),
-        Case(name: "unknown target", dockerfile: "FROM scratch AS a\n", extraArguments: ["--target", "nope"],
+        Case(
+            name: "unknown target", dockerfile: "FROM scratch AS a\n", extraArguments: ["--target", "nope"],
             expected: ["--target", "nope"]),
-        Case(name: "bad output flag", dockerfile: "FROM scratch\n", extraArguments: ["--output", "type=registry,dest=x"],
+        Case(
+            name: "bad output flag", dockerfile: "FROM scratch\n",
+            extraArguments: ["--output", "type=registry,dest=x"],
             expected: ["--output", "registry"]),
-        Case(name: "bad epoch", dockerfile: "FROM scratch\n", extraArguments: ["--source-date-epoch", "yesterday"],
+        Case(
+            name: "bad epoch", dockerfile: "FROM scratch\n", extraArguments: ["--source-date-epoch", "yesterday"],
             expected: ["--source-date-epoch"]),
-        Case(name: "unpinned base", dockerfile: "FROM base\n", extraArguments: [],
+        Case(
+            name: "unpinned base", dockerfile: "FROM base\n", extraArguments: [],
             expected: ["Dockerfile:1:", "base"]),
-        Case(name: "RUN without the sandbox", dockerfile: "FROM scratch\nRUN true\n", expected: ["Dockerfile:2:", "RUN"]),
-        Case(name: "hostile digest in FROM", dockerfile: "FROM base@sha256:../../../etc/passwd\n",
+        Case(
+            name: "RUN without the sandbox", dockerfile: "FROM scratch\nRUN true\n", expected: ["Dockerfile:2:", "RUN"]),
+        Case(
+            name: "hostile digest in FROM", dockerfile: "FROM base@sha256:../../../etc/passwd\n",
             expected: ["Dockerfile:1:"]),
-        Case(name: "bad chown user", dockerfile: "FROM scratch\nCOPY --chown=nosuchuser a.txt /\n",
+        Case(
+            name: "bad chown user", dockerfile: "FROM scratch\nCOPY --chown=nosuchuser a.txt /\n",
             files: ["a.txt": "a"], expected: ["Dockerfile:2:", "nosuchuser"]),
     ]
 
@@ -56,8 +74,10 @@ import Testing
         }
         let output = scratch.path + "/out"
         let outcome = try HermeticProcess.hermetic(
-            ["build", context, "--progress", "quiet", "--output", "type=oci,dest=\(output)",
-             "--iidfile", scratch.path + "/iid"] + testCase.extraArguments)
+            [
+                "build", context, "--progress", "quiet", "--output", "type=oci,dest=\(output)",
+                "--iidfile", scratch.path + "/iid",
+            ] + testCase.extraArguments)
         #expect(outcome.status != 0)
         let lines = outcome.standardError.split(separator: "\n", omittingEmptySubsequences: true)
         #expect(lines.count == 1, "expected one line, got: \(outcome.standardError)")

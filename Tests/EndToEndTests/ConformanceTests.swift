@@ -25,51 +25,74 @@ import Testing
     }
 
     static let cases: [Case] = [
-        Case(name: "directory source copies its contents", dockerfile: "FROM scratch\nCOPY dir /dst\n",
+        Case(
+            name: "directory source copies its contents", dockerfile: "FROM scratch\nCOPY dir /dst\n",
             files: ["dir/a.txt": "a", "dir/sub/b.txt": "b"],
             expectFiles: ["dst/a.txt": "a", "dst/sub/b.txt": "b"], expectAbsent: ["dst/dir"]),
-        Case(name: "file to dir with trailing slash", dockerfile: "FROM scratch\nCOPY a.txt /dst/\n",
+        Case(
+            name: "file to dir with trailing slash", dockerfile: "FROM scratch\nCOPY a.txt /dst/\n",
             files: ["a.txt": "a"], expectFiles: ["dst/a.txt": "a"]),
-        Case(name: "file to a new name", dockerfile: "FROM scratch\nCOPY a.txt /dst\n",
+        Case(
+            name: "file to a new name", dockerfile: "FROM scratch\nCOPY a.txt /dst\n",
             files: ["a.txt": "a"], expectFiles: ["dst": "a"]),
-        Case(name: "file into an existing directory without slash",
+        Case(
+            name: "file into an existing directory without slash",
             dockerfile: "FROM scratch\nCOPY d/ /existing/\nCOPY a.txt /existing\n",
             files: ["a.txt": "a", "d/x": "x"], expectFiles: ["existing/a.txt": "a", "existing/x": "x"]),
-        Case(name: "wildcards", dockerfile: "FROM scratch\nCOPY *.txt /w/\nCOPY f?.md /q/\n",
+        Case(
+            name: "wildcards", dockerfile: "FROM scratch\nCOPY *.txt /w/\nCOPY f?.md /q/\n",
             files: ["a.txt": "a", "b.txt": "b", "c.md": "c", "f1.md": "1", "f22.md": "22"],
             expectFiles: ["w/a.txt": "a", "w/b.txt": "b", "q/f1.md": "1"],
             expectAbsent: ["w/c.md", "q/f22.md"]),
-        Case(name: "relative destination uses WORKDIR", dockerfile: "FROM scratch\nWORKDIR /app\nCOPY a.txt rel/\n",
+        Case(
+            name: "relative destination uses WORKDIR", dockerfile: "FROM scratch\nWORKDIR /app\nCOPY a.txt rel/\n",
             files: ["a.txt": "a"], expectFiles: ["app/rel/a.txt": "a"]),
-        Case(name: "chmod", dockerfile: "FROM scratch\nCOPY --chmod=751 a.txt /a\nCOPY --chmod=0640 d /d\n",
+        Case(
+            name: "chmod", dockerfile: "FROM scratch\nCOPY --chmod=751 a.txt /a\nCOPY --chmod=0640 d /d\n",
             files: ["a.txt": "a", "d/x": "x"], expectModes: ["a": 0o751, "d/x": 0o640]),
-        Case(name: "chown numeric", dockerfile: "FROM scratch\nCOPY --chown=42:43 a.txt /a\n",
+        Case(
+            name: "chown numeric", dockerfile: "FROM scratch\nCOPY --chown=42:43 a.txt /a\n",
             files: ["a.txt": "a"], expectOwners: ["a": "42:43"]),
-        Case(name: "chown by name from the stage's /etc/passwd",
+        Case(
+            name: "chown by name from the stage's /etc/passwd",
             dockerfile: "FROM base\nCOPY --chown=app:staff a.txt /a\nCOPY --chown=app b.txt /b\n",
             files: ["a.txt": "a", "b.txt": "b"], usesBase: true,
             expectOwners: ["a": "1000:50", "b": "1000:1000"]),
-        Case(name: "owners default to root", dockerfile: "FROM scratch\nCOPY a.txt /a\n",
+        Case(
+            name: "owners default to root", dockerfile: "FROM scratch\nCOPY a.txt /a\n",
             files: ["a.txt": "a"], expectOwners: ["a": "0:0"]),
-        Case(name: "dockerignore", dockerfile: "FROM scratch\nCOPY . /c/\n",
-            files: [".dockerignore": "*.log\n!keep.log\n**/cache\n", "x.log": "x", "keep.log": "k", "a/cache/z": "z",
-                "a/b.txt": "b"],
+        Case(
+            name: "dockerignore", dockerfile: "FROM scratch\nCOPY . /c/\n",
+            files: [
+                ".dockerignore": "*.log\n!keep.log\n**/cache\n", "x.log": "x", "keep.log": "k", "a/cache/z": "z",
+                "a/b.txt": "b",
+            ],
             expectFiles: ["c/keep.log": "k", "c/a/b.txt": "b"], expectAbsent: ["c/x.log", "c/a/cache"]),
-        Case(name: "heredoc expands unless quoted",
-            dockerfile: "FROM scratch\nARG WHO=world\nCOPY <<EOF /h1\nhello $WHO\nEOF\nCOPY <<\"EOF\" /h2\nhello $WHO\nEOF\n",
+        Case(
+            name: "heredoc expands unless quoted",
+            dockerfile:
+                "FROM scratch\nARG WHO=world\nCOPY <<EOF /h1\nhello $WHO\nEOF\nCOPY <<\"EOF\" /h2\nhello $WHO\nEOF\n",
             expectFiles: ["h1": "hello world\n", "h2": "hello $WHO\n"]),
-        Case(name: "global ARG needs redeclaring in a stage",
+        Case(
+            name: "global ARG needs redeclaring in a stage",
             dockerfile: "ARG V=global\nFROM scratch\nLABEL before=\"[$V]\"\nARG V\nLABEL after=\"[$V]\"\n",
             expectLabels: ["before": "[]", "after": "[global]"]),
-        Case(name: "build arg overrides ARG default",
+        Case(
+            name: "build arg overrides ARG default",
             dockerfile: "FROM scratch\nARG V=default\nLABEL v=$V\n", arguments: ["--build-arg", "V=cli"],
             expectLabels: ["v": "cli"]),
-        Case(name: "ENV wins over ARG", dockerfile: "FROM scratch\nARG V=arg\nENV V=env\nLABEL v=$V\n",
+        Case(
+            name: "ENV wins over ARG", dockerfile: "FROM scratch\nARG V=arg\nENV V=env\nLABEL v=$V\n",
             arguments: ["--build-arg", "V=cli"], expectLabels: ["v": "env"]),
-        Case(name: "expansion modifiers",
-            dockerfile: "FROM scratch\nARG S=set\nARG E=\nLABEL a=${S:-d} b=${U:-d} c=${E:-d} d=${E-d} e=${S:+x} f=${U:+x} g='$S' h=\"$S\" i=\\$S\n",
-            expectLabels: ["a": "set", "b": "d", "c": "d", "d": "", "e": "x", "f": "", "g": "$S", "h": "set", "i": "$S"]),
-        Case(name: "ENV forms", dockerfile: "FROM scratch\nENV A=1 B=\"two words\"\nENV C three words\n",
+        Case(
+            name: "expansion modifiers",
+            dockerfile:
+                "FROM scratch\nARG S=set\nARG E=\nLABEL a=${S:-d} b=${U:-d} c=${E:-d} d=${E-d} e=${S:+x} f=${U:+x} g='$S' h=\"$S\" i=\\$S\n",
+            expectLabels: [
+                "a": "set", "b": "d", "c": "d", "d": "", "e": "x", "f": "", "g": "$S", "h": "set", "i": "$S",
+            ]),
+        Case(
+            name: "ENV forms", dockerfile: "FROM scratch\nENV A=1 B=\"two words\"\nENV C three words\n",
             expectEnv: ["A=1", "B=two words", "C=three words"]),
     ]
 
@@ -85,8 +108,10 @@ import Testing
                 atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try text.write(toFile: path, atomically: true, encoding: .utf8)
         }
-        var arguments = ["build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
-            "--output", "type=oci,dest=\(scratch.path)/oci", "--output", "type=local,dest=\(scratch.path)/fs"]
+        var arguments = [
+            "build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
+            "--output", "type=oci,dest=\(scratch.path)/oci", "--output", "type=local,dest=\(scratch.path)/fs",
+        ]
         if testCase.usesBase {
             let digest = try BaseImages.writeGoldenBase(at: scratch.path + "/base")
             arguments += ["--build-context", "base=oci-layout://\(scratch.path)/base@\(digest)"]
@@ -101,7 +126,8 @@ import Testing
                 var isDirectory: ObjCBool = false
                 #expect(fm.fileExists(atPath: fs + path, isDirectory: &isDirectory) && isDirectory.boolValue, "\(path)")
             } else if expected.hasPrefix("-> ") {
-                #expect((try? fm.destinationOfSymbolicLink(atPath: fs + path)) == String(expected.dropFirst(3)), "\(path)")
+                #expect(
+                    (try? fm.destinationOfSymbolicLink(atPath: fs + path)) == String(expected.dropFirst(3)), "\(path)")
             } else {
                 #expect((try? String(contentsOfFile: fs + path, encoding: .utf8)) == expected, "\(path)")
             }

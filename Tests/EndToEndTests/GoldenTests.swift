@@ -36,7 +36,8 @@ import Testing
     @Test(arguments: caseNames)
     func buildsReproducibly(name: String) throws {
         let caseDir = Self.goldenRoot + "/" + name
-        let spec = try JSONDecoder().decode(CaseSpec.self, from: Data(contentsOf: URL(fileURLWithPath: caseDir + "/case.json")))
+        let spec = try JSONDecoder().decode(
+            CaseSpec.self, from: Data(contentsOf: URL(fileURLWithPath: caseDir + "/case.json")))
         let scratch = try TemporaryDirectory(prefix: "golden-\(name)-")
         let baseLayout = scratch.path + "/base-layout"
         let baseDigest = try BaseImages.writeGoldenBase(at: baseLayout)
@@ -44,10 +45,13 @@ import Testing
         var digests: [String] = []
         for variant in GoldenVariant.all {
             let context = scratch.path + variant.contextSubpath
-            try ContextCopier.copy(from: caseDir + "/context", to: context, reverseOrder: variant.reverseOrder,
+            try ContextCopier.copy(
+                from: caseDir + "/context", to: context, reverseOrder: variant.reverseOrder,
                 mtime: variant.mtime)
-            var arguments = ["build", context, "--source-date-epoch", "1700000000", "--progress", "quiet",
-                "--iidfile", context + ".iid", "--output", "type=oci,dest=\(context).oci"]
+            var arguments = [
+                "build", context, "--source-date-epoch", "1700000000", "--progress", "quiet",
+                "--iidfile", context + ".iid", "--output", "type=oci,dest=\(context).oci",
+            ]
             if let dockerfile = spec.dockerfile { arguments += ["-f", context + "/" + dockerfile] }
             if let target = spec.target { arguments += ["--target", target] }
             if let platform = spec.platform { arguments += ["--platform", platform] }
@@ -57,7 +61,8 @@ import Testing
             for (key, value) in (spec.buildArgs ?? [:]).sorted(by: { $0.key < $1.key }) {
                 arguments += ["--build-arg", "\(key)=\(value)"]
             }
-            let outcome = try HermeticProcess.hermetic(arguments, environment: variant.environment,
+            let outcome = try HermeticProcess.hermetic(
+                arguments, environment: variant.environment,
                 umask: variant.umask, currentDirectory: variant.workingDirectory(scratch.path))
             #expect(outcome.status == 0, "\(name) (\(variant.label)) failed: \(outcome.standardError)")
             guard outcome.status == 0 else { return }
@@ -69,10 +74,12 @@ import Testing
         let expectedPath = caseDir + "/expected-digest"
         if ProcessInfo.processInfo.environment["HERMETIC_RECORD_GOLDEN"] == "1" {
             try (digests[0] + "\n").write(toFile: expectedPath, atomically: true, encoding: .utf8)
-            Issue.record("recorded \(name): \(digests[0]) (recording always fails; run again without HERMETIC_RECORD_GOLDEN)")
+            Issue.record(
+                "recorded \(name): \(digests[0]) (recording always fails; run again without HERMETIC_RECORD_GOLDEN)")
             return
         }
-        let expected = try String(contentsOfFile: expectedPath, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let expected = try String(contentsOfFile: expectedPath, encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         #expect(digests[0] == expected, "\(name): built \(digests[0]), golden says \(expected)")
     }
 }
@@ -89,9 +96,11 @@ struct GoldenVariant {
     func workingDirectory(_ scratch: String) -> String { scratch }
 
     static let all = [
-        GoldenVariant(label: "first", contextSubpath: "/a/ctx", reverseOrder: false, mtime: 1_000_000_000,
+        GoldenVariant(
+            label: "first", contextSubpath: "/a/ctx", reverseOrder: false, mtime: 1_000_000_000,
             umask: "022", environment: ["TZ": "UTC", "LANG": "C.UTF-8"]),
-        GoldenVariant(label: "second", contextSubpath: "/some/much/deeper/path/ctx", reverseOrder: true,
+        GoldenVariant(
+            label: "second", contextSubpath: "/some/much/deeper/path/ctx", reverseOrder: true,
             mtime: 1_750_000_000, umask: "077",
             environment: ["TZ": "Pacific/Chatham", "LANG": "fr_FR.UTF-8", "LC_ALL": "tr_TR.UTF-8"]),
     ]

@@ -13,24 +13,29 @@ import Testing
 
         """
 
-    func buildAll(_ scratch: TemporaryDirectory, provenance: Bool = true) throws -> (digest: String, metadata: [String: Any]) {
+    func buildAll(_ scratch: TemporaryDirectory, provenance: Bool = true) throws -> (
+        digest: String, metadata: [String: Any]
+    ) {
         let context = scratch.path + "/ctx"
         try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
         try Self.dockerfile.write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
         try "hello\n".write(toFile: context + "/hello.txt", atomically: true, encoding: .utf8)
         let base = try BaseImages.writeGoldenBase(at: scratch.path + "/base")
-        let outcome = try HermeticProcess.hermetic([
-            "build", context, "--progress", "quiet", "-t", "example.test/hello:1.0",
-            "--build-context", "base=oci-layout://\(scratch.path)/base@\(base)",
-            "-o", "type=oci,dest=\(scratch.path)/layout", "-o", "type=oci,dest=\(scratch.path)/image.oci.tar",
-            "-o", "type=docker,dest=\(scratch.path)/image.docker.tar", "-o", "type=local,dest=\(scratch.path)/rootfs",
-            "--iidfile", scratch.path + "/iid", "--metadata-file", scratch.path + "/metadata.json",
-        ] + (provenance ? [] : ["--provenance", "false"]))
+        let outcome = try HermeticProcess.hermetic(
+            [
+                "build", context, "--progress", "quiet", "-t", "example.test/hello:1.0",
+                "--build-context", "base=oci-layout://\(scratch.path)/base@\(base)",
+                "-o", "type=oci,dest=\(scratch.path)/layout", "-o", "type=oci,dest=\(scratch.path)/image.oci.tar",
+                "-o", "type=docker,dest=\(scratch.path)/image.docker.tar", "-o",
+                "type=local,dest=\(scratch.path)/rootfs",
+                "--iidfile", scratch.path + "/iid", "--metadata-file", scratch.path + "/metadata.json",
+            ] + (provenance ? [] : ["--provenance", "false"]))
         try #require(outcome.status == 0, "build failed: \(outcome.standardError)")
         let digest = try String(contentsOfFile: scratch.path + "/iid", encoding: .utf8)
         #expect(outcome.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == digest)
-        let metadata = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: URL(fileURLWithPath: scratch.path + "/metadata.json"))) as? [String: Any] ?? [:]
+        let metadata =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: scratch.path + "/metadata.json"))) as? [String: Any] ?? [:]
         return (digest, metadata)
     }
 
@@ -43,9 +48,10 @@ import Testing
         #expect(digest.hasPrefix("sha256:") && digest.count == 71)
 
         let skopeo = try ExternalTools.require("skopeo")
-        for reference in ["oci:\(scratch.path)/layout:1.0", "oci-archive:\(scratch.path)/image.oci.tar:1.0",
-            "docker-archive:\(scratch.path)/image.docker.tar"]
-        {
+        for reference in [
+            "oci:\(scratch.path)/layout:1.0", "oci-archive:\(scratch.path)/image.oci.tar:1.0",
+            "docker-archive:\(scratch.path)/image.docker.tar",
+        ] {
             let inspected = try HermeticProcess.run(skopeo, ["inspect", "--config", reference])
             #expect(inspected.status == 0, "skopeo inspect \(reference): \(inspected.standardError)")
             #expect(inspected.standardOutput.contains("GREETING=hello"), "\(reference)")
@@ -62,7 +68,9 @@ import Testing
         #expect(try FileTreeListing.list(bundle + "/rootfs") == FileTreeListing.list(scratch.path + "/rootfs"))
         #expect(try String(contentsOfFile: bundle + "/rootfs/home/app/hello.txt", encoding: .utf8) == "hello\n")
         var info = stat()
-        #expect(lstat(scratch.path + "/rootfs/home/app/hello.txt", &info) == 0 && info.st_uid == 1000 && info.st_gid == 1000)
+        #expect(
+            lstat(scratch.path + "/rootfs/home/app/hello.txt", &info) == 0 && info.st_uid == 1000 && info.st_gid == 1000
+        )
     }
 
     /// With the provenance attached (the default), the image index is still the same every time, and
@@ -73,7 +81,8 @@ import Testing
         #expect(try buildAll(first).digest == buildAll(second).digest)
         let skopeo = try ExternalTools.require("skopeo")
         let inspected = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(first.path)/layout:1.0"])
-        #expect(inspected.status == 0 && inspected.standardOutput.contains("GREETING=hello"), "\(inspected.standardError)")
+        #expect(
+            inspected.status == 0 && inspected.standardOutput.contains("GREETING=hello"), "\(inspected.standardError)")
     }
 }
 
@@ -85,10 +94,13 @@ enum FileTreeListing {
         while let relative = enumerator?.nextObject() as? String {
             var info = stat()
             guard lstat(root + "/" + relative, &info) == 0 else { continue }
-            var line = "\(relative) \(info.st_mode & S_IFMT) \(String(info.st_mode & 0o7777, radix: 8)) \(info.st_uid):\(info.st_gid)"
+            var line =
+                "\(relative) \(info.st_mode & S_IFMT) \(String(info.st_mode & 0o7777, radix: 8)) \(info.st_uid):\(info.st_gid)"
             if (info.st_mode & S_IFMT) == S_IFREG { line += " \(info.st_size)" }
             if (info.st_mode & S_IFMT) == S_IFLNK {
-                line += " -> " + ((try? FileManager.default.destinationOfSymbolicLink(atPath: root + "/" + relative)) ?? "?")
+                line +=
+                    " -> "
+                    + ((try? FileManager.default.destinationOfSymbolicLink(atPath: root + "/" + relative)) ?? "?")
             }
             result.append(line)
         }

@@ -30,14 +30,20 @@ import Testing
             baseArgument = "base=oci-layout://\(scratch.path)/base@\(digest)"
         }
 
-        func build(_ name: String, _ extra: [String] = [], environment: [String: String] = [:]) throws -> HermeticProcess.Outcome {
+        func build(_ name: String, _ extra: [String] = [], environment: [String: String] = [:]) throws
+            -> HermeticProcess.Outcome
+        {
             try HermeticProcess.hermetic(
-                ["build", context, "--progress", "quiet", "-t", "app:1", "--build-context", baseArgument,
-                 "-o", "type=oci,dest=\(scratch.path)/\(name)", "--attest-file", "\(scratch.path)/\(name).jsonl",
-                 "--iidfile", "\(scratch.path)/\(name).iid"] + extra, environment: environment)
+                [
+                    "build", context, "--progress", "quiet", "-t", "app:1", "--build-context", baseArgument,
+                    "-o", "type=oci,dest=\(scratch.path)/\(name)", "--attest-file", "\(scratch.path)/\(name).jsonl",
+                    "--iidfile", "\(scratch.path)/\(name).iid",
+                ] + extra, environment: environment)
         }
 
-        func hermetic(_ arguments: [String]) throws -> HermeticProcess.Outcome { try HermeticProcess.hermetic(arguments) }
+        func hermetic(_ arguments: [String]) throws -> HermeticProcess.Outcome {
+            try HermeticProcess.hermetic(arguments)
+        }
         func path(_ name: String) -> String { scratch.path + "/" + name }
     }
 
@@ -50,14 +56,17 @@ import Testing
         try #require(one.count == 2 && two.count == 2)
         #expect(one[0] == two[0], "the build-definition statements differ")
         #expect(one[1] != two[1], "the run records should differ (invocation id)")
-        #expect(try String(contentsOfFile: fixture.path("one.iid"), encoding: .utf8)
-            == String(contentsOfFile: fixture.path("two.iid"), encoding: .utf8))
+        #expect(
+            try String(contentsOfFile: fixture.path("one.iid"), encoding: .utf8)
+                == String(contentsOfFile: fixture.path("two.iid"), encoding: .utf8))
         let stored = try StoredAttestations.load(fixture.path("one"))
         let statement = try stored.statement()
         #expect(statement.predicateType == SLSAProvenance.predicateType)
         let external = statement.predicate["buildDefinition"]?["externalParameters"]
         #expect(external?["dockerfile"]?["path"]?.stringValue == "Dockerfile")
-        #expect(statement.subject.first?.digest?["sha256"].map { "sha256:" + $0 } == stored.imageManifests?.first?.description)
+        #expect(
+            statement.subject.first?.digest?["sha256"].map { "sha256:" + $0 }
+                == stored.imageManifests?.first?.description)
         guard case .array(let dependencies)? = statement.predicate["buildDefinition"]?["resolvedDependencies"] else {
             Issue.record("no resolvedDependencies")
             return
@@ -73,10 +82,14 @@ import Testing
         try #require(try fixture.hermetic(["key", "generate", "--out", key, "--algorithm", algorithm]).status == 0)
         let built = try fixture.build("signed", ["--sign-key", key, "--build-arg", "VERSION=7"])
         try #require(built.status == 0, "\(built.standardError)")
-        let verified = try fixture.hermetic(["verify", fixture.path("signed"), "--key", key + ".pub", "--require-pinned",
-            "--require-no-network", "--expect-arg", "VERSION=7"])
+        let verified = try fixture.hermetic([
+            "verify", fixture.path("signed"), "--key", key + ".pub", "--require-pinned",
+            "--require-no-network", "--expect-arg", "VERSION=7",
+        ])
         #expect(verified.status == 0, "\(verified.standardError)")
-        let wrongArg = try fixture.hermetic(["verify", fixture.path("signed"), "--key", key + ".pub", "--expect-arg", "VERSION=8"])
+        let wrongArg = try fixture.hermetic([
+            "verify", fixture.path("signed"), "--key", key + ".pub", "--expect-arg", "VERSION=8",
+        ])
         #expect(wrongArg.status != 0 && wrongArg.standardError.contains("VERSION"))
         let inspected = try fixture.hermetic(["inspect", fixture.path("signed"), "--key", key + ".pub"])
         #expect(inspected.status == 0 && inspected.standardOutput.contains("verified with key"))
@@ -105,10 +118,13 @@ import Testing
             """
         try script.write(toFile: fixture.path("interop.py"), atomically: true, encoding: .utf8)
         let python = try ExternalTools.require("python3")
-        let interop = try HermeticProcess.run(python, [fixture.path("interop.py"), fixture.path("signed.jsonl"), key + ".pub"],
+        let interop = try HermeticProcess.run(
+            python, [fixture.path("interop.py"), fixture.path("signed.jsonl"), key + ".pub"],
             environment: ProcessInfo.processInfo.environment)
-        #expect(interop.status == 0 && interop.standardOutput.contains("interop ok"),
-            "outside verification failed (scripts/test installs securesystemslib and in-toto-attestation): \(interop.standardError)")
+        #expect(
+            interop.status == 0 && interop.standardOutput.contains("interop ok"),
+            "outside verification failed (scripts/test installs securesystemslib and in-toto-attestation): \(interop.standardError)"
+        )
     }
 
     @Test func tamperingIsDetected() throws {
@@ -116,7 +132,8 @@ import Testing
         let key = fixture.path("k.pem")
         try #require(try fixture.hermetic(["key", "generate", "--out", key]).status == 0)
         try #require(try fixture.build("img", ["--sign-key", key]).status == 0)
-        let lines = try String(contentsOfFile: fixture.path("img.jsonl"), encoding: .utf8).split(separator: "\n").map(String.init)
+        let lines = try String(contentsOfFile: fixture.path("img.jsonl"), encoding: .utf8).split(separator: "\n").map(
+            String.init)
         var envelope = try JSONDecoder().decode(DSSEEnvelope.self, from: Data(lines[0].utf8))
 
         var payload = try envelope.payloadBytes()
@@ -141,8 +158,10 @@ import Testing
         let otherStored = try StoredAttestations.load(fixture.path("other"))
         var swapped = try StoredAttestations.load(fixture.path("img"))
         swapped.imageManifests = otherStored.imageManifests
-        let failures = try AttestationVerifier(keys: [try VerificationKey(
-            pem: Array(try Data(contentsOf: URL(fileURLWithPath: key + ".pub"))), source: "k")]).failures(of: swapped)
+        let failures = try AttestationVerifier(keys: [
+            try VerificationKey(
+                pem: Array(try Data(contentsOf: URL(fileURLWithPath: key + ".pub"))), source: "k")
+        ]).failures(of: swapped)
         #expect(failures.contains { $0.contains("is not a subject") })
     }
 
@@ -151,7 +170,8 @@ import Testing
         let canary = "canary-\(UInt64.random(in: 1...UInt64.max))"
         try canary.write(toFile: fixture.path("secret.txt"), atomically: true, encoding: .utf8)
         // A secret passed as a build arg too: the build must refuse, naming only the id.
-        let leaked = try fixture.build("leak", ["--secret", "id=tok,src=\(fixture.path("secret.txt"))", "--build-arg", "VERSION=\(canary)"])
+        let leaked = try fixture.build(
+            "leak", ["--secret", "id=tok,src=\(fixture.path("secret.txt"))", "--build-arg", "VERSION=\(canary)"])
         #expect(leaked.status != 0)
         #expect(leaked.standardError.contains("secret tok") && !leaked.standardError.contains(canary))
         #expect(!FileManager.default.fileExists(atPath: fixture.path("leak")))

@@ -20,22 +20,32 @@ import Testing
     }
 
     @Test func aReproducibleBuildRebuildsBitForBitAndSignsAVSA() throws {
-        let (scratch, context, baseArgument) = try prepare("FROM base\nARG MODE=x\nCOPY data.txt /data.txt\nRUN cat /data.txt > /copy\n") {
+        let (scratch, context, baseArgument) = try prepare(
+            "FROM base\nARG MODE=x\nCOPY data.txt /data.txt\nRUN cat /data.txt > /copy\n"
+        ) {
             try BaseImages.writeBusybox(at: $0.path + "/base")
         }
-        let built = try HermeticProcess.hermetic(["build", context, "--progress", "quiet", "--build-arg", "MODE=y",
+        let built = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "--build-arg", "MODE=y",
             "--source-date-epoch", "1700000000", "--build-context", baseArgument, "-t", "app:1",
-            "-o", "type=oci,dest=\(scratch.path)/image", "--state-dir", scratch.path + "/state"])
+            "-o", "type=oci,dest=\(scratch.path)/image", "--state-dir", scratch.path + "/state",
+        ])
         try #require(built.status == 0, "\(built.standardError)")
         let key = scratch.path + "/key.pem"
-        try #require(try HermeticProcess.hermetic(["key", "generate", "--out", key, "--algorithm", "ed25519"]).status == 0)
-        let rebuilt = try HermeticProcess.hermetic(["rebuild", scratch.path + "/image", "--context", context,
-            "--build-context", "base=oci-layout://\(scratch.path)/base", "--sign-key", key, "--vsa-file", scratch.path + "/vsa.json"])
+        try #require(
+            try HermeticProcess.hermetic(["key", "generate", "--out", key, "--algorithm", "ed25519"]).status == 0)
+        let rebuilt = try HermeticProcess.hermetic([
+            "rebuild", scratch.path + "/image", "--context", context,
+            "--build-context", "base=oci-layout://\(scratch.path)/base", "--sign-key", key, "--vsa-file",
+            scratch.path + "/vsa.json",
+        ])
         #expect(rebuilt.status == 0, "\(rebuilt.standardError)")
         #expect(rebuilt.standardOutput.hasPrefix("reproduced: sha256:"))
-        let envelope = try JSONDecoder().decode(DSSEEnvelope.self,
+        let envelope = try JSONDecoder().decode(
+            DSSEEnvelope.self,
             from: Data(contentsOf: URL(fileURLWithPath: scratch.path + "/vsa.json")))
-        let publicKey = try VerificationKey(pem: Array(try Data(contentsOf: URL(fileURLWithPath: key + ".pub"))), source: "pub")
+        let publicKey = try VerificationKey(
+            pem: Array(try Data(contentsOf: URL(fileURLWithPath: key + ".pub"))), source: "pub")
         #expect(try envelope.verify(with: [publicKey]) == [.valid(keyid: publicKey.keyID)])
         let vsa = try JSONDecoder().decode(InTotoStatement.self, from: Data(try envelope.payloadBytes()))
         #expect(vsa.predicateType == VerificationSummary.predicateType)
@@ -43,14 +53,20 @@ import Testing
     }
 
     @Test func aNonReproducibleStepIsNamedWithItsFile() throws {
-        let (scratch, context, baseArgument) = try prepare("FROM base\nCOPY data.txt /data.txt\nRUN od -An -tx8 -N8 /dev/urandom > /stamp\n") {
+        let (scratch, context, baseArgument) = try prepare(
+            "FROM base\nCOPY data.txt /data.txt\nRUN od -An -tx8 -N8 /dev/urandom > /stamp\n"
+        ) {
             try BaseImages.writeBusybox(at: $0.path + "/base")
         }
-        let built = try HermeticProcess.hermetic(["build", context, "--progress", "quiet", "--build-context", baseArgument,
-            "-o", "type=oci,dest=\(scratch.path)/image", "--state-dir", scratch.path + "/state"])
+        let built = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "--build-context", baseArgument,
+            "-o", "type=oci,dest=\(scratch.path)/image", "--state-dir", scratch.path + "/state",
+        ])
         try #require(built.status == 0, "\(built.standardError)")
-        let rebuilt = try HermeticProcess.hermetic(["rebuild", scratch.path + "/image", "--context", context,
-            "--build-context", "base=oci-layout://\(scratch.path)/base"])
+        let rebuilt = try HermeticProcess.hermetic([
+            "rebuild", scratch.path + "/image", "--context", context,
+            "--build-context", "base=oci-layout://\(scratch.path)/base",
+        ])
         #expect(rebuilt.status == 1)
         #expect(rebuilt.standardError.contains("the layer made by Dockerfile:3"), "\(rebuilt.standardError)")
         #expect(rebuilt.standardError.contains("Dockerfile:3"), "\(rebuilt.standardError)")
@@ -61,8 +77,11 @@ import Testing
         let (scratch, context, baseArgument) = try prepare("FROM base\nCOPY data.txt /d\n") {
             try BaseImages.writeGoldenBase(at: $0.path + "/base")
         }
-        try #require(try HermeticProcess.hermetic(["build", context, "--progress", "quiet", "--build-context", baseArgument,
-            "-o", "type=oci,dest=\(scratch.path)/image"]).status == 0)
+        try #require(
+            try HermeticProcess.hermetic([
+                "build", context, "--progress", "quiet", "--build-context", baseArgument,
+                "-o", "type=oci,dest=\(scratch.path)/image",
+            ]).status == 0)
         let rebuilt = try HermeticProcess.hermetic(["rebuild", scratch.path + "/image", "--context", context])
         #expect(rebuilt.status == 1)
         #expect(rebuilt.standardError.contains("--build-context base="), "\(rebuilt.standardError)")

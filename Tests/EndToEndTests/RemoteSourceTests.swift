@@ -49,7 +49,9 @@ import Testing
             try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
             try "FROM scratch\nADD --checksum=\(checksum) \(url) /opt/\nADD --checksum=\(checksum) \(url) /named.txt\n"
                 .write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
-            return try HermeticProcess.hermetic(["build", context, "--progress", "quiet", "-o", "type=local,dest=\(context)/out"])
+            return try HermeticProcess.hermetic([
+                "build", context, "--progress", "quiet", "-o", "type=local,dest=\(context)/out",
+            ])
         }
 
         let ok = try build(checksum: good.description)

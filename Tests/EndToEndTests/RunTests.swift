@@ -25,11 +25,14 @@ import Testing
             -> HermeticProcess.Outcome
         {
             try HermeticProcess.hermetic(
-                ["build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
-                 "--state-dir", scratch.path + "/state",
-                 "--build-context", "busybox=oci-layout://\(scratch.path)/busybox@\(baseDigest)",
-                 "-o", "type=local,dest=\(scratch.path)/\(output)", "-o", "type=oci,dest=\(scratch.path)/\(output).oci",
-                 "--iidfile", "\(scratch.path)/\(output).iid"] + extra, environment: environment)
+                [
+                    "build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
+                    "--state-dir", scratch.path + "/state",
+                    "--build-context", "busybox=oci-layout://\(scratch.path)/busybox@\(baseDigest)",
+                    "-o", "type=local,dest=\(scratch.path)/\(output)", "-o",
+                    "type=oci,dest=\(scratch.path)/\(output).oci",
+                    "--iidfile", "\(scratch.path)/\(output).iid",
+                ] + extra, environment: environment)
         }
 
         func file(_ output: String, _ path: String) -> String? {
@@ -42,40 +45,44 @@ import Testing
     }
 
     @Test func seedPatternIsReproducible() throws {
-        let build = try Build(dockerfile: """
-            FROM busybox AS builder
-            WORKDIR /work
-            RUN echo "built at $(date +%Y)" > stamp && mkdir -p out && echo hello > out/hello.txt && touch -d @1 out/old
-            RUN rm /etc/hostname && ln -s hello.txt out/link
-            FROM scratch
-            COPY --from=builder /work/out/ /app/
-            """)
+        let build = try Build(
+            dockerfile: """
+                FROM busybox AS builder
+                WORKDIR /work
+                RUN echo "built at $(date +%Y)" > stamp && mkdir -p out && echo hello > out/hello.txt && touch -d @1 out/old
+                RUN rm /etc/hostname && ln -s hello.txt out/link
+                FROM scratch
+                COPY --from=builder /work/out/ /app/
+                """)
         let first = try build.run(output: "one")
         try #require(first.status == 0, "\(first.standardError)")
         let second = try build.run(output: "two")
         try #require(second.status == 0, "\(second.standardError)")
         #expect(build.digest("one") == build.digest("two"))
         #expect(build.file("one", "app/hello.txt") == "hello\n")
-        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: build.scratch.path + "/one/app/link")) == "hello.txt")
+        #expect(
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: build.scratch.path + "/one/app/link"))
+                == "hello.txt")
     }
 
     @Test func deletionsUserWorkdirShellAndHeredocs() throws {
-        let build = try Build(dockerfile: """
-            FROM busybox
-            RUN rm /etc/os-release
-            USER app
-            WORKDIR /home/app/project
-            RUN id -u > uid && id -g > gid && pwd > pwd
-            USER root
-            SHELL ["/bin/sh", "-ec"]
-            RUN <<EOF
-            echo "from heredoc" > /heredoc.txt
-            echo "second line" >> /heredoc.txt
-            EOF
-            RUN cat <<EOT > /fed.txt
-            fed by $((1 + 1))
-            EOT
-            """)
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN rm /etc/os-release
+                USER app
+                WORKDIR /home/app/project
+                RUN id -u > uid && id -g > gid && pwd > pwd
+                USER root
+                SHELL ["/bin/sh", "-ec"]
+                RUN <<EOF
+                echo "from heredoc" > /heredoc.txt
+                echo "second line" >> /heredoc.txt
+                EOF
+                RUN cat <<EOT > /fed.txt
+                fed by $((1 + 1))
+                EOT
+                """)
         let outcome = try build.run()
         try #require(outcome.status == 0, "\(outcome.standardError)")
         #expect(build.file("out", "etc/os-release") == nil)
@@ -87,14 +94,16 @@ import Testing
     }
 
     @Test func environmentIsExactlyTheStages() throws {
-        let build = try Build(dockerfile: """
-            FROM busybox
-            ARG GIVEN
-            ARG DEFAULTED=yes
-            ENV FROM_ENV=1
-            RUN env | sort > /env.txt && hostname > /hostname.txt
-            """)
-        let outcome = try build.run(["--build-arg", "GIVEN=g", "--build-arg", "HTTP_PROXY=http://proxy.invalid"],
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                ARG GIVEN
+                ARG DEFAULTED=yes
+                ENV FROM_ENV=1
+                RUN env | sort > /env.txt && hostname > /hostname.txt
+                """)
+        let outcome = try build.run(
+            ["--build-arg", "GIVEN=g", "--build-arg", "HTTP_PROXY=http://proxy.invalid"],
             environment: ["LEAK_ME": "leaked"])
         try #require(outcome.status == 0, "\(outcome.standardError)")
         let env = build.file("out", "env.txt") ?? ""
@@ -109,15 +118,16 @@ import Testing
         let canary = "s3cr3t-canary-\(UInt64.random(in: 1...UInt64.max))"
         // The Dockerfile must not hold the canary itself: steps compare digests of it.
         let canaryDigest = Digest.sha256(of: Array(canary.utf8)).hex
-        let build = try Build(dockerfile: """
-            FROM busybox
-            RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/x && test -f /scratch/x
-            RUN --mount=type=cache,target=/cache,id=../../escape echo cached >> /cache/log && cp /cache/log /cache-copy
-            RUN --mount=type=secret,id=token test "$(sha256sum < /run/secrets/token | cut -d' ' -f1)" = "\(canaryDigest)" && echo ok > /secret-ok
-            RUN --mount=type=secret,id=token,env=TOKEN test "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" = "\(canaryDigest)"
-            RUN --mount=type=bind,source=data,target=/data cp /data/in.txt /copied.txt
-            RUN --mount=type=bind,source=data,target=/data,rw echo changed > /data/in.txt
-            """, files: [:])
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/x && test -f /scratch/x
+                RUN --mount=type=cache,target=/cache,id=../../escape echo cached >> /cache/log && cp /cache/log /cache-copy
+                RUN --mount=type=secret,id=token test "$(sha256sum < /run/secrets/token | cut -d' ' -f1)" = "\(canaryDigest)" && echo ok > /secret-ok
+                RUN --mount=type=secret,id=token,env=TOKEN test "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" = "\(canaryDigest)"
+                RUN --mount=type=bind,source=data,target=/data cp /data/in.txt /copied.txt
+                RUN --mount=type=bind,source=data,target=/data,rw echo changed > /data/in.txt
+                """, files: [:])
         try FileManager.default.createDirectory(atPath: build.context + "/data", withIntermediateDirectories: true)
         try "input\n".write(toFile: build.context + "/data/in.txt", atomically: true, encoding: .utf8)
         let secretFile = build.scratch.path + "/token"
@@ -129,7 +139,9 @@ import Testing
         #expect(build.file("out", "cache-copy") == "cached\n")
         #expect(try String(contentsOfFile: build.context + "/data/in.txt", encoding: .utf8) == "input\n")
         for gone in ["scratch", "cache", "data", "run/secrets/token"] {
-            #expect(build.file("out", gone + "/x") == nil && !FileManager.default.fileExists(atPath: build.scratch.path + "/out/" + gone + "/in.txt"))
+            #expect(
+                build.file("out", gone + "/x") == nil
+                    && !FileManager.default.fileExists(atPath: build.scratch.path + "/out/" + gone + "/in.txt"))
         }
         #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out/run/secrets/token"))
         // The cache id cannot leave the state directory, and it persists.
@@ -143,10 +155,11 @@ import Testing
     }
 
     @Test func failuresAreOneLineAndKeepNothing() throws {
-        let build = try Build(dockerfile: """
-            FROM busybox
-            RUN echo partial > /partial && exit 3
-            """)
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN echo partial > /partial && exit 3
+                """)
         let outcome = try build.run()
         #expect(outcome.status != 0)
         let lines = outcome.standardError.split(separator: "\n")
@@ -155,11 +168,12 @@ import Testing
     }
 
     @Test func networkIsOnlyLoopbackUnlessGranted() throws {
-        let build = try Build(dockerfile: """
-            FROM busybox
-            RUN ! wget -q -T 2 -O /dev/null http://127.0.0.1:1/ && ip link 2>/dev/null | grep -c '^[0-9]' > /links || cat /proc/net/dev | tail -n +3 | wc -l > /links
-            RUN --network=host true
-            """)
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN ! wget -q -T 2 -O /dev/null http://127.0.0.1:1/ && ip link 2>/dev/null | grep -c '^[0-9]' > /links || cat /proc/net/dev | tail -n +3 | wc -l > /links
+                RUN --network=host true
+                """)
         let denied = try build.run()
         #expect(denied.status != 0)
         #expect(denied.standardError.contains("network.host"))

@@ -30,7 +30,8 @@ import Testing
         let (name, context) = try NamedContext.parse("base=oci-layout:///srv/layout:v1@\(digest)")
         #expect(name == "base")
         #expect(context == .ociLayout(path: "/srv/layout", tag: "v1", digest: try Digest(parsing: digest)))
-        #expect(try NamedContext.parse("b=oci-layout:///a/b").context == .ociLayout(path: "/a/b", tag: nil, digest: nil))
+        #expect(
+            try NamedContext.parse("b=oci-layout:///a/b").context == .ociLayout(path: "/a/b", tag: nil, digest: nil))
         #expect(try NamedContext.parse("dir=./files").context == .directory("./files"))
         #expect(throws: ArgumentError.self) { try NamedContext.parse("x=docker-image://alpine") }
         #expect(throws: ArgumentError.self) { try NamedContext.parse("x=oci-layout://relative") }
@@ -48,7 +49,8 @@ import Testing
 
     @Test func sourceDateEpoch() throws {
         #expect(try SourceDateEpoch.resolve(flag: nil, environment: [:]) == 0)
-        #expect(try SourceDateEpoch.resolve(flag: nil, environment: ["SOURCE_DATE_EPOCH": "1700000000"]) == 1_700_000_000)
+        #expect(
+            try SourceDateEpoch.resolve(flag: nil, environment: ["SOURCE_DATE_EPOCH": "1700000000"]) == 1_700_000_000)
         #expect(try SourceDateEpoch.resolve(flag: "5", environment: ["SOURCE_DATE_EPOCH": "9"]) == 5)
         #expect(throws: ArgumentError.self) { try SourceDateEpoch.resolve(flag: "-1", environment: [:]) }
         #expect(throws: ArgumentError.self) { try SourceDateEpoch.resolve(flag: "1e9", environment: [:]) }

@@ -78,9 +78,13 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
         let entries = [
             LayerEntry(path: "bin", kind: .directory, mode: 0o555, uid: 0, gid: 0, mtime: 1234),
-            LayerEntry(path: "bin/su", kind: .regular(.bytes(Array("binary".utf8))), mode: 0o4755, uid: 0, gid: 0, mtime: 100),
-            LayerEntry(path: "home/u/f", kind: .regular(.bytes([1, 2, 3])), mode: 0o640, uid: 1000, gid: 1001, mtime: 200),
-            LayerEntry(path: "home/u/link", kind: .symlink(target: "/etc/passwd"), mode: 0o777, uid: 1000, gid: 1001, mtime: 300),
+            LayerEntry(
+                path: "bin/su", kind: .regular(.bytes(Array("binary".utf8))), mode: 0o4755, uid: 0, gid: 0, mtime: 100),
+            LayerEntry(
+                path: "home/u/f", kind: .regular(.bytes([1, 2, 3])), mode: 0o640, uid: 1000, gid: 1001, mtime: 200),
+            LayerEntry(
+                path: "home/u/link", kind: .symlink(target: "/etc/passwd"), mode: 0o777, uid: 1000, gid: 1001,
+                mtime: 300),
             LayerEntry(path: "home/u/hard", kind: .hardlink(target: "home/u/f"), mode: 0o640),
             LayerEntry(path: "tmp", kind: .directory, mode: 0o1777, mtime: 400),
             LayerEntry(path: "tmp/pipe", kind: .fifo, mode: 0o620, uid: 7, gid: 8, mtime: 500),
@@ -147,7 +151,8 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         ]
         if reversed { upper.reverse() }
         try writeRawTar(upper, to: dir + "/upper.tar")
-        _ = try LayerApplier().apply(blobAt: dir + "/upper.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+        _ = try LayerApplier().apply(
+            blobAt: dir + "/upper.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
         let fm = FileManager.default
         #expect(try fm.contentsOfDirectory(atPath: root + "/d").sorted() == ["new", "sub"])
         #expect(try fm.contentsOfDirectory(atPath: root + "/d/sub").isEmpty)
@@ -184,12 +189,36 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
     static let refused: [(String, [RawTarEntry])] = [
         ("dotdot", [RawTarEntry(name: "../canary.txt", data: Array("evil".utf8))]),
         ("deep dotdot", [RawTarEntry(name: "a/../../../etc/x", data: [1])]),
-        ("symlink parent", [RawTarEntry(name: "up", kind: .symlink, link: ".."), RawTarEntry(name: "up/canary.txt", data: [1])]),
-        ("symlink to /", [RawTarEntry(name: "evil", kind: .symlink, link: "/"), RawTarEntry(name: "evil/hermetic-escape-test", data: [1])]),
-        ("symlink to ../../..", [RawTarEntry(name: "s", kind: .symlink, link: "../../.."), RawTarEntry(name: "s/x/evil", data: [1])]),
+        (
+            "symlink parent",
+            [RawTarEntry(name: "up", kind: .symlink, link: ".."), RawTarEntry(name: "up/canary.txt", data: [1])]
+        ),
+        (
+            "symlink to /",
+            [
+                RawTarEntry(name: "evil", kind: .symlink, link: "/"),
+                RawTarEntry(name: "evil/hermetic-escape-test", data: [1]),
+            ]
+        ),
+        (
+            "symlink to ../../..",
+            [RawTarEntry(name: "s", kind: .symlink, link: "../../.."), RawTarEntry(name: "s/x/evil", data: [1])]
+        ),
         ("hardlink outside", [RawTarEntry(name: "h", kind: .hardlink, link: "../canary.txt")]),
-        ("hardlink via symlink", [RawTarEntry(name: "s", kind: .symlink, link: "../canary.txt"), RawTarEntry(name: "h", kind: .hardlink, link: "s")]),
-        ("hardlink through symlinked dir", [RawTarEntry(name: "s", kind: .symlink, link: ".."), RawTarEntry(name: "h", kind: .hardlink, link: "s/canary.txt")]),
+        (
+            "hardlink via symlink",
+            [
+                RawTarEntry(name: "s", kind: .symlink, link: "../canary.txt"),
+                RawTarEntry(name: "h", kind: .hardlink, link: "s"),
+            ]
+        ),
+        (
+            "hardlink through symlinked dir",
+            [
+                RawTarEntry(name: "s", kind: .symlink, link: ".."),
+                RawTarEntry(name: "h", kind: .hardlink, link: "s/canary.txt"),
+            ]
+        ),
     ]
 
     @Test(arguments: 0..<refused.count)
@@ -241,7 +270,9 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         defer { removeTree(sandbox.base) }
         // A ustar header declaring 8 GiB - 1 followed by no data at all.
         var header = [UInt8](repeating: 0, count: 512)
-        func put(_ text: String, at offset: Int) { for (i, byte) in text.utf8.enumerated() { header[offset + i] = byte } }
+        func put(_ text: String, at offset: Int) {
+            for (i, byte) in text.utf8.enumerated() { header[offset + i] = byte }
+        }
         put("big", at: 0)
         put("0000644", at: 100)
         put("0000000", at: 108)
@@ -256,7 +287,8 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         put(String(format: "%06o", sum) + "\0 ", at: 148)
         try Data(header + [UInt8](repeating: 0, count: 1024)).write(to: URL(fileURLWithPath: sandbox.base + "/big.tar"))
         #expect(throws: (any Error).self) {
-            try LayerApplier().apply(blobAt: sandbox.base + "/big.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: sandbox.root)
+            try LayerApplier().apply(
+                blobAt: sandbox.base + "/big.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: sandbox.root)
         }
         #expect(throws: LayerError.self) {
             try LayerApplier(limits: LayerLimits(maxTotalBytes: 1 << 20)).apply(
@@ -276,7 +308,8 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
             [LayerEntry(path: "f", kind: .regular(.bytes([1])), mode: 0o644)], into: dir)
         let wrong = Digest.sha256(of: [0])
         #expect(throws: LayerError.diffIDMismatch(layer: layer.blobPath, expected: wrong, actual: layer.diffID)) {
-            try LayerApplier().apply(blobAt: layer.blobPath, mediaType: layer.mediaType, expectedDiffID: wrong, toRoot: dir + "/root")
+            try LayerApplier().apply(
+                blobAt: layer.blobPath, mediaType: layer.mediaType, expectedDiffID: wrong, toRoot: dir + "/root")
         }
         // Docker's media type reads the same blob; a gzip blob under the plain tar type is refused.
         #expect(
@@ -284,10 +317,12 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
                 blobAt: layer.blobPath, mediaType: "application/vnd.docker.image.rootfs.diff.tar.gzip",
                 expectedDiffID: layer.diffID, toRoot: dir + "/root") == layer.diffID)
         #expect(throws: LayerError.self) {
-            try LayerApplier().apply(blobAt: layer.blobPath, mediaType: tarMediaType, expectedDiffID: nil, toRoot: dir + "/root")
+            try LayerApplier().apply(
+                blobAt: layer.blobPath, mediaType: tarMediaType, expectedDiffID: nil, toRoot: dir + "/root")
         }
         #expect(throws: LayerError.unsupportedMediaType(layer: layer.blobPath, mediaType: "text/plain")) {
-            try LayerApplier().apply(blobAt: layer.blobPath, mediaType: "text/plain", expectedDiffID: nil, toRoot: dir + "/root")
+            try LayerApplier().apply(
+                blobAt: layer.blobPath, mediaType: "text/plain", expectedDiffID: nil, toRoot: dir + "/root")
         }
     }
 }

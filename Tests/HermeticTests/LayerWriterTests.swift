@@ -42,7 +42,8 @@ import Testing
 
         // Directory names carry libarchive's trailing '/'.
         let names = try readTar(at: first.blobPath).map { String(decoding: $0.header.pathname, as: UTF8.self) }
-        #expect(names == ["etc/", "etc/fifo", "etc/null", "usr/", "usr/bin/", "usr/bin/link", "usr/bin/tool", "usr/bin.d"])
+        #expect(
+            names == ["etc/", "etc/fifo", "etc/null", "usr/", "usr/bin/", "usr/bin/link", "usr/bin/tool", "usr/bin.d"])
     }
 
     /// Golden digests: computed once in another process, so PIDs, clocks and the temp name
@@ -69,7 +70,9 @@ import Testing
         let layer = try LayerWriter(sourceDateEpoch: Self.epoch).write(entries, into: dir)
         let read = try readTar(at: layer.blobPath)
         let byName = Dictionary(
-            uniqueKeysWithValues: read.map { (String(decoding: $0.header.pathname, as: UTF8.self).trimmingSuffix("/"), $0) })
+            uniqueKeysWithValues: read.map {
+                (String(decoding: $0.header.pathname, as: UTF8.self).trimmingSuffix("/"), $0)
+            })
         for entry in entries {
             let item = try #require(byName[entry.path])
             #expect(item.header.mtime == min(entry.mtime, Self.epoch), "\(entry.path)")
@@ -87,7 +90,10 @@ import Testing
         #expect(byName["etc/null"]?.header.rdevMajor == 1 && byName["etc/null"]?.header.rdevMinor == 3)
         #expect(byName["etc/fifo"]?.header.type == .fifo)
         let xattrs = byName["etc"]?.header.xattrs ?? []
-        #expect(Dictionary(xattrs.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }) == ["user.a": [2, 3], "user.b": [1]])
+        #expect(
+            Dictionary(xattrs.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }) == [
+                "user.a": [2, 3], "user.b": [1],
+            ])
     }
 
     @Test func gzipHeaderHasNoNameAndNoTime() throws {
@@ -124,7 +130,11 @@ import Testing
         defer { removeTree(dir) }
         let long = "dir/" + String(repeating: "n", count: 110)
         let layer = try LayerWriter(sourceDateEpoch: Self.epoch).writeUncompressedTar(
-            [LayerEntry(path: long, kind: .regular(.bytes([])), mode: 0o644, mtime: 77, xattrs: ["user.z": [1], "user.a": [2]])],
+            [
+                LayerEntry(
+                    path: long, kind: .regular(.bytes([])), mode: 0o644, mtime: 77,
+                    xattrs: ["user.z": [1], "user.a": [2]])
+            ],
             into: dir)
         let tar = try readFile(layer.blobPath)
         #expect(tar[156] == UInt8(ascii: "x"))
@@ -135,7 +145,9 @@ import Testing
         #expect(Int64(mtimeField, radix: 8) == 77)
         let text = String(decoding: tar[512..<1024], as: UTF8.self)
         #expect(text.contains("SCHILY.xattr.user.a="))
-        #expect(text.range(of: "SCHILY.xattr.user.a=")?.lowerBound ?? text.endIndex < text.range(of: "SCHILY.xattr.user.z=")?.lowerBound ?? text.startIndex)
+        #expect(
+            text.range(of: "SCHILY.xattr.user.a=")?.lowerBound ?? text.endIndex < text.range(
+                of: "SCHILY.xattr.user.z=")?.lowerBound ?? text.startIndex)
         for absent in ["LIBARCHIVE", "atime=", "ctime=", "mtime=", "uname", "gname", "SCHILY.dev", "SCHILY.ino"] {
             #expect(!text.contains(absent), "PAX header contains \(absent)")
         }
@@ -192,7 +204,8 @@ import Testing
         let dir = try makeTemporaryDirectory()
         defer { removeTree(dir) }
         do {
-            _ = try LayerWriter(sourceDateEpoch: 0).write([LayerEntry(path: path, kind: .directory, mode: 0o755)], into: dir)
+            _ = try LayerWriter(sourceDateEpoch: 0).write(
+                [LayerEntry(path: path, kind: .directory, mode: 0o755)], into: dir)
             Issue.record("accepted \(path)")
         } catch let error as LayerError {
             #expect(error.description.contains(reason))
@@ -224,7 +237,8 @@ import Testing
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
         try Data(count: 10).write(to: URL(fileURLWithPath: dir + "/f"))
         for declared: Int64 in [9, 11] {
-            #expect(throws: LayerError.sourceSizeChanged(path: "f", source: dir + "/f", expected: declared, actual: 10)) {
+            #expect(throws: LayerError.sourceSizeChanged(path: "f", source: dir + "/f", expected: declared, actual: 10))
+            {
                 try LayerWriter(sourceDateEpoch: 0).write(
                     [LayerEntry(path: "f", kind: .regular(.file(path: dir + "/f", size: declared)), mode: 0o644)],
                     into: out)
@@ -249,7 +263,9 @@ import Testing
         bytes.reserveCapacity(64 << 20)
         for _ in 0..<64 { bytes += chunk }
         try Data(bytes).write(to: URL(fileURLWithPath: dir + "/big"))
-        let entries = [LayerEntry(path: "big", kind: .regular(.file(path: dir + "/big", size: Int64(bytes.count))), mode: 0o644)]
+        let entries = [
+            LayerEntry(path: "big", kind: .regular(.file(path: dir + "/big", size: Int64(bytes.count))), mode: 0o644)
+        ]
         let writer = LayerWriter(sourceDateEpoch: 0)
         let clock = ContinuousClock()
         var tar: WrittenLayer?
@@ -260,7 +276,9 @@ import Testing
             let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
             return Double(bytes.count) / 1_048_576 / seconds
         }
-        print("LayerWriter throughput on 64 MiB: tar+sha256 \(Int(rate(tarTime))) MB/s, tar+gzip-6+2×sha256 \(Int(rate(gzipTime))) MB/s")
+        print(
+            "LayerWriter throughput on 64 MiB: tar+sha256 \(Int(rate(tarTime))) MB/s, tar+gzip-6+2×sha256 \(Int(rate(gzipTime))) MB/s"
+        )
         #expect(tar?.diffID == gzip?.diffID)
     }
 }

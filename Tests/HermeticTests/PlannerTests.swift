@@ -4,276 +4,276 @@ import Testing
 
 /// ARG scoping, the stage graph and its errors, as BuildKit's dockerfile2llb plans a build.
 @Suite struct PlannerTests {
-  static let platformArguments = [
-    "BUILDPLATFORM": "linux/amd64", "BUILDARCH": "amd64", "TARGETPLATFORM": "linux/arm64",
-    "TARGETOS": "linux",
-    "TARGETARCH": "arm64",
-  ]
+    static let platformArguments = [
+        "BUILDPLATFORM": "linux/amd64", "BUILDARCH": "amd64", "TARGETPLATFORM": "linux/arm64",
+        "TARGETOS": "linux",
+        "TARGETARCH": "arm64",
+    ]
 
-  func plan(_ text: String, buildArgs: [String: String] = [:], target: String? = nil) throws
-    -> BuildPlan
-  {
-    let dockerfile = try DockerfileParser.parse(Array(text.utf8), file: "Dockerfile")
-    return try Planner(
-      dockerfile: dockerfile, buildArguments: buildArgs, predefinedArguments: Self.platformArguments
-    )
-    .plan(target: target)
-  }
-
-  /// The description of the error planning throws, or a note that it did not throw.
-  func failure(_ text: String, buildArgs: [String: String] = [:], target: String? = nil) -> String {
-    do {
-      let result = try plan(text, buildArgs: buildArgs, target: target)
-      return "planned, order \(result.buildOrder)"
-    } catch {
-      return "\(error)"
+    func plan(_ text: String, buildArgs: [String: String] = [:], target: String? = nil) throws
+        -> BuildPlan
+    {
+        let dockerfile = try DockerfileParser.parse(Array(text.utf8), file: "Dockerfile")
+        return try Planner(
+            dockerfile: dockerfile, buildArguments: buildArgs, predefinedArguments: Self.platformArguments
+        )
+        .plan(target: target)
     }
-  }
 
-  /// Where the first `COPY --from` of the last stage reads: the observable result of expanding `--from`
-  /// against the stage's scope.
-  func copySource(_ text: String, buildArgs: [String: String] = [:]) throws -> StageSource? {
-    let result = try plan(text, buildArgs: buildArgs)
-    return result.stages.last?.sources.sorted { $0.key < $1.key }.first?.value
-  }
+    /// The description of the error planning throws, or a note that it did not throw.
+    func failure(_ text: String, buildArgs: [String: String] = [:], target: String? = nil) -> String {
+        do {
+            let result = try plan(text, buildArgs: buildArgs, target: target)
+            return "planned, order \(result.buildOrder)"
+        } catch {
+            return "\(error)"
+        }
+    }
 
-  // MARK: ARG scoping
+    /// Where the first `COPY --from` of the last stage reads: the observable result of expanding `--from`
+    /// against the stage's scope.
+    func copySource(_ text: String, buildArgs: [String: String] = [:]) throws -> StageSource? {
+        let result = try plan(text, buildArgs: buildArgs)
+        return result.stages.last?.sources.sorted { $0.key < $1.key }.first?.value
+    }
 
-  @Test func globalArgIsSeenByFromOnly() throws {
-    let text = "ARG BASE=alpine:3.19\nARG SRC=helper\nFROM $BASE\nCOPY --from=${SRC:-unset} a b\n"
-    let result = try plan(text)
-    #expect(result.stages[0].base == .image("alpine:3.19"))
-    #expect(result.stages[0].sources[0] == .image("unset"))
-    #expect(result.globalArguments.map(\.name) == ["BASE", "SRC"])
-    #expect(result.globalArguments.map(\.value) == ["alpine:3.19", "helper"])
-  }
+    // MARK: ARG scoping
 
-  @Test func redeclaredGlobalArgTakesTheGlobalValue() throws {
-    let text = "ARG SRC=helper\nFROM alpine\nARG SRC\nCOPY --from=$SRC a b\n"
-    #expect(try copySource(text) == .image("helper"))
-  }
+    @Test func globalArgIsSeenByFromOnly() throws {
+        let text = "ARG BASE=alpine:3.19\nARG SRC=helper\nFROM $BASE\nCOPY --from=${SRC:-unset} a b\n"
+        let result = try plan(text)
+        #expect(result.stages[0].base == .image("alpine:3.19"))
+        #expect(result.stages[0].sources[0] == .image("unset"))
+        #expect(result.globalArguments.map(\.name) == ["BASE", "SRC"])
+        #expect(result.globalArguments.map(\.value) == ["alpine:3.19", "helper"])
+    }
 
-  @Test func stageDefaultOverridesGlobalValue() throws {
-    let text = "ARG SRC=helper\nFROM alpine\nARG SRC=local\nCOPY --from=$SRC a b\n"
-    #expect(try copySource(text) == .image("local"))
-  }
+    @Test func redeclaredGlobalArgTakesTheGlobalValue() throws {
+        let text = "ARG SRC=helper\nFROM alpine\nARG SRC\nCOPY --from=$SRC a b\n"
+        #expect(try copySource(text) == .image("helper"))
+    }
 
-  @Test func buildArgOverridesDefaultsEverywhere() throws {
-    let text = "ARG BASE=alpine\nFROM $BASE\nARG SRC=local\nCOPY --from=$SRC a b\n"
-    let result = try plan(text, buildArgs: ["BASE": "debian", "SRC": "given"])
-    #expect(result.stages[0].base == .image("debian"))
-    #expect(result.stages[0].sources[1] == .image("given"))
-    #expect(result.unusedBuildArguments.isEmpty)
-  }
+    @Test func stageDefaultOverridesGlobalValue() throws {
+        let text = "ARG SRC=helper\nFROM alpine\nARG SRC=local\nCOPY --from=$SRC a b\n"
+        #expect(try copySource(text) == .image("local"))
+    }
 
-  @Test func envWinsOverArgOfTheSameName() throws {
-    let text = "FROM alpine\nENV SRC=fromenv\nARG SRC=fromarg\nCOPY --from=$SRC a b\n"
-    #expect(try copySource(text, buildArgs: ["SRC": "frombuildarg"]) == .image("fromenv"))
-    let before = "FROM alpine\nARG SRC=fromarg\nENV SRC=fromenv\nCOPY --from=$SRC a b\n"
-    #expect(try copySource(before) == .image("fromenv"))
-  }
+    @Test func buildArgOverridesDefaultsEverywhere() throws {
+        let text = "ARG BASE=alpine\nFROM $BASE\nARG SRC=local\nCOPY --from=$SRC a b\n"
+        let result = try plan(text, buildArgs: ["BASE": "debian", "SRC": "given"])
+        #expect(result.stages[0].base == .image("debian"))
+        #expect(result.stages[0].sources[1] == .image("given"))
+        #expect(result.unusedBuildArguments.isEmpty)
+    }
 
-  @Test func argIsVisibleOnlyAfterItsDeclaration() throws {
-    let text = "FROM alpine\nCOPY --from=${SRC:-early} a b\nARG SRC=late\n"
-    #expect(try copySource(text) == .image("early"))
-  }
+    @Test func envWinsOverArgOfTheSameName() throws {
+        let text = "FROM alpine\nENV SRC=fromenv\nARG SRC=fromarg\nCOPY --from=$SRC a b\n"
+        #expect(try copySource(text, buildArgs: ["SRC": "frombuildarg"]) == .image("fromenv"))
+        let before = "FROM alpine\nARG SRC=fromarg\nENV SRC=fromenv\nCOPY --from=$SRC a b\n"
+        #expect(try copySource(before) == .image("fromenv"))
+    }
 
-  @Test func argsDoNotCarryIntoTheNextStage() throws {
-    let text = "FROM alpine\nARG SRC=first\nFROM alpine\nCOPY --from=${SRC:-none} a b\n"
-    #expect(try copySource(text) == .image("none"))
-  }
+    @Test func argIsVisibleOnlyAfterItsDeclaration() throws {
+        let text = "FROM alpine\nCOPY --from=${SRC:-early} a b\nARG SRC=late\n"
+        #expect(try copySource(text) == .image("early"))
+    }
 
-  @Test func envCarriesIntoAStageBuiltOnIt() throws {
-    let text = "FROM alpine AS base\nENV SRC=inherited\nFROM base\nCOPY --from=$SRC a b\n"
-    #expect(try copySource(text) == .image("inherited"))
-  }
+    @Test func argsDoNotCarryIntoTheNextStage() throws {
+        let text = "FROM alpine\nARG SRC=first\nFROM alpine\nCOPY --from=${SRC:-none} a b\n"
+        #expect(try copySource(text) == .image("none"))
+    }
 
-  @Test func globalDefaultsSeeEarlierGlobals() throws {
-    let result = try plan("ARG A=x\nARG B=${A}y\nFROM img-$B\n")
-    #expect(result.stages[0].base == .image("img-xy"))
-  }
+    @Test func envCarriesIntoAStageBuiltOnIt() throws {
+        let text = "FROM alpine AS base\nENV SRC=inherited\nFROM base\nCOPY --from=$SRC a b\n"
+        #expect(try copySource(text) == .image("inherited"))
+    }
 
-  @Test func predefinedPlatformArgsInFromAndDeclaredInStage() throws {
-    let text = """
-      FROM --platform=$BUILDPLATFORM golang AS build
-      ARG TARGETARCH
-      COPY --from=tools-$TARGETARCH a b
-      FROM base-${TARGETOS}
-      COPY --from=tools-${TARGETARCH:-undeclared} a b
-      """
-    let result = try plan(text)
-    #expect(result.stages[0].platform == "linux/amd64")
-    #expect(result.stages[0].sources[1] == .image("tools-arm64"))
-    #expect(result.stages[1].base == .image("base-linux"))
-    #expect(result.stages[1].sources[0] == .image("tools-undeclared"))
-  }
+    @Test func globalDefaultsSeeEarlierGlobals() throws {
+        let result = try plan("ARG A=x\nARG B=${A}y\nFROM img-$B\n")
+        #expect(result.stages[0].base == .image("img-xy"))
+    }
 
-  @Test func globalArgWithoutDefaultKeepsThePredefinedValue() throws {
-    let result = try plan("ARG TARGETARCH\nFROM img-$TARGETARCH\n")
-    #expect(result.stages[0].base == .image("img-arm64"))
-    #expect(result.globalArguments.first?.value == "arm64")
-  }
+    @Test func predefinedPlatformArgsInFromAndDeclaredInStage() throws {
+        let text = """
+            FROM --platform=$BUILDPLATFORM golang AS build
+            ARG TARGETARCH
+            COPY --from=tools-$TARGETARCH a b
+            FROM base-${TARGETOS}
+            COPY --from=tools-${TARGETARCH:-undeclared} a b
+            """
+        let result = try plan(text)
+        #expect(result.stages[0].platform == "linux/amd64")
+        #expect(result.stages[0].sources[1] == .image("tools-arm64"))
+        #expect(result.stages[1].base == .image("base-linux"))
+        #expect(result.stages[1].sources[0] == .image("tools-undeclared"))
+    }
 
-  @Test func predefinedArgCanBeOverriddenByABuildArg() throws {
-    let result = try plan(
-      "ARG TARGETARCH\nFROM img-$TARGETARCH\n", buildArgs: ["TARGETARCH": "riscv64"])
-    #expect(result.stages[0].base == .image("img-riscv64"))
-  }
+    @Test func globalArgWithoutDefaultKeepsThePredefinedValue() throws {
+        let result = try plan("ARG TARGETARCH\nFROM img-$TARGETARCH\n")
+        #expect(result.stages[0].base == .image("img-arm64"))
+        #expect(result.globalArguments.first?.value == "arm64")
+    }
 
-  // MARK: Stage graph
+    @Test func predefinedArgCanBeOverriddenByABuildArg() throws {
+        let result = try plan(
+            "ARG TARGETARCH\nFROM img-$TARGETARCH\n", buildArgs: ["TARGETARCH": "riscv64"])
+        #expect(result.stages[0].base == .image("img-riscv64"))
+    }
 
-  @Test func stagesByNameIndexAndFrom() throws {
-    let text = """
-      FROM alpine AS Builder
-      FROM scratch AS other
-      FROM builder AS final
-      COPY --from=BUILDER /a /a
-      COPY --from=1 /b /b
-      COPY --from=scratch /c /c
-      COPY --from=busybox:1.36 /d /d
-      """
-    let result = try plan(text)
-    #expect(result.stages.map(\.name) == ["builder", "other", "final"])
-    #expect(result.stages[0].base == .image("alpine"))
-    #expect(result.stages[1].base == .scratch)
-    #expect(result.stages[2].base == .stage(0))
-    #expect(
-      result.stages[2].sources == [
-        0: .stage(0), 1: .stage(1), 2: .scratch, 3: .image("busybox:1.36"),
-      ])
-    #expect(result.stages[2].dependencies == [0, 1])
-    #expect(result.target == 2)
-    #expect(result.buildOrder == [0, 1, 2])
-    #expect(result.stages[1].displayName == "other")
-  }
+    // MARK: Stage graph
 
-  @Test func fromALaterStageNameIsAnImage() throws {
-    let result = try plan("FROM later\nFROM alpine AS later\n", target: nil)
-    #expect(result.stages[0].base == .image("later"))
-  }
+    @Test func stagesByNameIndexAndFrom() throws {
+        let text = """
+            FROM alpine AS Builder
+            FROM scratch AS other
+            FROM builder AS final
+            COPY --from=BUILDER /a /a
+            COPY --from=1 /b /b
+            COPY --from=scratch /c /c
+            COPY --from=busybox:1.36 /d /d
+            """
+        let result = try plan(text)
+        #expect(result.stages.map(\.name) == ["builder", "other", "final"])
+        #expect(result.stages[0].base == .image("alpine"))
+        #expect(result.stages[1].base == .scratch)
+        #expect(result.stages[2].base == .stage(0))
+        #expect(
+            result.stages[2].sources == [
+                0: .stage(0), 1: .stage(1), 2: .scratch, 3: .image("busybox:1.36"),
+            ])
+        #expect(result.stages[2].dependencies == [0, 1])
+        #expect(result.target == 2)
+        #expect(result.buildOrder == [0, 1, 2])
+        #expect(result.stages[1].displayName == "other")
+    }
 
-  @Test func targetBuildsOnlyWhatItNeeds() throws {
-    let text = """
-      FROM alpine AS a
-      FROM alpine AS b
-      FROM a AS c
-      COPY --from=b x y
-      FROM alpine AS d
-      """
-    #expect(try plan(text).buildOrder == [3])
-    #expect(try plan(text, target: "C").buildOrder == [0, 1, 2])
-    #expect(try plan(text, target: "c").target == 2)
-    #expect(try plan(text, target: "b").buildOrder == [1])
-  }
+    @Test func fromALaterStageNameIsAnImage() throws {
+        let result = try plan("FROM later\nFROM alpine AS later\n", target: nil)
+        #expect(result.stages[0].base == .image("later"))
+    }
 
-  @Test func unreachableBrokenStageIsNotPlanned() throws {
-    let text = """
-      FROM alpine AS broken
-      ARG X=${
-      COPY --from=9 a b
-      FROM alpine AS good
-      RUN true
-      """
-    let result = try plan(text, target: "good")
-    #expect(result.buildOrder == [1])
-    #expect(failure(text, target: "broken").hasPrefix("Dockerfile:2: "))
-  }
+    @Test func targetBuildsOnlyWhatItNeeds() throws {
+        let text = """
+            FROM alpine AS a
+            FROM alpine AS b
+            FROM a AS c
+            COPY --from=b x y
+            FROM alpine AS d
+            """
+        #expect(try plan(text).buildOrder == [3])
+        #expect(try plan(text, target: "C").buildOrder == [0, 1, 2])
+        #expect(try plan(text, target: "c").target == 2)
+        #expect(try plan(text, target: "b").buildOrder == [1])
+    }
 
-  @Test func unnamedStagesAreNamedByIndexInMessages() throws {
-    let result = try plan("FROM alpine\nFROM scratch\n")
-    #expect(result.stages.map(\.displayName) == ["stage-0", "stage-1"])
-    #expect(result.buildOrder == [1])
-  }
+    @Test func unreachableBrokenStageIsNotPlanned() throws {
+        let text = """
+            FROM alpine AS broken
+            ARG X=${
+            COPY --from=9 a b
+            FROM alpine AS good
+            RUN true
+            """
+        let result = try plan(text, target: "good")
+        #expect(result.buildOrder == [1])
+        #expect(failure(text, target: "broken").hasPrefix("Dockerfile:2: "))
+    }
 
-  @Test func cyclesAreErrors() {
-    let twoStages = "FROM alpine AS a\nCOPY --from=b x y\nFROM alpine AS b\nCOPY --from=a x y\n"
-    // The stage named is where the walk from the target comes back to: the target itself here.
-    #expect(failure(twoStages) == "Dockerfile:3: circular dependency detected on stage: b")
-    #expect(
-      failure(twoStages, target: "a") == "Dockerfile:1: circular dependency detected on stage: a")
-    #expect(
-      failure("FROM alpine AS a\nCOPY --from=a x y\n")
-        == "Dockerfile:2: circular dependency detected on stage: a")
-    #expect(
-      failure("FROM alpine\nCOPY --from=0 x y\n")
-        == "Dockerfile:2: circular dependency detected on stage: 0")
-  }
+    @Test func unnamedStagesAreNamedByIndexInMessages() throws {
+        let result = try plan("FROM alpine\nFROM scratch\n")
+        #expect(result.stages.map(\.displayName) == ["stage-0", "stage-1"])
+        #expect(result.buildOrder == [1])
+    }
 
-  @Test func stageIndexOutOfRange() {
-    #expect(
-      failure("FROM alpine\nCOPY --from=3 x y\n")
-        == "Dockerfile:2: invalid stage index 3: the Dockerfile has 1 stage(s)")
-  }
+    @Test func cyclesAreErrors() {
+        let twoStages = "FROM alpine AS a\nCOPY --from=b x y\nFROM alpine AS b\nCOPY --from=a x y\n"
+        // The stage named is where the walk from the target comes back to: the target itself here.
+        #expect(failure(twoStages) == "Dockerfile:3: circular dependency detected on stage: b")
+        #expect(
+            failure(twoStages, target: "a") == "Dockerfile:1: circular dependency detected on stage: a")
+        #expect(
+            failure("FROM alpine AS a\nCOPY --from=a x y\n")
+                == "Dockerfile:2: circular dependency detected on stage: a")
+        #expect(
+            failure("FROM alpine\nCOPY --from=0 x y\n")
+                == "Dockerfile:2: circular dependency detected on stage: 0")
+    }
 
-  @Test func unknownTarget() {
-    #expect(
-      failure("FROM alpine AS a\n", target: "nope")
-        == "--target \"nope\": failed to reach build target nope in Dockerfile: no stage has that name"
-    )
-  }
+    @Test func stageIndexOutOfRange() {
+        #expect(
+            failure("FROM alpine\nCOPY --from=3 x y\n")
+                == "Dockerfile:2: invalid stage index 3: the Dockerfile has 1 stage(s)")
+    }
 
-  @Test func duplicateStageNamesAreErrors() {
-    #expect(
-      failure("FROM alpine AS a\nFROM alpine AS A\n") == "Dockerfile:2: duplicate stage name \"A\"")
-  }
+    @Test func unknownTarget() {
+        #expect(
+            failure("FROM alpine AS a\n", target: "nope")
+                == "--target \"nope\": failed to reach build target nope in Dockerfile: no stage has that name"
+        )
+    }
 
-  @Test(arguments: ["1abc", "a/b", "-a", "a:b", "_a", "ä"])
-  func invalidStageNamesAreErrors(name: String) {
-    #expect(
-      failure("FROM alpine AS \(name)\n")
-        == "Dockerfile:1: invalid name for build stage: \"\(name)\", name can't start with a number or contain symbols"
-    )
-  }
+    @Test func duplicateStageNamesAreErrors() {
+        #expect(
+            failure("FROM alpine AS a\nFROM alpine AS A\n") == "Dockerfile:2: duplicate stage name \"A\"")
+    }
 
-  @Test(arguments: ["a", "a1", "a-b_c.d", "ABC"])
-  func validStageNames(name: String) throws {
-    #expect(try plan("FROM alpine AS \(name)\n").stages[0].name == name.lowercased())
-  }
+    @Test(arguments: ["1abc", "a/b", "-a", "a:b", "_a", "ä"])
+    func invalidStageNamesAreErrors(name: String) {
+        #expect(
+            failure("FROM alpine AS \(name)\n")
+                == "Dockerfile:1: invalid name for build stage: \"\(name)\", name can't start with a number or contain symbols"
+        )
+    }
 
-  @Test func instructionsBeforeFromAreErrors() {
-    #expect(
-      failure("ARG A\nRUN true\nFROM alpine\n")
-        == "Dockerfile:2: no build stage in current context (only ARG may come before the first FROM)"
-    )
-    #expect(failure("ARG A\n") == "Dockerfile:1: the Dockerfile has no FROM instruction")
-  }
+    @Test(arguments: ["a", "a1", "a-b_c.d", "ABC"])
+    func validStageNames(name: String) throws {
+        #expect(try plan("FROM alpine AS \(name)\n").stages[0].name == name.lowercased())
+    }
 
-  @Test func blankBaseIsAnError() {
-    #expect(
-      failure("ARG BASE\nFROM $BASE\n") == "Dockerfile:2: base name ($BASE) should not be blank")
-  }
+    @Test func instructionsBeforeFromAreErrors() {
+        #expect(
+            failure("ARG A\nRUN true\nFROM alpine\n")
+                == "Dockerfile:2: no build stage in current context (only ARG may come before the first FROM)"
+        )
+        #expect(failure("ARG A\n") == "Dockerfile:1: the Dockerfile has no FROM instruction")
+    }
 
-  @Test func expansionErrorsNameTheLine() {
-    #expect(failure("ARG A=${B:?needed}\nFROM alpine\n") == "Dockerfile:1: B: needed")
-    #expect(failure("FROM alpine\n\nCOPY --from=${X a b\n").hasPrefix("Dockerfile:3: "))
-  }
+    @Test func blankBaseIsAnError() {
+        #expect(
+            failure("ARG BASE\nFROM $BASE\n") == "Dockerfile:2: base name ($BASE) should not be blank")
+    }
 
-  // MARK: Unused build args
+    @Test func expansionErrorsNameTheLine() {
+        #expect(failure("ARG A=${B:?needed}\nFROM alpine\n") == "Dockerfile:1: B: needed")
+        #expect(failure("FROM alpine\n\nCOPY --from=${X a b\n").hasPrefix("Dockerfile:3: "))
+    }
 
-  @Test func unusedBuildArgsAreReported() throws {
-    let text = """
-      ARG GLOBAL
-      FROM alpine AS used
-      ARG INSTAGE
-      FROM alpine AS unreachable
-      ARG ONLYUNREACHABLE
-      FROM used
-      """
-    let result = try plan(
-      text,
-      buildArgs: [
-        "GLOBAL": "1", "INSTAGE": "2", "ONLYUNREACHABLE": "3", "NOBODY": "4", "HTTP_PROXY": "p",
-        "no_proxy": "q",
-      ])
-    #expect(result.unusedBuildArguments == ["NOBODY", "ONLYUNREACHABLE"])
-    #expect(
-      try plan(text, buildArgs: ["ONLYUNREACHABLE": "3"], target: "unreachable")
-        .unusedBuildArguments.isEmpty)
-  }
+    // MARK: Unused build args
 
-  @Test func escapeDirectiveCarriesIntoThePlan() throws {
-    let result = try plan("# escape=`\nFROM alpine\nCOPY --from=a`$b x y\n")
-    #expect(result.escape == "`")
-    #expect(result.stages[0].sources[0] == .image("a$b"))
-  }
+    @Test func unusedBuildArgsAreReported() throws {
+        let text = """
+            ARG GLOBAL
+            FROM alpine AS used
+            ARG INSTAGE
+            FROM alpine AS unreachable
+            ARG ONLYUNREACHABLE
+            FROM used
+            """
+        let result = try plan(
+            text,
+            buildArgs: [
+                "GLOBAL": "1", "INSTAGE": "2", "ONLYUNREACHABLE": "3", "NOBODY": "4", "HTTP_PROXY": "p",
+                "no_proxy": "q",
+            ])
+        #expect(result.unusedBuildArguments == ["NOBODY", "ONLYUNREACHABLE"])
+        #expect(
+            try plan(text, buildArgs: ["ONLYUNREACHABLE": "3"], target: "unreachable")
+                .unusedBuildArguments.isEmpty)
+    }
+
+    @Test func escapeDirectiveCarriesIntoThePlan() throws {
+        let result = try plan("# escape=`\nFROM alpine\nCOPY --from=a`$b x y\n")
+        #expect(result.escape == "`")
+        #expect(result.stages[0].sources[0] == .image("a$b"))
+    }
 }

@@ -59,6 +59,9 @@ import Testing
             subject: [ResourceDescriptor(name: "img", digest: ["sha256": String(repeating: "a", count: 64)])],
             predicateType: SLSAProvenance.predicateType, predicate: .object(["k": .string("v")]))
         let text = String(decoding: try CanonicalJSON.encode(statement), as: UTF8.self)
-        #expect(text == #"{"_type":"https://in-toto.io/Statement/v1","predicate":{"k":"v"},"predicateType":"https://slsa.dev/provenance/v1","subject":[{"digest":{"sha256":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},"name":"img"}]}"#)
+        #expect(
+            text
+                == #"{"_type":"https://in-toto.io/Statement/v1","predicate":{"k":"v"},"predicateType":"https://slsa.dev/provenance/v1","subject":[{"digest":{"sha256":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},"name":"img"}]}"#
+        )
     }
 }

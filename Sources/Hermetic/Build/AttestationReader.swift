@@ -55,7 +55,11 @@ public struct StoredAttestations: Sendable {
         for line in lines.count == 1 ? [first] : Array(lines) {
             let envelope = try decodeEnvelopeOrStatement(Array(line), source: path)
             let statement = try JSONDecoder().decode(InTotoStatement.self, from: Data(try envelope.payloadBytes()))
-            if statement.predicateType == SLSAProvenance.predicateType { definition = envelope } else { runRecord = envelope }
+            if statement.predicateType == SLSAProvenance.predicateType {
+                definition = envelope
+            } else {
+                runRecord = envelope
+            }
         }
         guard let definition else { throw ReadError(source: path, reason: "no SLSA provenance statement in it") }
         return StoredAttestations(definition: definition, runRecord: runRecord, imageManifests: nil)
@@ -68,21 +72,26 @@ public struct StoredAttestations: Sendable {
             throw ReadError(source: path, reason: "the image carries no attestation (built with --provenance false?)")
         }
         let index = try reader.readJSON(top, as: ImageIndex.self)
-        let attestationEntries = index.manifests.filter { $0.annotations?["vnd.docker.reference.type"] == "attestation-manifest" }
+        let attestationEntries = index.manifests.filter {
+            $0.annotations?["vnd.docker.reference.type"] == "attestation-manifest"
+        }
         let images = index.manifests.filter { $0.annotations?["vnd.docker.reference.type"] == nil }.map(\.digest)
         guard let entry = attestationEntries.first else {
             throw ReadError(source: path, reason: "the image index holds no attestation manifest")
         }
         let manifest = try reader.readJSON(entry, as: ImageManifest.self)
-        guard let layer = manifest.layers.first(where: {
-            $0.annotations?["in-toto.io/predicate-type"] == SLSAProvenance.predicateType
-        }) else {
+        guard
+            let layer = manifest.layers.first(where: {
+                $0.annotations?["in-toto.io/predicate-type"] == SLSAProvenance.predicateType
+            })
+        else {
             throw ReadError(source: path, reason: "the attestation manifest has no SLSA provenance layer")
         }
         let definition = try decodeEnvelopeOrStatement(try reader.readBlob(layer, limit: 64 << 20), source: path)
         var runRecord: DSSEEnvelope?
         if let text = top.annotations?["dev.hermetic.run-record"], let digest = try? Digest(parsing: text) {
-            let descriptor = Descriptor(mediaType: InTotoStatement.payloadType, digest: digest,
+            let descriptor = Descriptor(
+                mediaType: InTotoStatement.payloadType, digest: digest,
                 size: Int64((try? FileSystem.readFile(reader.blobPath(digest), limit: 64 << 20).count) ?? 0))
             runRecord = try? decodeEnvelopeOrStatement(try reader.readBlob(descriptor, limit: 64 << 20), source: path)
         }
@@ -132,7 +141,9 @@ public struct AttestationVerifier {
         }
         if requirePinned, case .array(let dependencies)? = predicate["buildDefinition"]?["resolvedDependencies"] {
             for dependency in dependencies where dependency["digest"] == nil {
-                failures.append("dependency \(dependency["name"]?.stringValue ?? dependency["uri"]?.stringValue ?? "?") is not pinned by digest")
+                failures.append(
+                    "dependency \(dependency["name"]?.stringValue ?? dependency["uri"]?.stringValue ?? "?") is not pinned by digest"
+                )
             }
         }
         if requireNoNetwork {
@@ -141,7 +152,8 @@ public struct AttestationVerifier {
             }
             for step in byproducts where step["name"]?.stringValue == "run-step" {
                 if step["annotations"]?["network"]?.stringValue != "none" {
-                    failures.append("the step at \(step["annotations"]?["instruction"]?.stringValue ?? "?") had network access")
+                    failures.append(
+                        "the step at \(step["annotations"]?["instruction"]?.stringValue ?? "?") had network access")
                 }
             }
         }

@@ -65,7 +65,8 @@ public struct BuildArg: Sendable, Hashable {
             value = fromEnvironment
         }
         guard !name.isEmpty, !name.contains(where: { $0.isWhitespace }) else {
-            throw ArgumentError(argument: "--build-arg", value: text, reason: "the name must be non-empty and have no spaces")
+            throw ArgumentError(
+                argument: "--build-arg", value: text, reason: "the name must be non-empty and have no spaces")
         }
     }
 }
@@ -203,7 +204,8 @@ public enum NamedContext: Sendable, Hashable {
         }
         if let colon = value.firstIndex(of: ":"), value[colon...].hasPrefix("://") {
             throw fail(
-                "unsupported scheme \"\(value[..<colon])\" (hermetic builds accept oci-layout:// and local directories)")
+                "unsupported scheme \"\(value[..<colon])\" (hermetic builds accept oci-layout:// and local directories)"
+            )
         }
         return (name, .directory(value))
     }

@@ -1,4 +1,5 @@
 import Provenance
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -28,7 +29,8 @@ public struct Builder {
         }
         let dockerfilePath = options.dockerfilePath.map(FileSystem.absolute) ?? contextRoot + "/Dockerfile"
         let startedOn = RFC3339.format(Int64(time(nil)))
-        let dockerfileBytes = try Self.readDockerfile(at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
+        let dockerfileBytes = try Self.readDockerfile(
+            at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
         let dockerfile = try DockerfileParser.parse(dockerfileBytes, file: options.dockerfilePath ?? "Dockerfile")
         let signingKey = try options.signKeyPath.map { path in
             do {
@@ -39,7 +41,8 @@ public struct Builder {
                 throw ArgumentError(argument: "--sign-key", value: path, reason: error.reason)
             }
         }
-        let platforms = try options.platforms.isEmpty
+        let platforms =
+            try options.platforms.isEmpty
             ? [Platform.host]
             : options.platforms.map { text in
                 do { return try Platform(parsing: text) } catch {
@@ -57,14 +60,16 @@ public struct Builder {
         let workspace = try FileSystem.makeTemporaryDirectory(in: workspaceParent, prefix: "hermetic-build-")
         defer { FileSystem.removeTree(workspace) }
 
-        let runOptions = RunOptions(secrets: options.secrets, sshSockets: options.sshSockets,
+        let runOptions = RunOptions(
+            secrets: options.secrets, sshSockets: options.sshSockets,
             entitlements: options.entitlements, stepTimeoutSeconds: options.stepTimeoutSeconds,
             stateDirectory: options.stateDirectory ?? environment["HERMETIC_STATE_DIR"] ?? "/var/lib/hermetic",
             showOutput: options.progress != .quiet, environment: environment)
         var images: [BuiltImage] = []
         var record = BuildRecord()
         for (number, platform) in platforms.enumerated() {
-            let planner = Planner(dockerfile: dockerfile, buildArguments: buildArguments,
+            let planner = Planner(
+                dockerfile: dockerfile, buildArguments: buildArguments,
                 predefinedArguments: PredefinedArguments.values(target: platform, build: .host))
             let plan = try planner.plan(target: options.target)
             if number == 0, !plan.unusedBuildArguments.isEmpty {
@@ -72,7 +77,8 @@ public struct Builder {
             }
             let platformWorkspace = workspace + "/p\(number)"
             try FileSystem.makeDirectory(platformWorkspace)
-            var executor = StageExecutor(plan: plan, platform: platform, context: context, resolver: resolver,
+            var executor = StageExecutor(
+                plan: plan, platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log, runOptions: runOptions)
             images.append(try await executor.buildTarget())
@@ -84,14 +90,16 @@ public struct Builder {
         var envelopes: [DSSEEnvelope] = []
         if let mode = options.provenance {
             let provenance = ProvenanceBuilder(
-                dockerfilePath: options.dockerfilePath.map { Self.contextRelative($0, contextRoot: contextRoot) } ?? "Dockerfile",
+                dockerfilePath: options.dockerfilePath.map { Self.contextRelative($0, contextRoot: contextRoot) }
+                    ?? "Dockerfile",
                 dockerfileDigest: Digest.sha256(of: dockerfileBytes), contextDigest: try ContextDigest.compute(context),
                 options: options, platforms: platforms, record: record, imageDigest: exported.imageDigest,
                 manifests: exported.manifests.map { ($0.platform, $0.descriptor.digest) }, mode: mode)
             let definition = try CanonicalJSON.encode(try provenance.buildDefinition())
-            let runRecord = try CanonicalJSON.encode(provenance.runRecord(
-                definitionDigest: Digest.sha256(of: definition), invocationID: Self.invocationID(),
-                startedOn: startedOn, finishedOn: RFC3339.format(Int64(time(nil)))))
+            let runRecord = try CanonicalJSON.encode(
+                provenance.runRecord(
+                    definitionDigest: Digest.sha256(of: definition), invocationID: Self.invocationID(),
+                    startedOn: startedOn, finishedOn: RFC3339.format(Int64(time(nil)))))
             try SecretTaint(secrets: options.secrets, environment: environment).check(
                 [("the provenance", definition), ("the run record", runRecord)]
                     + (try images.map { ("the image config", try CanonicalJSON.encode($0.config)) }))
@@ -102,10 +110,13 @@ public struct Builder {
             if let signingKey {
                 try definitionEnvelope.sign(with: signingKey)
                 try runEnvelope.sign(with: signingKey)
-                attached = (try CanonicalJSON.encode(definitionEnvelope), MediaType.dsseEnvelope, SLSAProvenance.predicateType)
+                attached = (
+                    try CanonicalJSON.encode(definitionEnvelope), MediaType.dsseEnvelope, SLSAProvenance.predicateType
+                )
             }
             envelopes = [definitionEnvelope, runEnvelope]
-            exported = try exporter.attach(attached,
+            exported = try exporter.attach(
+                attached,
                 runRecord: signingKey == nil ? runRecord : try CanonicalJSON.encode(runEnvelope), to: exported)
         } else {
             try SecretTaint(secrets: options.secrets, environment: environment).check(
@@ -153,9 +164,11 @@ public struct Builder {
         var bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
         bytes[6] = (bytes[6] & 0x0f) | 0x40
         bytes[8] = (bytes[8] & 0x3f) | 0x80
-        let hex = bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        let hex = bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }
+            .joined()
         let h = Array(hex)
-        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
+        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-"
+            + String(h[20..<32])
     }
 
     func makeResolver(contextRoot: String) throws -> ImageResolver {

@@ -8,7 +8,9 @@
 enum DirectoryCreation {
     static let maximumSymlinkHops = 255
 
-    static func entries(for path: String, inRoot root: String, sourceDateEpoch: Int64, owner: (uid: UInt32, gid: UInt32) = (0, 0)) throws -> [LayerEntry] {
+    static func entries(
+        for path: String, inRoot root: String, sourceDateEpoch: Int64, owner: (uid: UInt32, gid: UInt32) = (0, 0)
+    ) throws -> [LayerEntry] {
         var pending = path.split(separator: "/").map(String.init)
         var resolved: [String] = []
         var hops = 0
@@ -29,8 +31,10 @@ enum DirectoryCreation {
                 var prefix = resolved
                 for missing in [component] + pending where missing != "." && missing != ".." {
                     prefix.append(missing)
-                    created.append(LayerEntry(path: prefix.joined(separator: "/"), kind: .directory, mode: 0o755,
-                        uid: owner.uid, gid: owner.gid, mtime: sourceDateEpoch))
+                    created.append(
+                        LayerEntry(
+                            path: prefix.joined(separator: "/"), kind: .directory, mode: 0o755,
+                            uid: owner.uid, gid: owner.gid, mtime: sourceDateEpoch))
                 }
                 return created
             }

@@ -1,5 +1,5 @@
-import Provenance
 import Foundation
+import Provenance
 
 /// The image, assembled as blobs in a staging layout, before it is written to any output.
 struct ExportedImage {
@@ -45,11 +45,13 @@ struct ImageExporter {
     /// platform manifest and, per platform, an attestation manifest (platform unknown/unknown, annotated
     /// `vnd.docker.reference.type: attestation-manifest` and `vnd.docker.reference.digest`, and with the OCI
     /// 1.1 `subject`). The statement is deterministic, so the index digest is too.
-    func attach(_ statement: (bytes: [UInt8], mediaType: String, predicateType: String), runRecord: [UInt8]?,
-        to exported: ExportedImage) throws -> ExportedImage
-    {
+    func attach(
+        _ statement: (bytes: [UInt8], mediaType: String, predicateType: String), runRecord: [UInt8]?,
+        to exported: ExportedImage
+    ) throws -> ExportedImage {
         var result = exported
-        let layer = Descriptor(mediaType: statement.mediaType, digest: Digest.sha256(of: statement.bytes),
+        let layer = Descriptor(
+            mediaType: statement.mediaType, digest: Digest.sha256(of: statement.bytes),
             size: Int64(statement.bytes.count))
         var annotatedLayer = layer
         annotatedLayer.annotations = [Self.predicateTypeAnnotation: statement.predicateType]
@@ -58,15 +60,18 @@ struct ImageExporter {
             let config = AttestationConfig(rootfs: RootFS(diffIDs: [layer.digest]))
             let configBytes = try CanonicalJSON.encode(config)
             var manifest = ImageManifest(
-                config: Descriptor(mediaType: MediaType.imageConfig, digest: Digest.sha256(of: configBytes),
+                config: Descriptor(
+                    mediaType: MediaType.imageConfig, digest: Digest.sha256(of: configBytes),
                     size: Int64(configBytes.count)),
                 layers: [annotatedLayer])
             var subject = entry.descriptor
             subject.platform = nil
             manifest.subject = subject
-            manifest.artifactType = statement.mediaType == MediaType.dsseEnvelope ? MediaType.dsseEnvelope : InTotoStatement.payloadType
+            manifest.artifactType =
+                statement.mediaType == MediaType.dsseEnvelope ? MediaType.dsseEnvelope : InTotoStatement.payloadType
             let bytes = try CanonicalJSON.encode(manifest)
-            var descriptor = Descriptor(mediaType: MediaType.imageManifest, digest: Digest.sha256(of: bytes),
+            var descriptor = Descriptor(
+                mediaType: MediaType.imageManifest, digest: Digest.sha256(of: bytes),
                 size: Int64(bytes.count))
             descriptor.platform = Platform(os: "unknown", architecture: "unknown")
             descriptor.annotations = [
@@ -79,7 +84,8 @@ struct ImageExporter {
         result.attestationBlobs = [(statement.bytes, statement.mediaType)]
         let index = ImageIndex(manifests: indexEntries)
         let indexBytes = try CanonicalJSON.encode(index)
-        result.topDescriptor = Descriptor(mediaType: MediaType.imageIndex, digest: Digest.sha256(of: indexBytes),
+        result.topDescriptor = Descriptor(
+            mediaType: MediaType.imageIndex, digest: Digest.sha256(of: indexBytes),
             size: Int64(indexBytes.count))
         result.imageDigest = result.topDescriptor.digest
         result.runRecord = runRecord
@@ -99,7 +105,8 @@ struct ImageExporter {
         for image in images {
             let configBytes = try CanonicalJSON.encode(image.config)
             let configDescriptor = Descriptor(
-                mediaType: MediaType.imageConfig, digest: Digest.sha256(of: configBytes), size: Int64(configBytes.count))
+                mediaType: MediaType.imageConfig, digest: Digest.sha256(of: configBytes), size: Int64(configBytes.count)
+            )
             var manifest = ImageManifest(config: configDescriptor, layers: image.layers.map(\.descriptor))
             manifest.annotations = [Self.layerFormatAnnotation: HermeticVersion.layerFormat]
             let manifestBytes = try CanonicalJSON.encode(manifest)
@@ -112,14 +119,16 @@ struct ImageExporter {
         if manifests.count == 1, let only = manifests.first {
             var top = only.2
             top.platform = nil
-            return ExportedImage(imageDigest: only.2.digest, configDigest: only.1.config.digest, topDescriptor: top,
+            return ExportedImage(
+                imageDigest: only.2.digest, configDigest: only.1.config.digest, topDescriptor: top,
                 manifests: manifests, tags: tags)
         }
         let index = ImageIndex(manifests: manifests.map(\.2))
         let indexBytes = try CanonicalJSON.encode(index)
         let top = Descriptor(
             mediaType: MediaType.imageIndex, digest: Digest.sha256(of: indexBytes), size: Int64(indexBytes.count))
-        return ExportedImage(imageDigest: top.digest, configDigest: nil, topDescriptor: top, manifests: manifests,
+        return ExportedImage(
+            imageDigest: top.digest, configDigest: nil, topDescriptor: top, manifests: manifests,
             tags: tags)
     }
 
@@ -135,7 +144,8 @@ struct ImageExporter {
             try writer.finishArchive(index: topLevelIndex(exported), to: destination, format: .oci)
         case .dockerArchive(let destination):
             let writer = try stage(exported, near: destination)
-            try writer.finishArchive(index: topLevelIndex(exported), to: destination,
+            try writer.finishArchive(
+                index: topLevelIndex(exported), to: destination,
                 format: .docker(repoTags: tags.map(Self.dockerRepoTag), manifest: exported.manifests[0].manifest))
         }
     }
@@ -144,14 +154,15 @@ struct ImageExporter {
     private func topLevelIndex(_ exported: ExportedImage) -> ImageIndex {
         let names = tags.isEmpty ? [nil] : tags.map { Optional($0) }
         let runRecordDigest = exported.runRecord.map { Digest.sha256(of: $0) }
-        return ImageIndex(manifests: names.map { name in
-            var descriptor = exported.topDescriptor
-            var annotations: [String: String] = [:]
-            if let name { annotations["org.opencontainers.image.ref.name"] = Self.ociRefName(name) }
-            if let runRecordDigest { annotations[Self.runRecordAnnotation] = runRecordDigest.description }
-            descriptor.annotations = annotations.isEmpty ? nil : annotations
-            return descriptor
-        })
+        return ImageIndex(
+            manifests: names.map { name in
+                var descriptor = exported.topDescriptor
+                var annotations: [String: String] = [:]
+                if let name { annotations["org.opencontainers.image.ref.name"] = Self.ociRefName(name) }
+                if let runRecordDigest { annotations[Self.runRecordAnnotation] = runRecordDigest.description }
+                descriptor.annotations = annotations.isEmpty ? nil : annotations
+                return descriptor
+            })
     }
 
     /// `-t name:tag` → the ref name in an OCI layout (the tag; the whole name when it has no tag).
@@ -173,7 +184,8 @@ struct ImageExporter {
         let writer = try OCILayoutWriter(stagingParent: parent)
         for (image, entry) in zip(images, exported.manifests) {
             for layer in image.layers {
-                _ = try writer.putBlob(copyingFile: layer.blobPath, digest: layer.descriptor.digest,
+                _ = try writer.putBlob(
+                    copyingFile: layer.blobPath, digest: layer.descriptor.digest,
                     size: layer.descriptor.size, mediaType: layer.descriptor.mediaType)
             }
             _ = try writer.putCanonicalJSON(image.config, mediaType: MediaType.imageConfig)
@@ -186,10 +198,13 @@ struct ImageExporter {
         }
         if let runRecord = exported.runRecord { try writer.putBlob(runRecord, mediaType: InTotoStatement.payloadType) }
         if MediaType.isIndex(exported.topDescriptor.mediaType) {
-            let index = ImageIndex(manifests: exported.manifests.map(\.descriptor) + exported.attestationManifests.map(\.descriptor))
+            let index = ImageIndex(
+                manifests: exported.manifests.map(\.descriptor) + exported.attestationManifests.map(\.descriptor))
             let written = try writer.putCanonicalJSON(index, mediaType: MediaType.imageIndex)
             guard written.digest == exported.topDescriptor.digest else {
-                throw LayoutError(layout: writer.stagingDirectory, digest: written.digest, reason: "internal: the index changed while it was written")
+                throw LayoutError(
+                    layout: writer.stagingDirectory, digest: written.digest,
+                    reason: "internal: the index changed while it was written")
             }
         }
         return writer
@@ -206,7 +221,8 @@ struct ImageExporter {
         var done = false
         defer { if !done { FileSystem.removeTree(temporary) } }
         for layer in image.layers {
-            _ = try LayerApplier().apply(blobAt: layer.blobPath, mediaType: layer.descriptor.mediaType,
+            _ = try LayerApplier().apply(
+                blobAt: layer.blobPath, mediaType: layer.descriptor.mediaType,
                 expectedDiffID: layer.diffID, toRoot: temporary)
         }
         chmod(temporary, 0o755)

@@ -26,11 +26,15 @@ public struct ImageResolver: Sendable {
     public func resolve(_ reference: String, requirement: Requirement = .pinned) throws -> PinnedImage {
         let (name, referenceDigest) = Self.split(reference)
         guard let context = namedContexts[reference] ?? namedContexts[name] else {
-            throw ResolutionError(reference: reference,
-                reason: "no --build-context names it (hermetic reads images only from OCI layouts given as --build-context \(name)=oci-layout:///path)")
+            throw ResolutionError(
+                reference: reference,
+                reason:
+                    "no --build-context names it (hermetic reads images only from OCI layouts given as --build-context \(name)=oci-layout:///path)"
+            )
         }
         guard case .ociLayout(let path, let tag, let contextDigest) = context else {
-            throw ResolutionError(reference: reference, reason: "its --build-context is a directory, not an oci-layout:// image")
+            throw ResolutionError(
+                reference: reference, reason: "its --build-context is a directory, not an oci-layout:// image")
         }
         var pins: [(Digest, String)] = []
         if let referenceDigest { pins.append((referenceDigest, "the Dockerfile")) }
@@ -39,14 +43,19 @@ public struct ImageResolver: Sendable {
             pins.append((locked, lockFilePath ?? "hermetic.lock"))
         }
         if let first = pins.first, let disagreeing = pins.first(where: { $0.0 != first.0 }) {
-            throw ResolutionError(reference: reference,
+            throw ResolutionError(
+                reference: reference,
                 reason: "pinned to \(first.0) by \(first.1) but to \(disagreeing.0) by \(disagreeing.1)")
         }
         if pins.isEmpty && requirement == .pinned {
-            throw ResolutionError(reference: reference,
-                reason: "not pinned by digest (pin it in the Dockerfile as NAME@sha256:…, in the --build-context value, or run hermetic lock)")
+            throw ResolutionError(
+                reference: reference,
+                reason:
+                    "not pinned by digest (pin it in the Dockerfile as NAME@sha256:…, in the --build-context value, or run hermetic lock)"
+            )
         }
-        return PinnedImage(reference: reference, layoutPath: path, tag: tag, digest: pins.first?.0,
+        return PinnedImage(
+            reference: reference, layoutPath: path, tag: tag, digest: pins.first?.0,
             pinnedBy: pins.first?.1 ?? "nothing")
     }
 
@@ -83,7 +92,9 @@ public struct LockFile: Codable, Sendable, Equatable {
         } catch {
             throw LockFileError(path: path, reason: "\(error)")
         }
-        guard lock.version == 1 else { throw LockFileError(path: path, reason: "unsupported version \(lock.version) (expected 1)") }
+        guard lock.version == 1 else {
+            throw LockFileError(path: path, reason: "unsupported version \(lock.version) (expected 1)")
+        }
         return lock
     }
 }

@@ -34,7 +34,8 @@ enum HealthcheckConversion {
         func nanoseconds(_ text: String?, _ flag: String) throws -> Int64? {
             guard let text else { return nil }
             guard let value = GoDuration.nanoseconds(text), value >= 0 else {
-                throw DockerfileError(file: file, line: line, message: "HEALTHCHECK --\(flag): invalid duration \"\(text)\"")
+                throw DockerfileError(
+                    file: file, line: line, message: "HEALTHCHECK --\(flag): invalid duration \"\(text)\"")
             }
             return value
         }
@@ -44,7 +45,8 @@ enum HealthcheckConversion {
         config.startInterval = try nanoseconds(health.startInterval, "start-interval")
         if let retries = health.retries {
             guard let value = Int(retries), value >= 0 else {
-                throw DockerfileError(file: file, line: line, message: "HEALTHCHECK --retries: invalid number \"\(retries)\"")
+                throw DockerfileError(
+                    file: file, line: line, message: "HEALTHCHECK --retries: invalid number \"\(retries)\"")
             }
             config.retries = value
         }

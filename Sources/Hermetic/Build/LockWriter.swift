@@ -17,11 +17,13 @@ public struct LockWriter {
     public func writeLockFile() throws -> Written {
         let contextRoot = FileSystem.absolute(options.contextDirectory)
         let dockerfilePath = options.dockerfilePath.map(FileSystem.absolute) ?? contextRoot + "/Dockerfile"
-        let dockerfile = try Builder.loadDockerfile(at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
+        let dockerfile = try Builder.loadDockerfile(
+            at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
         let path = options.lockFile ?? contextRoot + "/hermetic.lock"
         var buildArguments: [String: String] = [:]
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
-        let platforms = try options.platforms.isEmpty
+        let platforms =
+            try options.platforms.isEmpty
             ? [Platform.host]
             : options.platforms.map { text in
                 do { return try Platform(parsing: text) } catch {
@@ -31,8 +33,10 @@ public struct LockWriter {
         let resolver = ImageResolver(namedContexts: options.namedContexts, lockFile: nil, lockFilePath: nil)
         var pinned: [String: Digest] = [:]
         for platform in platforms {
-            let plan = try Planner(dockerfile: dockerfile, buildArguments: buildArguments,
-                predefinedArguments: PredefinedArguments.values(target: platform, build: .host)).plan(target: options.target)
+            let plan = try Planner(
+                dockerfile: dockerfile, buildArguments: buildArguments,
+                predefinedArguments: PredefinedArguments.values(target: platform, build: .host)
+            ).plan(target: options.target)
             var references: [String] = []
             for index in plan.buildOrder {
                 let stage = plan.stages[index]

@@ -111,7 +111,8 @@ public struct Planner {
         }
         if let current { rawStages.append(current) }
         guard !rawStages.isEmpty else {
-            throw DockerfileError(file: file, line: max(1, dockerfile.instructions.last?.range.start.line ?? 1),
+            throw DockerfileError(
+                file: file, line: max(1, dockerfile.instructions.last?.range.start.line ?? 1),
                 message: "the Dockerfile has no FROM instruction")
         }
 
@@ -129,8 +130,11 @@ public struct Planner {
             if let stageName = from.stageName {
                 let lowered = stageName.lowercased()
                 guard Self.isValidStageName(lowered) else {
-                    throw DockerfileError(file: file, line: line,
-                        message: "invalid name for build stage: \"\(stageName)\", name can't start with a number or contain symbols")
+                    throw DockerfileError(
+                        file: file, line: line,
+                        message:
+                            "invalid name for build stage: \"\(stageName)\", name can't start with a number or contain symbols"
+                    )
                 }
                 guard indexByName[lowered] == nil else {
                     throw DockerfileError(file: file, line: line, message: "duplicate stage name \"\(stageName)\"")
@@ -146,8 +150,10 @@ public struct Planner {
                 base = .image(reference)
             }
             if let name { indexByName[name] = index }
-            stages.append(PlannedStage(index: index, name: name, base: base, platform: platform, from: raw.from,
-                instructions: raw.body, sources: [:], mountSources: [:], dependencies: []))
+            stages.append(
+                PlannedStage(
+                    index: index, name: name, base: base, platform: platform, from: raw.from,
+                    instructions: raw.body, sources: [:], mountSources: [:], dependencies: []))
         }
 
         // Resolve `--from` references, expanding them as the stage's own ARG/ENV scope stands at that point.
@@ -175,7 +181,8 @@ public struct Planner {
                                 scope.declareArgument(declaration.name, value: given)
                             } else if let defaultValue = declaration.defaultValue {
                                 scope.declareArgument(
-                                    declaration.name, value: try expand(defaultValue, at: instruction, lookup: scope.lookup))
+                                    declaration.name,
+                                    value: try expand(defaultValue, at: instruction, lookup: scope.lookup))
                             } else {
                                 scope.declareArgument(declaration.name, value: globalLookup(declaration.name))
                             }
@@ -204,7 +211,8 @@ public struct Planner {
                             default: break
                             }
                             guard let from else { continue }
-                            let source = try resolveSource(from, at: instruction, stageIndex: index,
+                            let source = try resolveSource(
+                                from, at: instruction, stageIndex: index,
                                 indexByName: indexByName, stageCount: stages.count)
                             stages[index].mountSources["\(position):\(mountIndex)"] = source
                             if case .stage(let other) = source { dependencies.insert(other) }
@@ -224,7 +232,8 @@ public struct Planner {
         let targetIndex: Int
         if let target {
             guard let found = indexByName[target.lowercased()] else {
-                throw ArgumentError(argument: "--target", value: target,
+                throw ArgumentError(
+                    argument: "--target", value: target,
                     reason: "failed to reach build target \(target) in \(file): no stage has that name")
             }
             targetIndex = found
@@ -236,7 +245,8 @@ public struct Planner {
         func visit(_ index: Int, path: [Int]) throws {
             if state[index] == true { return }
             if state[index] == false {
-                throw DockerfileError(file: file, line: stages[index].from.range.start.line,
+                throw DockerfileError(
+                    file: file, line: stages[index].from.range.start.line,
                     message: "circular dependency detected on stage: \(stages[index].displayName)")
             }
             if let error = stageErrors[index] { throw error }
@@ -251,26 +261,33 @@ public struct Planner {
         let unused = buildArguments.keys.filter {
             !usedArguments.contains($0) && !Self.proxyArgumentNames.contains($0)
         }.sorted()
-        return BuildPlan(file: file, escape: dockerfile.directives.escape, stages: stages, globalArguments: globals, predefinedArguments: predefinedArguments,
+        return BuildPlan(
+            file: file, escape: dockerfile.directives.escape, stages: stages, globalArguments: globals,
+            predefinedArguments: predefinedArguments,
             target: targetIndex, buildOrder: order, unusedBuildArguments: unused)
     }
 
-    private func resolveSource(_ text: String, at instruction: Instruction, stageIndex: Int,
-        indexByName: [String: Int], stageCount: Int) throws -> StageSource {
+    private func resolveSource(
+        _ text: String, at instruction: Instruction, stageIndex: Int,
+        indexByName: [String: Int], stageCount: Int
+    ) throws -> StageSource {
         if let byName = indexByName[text.lowercased()] {
             guard byName != stageIndex else {
-                throw DockerfileError(file: dockerfile.file, line: instruction.range.start.line,
+                throw DockerfileError(
+                    file: dockerfile.file, line: instruction.range.start.line,
                     message: "circular dependency detected on stage: \(text)")
             }
             return .stage(byName)
         }
         if !text.isEmpty, text.allSatisfy(\.isASCII), text.allSatisfy(\.isNumber) {
             guard let number = Int(text), number < stageCount else {
-                throw DockerfileError(file: dockerfile.file, line: instruction.range.start.line,
+                throw DockerfileError(
+                    file: dockerfile.file, line: instruction.range.start.line,
                     message: "invalid stage index \(text): the Dockerfile has \(stageCount) stage(s)")
             }
             guard number != stageIndex else {
-                throw DockerfileError(file: dockerfile.file, line: instruction.range.start.line,
+                throw DockerfileError(
+                    file: dockerfile.file, line: instruction.range.start.line,
                     message: "circular dependency detected on stage: \(number)")
             }
             return .stage(number)

@@ -34,7 +34,8 @@ struct ProvenanceBuilder {
         var result = [ResourceDescriptor(name: name, digest: ["sha256": imageDigest.hex])]
         if manifests.count > 1 {
             for manifest in manifests {
-                result.append(ResourceDescriptor(name: "\(name)@\(manifest.platform)", digest: ["sha256": manifest.digest.hex]))
+                result.append(
+                    ResourceDescriptor(name: "\(name)@\(manifest.platform)", digest: ["sha256": manifest.digest.hex]))
             }
         }
         return result
@@ -42,12 +43,17 @@ struct ProvenanceBuilder {
 
     func buildDefinition() throws -> InTotoStatement {
         var external: [String: JSONValue] = [
-            "dockerfile": .object(["path": .string(dockerfilePath), "digest": .object(["sha256": .string(dockerfileDigest.hex)])]),
+            "dockerfile": .object([
+                "path": .string(dockerfilePath), "digest": .object(["sha256": .string(dockerfileDigest.hex)]),
+            ]),
             "platforms": .array(platforms.map { .string($0.description) }),
-            "buildArgs": .object(Dictionary(options.buildArgs.map { ($0.name, JSONValue.string($0.value)) }, uniquingKeysWith: { _, b in b })),
-            "secrets": .array(options.secrets.keys.sorted().map { id in
-                .object(["id": .string(id), "used": .bool(record.steps.contains { $0.secretIDs.contains(id) })])
-            }),
+            "buildArgs": .object(
+                Dictionary(
+                    options.buildArgs.map { ($0.name, JSONValue.string($0.value)) }, uniquingKeysWith: { _, b in b })),
+            "secrets": .array(
+                options.secrets.keys.sorted().map { id in
+                    .object(["id": .string(id), "used": .bool(record.steps.contains { $0.secretIDs.contains(id) })])
+                }),
             "ssh": .array(options.sshSockets.keys.sorted().map { .object(["id": .string($0)]) }),
             "entitlements": .array(options.entitlements.map(\.rawValue).sorted().map { .string($0) }),
             "sourceDateEpoch": .int(options.sourceDateEpoch),
@@ -68,11 +74,17 @@ struct ProvenanceBuilder {
             ResourceDescriptor(name: "context", digest: ["sha256": contextDigest.hex]),
             ResourceDescriptor(name: "dockerfile", digest: ["sha256": dockerfileDigest.hex]),
         ]
-        for image in record.images.sorted(by: { ($0.reference, $0.manifestDigest) < ($1.reference, $1.manifestDigest) }) {
+        for image in record.images.sorted(by: { ($0.reference, $0.manifestDigest) < ($1.reference, $1.manifestDigest) })
+        {
             var digest = ["sha256": image.manifestDigest.hex]
             if let pinned = image.pinnedDigest, pinned != image.manifestDigest { digest = ["sha256": pinned.hex] }
-            dependencies.append(ResourceDescriptor(name: image.reference, digest: digest,
-                annotations: ["manifest": .string(image.manifestDigest.description), "pinnedBy": .string(Self.pinKind(image.pinnedBy))]))
+            dependencies.append(
+                ResourceDescriptor(
+                    name: image.reference, digest: digest,
+                    annotations: [
+                        "manifest": .string(image.manifestDigest.description),
+                        "pinnedBy": .string(Self.pinKind(image.pinnedBy)),
+                    ]))
         }
         for remote in record.remotes.sorted(by: { $0.url < $1.url }) {
             dependencies.append(ResourceDescriptor(uri: remote.url, digest: ["sha256": remote.checksum.hex]))
@@ -80,27 +92,37 @@ struct ProvenanceBuilder {
         var byproducts: [ResourceDescriptor]?
         if mode == .max {
             byproducts = record.layers.map { layer in
-                ResourceDescriptor(name: "layer", digest: ["sha256": layer.digest.hex], mediaType: MediaType.layerGzip,
+                ResourceDescriptor(
+                    name: "layer", digest: ["sha256": layer.digest.hex], mediaType: MediaType.layerGzip,
                     annotations: [
-                        "diffID": .string(layer.diffID.description), "instruction": .string("\(dockerfilePath):\(layer.line)"),
-                        "createdBy": .string(layer.createdBy), "stage": .string(layer.stage), "platform": .string(layer.platform),
+                        "diffID": .string(layer.diffID.description),
+                        "instruction": .string("\(dockerfilePath):\(layer.line)"),
+                        "createdBy": .string(layer.createdBy), "stage": .string(layer.stage),
+                        "platform": .string(layer.platform),
                     ])
             }
             byproducts? += record.steps.map { step in
-                ResourceDescriptor(name: "run-step", annotations: [
-                    "instruction": .string("\(dockerfilePath):\(step.line)"), "network": .string(step.network),
-                    "cacheMounts": .array(step.cacheMounts.map { .object(["id": .string($0.id), "hadData": .bool($0.hadData)]) }),
-                    "secrets": .array(step.secretIDs.map { .string($0) }), "ssh": .array(step.sshIDs.map { .string($0) }),
-                    "seccompPolicy": .string(Self.seccompPolicyDigest.description),
-                ])
+                ResourceDescriptor(
+                    name: "run-step",
+                    annotations: [
+                        "instruction": .string("\(dockerfilePath):\(step.line)"), "network": .string(step.network),
+                        "cacheMounts": .array(
+                            step.cacheMounts.map { .object(["id": .string($0.id), "hadData": .bool($0.hadData)]) }),
+                        "secrets": .array(step.secretIDs.map { .string($0) }),
+                        "ssh": .array(step.sshIDs.map { .string($0) }),
+                        "seccompPolicy": .string(Self.seccompPolicyDigest.description),
+                    ])
             }
         }
         let predicate = SLSAProvenance(
-            buildDefinition: .init(buildType: Self.buildType, externalParameters: .object(external),
+            buildDefinition: .init(
+                buildType: Self.buildType, externalParameters: .object(external),
                 internalParameters: internalParameters, resolvedDependencies: dependencies),
-            runDetails: .init(builder: .init(id: Self.builderID, version: ["hermetic": HermeticVersion.string]),
+            runDetails: .init(
+                builder: .init(id: Self.builderID, version: ["hermetic": HermeticVersion.string]),
                 metadata: nil, byproducts: byproducts))
-        return InTotoStatement(subject: subjects(), predicateType: SLSAProvenance.predicateType,
+        return InTotoStatement(
+            subject: subjects(), predicateType: SLSAProvenance.predicateType,
             predicate: try JSONValue.from(predicate))
     }
 
@@ -109,13 +131,19 @@ struct ProvenanceBuilder {
         pinnedBy == "the Dockerfile" || pinnedBy == "--build-context" ? pinnedBy : "lock file"
     }
 
-    func runRecord(definitionDigest: Digest, invocationID: String, startedOn: String, finishedOn: String) -> InTotoStatement {
-        InTotoStatement(subject: subjects(), predicateType: Self.runRecordType, predicate: .object([
-            "buildDefinition": .object(["sha256": .string(definitionDigest.hex)]),
-            "builder": .object(["id": .string(Self.builderID), "version": .string(HermeticVersion.string)]),
-            "metadata": .object(["invocationId": .string(invocationID), "startedOn": .string(startedOn),
-                "finishedOn": .string(finishedOn)]),
-            "host": .object(["platform": .string(Platform.host.description)]),
-        ]))
+    func runRecord(definitionDigest: Digest, invocationID: String, startedOn: String, finishedOn: String)
+        -> InTotoStatement
+    {
+        InTotoStatement(
+            subject: subjects(), predicateType: Self.runRecordType,
+            predicate: .object([
+                "buildDefinition": .object(["sha256": .string(definitionDigest.hex)]),
+                "builder": .object(["id": .string(Self.builderID), "version": .string(HermeticVersion.string)]),
+                "metadata": .object([
+                    "invocationId": .string(invocationID), "startedOn": .string(startedOn),
+                    "finishedOn": .string(finishedOn),
+                ]),
+                "host": .object(["platform": .string(Platform.host.description)]),
+            ]))
     }
 }

@@ -2,7 +2,9 @@ import Provenance
 
 /// What a person wants to see of a provenance at a glance (`hermetic inspect`).
 public enum ProvenanceSummary {
-    public static func text(statement: InTotoStatement, runRecord: InTotoStatement?, checks: [DSSEEnvelope.SignatureCheck])
+    public static func text(
+        statement: InTotoStatement, runRecord: InTotoStatement?, checks: [DSSEEnvelope.SignatureCheck]
+    )
         -> String
     {
         var lines: [String] = []
@@ -13,9 +15,13 @@ public enum ProvenanceSummary {
         for subject in statement.subject {
             lines.append("subject       \(subject.name ?? "-") sha256:\(subject.digest?["sha256"] ?? "?")")
         }
-        lines.append("builder       \(string(predicate["runDetails"]?["builder"]?["id"])) \(string(predicate["runDetails"]?["builder"]?["version"]?["hermetic"]))")
+        lines.append(
+            "builder       \(string(predicate["runDetails"]?["builder"]?["id"])) \(string(predicate["runDetails"]?["builder"]?["version"]?["hermetic"]))"
+        )
         lines.append("build type    \(string(definition?["buildType"]))")
-        lines.append("dockerfile    \(string(external?["dockerfile"]?["path"])) sha256:\(string(external?["dockerfile"]?["digest"]?["sha256"]))")
+        lines.append(
+            "dockerfile    \(string(external?["dockerfile"]?["path"])) sha256:\(string(external?["dockerfile"]?["digest"]?["sha256"]))"
+        )
         lines.append("target        \(string(external?["target"]))")
         if case .array(let platforms)? = external?["platforms"] {
             lines.append("platforms     \(platforms.compactMap(\.stringValue).joined(separator: ", "))")
@@ -45,9 +51,13 @@ public enum ProvenanceSummary {
             for item in byproducts {
                 let annotations = item["annotations"]
                 if item["name"]?.stringValue == "layer" {
-                    lines.append("layer         sha256:\(string(item["digest"]?["sha256"])) \(string(annotations?["instruction"])) \(string(annotations?["createdBy"]))")
+                    lines.append(
+                        "layer         sha256:\(string(item["digest"]?["sha256"])) \(string(annotations?["instruction"])) \(string(annotations?["createdBy"]))"
+                    )
                 } else {
-                    lines.append("run step      \(string(annotations?["instruction"])) network=\(string(annotations?["network"]))")
+                    lines.append(
+                        "run step      \(string(annotations?["instruction"])) network=\(string(annotations?["network"]))"
+                    )
                 }
             }
         }
@@ -60,7 +70,9 @@ public enum ProvenanceSummary {
             }
         }
         if let metadata = runRecord?.predicate["metadata"] {
-            lines.append("run           \(string(metadata["invocationId"])) \(string(metadata["startedOn"])) → \(string(metadata["finishedOn"]))")
+            lines.append(
+                "run           \(string(metadata["invocationId"])) \(string(metadata["startedOn"])) → \(string(metadata["finishedOn"]))"
+            )
         }
         return lines.joined(separator: "\n")
     }

@@ -17,9 +17,10 @@ public struct Rebuilder {
     /// The `hermetic` executable that runs the rebuild (a child process, so its environment can differ).
     public var executable: String
 
-    public init(target: String, contextDirectory: String, namedContexts: [String: NamedContext], secrets: [String],
-        entitlements: [String], executable: String)
-    {
+    public init(
+        target: String, contextDirectory: String, namedContexts: [String: NamedContext], secrets: [String],
+        entitlements: [String], executable: String
+    ) {
         self.target = target
         self.contextDirectory = contextDirectory
         self.namedContexts = namedContexts
@@ -58,15 +59,20 @@ public struct Rebuilder {
         try copyTree(from: FileSystem.absolute(contextDirectory), to: context)
         let dockerfile = external["dockerfile"]?["path"]?.stringValue ?? "Dockerfile"
 
-        var arguments = ["build", context, "-f", context + "/" + dockerfile, "--progress", "quiet",
-            "-o", "type=oci,dest=\(scratch)/image", "--attest-file", "\(scratch)/attest.jsonl", "--state-dir", scratch + "/state"]
+        var arguments = [
+            "build", context, "-f", context + "/" + dockerfile, "--progress", "quiet",
+            "-o", "type=oci,dest=\(scratch)/image", "--attest-file", "\(scratch)/attest.jsonl", "--state-dir",
+            scratch + "/state",
+        ]
         if case .int(let epoch)? = external["sourceDateEpoch"] { arguments += ["--source-date-epoch", String(epoch)] }
         if let stage = external["target"]?.stringValue { arguments += ["--target", stage] }
         if case .array(let platforms)? = external["platforms"] {
             arguments += ["--platform", platforms.compactMap(\.stringValue).joined(separator: ",")]
         }
         if case .object(let args)? = external["buildArgs"] {
-            for (name, value) in args.sorted(by: { $0.key < $1.key }) { arguments += ["--build-arg", "\(name)=\(value.stringValue ?? "")"] }
+            for (name, value) in args.sorted(by: { $0.key < $1.key }) {
+                arguments += ["--build-arg", "\(name)=\(value.stringValue ?? "")"]
+            }
         }
         // Inputs pinned to exactly what the provenance says.
         if case .array(let dependencies)? = predicate["buildDefinition"]?["resolvedDependencies"] {
@@ -76,14 +82,19 @@ public struct Rebuilder {
                 else { continue }
                 let bare = ImageResolver.split(name).0
                 guard case .ociLayout(let path, let tag, _)? = namedContexts[name] ?? namedContexts[bare] else {
-                    throw RebuildError(reason: "the build used image \"\(name)\": give its layout with --build-context \(bare)=oci-layout:///path")
+                    throw RebuildError(
+                        reason:
+                            "the build used image \"\(name)\": give its layout with --build-context \(bare)=oci-layout:///path"
+                    )
                 }
                 let tagPart = tag.map { ":" + $0 } ?? ""
                 arguments += ["--build-context", "\(bare)=oci-layout://\(path)\(tagPart)@sha256:\(hex)"]
             }
         }
         for (name, context) in namedContexts {
-            if case .directory(let directory) = context { arguments += ["--build-context", "\(name)=\(FileSystem.absolute(directory))"] }
+            if case .directory(let directory) = context {
+                arguments += ["--build-context", "\(name)=\(FileSystem.absolute(directory))"]
+            }
         }
         for secret in secrets { arguments += ["--secret", secret] }
         for entitlement in entitlements { arguments += ["--allow", entitlement] }
@@ -94,8 +105,10 @@ public struct Rebuilder {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", "umask 027 && exec \"$0\" \"$@\"", executable] + arguments
-        process.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TZ": "Asia/Kathmandu", "LANG": "de_DE.UTF-8",
-            "LC_ALL": "tr_TR.UTF-8", "TMPDIR": tmp]
+        process.environment = [
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TZ": "Asia/Kathmandu", "LANG": "de_DE.UTF-8",
+            "LC_ALL": "tr_TR.UTF-8", "TMPDIR": tmp,
+        ]
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
@@ -103,7 +116,8 @@ public struct Rebuilder {
         let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw RebuildError(reason: "the rebuild failed: \(errorText.split(separator: "\n").last.map(String.init) ?? "no message")")
+            throw RebuildError(
+                reason: "the rebuild failed: \(errorText.split(separator: "\n").last.map(String.init) ?? "no message")")
         }
         let rebuilt = try StoredAttestations.load(scratch + "/attest.jsonl")
         let rebuiltStatement = try rebuilt.statement()
@@ -111,15 +125,18 @@ public struct Rebuilder {
         let again = rebuiltStatement.subject.compactMap { $0.digest?["sha256"] }
         var findings: [String] = []
         if original != again {
-            findings = try explain(original: statement, rebuilt: rebuiltStatement, rebuiltLayout: scratch + "/image",
+            findings = try explain(
+                original: statement, rebuilt: rebuiltStatement, rebuiltLayout: scratch + "/image",
                 scratch: scratch)
         }
-        return Outcome(reproduced: original == again, originalSubjects: original, rebuiltSubjects: again,
+        return Outcome(
+            reproduced: original == again, originalSubjects: original, rebuiltSubjects: again,
             findings: findings, statement: statement)
     }
 
     /// Finds the first differing layer and what differs in it.
-    private func explain(original: InTotoStatement, rebuilt: InTotoStatement, rebuiltLayout: String, scratch: String) throws
+    private func explain(original: InTotoStatement, rebuilt: InTotoStatement, rebuiltLayout: String, scratch: String)
+        throws
         -> [String]
     {
         func layers(_ statement: InTotoStatement) -> [JSONValue] {
@@ -137,12 +154,15 @@ public struct Rebuilder {
             guard digestA != digestB else { continue }
             let instruction = a["annotations"]?["instruction"]?.stringValue ?? "?"
             let createdBy = a["annotations"]?["createdBy"]?.stringValue ?? ""
-            var findings = ["the layer made by \(instruction) (\(createdBy)) differs (layer #\(index + 1) of those this build made): sha256:\(digestA) was rebuilt as sha256:\(digestB)"]
+            var findings = [
+                "the layer made by \(instruction) (\(createdBy)) differs (layer #\(index + 1) of those this build made): sha256:\(digestA) was rebuilt as sha256:\(digestB)"
+            ]
             if a["annotations"]?["diffID"] == b["annotations"]?["diffID"] {
                 findings.append("the uncompressed layers (diff_ids) agree: only the compressed bytes differ")
                 return findings
             }
-            findings += try compareLayerFiles(originalDigest: digestA, rebuiltDigest: digestB, rebuiltLayout: rebuiltLayout,
+            findings += try compareLayerFiles(
+                originalDigest: digestA, rebuiltDigest: digestB, rebuiltLayout: rebuiltLayout,
                 scratch: scratch)
             return findings
         }
@@ -152,25 +172,33 @@ public struct Rebuilder {
         return ["the layers agree; the image config or manifest differs"]
     }
 
-    private func compareLayerFiles(originalDigest: String, rebuiltDigest: String, rebuiltLayout: String, scratch: String) throws
+    private func compareLayerFiles(
+        originalDigest: String, rebuiltDigest: String, rebuiltLayout: String, scratch: String
+    ) throws
         -> [String]
     {
-        let layoutPath = FileSystem.isDirectory(target) ? target : (target.split(separator: ":").first.map(String.init) ?? target)
+        let layoutPath =
+            FileSystem.isDirectory(target) ? target : (target.split(separator: ":").first.map(String.init) ?? target)
         let originalBlob = layoutPath + "/blobs/sha256/" + originalDigest
         guard FileSystem.exists(originalBlob) else {
-            return ["(the original layer's blob is not at hand: give the image layout, not only an attest file, to see its files)"]
+            return [
+                "(the original layer's blob is not at hand: give the image layout, not only an attest file, to see its files)"
+            ]
         }
         func listing(_ blob: String, _ name: String) throws -> [String: String] {
             let staging = scratch + "/" + name
             try FileSystem.makeDirectory(staging)
             var result: [String: String] = [:]
             for entry in try ArchiveExtractor().entries(ofArchiveAt: blob, stagingDirectory: staging) {
-                var description = "mode \(String(entry.mode, radix: 8)) owner \(entry.uid):\(entry.gid) mtime \(entry.mtime)"
+                var description =
+                    "mode \(String(entry.mode, radix: 8)) owner \(entry.uid):\(entry.gid) mtime \(entry.mtime)"
                 switch entry.kind {
                 case .directory: description = "directory, " + description
                 case .regular(let source):
                     var content = ""
-                    if case .file(let path, _) = source { content = (try? ContextDigest.fileDigest(path).description) ?? "?" }
+                    if case .file(let path, _) = source {
+                        content = (try? ContextDigest.fileDigest(path).description) ?? "?"
+                    }
                     if case .bytes(let bytes) = source { content = Digest.sha256(of: bytes).description }
                     description = "file, size \(source.size), content \(content), " + description
                 case .symlink(let target): description = "symlink to \(target), " + description

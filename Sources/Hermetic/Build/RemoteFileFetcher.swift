@@ -18,7 +18,8 @@ struct RemoteFileFetcher {
 
     /// Downloads `url` into `stagingDirectory`; returns the staged file's path and size.
     func fetch(_ url: String, checksum: Digest, stagingDirectory: String) async throws -> (path: String, size: Int64) {
-        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), ["http", "https"].contains(scheme)
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(),
+            ["http", "https"].contains(scheme)
         else {
             throw FetchError(url: url, reason: "only http and https URLs can be fetched")
         }
@@ -66,7 +67,8 @@ struct RemoteFileFetcher {
         let actual = hasher.finalize()
         guard actual == checksum else {
             unlink(staged)
-            throw FetchError(url: url, reason: "checksum mismatch: --checksum says \(checksum), the content is \(actual)")
+            throw FetchError(
+                url: url, reason: "checksum mismatch: --checksum says \(checksum), the content is \(actual)")
         }
         return (staged, size)
     }

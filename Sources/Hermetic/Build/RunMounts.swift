@@ -1,7 +1,9 @@
 /// A parsed `RUN --mount=…` value (BuildKit's CSV form: `type=cache,target=/x,id=y`).
 enum RunMount: Equatable {
     case bind(target: String, source: String, from: String?, readWrite: Bool)
-    case cache(target: String, id: String, sharing: String, from: String?, source: String?, mode: UInt32?, uid: UInt32?, gid: UInt32?)
+    case cache(
+        target: String, id: String, sharing: String, from: String?, source: String?, mode: UInt32?, uid: UInt32?,
+        gid: UInt32?)
     case tmpfs(target: String, sizeBytes: Int)
     case secret(id: String, target: String?, env: String?, required: Bool, mode: UInt32, uid: UInt32, gid: UInt32)
     case ssh(id: String, target: String?, required: Bool)
@@ -39,14 +41,21 @@ enum RunMount: Equatable {
         }
         func number(_ key: String) throws -> UInt32? {
             guard let value = fields[key] else { return nil }
-            guard let id = UInt32(value) else { throw ParseError(description: "--mount \(key)=\(value): expected a number") }
+            guard let id = UInt32(value) else {
+                throw ParseError(description: "--mount \(key)=\(value): expected a number")
+            }
             return id
         }
         let target = fields["target"] ?? fields["dst"] ?? fields["destination"]
         let type = fields["type"] ?? "bind"
         let known: [String: Set<String>] = [
-            "bind": ["type", "target", "dst", "destination", "source", "src", "from", "rw", "readwrite", "ro", "readonly"],
-            "cache": ["type", "target", "dst", "destination", "id", "sharing", "from", "source", "src", "mode", "uid", "gid", "ro", "readonly"],
+            "bind": [
+                "type", "target", "dst", "destination", "source", "src", "from", "rw", "readwrite", "ro", "readonly",
+            ],
+            "cache": [
+                "type", "target", "dst", "destination", "id", "sharing", "from", "source", "src", "mode", "uid", "gid",
+                "ro", "readonly",
+            ],
             "tmpfs": ["type", "target", "dst", "destination", "size"],
             "secret": ["type", "id", "target", "dst", "destination", "env", "required", "mode", "uid", "gid"],
             "ssh": ["type", "id", "target", "dst", "destination", "required", "mode", "uid", "gid"],
@@ -58,12 +67,15 @@ enum RunMount: Equatable {
             throw ParseError(description: "--mount type=\(type): unknown option \"\(unknown)\"")
         }
         func requireTarget() throws -> String {
-            guard let target, !target.isEmpty else { throw ParseError(description: "--mount type=\(type) needs target=") }
+            guard let target, !target.isEmpty else {
+                throw ParseError(description: "--mount type=\(type) needs target=")
+            }
             return target
         }
         switch type {
         case "bind":
-            return .bind(target: try requireTarget(), source: fields["source"] ?? fields["src"] ?? "/", from: fields["from"],
+            return .bind(
+                target: try requireTarget(), source: fields["source"] ?? fields["src"] ?? "/", from: fields["from"],
                 readWrite: try bool("rw") || bool("readwrite"))
         case "cache":
             let target = try requireTarget()
@@ -71,19 +83,24 @@ enum RunMount: Equatable {
             guard ["shared", "private", "locked"].contains(sharing) else {
                 throw ParseError(description: "--mount sharing=\(sharing): expected shared, private or locked")
             }
-            return .cache(target: target, id: fields["id"] ?? target, sharing: sharing, from: fields["from"],
-                source: fields["source"] ?? fields["src"], mode: try octal("mode"), uid: try number("uid"), gid: try number("gid"))
+            return .cache(
+                target: target, id: fields["id"] ?? target, sharing: sharing, from: fields["from"],
+                source: fields["source"] ?? fields["src"], mode: try octal("mode"), uid: try number("uid"),
+                gid: try number("gid"))
         case "tmpfs":
             var size = 64 << 20
             if let text = fields["size"] {
-                guard let parsed = ByteSize.parse(text) else { throw ParseError(description: "--mount size=\(text): not a size") }
+                guard let parsed = ByteSize.parse(text) else {
+                    throw ParseError(description: "--mount size=\(text): not a size")
+                }
                 size = parsed
             }
             return .tmpfs(target: try requireTarget(), sizeBytes: size)
         case "secret":
             let id = fields["id"] ?? target.map { String($0.split(separator: "/").last ?? "") } ?? ""
             guard !id.isEmpty else { throw ParseError(description: "--mount type=secret needs id= or target=") }
-            return .secret(id: id, target: target, env: fields["env"], required: try bool("required"),
+            return .secret(
+                id: id, target: target, env: fields["env"], required: try bool("required"),
                 mode: try octal("mode") ?? 0o400, uid: try number("uid") ?? 0, gid: try number("gid") ?? 0)
         default:
             return .ssh(id: fields["id"] ?? "default", target: target, required: try bool("required"))
@@ -95,9 +112,13 @@ enum RunMount: Equatable {
 enum ByteSize {
     static func parse(_ text: String) -> Int? {
         let lower = text.lowercased()
-        let units: [(String, Int)] = [("kb", 1 << 10), ("mb", 1 << 20), ("gb", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("b", 1)]
+        let units: [(String, Int)] = [
+            ("kb", 1 << 10), ("mb", 1 << 20), ("gb", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("b", 1),
+        ]
         for (suffix, factor) in units where lower.hasSuffix(suffix) {
-            guard let value = Int(lower.dropLast(suffix.count)), value >= 0, value <= Int.max / factor else { return nil }
+            guard let value = Int(lower.dropLast(suffix.count)), value >= 0, value <= Int.max / factor else {
+                return nil
+            }
             return value * factor
         }
         return Int(lower).flatMap { $0 >= 0 ? $0 : nil }

@@ -30,9 +30,10 @@ extension StageExecutor {
     /// Runs one RUN step in the sandbox: the stage's root filesystem is the read-only lower layer, a fresh
     /// upper directory takes the changes, which become at most one layer. Returns the entries (empty when
     /// the step changed nothing).
-    mutating func runStep(_ run: RunInstruction, instruction: Instruction, position: Int?, stage: PlannedStage,
-        state: inout StageState) throws -> [LayerEntry]
-    {
+    mutating func runStep(
+        _ run: RunInstruction, instruction: Instruction, position: Int?, stage: PlannedStage,
+        state: inout StageState
+    ) throws -> [LayerEntry] {
         let line = instruction.range.start.line
         func fail(_ message: String) -> DockerfileError { DockerfileError(file: file, line: line, message: message) }
         let container = state.config.config ?? ContainerConfig()
@@ -43,14 +44,17 @@ extension StageExecutor {
         switch run.network ?? "default" {
         case "host":
             guard runOptions.entitlements.contains(.networkHost) else {
-                throw fail("RUN --network=host needs the network.host entitlement (hermetic build --allow network.host)")
+                throw fail(
+                    "RUN --network=host needs the network.host entitlement (hermetic build --allow network.host)")
             }
             network = .host
         default: network = .none
         }
         if run.security == "insecure" {
             guard runOptions.entitlements.contains(.securityInsecure) else {
-                throw fail("RUN --security=insecure needs the security.insecure entitlement (hermetic build --allow security.insecure)")
+                throw fail(
+                    "RUN --security=insecure needs the security.insecure entitlement (hermetic build --allow security.insecure)"
+                )
             }
             throw fail("RUN --security=insecure is not supported: every step runs in the sandbox")
         }
@@ -63,7 +67,8 @@ extension StageExecutor {
             argv = arguments
         case .shell(let text):
             if run.heredocs.count == 1, let only = run.heredocs.first,
-                text.trimmingCharacters(in: .whitespaces).range(of: "^[0-9]*<<-?[\"']?\(only.name)[\"']?$", options: .regularExpression) != nil
+                text.trimmingCharacters(in: .whitespaces).range(
+                    of: "^[0-9]*<<-?[\"']?\(only.name)[\"']?$", options: .regularExpression) != nil
             {
                 argv = shell + [only.content]  // `RUN <<EOF`: the body is the script
             } else if !run.heredocs.isEmpty {
@@ -118,7 +123,8 @@ extension StageExecutor {
 
         // Mounts.
         var mounts: [ExtraMount] = []
-        var record = RunRecord(line: line, network: network == .host ? "host" : "none", cacheMounts: [], secretIDs: [], sshIDs: [])
+        var record = RunRecord(
+            line: line, network: network == .host ? "host" : "none", cacheMounts: [], secretIDs: [], sshIDs: [])
         for (mountIndex, text) in run.mounts.enumerated() {
             let expandedText: String
             do {
@@ -138,17 +144,24 @@ extension StageExecutor {
                 mounts.append(ExtraMount(.tmpfs(sizeBytes: size), target: absolute(target, workingDirectory)))
             case .bind(let target, let source, let from, let readWrite):
                 let root = try mountSourceRoot(from: from, key: key, line: line)
-                let materialized = try materializeBindSource(root: root, source: source, readWrite: readWrite,
+                let materialized = try materializeBindSource(
+                    root: root, source: source, readWrite: readWrite,
                     fromContext: from == nil, line: line)
-                mounts.append(ExtraMount(readWrite ? .bind(source: materialized) : .bindReadOnly(source: materialized),
-                    target: absolute(target, workingDirectory)))
+                mounts.append(
+                    ExtraMount(
+                        readWrite ? .bind(source: materialized) : .bindReadOnly(source: materialized),
+                        target: absolute(target, workingDirectory)))
             case .cache(let target, let id, _, _, _, let mode, let cacheUID, let cacheGID):
                 let directory = try cacheDirectory(id: id, mode: mode, uid: cacheUID, gid: cacheGID)
-                record.cacheMounts.append((id, !(try BuildContext(root: directory, ignore: DockerIgnore()).listDirectory([]).isEmpty)))
+                record.cacheMounts.append(
+                    (id, !(try BuildContext(root: directory, ignore: DockerIgnore()).listDirectory([]).isEmpty)))
                 mounts.append(ExtraMount(.bind(source: directory), target: absolute(target, workingDirectory)))
             case .secret(let id, let target, let env, let required, let mode, let secretUID, let secretGID):
                 guard let source = runOptions.secrets[id] else {
-                    if required { throw fail("secret \(id) is required but was not given (hermetic build --secret id=\(id),src=…)") }
+                    if required {
+                        throw fail(
+                            "secret \(id) is required but was not given (hermetic build --secret id=\(id),src=…)")
+                    }
                     continue
                 }
                 record.secretIDs.append(id)
@@ -159,12 +172,16 @@ extension StageExecutor {
                 }
                 if target != nil || env == nil {
                     let secretFile = try writeSecret(value, id: id, mode: mode, uid: secretUID, gid: secretGID)
-                    mounts.append(ExtraMount(.bindReadOnly(source: secretFile),
-                        target: absolute(target ?? "/run/secrets/\(id)", workingDirectory)))
+                    mounts.append(
+                        ExtraMount(
+                            .bindReadOnly(source: secretFile),
+                            target: absolute(target ?? "/run/secrets/\(id)", workingDirectory)))
                 }
             case .ssh(let id, let target, let required):
                 guard let socket = runOptions.sshSockets[id] else {
-                    if required { throw fail("ssh agent \(id) is required but was not given (hermetic build --ssh \(id)=…)") }
+                    if required {
+                        throw fail("ssh agent \(id) is required but was not given (hermetic build --ssh \(id)=…)")
+                    }
                     continue
                 }
                 record.sshIDs.append(id)
@@ -175,7 +192,8 @@ extension StageExecutor {
         }
         self.record.steps.append(record)
 
-        let plan = SandboxPlan(rootLayers: [state.rootfs], upperDirectory: upper, workDirectory: work, argv: argv,
+        let plan = SandboxPlan(
+            rootLayers: [state.rootfs], upperDirectory: upper, workDirectory: work, argv: argv,
             environment: environment, uid: uid, gid: gid, groups: groups, workingDirectory: workingDirectory,
             hostname: "buildkitsandbox", network: network, mounts: mounts,
             timeoutSeconds: runOptions.stepTimeoutSeconds)
@@ -196,7 +214,9 @@ extension StageExecutor {
             case .signaled(let signal): how = "killed by signal \(signal)"
             }
             let why = result.timedOut ? " (step timeout)" : result.pidsLimitReached ? " (pids limit reached)" : ""
-            throw fail("RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)")
+            throw fail(
+                "RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)"
+            )
         }
         return try UpperDirectoryDiff().entries(ofUpperDirectory: upper)
     }
@@ -206,16 +226,22 @@ extension StageExecutor {
     }
 
     /// The tree a bind or cache mount reads: the build context (default), a stage, an image or a directory.
-    private mutating func mountSourceRoot(from: String?, key: String?, line: Int) throws -> (root: String, isContext: Bool) {
+    private mutating func mountSourceRoot(from: String?, key: String?, line: Int) throws -> (
+        root: String, isContext: Bool
+    ) {
         guard let from else { return (context.root, true) }
         let planned = key.flatMap { k in plan.stages.lazy.compactMap { $0.mountSources[k] }.first }
         let source = planned ?? .image(from)
         switch source {
         case .stage(let index):
-            guard let other = stages[index] else { throw DockerfileError(file: file, line: line, message: "internal: stage \(index) not built") }
+            guard let other = stages[index] else {
+                throw DockerfileError(file: file, line: line, message: "internal: stage \(index) not built")
+            }
             return (other.rootfs, false)
         case .image(let reference):
-            if case .directory(let directory)? = resolver.namedContexts[reference] { return (FileSystem.absolute(directory), false) }
+            if case .directory(let directory)? = resolver.namedContexts[reference] {
+                return (FileSystem.absolute(directory), false)
+            }
             return (try imageRoot(reference, line: line), false)
         case .namedDirectory(let directory):
             return (directory, false)
@@ -227,10 +253,12 @@ extension StageExecutor {
     /// A bind source as the step sees it. The build context is materialized through .dockerignore (so a
     /// step can read exactly what COPY could); a writable bind gets a private copy whose changes are thrown
     /// away; a read-only stage or image path is bound in place.
-    private mutating func materializeBindSource(root: (root: String, isContext: Bool), source: String, readWrite: Bool,
-        fromContext: Bool, line: Int) throws -> String
-    {
-        let tree = BuildContext(root: root.root, ignore: root.isContext ? context.ignore : DockerIgnore(), isBuildContext: root.isContext)
+    private mutating func materializeBindSource(
+        root: (root: String, isContext: Bool), source: String, readWrite: Bool,
+        fromContext: Bool, line: Int
+    ) throws -> String {
+        let tree = BuildContext(
+            root: root.root, ignore: root.isContext ? context.ignore : DockerIgnore(), isBuildContext: root.isContext)
         let components = try RootedPath.resolve(source, inRoot: root.root)
         if !root.isContext && !readWrite {
             guard RootedPath.status(components, inRoot: root.root) != nil else {
@@ -246,7 +274,8 @@ extension StageExecutor {
         if (info.st_mode & S_IFMT) == S_IFDIR {
             for (relative, childInfo) in try tree.walk(components) {
                 let host = tree.host(components + relative)
-                var entry = LayerEntry(path: relative.joined(separator: "/"), kind: .directory, mode: UInt32(childInfo.st_mode) & 0o7777,
+                var entry = LayerEntry(
+                    path: relative.joined(separator: "/"), kind: .directory, mode: UInt32(childInfo.st_mode) & 0o7777,
                     uid: childInfo.st_uid, gid: childInfo.st_gid, mtime: Int64(childInfo.st_mtim.tv_sec))
                 switch childInfo.st_mode & S_IFMT {
                 case S_IFDIR: break
@@ -263,7 +292,8 @@ extension StageExecutor {
             let tar = try LayerWriter(sourceDateEpoch: Int64.max).writeUncompressedTar(collector, into: copyRoot)
             let unpacked = copyRoot + "/tree"
             try FileSystem.makeDirectory(unpacked)
-            _ = try LayerApplier().apply(blobAt: tar.blobPath, mediaType: MediaType.layerTar, expectedDiffID: tar.diffID, toRoot: unpacked)
+            _ = try LayerApplier().apply(
+                blobAt: tar.blobPath, mediaType: MediaType.layerTar, expectedDiffID: tar.diffID, toRoot: unpacked)
             unlink(tar.blobPath)
             return unpacked
         }
@@ -294,14 +324,17 @@ extension StageExecutor {
             }
         case .environment(let variable):
             guard let value = runOptions.environment[variable] else {
-                throw DockerfileError(file: file, line: line, message: "secret \(id): its environment variable is not set")
+                throw DockerfileError(
+                    file: file, line: line, message: "secret \(id): its environment variable is not set")
             }
             return Array(value.utf8)
         }
     }
 
     /// Secrets are written to a private directory of the workspace (removed with it), never into a layer.
-    private mutating func writeSecret(_ value: [UInt8], id: String, mode: UInt32, uid: UInt32, gid: UInt32) throws -> String {
+    private mutating func writeSecret(_ value: [UInt8], id: String, mode: UInt32, uid: UInt32, gid: UInt32) throws
+        -> String
+    {
         let directory = try nextDirectory("secret")
         chmod(directory, 0o700)
         let path = directory + "/value"

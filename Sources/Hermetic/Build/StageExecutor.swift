@@ -49,9 +49,10 @@ struct StageExecutor {
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
 
-    init(plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
-        sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions)
-    {
+    init(
+        plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
+        sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions
+    ) {
         self.runOptions = runOptions
         self.plan = plan
         self.platform = platform
@@ -99,7 +100,8 @@ struct StageExecutor {
         if !triggers.isEmpty {
             state.config.config?.onBuild = nil
             for trigger in triggers {
-                let parsed = try DockerfileParser.parse(Array(trigger.utf8), file: "\(file) (ONBUILD of \(stage.displayName))")
+                let parsed = try DockerfileParser.parse(
+                    Array(trigger.utf8), file: "\(file) (ONBUILD of \(stage.displayName))")
                 for instruction in parsed.instructions {
                     try await execute(instruction, position: nil, in: stage, state: &state)
                 }
@@ -120,10 +122,12 @@ struct StageExecutor {
             var container = ContainerConfig()
             container.env = [Self.defaultPath]
             config.config = container
-            return StageState(rootfs: rootfs, layers: [], config: config, scope: StageScope(environmentLines: [Self.defaultPath]))
+            return StageState(
+                rootfs: rootfs, layers: [], config: config, scope: StageScope(environmentLines: [Self.defaultPath]))
         case .stage(let parent):
             guard let parentState = stages[parent] else {
-                throw DockerfileError(file: file, line: stage.from.range.start.line, message: "internal: stage \(parent) not built")
+                throw DockerfileError(
+                    file: file, line: stage.from.range.start.line, message: "internal: stage \(parent) not built")
             }
             for layer in parentState.layers {
                 try apply(layer, to: rootfs)
@@ -139,10 +143,12 @@ struct StageExecutor {
             var config = image.config
             config.history = config.history ?? []
             if config.config == nil { config.config = ContainerConfig() }
-            return StageState(rootfs: rootfs, layers: layers, config: config,
+            return StageState(
+                rootfs: rootfs, layers: layers, config: config,
                 scope: StageScope(environmentLines: config.config?.env ?? []))
         case .namedDirectory(let name):
-            throw DockerfileError(file: file, line: stage.from.range.start.line,
+            throw DockerfileError(
+                file: file, line: stage.from.range.start.line,
                 message: "FROM \(name): a directory context cannot be a base image")
         }
     }
@@ -157,13 +163,17 @@ struct StageExecutor {
         }
         let reader = try OCILayoutReader(path: pinned.layoutPath)
         let image = try reader.resolveImage(reference: pinned.tag, digest: pinned.digest, platform: platform)
-        let use = BuildRecord.ImageUse(reference: reference, pinnedDigest: pinned.digest,
+        let use = BuildRecord.ImageUse(
+            reference: reference, pinnedDigest: pinned.digest,
             manifestDigest: image.manifestDescriptor.digest, pinnedBy: pinned.pinnedBy)
         if !record.images.contains(use) { record.images.append(use) }
         let diffIDs = image.config.rootfs.diffIDs
         guard diffIDs.count == image.manifest.layers.count else {
-            throw DockerfileError(file: file, line: line,
-                message: "image \"\(reference)\" (manifest \(image.manifestDescriptor.digest) in \(pinned.layoutPath)): the config lists \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers")
+            throw DockerfileError(
+                file: file, line: line,
+                message:
+                    "image \"\(reference)\" (manifest \(image.manifestDescriptor.digest) in \(pinned.layoutPath)): the config lists \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers"
+            )
         }
         let blobs = try nextDirectory("blobs")
         var layers: [LayerRecord] = []
@@ -200,9 +210,10 @@ struct StageExecutor {
         DockerfileError(file: file, line: instruction.range.start.line, message: message)
     }
 
-    private mutating func execute(_ instruction: Instruction, position: Int?, in stage: PlannedStage,
-        state: inout StageState) async throws
-    {
+    private mutating func execute(
+        _ instruction: Instruction, position: Int?, in stage: PlannedStage,
+        state: inout StageState
+    ) async throws {
         let scope = state.scope
         let expanded = try instruction.expanded(lookup: { scope.lookup($0) }, lexer: lexer, file: file)
         let line = instruction.range.start.line
@@ -218,7 +229,8 @@ struct StageExecutor {
                 } else if let value = declaration.defaultValue {
                     state.scope.declareArgument(declaration.name, value: value)
                 } else {
-                    let global = plan.globalArguments.last(where: { $0.name == declaration.name })?.value
+                    let global =
+                        plan.globalArguments.last(where: { $0.name == declaration.name })?.value
                         ?? plan.predefinedArguments[declaration.name]
                     state.scope.declareArgument(declaration.name, value: global)
                 }
@@ -252,7 +264,8 @@ struct StageExecutor {
                     throw fail(instruction, "WORKDIR \(path): USER \(user): \(error)")
                 }
             }
-            let entries = try DirectoryCreation.entries(for: resolved, inRoot: state.rootfs, sourceDateEpoch: sourceDateEpoch,
+            let entries = try DirectoryCreation.entries(
+                for: resolved, inRoot: state.rootfs, sourceDateEpoch: sourceDateEpoch,
                 owner: owner)
             if !entries.isEmpty {
                 try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
@@ -261,7 +274,9 @@ struct StageExecutor {
         case .expose(let ports):
             var exposed = container.exposedPorts ?? [:]
             for port in ports {
-                for normalized in try PortSpec.expand(port, line: line, file: file) { exposed[normalized] = EmptyObject() }
+                for normalized in try PortSpec.expand(port, line: line, file: file) {
+                    exposed[normalized] = EmptyObject()
+                }
             }
             container.exposedPorts = exposed
         case .volume(let paths):
@@ -284,7 +299,8 @@ struct StageExecutor {
             guard !shell.isEmpty else { throw fail(instruction, "SHELL requires at least one argument") }
             container.shell = shell
         case .healthcheck(let health):
-            container.healthcheck = try HealthcheckConversion.config(health, shell: container.shell, line: line, file: file)
+            container.healthcheck = try HealthcheckConversion.config(
+                health, shell: container.shell, line: line, file: file)
         case .onbuild(let trigger):
             container.onBuild = (container.onBuild ?? []) + [trigger]
         case .run(let run):
@@ -296,21 +312,25 @@ struct StageExecutor {
             }
         case .copy(let copy):
             state.config.config = container
-            let entries = try await copyEntries(expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state)
+            let entries = try await copyEntries(
+                expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state)
             try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
             container = state.config.config ?? container
             emptyLayer = false
         }
         state.config.config = container
-        state.config.history = (state.config.history ?? []) + [
-            History(created: RFC3339.format(sourceDateEpoch), createdBy: instruction.original,
-                comment: "hermetic", emptyLayer: emptyLayer ? true : nil)
-        ]
+        state.config.history =
+            (state.config.history ?? []) + [
+                History(
+                    created: RFC3339.format(sourceDateEpoch), createdBy: instruction.original,
+                    comment: "hermetic", emptyLayer: emptyLayer ? true : nil)
+            ]
     }
 
-    private mutating func addLayer(_ entries: [LayerEntry], to state: inout StageState, line: Int,
-        createdBy: String = "") throws
-    {
+    private mutating func addLayer(
+        _ entries: [LayerEntry], to state: inout StageState, line: Int,
+        createdBy: String = ""
+    ) throws {
         let blobs = try nextDirectory("layer")
         let written = try LayerWriter(sourceDateEpoch: sourceDateEpoch).write(entries, into: blobs)
         let record = LayerRecord(
@@ -319,13 +339,16 @@ struct StageExecutor {
         try apply(record, to: state.rootfs)
         state.layers.append(record)
         state.config.rootfs.diffIDs.append(written.diffID)
-        self.record.layers.append(BuildRecord.LayerMade(platform: platform.description, stage: currentStage, line: line,
-            createdBy: createdBy, digest: written.digest, diffID: written.diffID))
+        self.record.layers.append(
+            BuildRecord.LayerMade(
+                platform: platform.description, stage: currentStage, line: line,
+                createdBy: createdBy, digest: written.digest, diffID: written.diffID))
     }
 
-    private mutating func copyEntries(expandedCopy copy: CopyInstruction, instruction: Instruction, position: Int?,
-        stage: PlannedStage, state: StageState) async throws -> [LayerEntry]
-    {
+    private mutating func copyEntries(
+        expandedCopy copy: CopyInstruction, instruction: Instruction, position: Int?,
+        stage: PlannedStage, state: StageState
+    ) async throws -> [LayerEntry] {
         let line = instruction.range.start.line
         let source = position.flatMap { stage.sources[$0] } ?? (copy.from.map { StageSource.image($0) })
         let sourceRoot: String
@@ -366,7 +389,8 @@ struct StageExecutor {
                 throw fail(instruction, "ADD \(source): --checksum must be sha256:<64 hex>")
             }
             do {
-                remoteFiles[source] = try await RemoteFileFetcher().fetch(source, checksum: checksum, stagingDirectory: staging)
+                remoteFiles[source] = try await RemoteFileFetcher().fetch(
+                    source, checksum: checksum, stagingDirectory: staging)
                 let use = BuildRecord.RemoteUse(url: source, checksum: checksum)
                 if !record.remotes.contains(use) { record.remotes.append(use) }
             } catch let error as RemoteFileFetcher.FetchError {

@@ -49,7 +49,10 @@ public struct BuildContext: Sendable {
             let relative = resolved.joined(separator: "/")
             guard let info = RootedPath.status(resolved, inRoot: root), !ignore.isExcluded(relative) || resolved.isEmpty
             else {
-                throw SourceError(message: "\"\(source)\": not found in \(isBuildContext ? "the build context" : "the source") (or excluded by .dockerignore)")
+                throw SourceError(
+                    message:
+                        "\"\(source)\": not found in \(isBuildContext ? "the build context" : "the source") (or excluded by .dockerignore)"
+                )
             }
             return [Match(components: resolved, info: info, hostPath: host(resolved))]
         }
@@ -67,7 +70,8 @@ public struct BuildContext: Sendable {
             }
             frontier = next
         }
-        let matches = frontier.sorted { $0.joined(separator: "/") < $1.joined(separator: "/") }.compactMap { components -> Match? in
+        let matches = frontier.sorted { $0.joined(separator: "/") < $1.joined(separator: "/") }.compactMap {
+            components -> Match? in
             guard !ignore.isExcluded(components.joined(separator: "/")),
                 let info = RootedPath.status(components, inRoot: root)
             else { return nil }

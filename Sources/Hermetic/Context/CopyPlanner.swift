@@ -48,14 +48,16 @@ struct CopyPlanner {
 
         // Where things go.
         let destinationText = copy.destination
-        let absoluteDestination = destinationText.hasPrefix("/") ? destinationText : workingDirectory + "/" + destinationText
+        let absoluteDestination =
+            destinationText.hasPrefix("/") ? destinationText : workingDirectory + "/" + destinationText
         let resolvedDestination: [String]
         do {
             resolvedDestination = try RootedPath.resolve(absoluteDestination, inRoot: destinationRoot)
         } catch {
             throw fail("\(keyword) destination \(destinationText): \(error)")
         }
-        let destinationExistsAsDirectory = RootedPath.status(resolvedDestination, inRoot: destinationRoot)
+        let destinationExistsAsDirectory =
+            RootedPath.status(resolvedDestination, inRoot: destinationRoot)
             .map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false
         let endsWithSlash = destinationText.hasSuffix("/") || destinationText.hasSuffix("/.") || destinationText == "."
 
@@ -77,8 +79,10 @@ struct CopyPlanner {
             }
             if InstructionBuilder.isRemote(source) {
                 guard let fetched = remoteFiles[source] else { throw fail("ADD \(source): not fetched") }
-                items.append(Item(remote: (source, fetched.path, fetched.size),
-                    nameForDirectory: RemoteFileFetcher.fileName(of: source), parentsPrefix: []))
+                items.append(
+                    Item(
+                        remote: (source, fetched.path, fetched.size),
+                        nameForDirectory: RemoteFileFetcher.fileName(of: source), parentsPrefix: []))
                 continue
             }
             if BuildContext.hasWildcard(source) { usedWildcard = true }
@@ -96,7 +100,9 @@ struct CopyPlanner {
         }
         let many = items.count > 1 || (usedWildcard && items.count > 1)
         if copy.sources.count > 1 && !endsWithSlash && !destinationExistsAsDirectory {
-            throw fail("When using \(keyword) with more than one source file, the destination must be a directory and end with a /")
+            throw fail(
+                "When using \(keyword) with more than one source file, the destination must be a directory and end with a /"
+            )
         }
         let intoDirectory = endsWithSlash || destinationExistsAsDirectory || many || copy.parents
 
@@ -105,15 +111,19 @@ struct CopyPlanner {
             let base = resolvedDestination + item.parentsPrefix
             if let heredoc = item.heredoc {
                 let target = intoDirectory ? base + [item.nameForDirectory] : resolvedDestination
-                collector.add(LayerEntry(path: target.joined(separator: "/"), kind: .regular(.bytes(Array(heredoc.content.utf8))),
-                    mode: mode ?? 0o644, uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
+                collector.add(
+                    LayerEntry(
+                        path: target.joined(separator: "/"), kind: .regular(.bytes(Array(heredoc.content.utf8))),
+                        mode: mode ?? 0o644, uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
                 continue
             }
             if let remote = item.remote {
                 let target = intoDirectory ? base + [item.nameForDirectory] : resolvedDestination
-                collector.add(LayerEntry(path: target.joined(separator: "/"),
-                    kind: .regular(.file(path: remote.path, size: remote.size)), mode: mode ?? 0o600,
-                    uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
+                collector.add(
+                    LayerEntry(
+                        path: target.joined(separator: "/"),
+                        kind: .regular(.file(path: remote.path, size: remote.size)), mode: mode ?? 0o600,
+                        uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
                 continue
             }
             guard let match = item.match else { continue }
@@ -121,15 +131,18 @@ struct CopyPlanner {
             var hostPath = match.hostPath
             // A symlink named as the source itself is followed (inside the tree), as BuildKit does.
             if (info.st_mode & S_IFMT) == S_IFLNK {
-                let followed = try RootedPath.resolve(match.components.joined(separator: "/"), inRoot: sourceContext.root)
+                let followed = try RootedPath.resolve(
+                    match.components.joined(separator: "/"), inRoot: sourceContext.root)
                 guard let target = RootedPath.status(followed, inRoot: sourceContext.root) else {
-                    throw fail("\(keyword) failed: \"\(match.components.joined(separator: "/"))\" is a dangling symlink")
+                    throw fail(
+                        "\(keyword) failed: \"\(match.components.joined(separator: "/"))\" is a dangling symlink")
                 }
                 info = target
                 hostPath = sourceContext.host(followed)
             }
             if (info.st_mode & S_IFMT) == S_IFDIR {
-                let directoryComponents = try RootedPath.resolve(match.components.joined(separator: "/"), inRoot: sourceContext.root)
+                let directoryComponents = try RootedPath.resolve(
+                    match.components.joined(separator: "/"), inRoot: sourceContext.root)
                 let target = copy.parents ? base + [item.nameForDirectory] : resolvedDestination
                 if !target.isEmpty, RootedPath.status(target, inRoot: destinationRoot) == nil {
                     collector.add(entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
@@ -140,7 +153,8 @@ struct CopyPlanner {
                     if !excludes.isEmpty, excludes.isExcluded(relativePath) { continue }
                     let childTarget = target + relative
                     let childHost = sourceContext.host(directoryComponents + relative)
-                    var childEntry = entry(for: childInfo, at: childTarget, hostPath: childHost, mode: mode, owner: owner)
+                    var childEntry = entry(
+                        for: childInfo, at: childTarget, hostPath: childHost, mode: mode, owner: owner)
                     if (childInfo.st_mode & S_IFMT) == S_IFREG, childInfo.st_nlink > 1 {
                         let inode = "\(childInfo.st_dev):\(childInfo.st_ino)"
                         if let first = firstByInode[inode] {
@@ -176,11 +190,14 @@ struct CopyPlanner {
     }
 
     /// One entry for a file found in the source tree.
-    private func entry(for info: stat, at target: [String], hostPath: String, mode: UInt32?, owner: (uid: UInt32, gid: UInt32)?)
+    private func entry(
+        for info: stat, at target: [String], hostPath: String, mode: UInt32?, owner: (uid: UInt32, gid: UInt32)?
+    )
         -> LayerEntry
     {
         let fromContext = sourceContext.isBuildContext
-        var entry = LayerEntry(path: target.joined(separator: "/"), kind: .directory,
+        var entry = LayerEntry(
+            path: target.joined(separator: "/"), kind: .directory,
             mode: mode ?? (UInt32(info.st_mode) & 0o7777),
             uid: owner?.uid ?? (fromContext ? 0 : info.st_uid), gid: owner?.gid ?? (fromContext ? 0 : info.st_gid),
             mtime: fromContext ? sourceDateEpoch : Int64(info.st_mtim.tv_sec))
@@ -223,10 +240,12 @@ struct EntryCollector {
                 let parent = components.joined(separator: "/")
                 if all[parent] == nil {
                     if let info = RootedPath.status(components, inRoot: root), (info.st_mode & S_IFMT) == S_IFDIR {
-                        all[parent] = LayerEntry(path: parent, kind: .directory, mode: UInt32(info.st_mode) & 0o7777,
+                        all[parent] = LayerEntry(
+                            path: parent, kind: .directory, mode: UInt32(info.st_mode) & 0o7777,
                             uid: info.st_uid, gid: info.st_gid, mtime: Int64(info.st_mtim.tv_sec))
                     } else {
-                        all[parent] = LayerEntry(path: parent, kind: .directory, mode: 0o755, uid: owner?.uid ?? 0,
+                        all[parent] = LayerEntry(
+                            path: parent, kind: .directory, mode: 0o755, uid: owner?.uid ?? 0,
                             gid: owner?.gid ?? 0, mtime: epoch)
                     }
                 }

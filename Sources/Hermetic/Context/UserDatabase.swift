@@ -52,9 +52,10 @@ public struct UserDatabase: Sendable {
         let uid = try userID(parts[0], spec: spec)
         let account = users.first { $0.uid == uid && (UInt32(parts[0]) != nil || $0.name == parts[0]) }
         let gid = parts.count == 2 ? try groupID(parts[1], spec: spec) : (account?.gid ?? 0)
-        let supplementary = account.map { user in
-            groups.filter { $0.members.contains(user.name) }.map(\.gid).filter { $0 != gid }
-        } ?? []
+        let supplementary =
+            account.map { user in
+                groups.filter { $0.members.contains(user.name) }.map(\.gid).filter { $0 != gid }
+            } ?? []
         return (uid, gid, supplementary)
     }
 

@@ -79,7 +79,10 @@ public struct DigestError: Error, Sendable, CustomStringConvertible {
     public let reason: String
     public var description: String {
         // Hostile digest strings can be long or contain control characters: show a bounded, escaped prefix.
-        let shown = String(text.unicodeScalars.prefix(80).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7f ? Character($0) : "?" })
+        let shown = String(
+            text.unicodeScalars.prefix(80).map {
+                $0.isASCII && $0.value >= 0x20 && $0.value < 0x7f ? Character($0) : "?"
+            })
         return "invalid digest \"\(shown)\(text.unicodeScalars.count > 80 ? "…" : "")\": \(reason)"
     }
 }

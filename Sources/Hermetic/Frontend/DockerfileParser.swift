@@ -36,7 +36,8 @@ struct LineReader {
     init(bytes: [UInt8], file: String) throws(DockerfileError) {
         self.file = file
         guard bytes.count <= DockerfileLimits.maximumFileSize else {
-            throw DockerfileError(file: file, line: 1, message: "the Dockerfile is larger than \(DockerfileLimits.maximumFileSize) bytes")
+            throw DockerfileError(
+                file: file, line: 1, message: "the Dockerfile is larger than \(DockerfileLimits.maximumFileSize) bytes")
         }
         var body = bytes[...]
         if body.starts(with: [0xEF, 0xBB, 0xBF]) { body = body.dropFirst(3) }
@@ -46,7 +47,8 @@ struct LineReader {
             var line = rawLine
             if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
             guard line.count <= DockerfileLimits.maximumLineLength else {
-                throw DockerfileError(file: file, line: number,
+                throw DockerfileError(
+                    file: file, line: number,
                     message: "line too long (over \(DockerfileLimits.maximumLineLength) bytes)")
             }
             guard !line.contains(0) else {
@@ -77,12 +79,14 @@ struct LineReader {
             guard let (key, value) = Self.directive(line) else { break }
             guard ["syntax", "escape", "check"].contains(key) else { break }
             guard seen.insert(key).inserted else {
-                throw DockerfileError(file: file, line: position + 1, message: "only one \(key) parser directive can be used")
+                throw DockerfileError(
+                    file: file, line: position + 1, message: "only one \(key) parser directive can be used")
             }
             switch key {
             case "escape":
                 guard value == "\\" || value == "`" else {
-                    throw DockerfileError(file: file, line: position + 1,
+                    throw DockerfileError(
+                        file: file, line: position + 1,
                         message: "invalid escape token '\(value)' does not validate")
                 }
                 directives.escape = Character(value)

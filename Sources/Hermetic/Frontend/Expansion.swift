@@ -4,7 +4,9 @@
 /// --platform), STOPSIGNAL, USER, VOLUME and WORKDIR. RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, ONBUILD and
 /// MAINTAINER are left as written (the shell, or a later build, expands them).
 extension Instruction {
-    public func expanded(lookup: (String) -> String?, lexer: ShellLexer, file: String) throws(DockerfileError) -> Instruction {
+    public func expanded(lookup: (String) -> String?, lexer: ShellLexer, file: String) throws(DockerfileError)
+        -> Instruction
+    {
         let line = range.start.line
         func word(_ text: String) throws(DockerfileError) -> String {
             do {
@@ -14,7 +16,9 @@ extension Instruction {
             }
         }
         func pairs(_ list: [KeyValue]) throws(DockerfileError) -> [KeyValue] {
-            try list.map { pair throws(DockerfileError) in KeyValue(key: try word(pair.key), value: try word(pair.value)) }
+            try list.map { pair throws(DockerfileError) in
+                KeyValue(key: try word(pair.key), value: try word(pair.value))
+            }
         }
         var copy = self
         switch kind {
@@ -23,9 +27,11 @@ extension Instruction {
             if let platform = from.platform { from.platform = try word(platform) }
             copy.kind = .from(from)
         case .arg(let declarations):
-            copy.kind = .arg(try declarations.map { declaration throws(DockerfileError) in
-                ArgDeclaration(name: try word(declaration.name), defaultValue: try declaration.defaultValue.map(word))
-            })
+            copy.kind = .arg(
+                try declarations.map { declaration throws(DockerfileError) in
+                    ArgDeclaration(
+                        name: try word(declaration.name), defaultValue: try declaration.defaultValue.map(word))
+                })
         case .env(let list): copy.kind = .env(try pairs(list))
         case .label(let list): copy.kind = .label(try pairs(list))
         case .expose(let ports): copy.kind = .expose(try ports.map(word))

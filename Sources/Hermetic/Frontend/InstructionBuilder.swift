@@ -12,13 +12,19 @@ struct InstructionBuilder {
 
     static let flagsByInstruction: [String: [String: FlagKind]] = [
         "from": ["platform": .string],
-        "copy": ["from": .string, "chown": .string, "chmod": .string, "link": .bool, "parents": .bool,
-            "exclude": .repeated],
-        "add": ["from": .string, "chown": .string, "chmod": .string, "link": .bool, "parents": .bool,
-            "exclude": .repeated, "checksum": .string, "keep-git-dir": .bool, "unpack": .bool],
+        "copy": [
+            "from": .string, "chown": .string, "chmod": .string, "link": .bool, "parents": .bool,
+            "exclude": .repeated,
+        ],
+        "add": [
+            "from": .string, "chown": .string, "chmod": .string, "link": .bool, "parents": .bool,
+            "exclude": .repeated, "checksum": .string, "keep-git-dir": .bool, "unpack": .bool,
+        ],
         "run": ["mount": .repeated, "network": .string, "security": .string],
-        "healthcheck": ["interval": .string, "timeout": .string, "start-period": .string,
-            "start-interval": .string, "retries": .string],
+        "healthcheck": [
+            "interval": .string, "timeout": .string, "start-period": .string,
+            "start-interval": .string, "retries": .string,
+        ],
     ]
 
     enum FlagKind { case string, bool, repeated }
@@ -40,8 +46,10 @@ struct InstructionBuilder {
         let keywordText = String(text.prefix { !$0.isWhitespace })
         let keyword = keywordText.lowercased()
         var rest = String(text.dropFirst(keywordText.count).drop(while: { $0.isWhitespace }))
-        let known = ["from", "arg", "env", "label", "copy", "add", "run", "workdir", "user", "cmd", "entrypoint",
-            "shell", "expose", "volume", "stopsignal", "healthcheck", "onbuild", "maintainer"]
+        let known = [
+            "from", "arg", "env", "label", "copy", "add", "run", "workdir", "user", "cmd", "entrypoint",
+            "shell", "expose", "volume", "stopsignal", "healthcheck", "onbuild", "maintainer",
+        ]
         guard known.contains(keyword) else {
             throw fail(line, "unknown instruction: \(keywordText)")
         }
@@ -50,11 +58,14 @@ struct InstructionBuilder {
         if ["run", "copy", "add"].contains(keyword) {
             for marker in heredocMarkers(in: rest) {
                 let body = try heredocReader.readHeredoc(name: marker.name, chomp: marker.chomp, instructionLine: line)
-                heredocs.append(Heredoc(name: marker.name, content: body, expand: marker.expand, chomp: marker.chomp,
-                    fileDescriptor: marker.fileDescriptor))
+                heredocs.append(
+                    Heredoc(
+                        name: marker.name, content: body, expand: marker.expand, chomp: marker.chomp,
+                        fileDescriptor: marker.fileDescriptor))
             }
         }
-        let range = SourceRange(start: SourcePosition(line: line, column: 1),
+        let range = SourceRange(
+            start: SourcePosition(line: line, column: 1),
             end: SourcePosition(line: max(line, heredocReader.currentLine), column: 1))
         let original = (keywordText.uppercased() + " " + rest).trimmingCharacters(in: .whitespaces)
         let originalWithFlags = text.trimmingCharacters(in: .whitespaces)
@@ -73,19 +84,22 @@ struct InstructionBuilder {
             guard words.count == 1 || (words.count == 3 && words[1].lowercased() == "as") else {
                 throw fail(line, "FROM requires either one or three arguments")
             }
-            return .from(FromInstruction(image: words[0], stageName: words.count == 3 ? words[2] : nil,
-                platform: flags.string("platform")))
+            return .from(
+                FromInstruction(
+                    image: words[0], stageName: words.count == 3 ? words[2] : nil,
+                    platform: flags.string("platform")))
         case "arg":
             let words = try quotedWords(rest, line: line)
             guard !words.isEmpty else { throw fail(line, "ARG requires at least one argument") }
-            return .arg(try words.map { word throws(DockerfileError) in
-                if let eq = word.firstIndex(of: "=") {
-                    let name = String(word[..<eq])
-                    guard !name.isEmpty else { throw fail(line, "ARG names can not be blank") }
-                    return ArgDeclaration(name: name, defaultValue: String(word[word.index(after: eq)...]))
-                }
-                return ArgDeclaration(name: word, defaultValue: nil)
-            })
+            return .arg(
+                try words.map { word throws(DockerfileError) in
+                    if let eq = word.firstIndex(of: "=") {
+                        let name = String(word[..<eq])
+                        guard !name.isEmpty else { throw fail(line, "ARG names can not be blank") }
+                        return ArgDeclaration(name: name, defaultValue: String(word[word.index(after: eq)...]))
+                    }
+                    return ArgDeclaration(name: word, defaultValue: nil)
+                })
         case "env", "label":
             let pairs = try nameValuePairs(rest, instruction: upper, line: line)
             return keyword == "env" ? .env(pairs) : .label(pairs)
@@ -126,10 +140,13 @@ struct InstructionBuilder {
             if let security = flags.string("security"), !["sandbox", "insecure"].contains(security) {
                 throw fail(line, "RUN --security=\(security): expected sandbox or insecure")
             }
-            return .run(RunInstruction(command: heredocs.isEmpty ? try commandForm(rest, line: line) : .shell(rest), heredocs: heredocs,
-                mounts: flags.all("mount"), network: flags.string("network"), security: flags.string("security")))
+            return .run(
+                RunInstruction(
+                    command: heredocs.isEmpty ? try commandForm(rest, line: line) : .shell(rest), heredocs: heredocs,
+                    mounts: flags.all("mount"), network: flags.string("network"), security: flags.string("security")))
         case "copy", "add":
-            return .copy(try copyInstruction(keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, line: line))
+            return .copy(
+                try copyInstruction(keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, line: line))
         case "healthcheck":
             return .healthcheck(try healthcheck(rest, flags: flags, line: line))
         case "onbuild":
@@ -145,7 +162,8 @@ struct InstructionBuilder {
             var probe = try LineReader(bytes: Array(trigger.utf8), file: file)
             if let logical = try probe.nextLogicalLine(escape: escape) {
                 do {
-                    _ = try build(LogicalLine(text: logical.text, startLine: line, endLine: line), heredocReader: &probe)
+                    _ = try build(
+                        LogicalLine(text: logical.text, startLine: line, endLine: line), heredocReader: &probe)
                 } catch {
                     throw fail(line, "ONBUILD trigger: \(error.message)")
                 }
@@ -169,7 +187,10 @@ struct InstructionBuilder {
             }
         }
         guard words.count >= 2 else {
-            throw fail(line, "\(upper) requires at least two arguments, but only one was provided. Destination could not be determined.")
+            throw fail(
+                line,
+                "\(upper) requires at least two arguments, but only one was provided. Destination could not be determined."
+            )
         }
         let destination = words.removeLast()
         let isAdd = keyword == "add"
@@ -188,7 +209,8 @@ struct InstructionBuilder {
             }
             _ = checksum
         }
-        return CopyInstruction(isAdd: isAdd, sources: words, destination: destination, heredocs: heredocs,
+        return CopyInstruction(
+            isAdd: isAdd, sources: words, destination: destination, heredocs: heredocs,
             from: flags.string("from"), chown: flags.string("chown"), chmod: flags.string("chmod"),
             link: flags.bool("link") ?? false, parents: flags.bool("parents") ?? false, excludes: flags.all("exclude"),
             checksum: flags.string("checksum"), keepGitDir: flags.bool("keep-git-dir") ?? false,
@@ -201,10 +223,12 @@ struct InstructionBuilder {
             || lower.hasPrefix("git://")
     }
 
-    private func healthcheck(_ rest: String, flags: Flags, line: Int) throws(DockerfileError) -> HealthcheckInstruction {
+    private func healthcheck(_ rest: String, flags: Flags, line: Int) throws(DockerfileError) -> HealthcheckInstruction
+    {
         let words = Self.whitespaceWords(rest)
         guard let first = words.first else { throw fail(line, "HEALTHCHECK requires an argument") }
-        var result = HealthcheckInstruction(command: nil, interval: flags.string("interval"),
+        var result = HealthcheckInstruction(
+            command: nil, interval: flags.string("interval"),
             timeout: flags.string("timeout"), startPeriod: flags.string("start-period"),
             startInterval: flags.string("start-interval"), retries: flags.string("retries"))
         switch first.uppercased() {
@@ -392,7 +416,8 @@ struct InstructionBuilder {
         guard !name.isEmpty, name.allSatisfy({ !$0.isWhitespace && $0 != "<" && $0 != "\"" && $0 != "'" }) else {
             return nil
         }
-        return HeredocMarker(name: name, chomp: chomp, expand: expand, fileDescriptor: digits.isEmpty ? nil : Int(digits))
+        return HeredocMarker(
+            name: name, chomp: chomp, expand: expand, fileDescriptor: digits.isEmpty ? nil : Int(digits))
     }
 
     /// Heredoc markers among the instruction's words (quoted words are never markers).

@@ -81,9 +81,10 @@ public struct ShellLexer: Sendable {
         }
     }
 
-    private func process(_ s: inout Scanner, stopAt stop: Character?, depth: Int, lookup: (String) -> String?,
-        words: UnsafeMutablePointer<WordCollector>?, keepQuotes: Bool, rawEscapes: Bool = false) throws -> String
-    {
+    private func process(
+        _ s: inout Scanner, stopAt stop: Character?, depth: Int, lookup: (String) -> String?,
+        words: UnsafeMutablePointer<WordCollector>?, keepQuotes: Bool, rawEscapes: Bool = false
+    ) throws -> String {
         guard depth < Self.maximumDepth else {
             throw ExpansionError(description: "variable expansion nested more than \(Self.maximumDepth) deep")
         }
@@ -114,7 +115,8 @@ public struct ShellLexer: Sendable {
                     literal.append(c)
                 }
                 guard closed else {
-                    throw ExpansionError(description: "unexpected end of statement while looking for matching single-quote")
+                    throw ExpansionError(
+                        description: "unexpected end of statement while looking for matching single-quote")
                 }
                 words?.pointee.markWord()
                 emit(literal)
@@ -209,14 +211,21 @@ public struct ShellLexer: Sendable {
             name.append(c)
             _ = s.next()
         }
-        guard !name.isEmpty else { throw ExpansionError(description: "bad substitution: missing a variable name after ${") }
-        guard let op = s.next() else { throw ExpansionError(description: "bad substitution: missing } after ${\(name)") }
+        guard !name.isEmpty else {
+            throw ExpansionError(description: "bad substitution: missing a variable name after ${")
+        }
+        guard let op = s.next() else {
+            throw ExpansionError(description: "bad substitution: missing } after ${\(name)")
+        }
         if op == "}" { return lookup(name) ?? "" }
         let value = lookup(name)
         func word(rawEscapes: Bool = false) throws -> String {
-            let w = try process(&s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
+            let w = try process(
+                &s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
                 rawEscapes: rawEscapes)
-            guard s.next() == "}" else { throw ExpansionError(description: "bad substitution: missing } in ${\(name)…") }
+            guard s.next() == "}" else {
+                throw ExpansionError(description: "bad substitution: missing } in ${\(name)…")
+            }
             return w
         }
         switch op {
@@ -234,13 +243,16 @@ public struct ShellLexer: Sendable {
                 }
                 return value ?? ""
             default:
-                throw ExpansionError(description: "unsupported modifier (\(modifier)) in substitution ${\(name):\(modifier)…}")
+                throw ExpansionError(
+                    description: "unsupported modifier (\(modifier)) in substitution ${\(name):\(modifier)…}")
             }
         case "-": let w = try word(); return value ?? w
         case "+": let w = try word(); return value == nil ? "" : w
         case "?":
             let w = try word()
-            guard let value else { throw ExpansionError(description: "\(name): \(w.isEmpty ? "is not allowed to be unset" : w)") }
+            guard let value else {
+                throw ExpansionError(description: "\(name): \(w.isEmpty ? "is not allowed to be unset" : w)")
+            }
             return value
         case "#", "%":
             // As BuildKit: `##`/`%%` is seen after the pattern is expanded.
@@ -253,7 +265,8 @@ public struct ShellLexer: Sendable {
         case "/":
             let all = s.peek() == "/"
             if all { _ = s.next() }
-            let pattern = try process(&s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
+            let pattern = try process(
+                &s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
                 rawEscapes: true)
             // BuildKit requires the second `/` (`${v/p}` is an error) and keeps escapes in the replacement.
             guard s.next() == "/" else { throw ExpansionError(description: "syntax error: missing '/' in ${}") }
@@ -273,7 +286,10 @@ public struct ShellLexer: Sendable {
             guard c == "\\" else { continue }
             let next = chars.next()
             guard let next, ["*", "?", "\\", "}", "/"].contains(next) else {
-                throw ExpansionError(description: "invalid pattern (\(pattern)) in substitution: invalid escape '\\\(next.map(String.init) ?? "")'")
+                throw ExpansionError(
+                    description:
+                        "invalid pattern (\(pattern)) in substitution: invalid escape '\\\(next.map(String.init) ?? "")'"
+                )
             }
         }
     }
@@ -285,7 +301,8 @@ public struct ShellLexer: Sendable {
 
     static func checkPatternInput(_ value: String?, name: String) throws {
         guard (value?.utf8.count ?? 0) <= maximumPatternInput else {
-            throw ExpansionError(description: "${\(name)…}: pattern operators take values up to \(maximumPatternInput) bytes")
+            throw ExpansionError(
+                description: "${\(name)…}: pattern operators take values up to \(maximumPatternInput) bytes")
         }
     }
 
@@ -310,7 +327,8 @@ public struct ShellLexer: Sendable {
         while index < chars.count {
             if !replaced || all {
                 var matchLength: Int?
-                for end in stride(from: chars.count, to: index, by: -1) where Glob.matches(pattern, String(chars[index..<end]), brackets: false) {
+                for end in stride(from: chars.count, to: index, by: -1)
+                where Glob.matches(pattern, String(chars[index..<end]), brackets: false) {
                     matchLength = end - index
                     break
                 }

@@ -1,6 +1,5 @@
 import Foundation
 
-
 /// `{}` — the value type of Docker's `ExposedPorts` and `Volumes` maps.
 public struct EmptyObject: Codable, Sendable, Hashable {
     public init() {}

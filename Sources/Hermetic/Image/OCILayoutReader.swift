@@ -74,7 +74,8 @@ public struct OCILayoutReader: Sendable {
         }
         let distinct = Set(index.manifests.map(\.digest))
         guard distinct.count == 1, let only = index.manifests.first else {
-            throw LayoutError(layout: path,
+            throw LayoutError(
+                layout: path,
                 reason: "holds \(distinct.count) images; name one with :tag or @sha256:… in the --build-context value")
         }
         return only
@@ -85,7 +86,8 @@ public struct OCILayoutReader: Sendable {
     public func resolveImage(reference tag: String?, digest: Digest?, platform: Platform) throws -> ResolvedImage {
         var start: Descriptor
         if let digest {
-            start = try findDescriptor(digest, in: index, depth: 0)
+            start =
+                try findDescriptor(digest, in: index, depth: 0)
                 ?? { throw LayoutError(layout: path, digest: digest, reason: "not found in this layout") }()
         } else {
             start = try topLevelDescriptor(tag: tag)
@@ -95,7 +97,8 @@ public struct OCILayoutReader: Sendable {
         while MediaType.isIndex(start.mediaType) {
             depth += 1
             guard depth <= Self.maximumIndexDepth, visited.insert(start.digest).inserted else {
-                throw LayoutError(layout: path, digest: start.digest, reason: "image indexes nest too deep or form a cycle")
+                throw LayoutError(
+                    layout: path, digest: start.digest, reason: "image indexes nest too deep or form a cycle")
             }
             let nested: ImageIndex = try readJSON(start, as: ImageIndex.self)
             let candidates = nested.manifests.filter { descriptor in
@@ -109,14 +112,16 @@ public struct OCILayoutReader: Sendable {
             start = chosen
         }
         guard MediaType.isManifest(start.mediaType) else {
-            throw LayoutError(layout: path, digest: start.digest, reason: "unsupported media type \"\(start.mediaType)\"")
+            throw LayoutError(
+                layout: path, digest: start.digest, reason: "unsupported media type \"\(start.mediaType)\"")
         }
         let manifest: ImageManifest = try readJSON(start, as: ImageManifest.self)
         guard manifest.schemaVersion == 2 else {
             throw LayoutError(layout: path, digest: start.digest, reason: "manifest schemaVersion must be 2")
         }
         let config: ImageConfig = try readJSON(manifest.config, as: ImageConfig.self)
-        return ResolvedImage(manifestDescriptor: start, manifest: manifest, configDescriptor: manifest.config, config: config)
+        return ResolvedImage(
+            manifestDescriptor: start, manifest: manifest, configDescriptor: manifest.config, config: config)
     }
 
     private func findDescriptor(_ digest: Digest, in index: ImageIndex, depth: Int) throws -> Descriptor? {
@@ -146,7 +151,8 @@ public struct OCILayoutReader: Sendable {
     /// The whole blob, verified; for JSON and other small blobs.
     public func readBlob(_ descriptor: Descriptor, limit: Int64) throws -> [UInt8] {
         guard descriptor.size >= 0, descriptor.size <= limit else {
-            throw LayoutError(layout: path, digest: descriptor.digest, reason: "size \(descriptor.size) is over the limit \(limit)")
+            throw LayoutError(
+                layout: path, digest: descriptor.digest, reason: "size \(descriptor.size) is over the limit \(limit)")
         }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(descriptor.size))
@@ -180,7 +186,8 @@ public struct OCILayoutReader: Sendable {
         // a fifo, a host file) is refused before anything is read.
         let fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
-            let reason = errno == ENOENT ? "missing from the layout" : errno == ELOOP ? "is a symlink" : "cannot be opened"
+            let reason =
+                errno == ENOENT ? "missing from the layout" : errno == ELOOP ? "is a symlink" : "cannot be opened"
             throw LayoutError(layout: path, digest: digest, reason: reason)
         }
         defer { close(fd) }
@@ -195,23 +202,27 @@ public struct OCILayoutReader: Sendable {
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count < 0 {
                 if errno == EINTR { continue }
-                throw LayoutError(layout: path, digest: digest, reason: "read failed: \(String(cString: strerror(errno)))")
+                throw LayoutError(
+                    layout: path, digest: digest, reason: "read failed: \(String(cString: strerror(errno)))")
             }
             if count == 0 { break }
             total += Int64(count)
             guard total <= descriptor.size else {
-                throw LayoutError(layout: path, digest: digest, reason: "longer than its descriptor's size \(descriptor.size)")
+                throw LayoutError(
+                    layout: path, digest: digest, reason: "longer than its descriptor's size \(descriptor.size)")
             }
             let chunk = Array(buffer[0..<count])
             chunk.withUnsafeBytes { hasher.update($0) }
             try consume(chunk)
         }
         guard total == descriptor.size else {
-            throw LayoutError(layout: path, digest: digest, reason: "has \(total) bytes, its descriptor says \(descriptor.size)")
+            throw LayoutError(
+                layout: path, digest: digest, reason: "has \(total) bytes, its descriptor says \(descriptor.size)")
         }
         let actual = hasher.finalize()
         guard actual == digest else {
-            throw LayoutError(layout: path, digest: digest, reason: "content does not match its digest (it hashes to \(actual))")
+            throw LayoutError(
+                layout: path, digest: digest, reason: "content does not match its digest (it hashes to \(actual))")
         }
     }
 

@@ -1,4 +1,5 @@
 import Provenance
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -44,7 +45,8 @@ public final class OCILayoutWriter {
 
     /// Copies a file in as a blob, hashing while copying; refuses it unless it has `digest` and `size`.
     @discardableResult
-    public func putBlob(copyingFile source: String, digest: Digest, size: Int64, mediaType: String) throws -> Descriptor {
+    public func putBlob(copyingFile source: String, digest: Digest, size: Int64, mediaType: String) throws -> Descriptor
+    {
         let path = blobPath(digest)
         if FileSystem.exists(path) { return Descriptor(mediaType: mediaType, digest: digest, size: size) }
         let input = open(source, O_RDONLY | O_CLOEXEC)
@@ -78,7 +80,8 @@ public final class OCILayoutWriter {
         }
         let actual = hasher.finalize()
         guard actual == digest, total == size else {
-            throw LayoutError(layout: stagingDirectory, digest: digest,
+            throw LayoutError(
+                layout: stagingDirectory, digest: digest,
                 reason: "refused: the file \(source) has \(total) bytes hashing to \(actual)")
         }
         guard rename(temporary, path) == 0 else { throw SystemError("rename", path: path, errno: errno) }
@@ -87,7 +90,8 @@ public final class OCILayoutWriter {
     }
 
     private func writeMarkers(index: ImageIndex) throws {
-        try FileSystem.writeAtomically(Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: stagingDirectory + "/oci-layout")
+        try FileSystem.writeAtomically(
+            Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: stagingDirectory + "/oci-layout")
         try FileSystem.writeAtomically(try CanonicalJSON.encode(index), to: stagingDirectory + "/index.json")
     }
 
@@ -103,21 +107,28 @@ public final class OCILayoutWriter {
     public func finishArchive(index: ImageIndex, to destination: String, format: ArchiveFormat) throws {
         try writeMarkers(index: index)
         if case .docker(let repoTags, let manifest) = format {
+            /// One image of `docker save`'s manifest.json (Docker's capitalized keys).
             struct DockerSaveEntry: Encodable {
-                var Config: String
-                var RepoTags: [String]
-                var Layers: [String]
+                var config: String
+                var repoTags: [String]
+                var layers: [String]
+                enum CodingKeys: String, CodingKey {
+                    case config = "Config"
+                    case repoTags = "RepoTags"
+                    case layers = "Layers"
+                }
             }
             let entry = DockerSaveEntry(
-                Config: "blobs/sha256/\(manifest.config.digest.hex)", RepoTags: repoTags,
-                Layers: manifest.layers.map { "blobs/sha256/\($0.digest.hex)" })
+                config: "blobs/sha256/\(manifest.config.digest.hex)", repoTags: repoTags,
+                layers: manifest.layers.map { "blobs/sha256/\($0.digest.hex)" })
             try FileSystem.writeAtomically(try CanonicalJSON.encode([entry]), to: stagingDirectory + "/manifest.json")
         }
         var entries: [LayerEntry] = [
             LayerEntry(path: "blobs", kind: .directory, mode: 0o755),
             LayerEntry(path: "blobs/sha256", kind: .directory, mode: 0o755),
         ]
-        for name in ["oci-layout", "index.json", "manifest.json"] where FileSystem.exists(stagingDirectory + "/" + name) {
+        for name in ["oci-layout", "index.json", "manifest.json"] where FileSystem.exists(stagingDirectory + "/" + name)
+        {
             entries.append(try fileEntry(name))
         }
         guard let blobNames = FileSystem.directoryNames(stagingDirectory + "/blobs/sha256") else {

@@ -229,10 +229,12 @@ private final class LayerApplication {
         touch(components)
         guard let parent = try tree.openDirectory(parentComponents, create: true, for: path) else { return }
         let existing = try tree.status(of: name, in: parent)
-        let existingIsDirectory = existing.map { (UInt32($0.st_mode) & FileTypeBits.mask) == FileTypeBits.directory } ?? false
+        let existingIsDirectory =
+            existing.map { (UInt32($0.st_mode) & FileTypeBits.mask) == FileTypeBits.directory } ?? false
 
         if let link = header.hardlink, !link.isEmpty {
-            try makeHardlink(name: name, path: path, in: parent, parentComponents: Array(parentComponents), target: link)
+            try makeHardlink(
+                name: name, path: path, in: parent, parentComponents: Array(parentComponents), target: link)
             return
         }
         switch header.type {
@@ -296,7 +298,8 @@ private final class LayerApplication {
         let size = header.size
         if size < 0 || size > limits.maxTotalBytes - contentBytes {
             throw LayerError.limitExceeded(
-                layer: layer, limit: "entry \(displayable(bytes: path)) declares \(size) bytes; total over \(limits.maxTotalBytes)")
+                layer: layer,
+                limit: "entry \(displayable(bytes: path)) declares \(size) bytes; total over \(limits.maxTotalBytes)")
         }
         contentBytes += size
         let fd = openat(parent.fd, name.cString, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
@@ -323,7 +326,9 @@ private final class LayerApplication {
                 written += count
             }
         }
-        if ftruncate(fd, off_t(size)) != 0 { throw SystemError("ftruncate", path: displayable(bytes: path), errno: errno) }
+        if ftruncate(fd, off_t(size)) != 0 {
+            throw SystemError("ftruncate", path: displayable(bytes: path), errno: errno)
+        }
         try applyMetadata(fd: fd, header: header, path: path)
     }
 

@@ -89,7 +89,8 @@ public struct LayerWriter: Sendable {
                 archive_write_set_options(
                     gzip.handle, "gzip:compression-level=\(Self.gzipLevel),gzip:!timestamp"),
                 "archive_write_set_options")
-            try gzip.check(archive_write_set_bytes_in_last_block(gzip.handle, 1), "archive_write_set_bytes_in_last_block")
+            try gzip.check(
+                archive_write_set_bytes_in_last_block(gzip.handle, 1), "archive_write_set_bytes_in_last_block")
             try gzip.open { buffer in
                 blobHasher.update(buffer)
                 try output.write(buffer)

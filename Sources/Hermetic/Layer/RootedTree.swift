@@ -52,7 +52,8 @@ final class RootedTree {
                 guard create else { return nil }
                 noteMutation(of: walked, descriptor: current)
                 if mkdirat(current.fd, component.cString, 0o700) != 0 && errno != EEXIST {
-                    throw SystemError("mkdirat", path: displayable(bytes: joinedPath(walked + [component])), errno: errno)
+                    throw SystemError(
+                        "mkdirat", path: displayable(bytes: joinedPath(walked + [component])), errno: errno)
                 }
                 fd = openat(current.fd, component.cString, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 if fd >= 0 {
@@ -66,11 +67,13 @@ final class RootedTree {
                 let shown = joinedPath(walked + [component])
                 if code == ELOOP || code == ENOTDIR {
                     var status = stat()
-                    let isLink = fstatat(current.fd, component.cString, &status, AT_SYMLINK_NOFOLLOW) == 0
+                    let isLink =
+                        fstatat(current.fd, component.cString, &status, AT_SYMLINK_NOFOLLOW) == 0
                         && (UInt32(status.st_mode) & FileTypeBits.mask) == FileTypeBits.symlink
                     throw refuse(
                         entryPath,
-                        "parent \(displayable(bytes: shown)) is \(isLink ? "a symlink" : "not a directory"); not writing through it")
+                        "parent \(displayable(bytes: shown)) is \(isLink ? "a symlink" : "not a directory"); not writing through it"
+                    )
                 }
                 throw SystemError("openat", path: displayable(bytes: shown), errno: code)
             }

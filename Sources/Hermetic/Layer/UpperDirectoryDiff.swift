@@ -23,9 +23,10 @@ public struct UpperDirectoryDiff {
         return entries
     }
 
-    private func walk(_ directory: String, relative: String, depth: Int, into entries: inout [LayerEntry],
-        firstPathByInode: inout [String: String]) throws
-    {
+    private func walk(
+        _ directory: String, relative: String, depth: Int, into entries: inout [LayerEntry],
+        firstPathByInode: inout [String: String]
+    ) throws {
         guard depth < 4096 else { throw SystemError("walk (too deep)", path: directory, errno: ELOOP) }
         guard let names = FileSystem.directoryNames(directory) else {
             throw SystemError("opendir", path: directory, errno: errno)
@@ -50,10 +51,13 @@ public struct UpperDirectoryDiff {
             case S_IFDIR:
                 entries.append(entry(.directory))
                 if Self.isOpaque(hostPath) {
-                    entries.append(LayerEntry(path: path + "/.wh..wh..opq", kind: .regular(.bytes([])), mode: 0,
-                        mtime: mtime))
+                    entries.append(
+                        LayerEntry(
+                            path: path + "/.wh..wh..opq", kind: .regular(.bytes([])), mode: 0,
+                            mtime: mtime))
                 }
-                try walk(hostPath, relative: path, depth: depth + 1, into: &entries,
+                try walk(
+                    hostPath, relative: path, depth: depth + 1, into: &entries,
                     firstPathByInode: &firstPathByInode)
             case S_IFREG:
                 let inode = "\(info.st_dev):\(info.st_ino)"
@@ -72,7 +76,8 @@ public struct UpperDirectoryDiff {
             case S_IFIFO:
                 entries.append(entry(.fifo))
             case S_IFCHR:
-                entries.append(entry(.characterDevice(major: Self.major(info.st_rdev), minor: Self.minor(info.st_rdev))))
+                entries.append(
+                    entry(.characterDevice(major: Self.major(info.st_rdev), minor: Self.minor(info.st_rdev))))
             case S_IFBLK:
                 entries.append(entry(.blockDevice(major: Self.major(info.st_rdev), minor: Self.minor(info.st_rdev))))
             default:

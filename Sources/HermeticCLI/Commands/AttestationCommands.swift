@@ -32,24 +32,28 @@ struct InspectCommand: AsyncParsableCommand {
             if format == "json" {
                 var object: [String: JSONValue] = ["statement": try JSONValue.from(statement)]
                 if let record = try stored.runRecordStatement() { object["runRecord"] = try JSONValue.from(record) }
-                object["signatures"] = .array(checks.map { check in
-                    switch check {
-                    case .valid(let id): return .object(["keyid": .string(id), "verified": .bool(true)])
-                    case .invalid(let id): return .object(["keyid": .string(id), "verified": .bool(false)])
-                    case .unknownKey(let id): return .object(["keyid": .string(id), "verified": .null])
-                    }
-                })
+                object["signatures"] = .array(
+                    checks.map { check in
+                        switch check {
+                        case .valid(let id): return .object(["keyid": .string(id), "verified": .bool(true)])
+                        case .invalid(let id): return .object(["keyid": .string(id), "verified": .bool(false)])
+                        case .unknownKey(let id): return .object(["keyid": .string(id), "verified": .null])
+                        }
+                    })
                 print(String(decoding: try CanonicalJSON.encode(JSONValue.object(object)), as: UTF8.self))
                 return
             }
-            print(ProvenanceSummary.text(statement: statement, runRecord: try stored.runRecordStatement(), checks: checks))
+            print(
+                ProvenanceSummary.text(statement: statement, runRecord: try stored.runRecordStatement(), checks: checks)
+            )
         }
     }
 }
 
 struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "verify", abstract: "Check an image's provenance: signature, subject and policy. Exit 0 only if all hold.")
+        commandName: "verify",
+        abstract: "Check an image's provenance: signature, subject and policy. Exit 0 only if all hold.")
 
     @Argument(help: "An OCI layout written by hermetic build (DIR or DIR:tag), or an --attest-file.") var target: String
     @Option(help: "Public key (PEM) the signature must verify with (repeatable).") var key: [String] = []
@@ -61,7 +65,9 @@ struct VerifyCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            guard !key.isEmpty else { throw ArgumentError(argument: "--key", value: "", reason: "at least one public key is required") }
+            guard !key.isEmpty else {
+                throw ArgumentError(argument: "--key", value: "", reason: "at least one public key is required")
+            }
             var verifier = AttestationVerifier(keys: try loadKeys(key))
             verifier.requirePinned = requirePinned
             verifier.requireNoNetwork = requireNoNetwork

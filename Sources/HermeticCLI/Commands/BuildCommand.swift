@@ -12,17 +12,21 @@ struct BuildCommand: AsyncParsableCommand {
     @Argument(help: "The build context directory.") var context: String
     @Option(name: [.customShort("f"), .long], help: "The Dockerfile (default: CONTEXT/Dockerfile).") var file: String?
     @Option(name: [.customShort("t"), .long], help: "Name and tag of the image (repeatable).") var tag: [String] = []
-    @Option(name: .customLong("build-arg"), help: "A build arg, NAME=VALUE or NAME (repeatable).") var buildArg: [String] = []
+    @Option(name: .customLong("build-arg"), help: "A build arg, NAME=VALUE or NAME (repeatable).") var buildArg:
+        [String] = []
     @Option(help: "The stage to build.") var target: String?
     @Option(help: "Target platforms, comma-separated (default: the host's).") var platform: [String] = []
-    @Option(name: [.customShort("o"), .long], help: "type=oci|docker|local,dest=PATH (repeatable).") var output: [String] = []
+    @Option(name: [.customShort("o"), .long], help: "type=oci|docker|local,dest=PATH (repeatable).") var output:
+        [String] = []
     @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path[@sha256:…] or NAME=DIR (repeatable).")
     var buildContext: [String] = []
     @Option(help: "Write the image (manifest) digest to this file.") var iidfile: String?
-    @Option(name: .customLong("metadata-file"), help: "Write build result metadata (JSON) to this file.") var metadataFile: String?
+    @Option(name: .customLong("metadata-file"), help: "Write build result metadata (JSON) to this file.")
+    var metadataFile: String?
     @Option(help: "plain, tty, quiet or auto.") var progress: String = "auto"
     @Flag(name: .customLong("no-cache"), help: "Do not use any cache.") var noCache = false
-    @Option(name: .customLong("source-date-epoch"), help: "Timestamps in the image (default: $SOURCE_DATE_EPOCH, else 0).")
+    @Option(
+        name: .customLong("source-date-epoch"), help: "Timestamps in the image (default: $SOURCE_DATE_EPOCH, else 0).")
     var sourceDateEpoch: String?
     @Option(name: .customLong("lock-file"), help: "The lock file (default: CONTEXT/hermetic.lock if it exists).")
     var lockFile: String?
@@ -34,13 +38,17 @@ struct BuildCommand: AsyncParsableCommand {
     var allow: [String] = []
     @Option(name: .customLong("step-timeout"), help: "Seconds a RUN step may take.")
     var stepTimeout: Int?
-    @Option(name: .customLong("state-dir"), help: "Where cache mounts persist (default: $HERMETIC_STATE_DIR or /var/lib/hermetic).")
+    @Option(
+        name: .customLong("state-dir"),
+        help: "Where cache mounts persist (default: $HERMETIC_STATE_DIR or /var/lib/hermetic).")
     var stateDir: String?
     @Option(help: "Provenance attestation: mode=max (default), mode=min, true or false.")
     var provenance: String?
-    @Option(name: .customLong("sign-key"), help: "A PEM private key (ECDSA P-256 or Ed25519) that signs the attestations.")
+    @Option(
+        name: .customLong("sign-key"), help: "A PEM private key (ECDSA P-256 or Ed25519) that signs the attestations.")
     var signKey: String?
-    @Option(name: .customLong("attest-file"), help: "Also write the attestations here, as JSON lines of DSSE envelopes.")
+    @Option(
+        name: .customLong("attest-file"), help: "Also write the attestations here, as JSON lines of DSSE envelopes.")
     var attestFile: String?
 
     func run() async throws {
@@ -85,19 +93,23 @@ struct BuildCommand: AsyncParsableCommand {
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
             let id = parts[0]
             guard let socket = parts.count == 2 ? parts[1] : environment["SSH_AUTH_SOCK"], !socket.isEmpty else {
-                throw ArgumentError(argument: "--ssh", value: entry, reason: "no socket given and SSH_AUTH_SOCK is not set")
+                throw ArgumentError(
+                    argument: "--ssh", value: entry, reason: "no socket given and SSH_AUTH_SOCK is not set")
             }
             options.sshSockets[id] = socket
         }
         for entry in allow {
             guard let entitlement = Entitlement(rawValue: entry) else {
-                throw ArgumentError(argument: "--allow", value: entry, reason: "expected network.host or security.insecure")
+                throw ArgumentError(
+                    argument: "--allow", value: entry, reason: "expected network.host or security.insecure")
             }
             options.entitlements.insert(entitlement)
         }
         if let stepTimeout {
             guard stepTimeout > 0 else {
-                throw ArgumentError(argument: "--step-timeout", value: String(stepTimeout), reason: "must be a positive number of seconds")
+                throw ArgumentError(
+                    argument: "--step-timeout", value: String(stepTimeout),
+                    reason: "must be a positive number of seconds")
             }
             options.stepTimeoutSeconds = stepTimeout
         }
@@ -107,7 +119,8 @@ struct BuildCommand: AsyncParsableCommand {
         case "mode=min": options.provenance = .min
         case "false", "0": options.provenance = nil
         case let other?:
-            throw ArgumentError(argument: "--provenance", value: other, reason: "expected mode=max, mode=min, true or false")
+            throw ArgumentError(
+                argument: "--provenance", value: other, reason: "expected mode=max, mode=min, true or false")
         }
         options.signKeyPath = signKey
         options.attestFile = attestFile
@@ -121,10 +134,13 @@ struct LockCommand: AsyncParsableCommand {
 
     @Argument(help: "The build context directory.") var context: String
     @Option(name: [.customShort("f"), .long], help: "The Dockerfile (default: CONTEXT/Dockerfile).") var file: String?
-    @Option(name: .customLong("build-arg"), help: "A build arg, NAME=VALUE or NAME (repeatable).") var buildArg: [String] = []
-    @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path (repeatable).") var buildContext: [String] = []
+    @Option(name: .customLong("build-arg"), help: "A build arg, NAME=VALUE or NAME (repeatable).") var buildArg:
+        [String] = []
+    @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path (repeatable).") var buildContext:
+        [String] = []
     @Option(help: "Target platforms, comma-separated (default: the host's).") var platform: [String] = []
-    @Option(name: .customLong("lock-file"), help: "Where to write (default: CONTEXT/hermetic.lock).") var lockFile: String?
+    @Option(name: .customLong("lock-file"), help: "Where to write (default: CONTEXT/hermetic.lock).") var lockFile:
+        String?
 
     func run() async throws {
         try await reportingErrors {

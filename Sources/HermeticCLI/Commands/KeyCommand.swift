@@ -16,7 +16,8 @@ struct KeyCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors {
                 guard let chosen = KeyAlgorithm(rawValue: algorithm) else {
-                    throw ArgumentError(argument: "--algorithm", value: algorithm, reason: "expected ecdsa-p256 or ed25519")
+                    throw ArgumentError(
+                        argument: "--algorithm", value: algorithm, reason: "expected ecdsa-p256 or ed25519")
                 }
                 let key = try SigningKey.generate(chosen)
                 try FileSystem.writeAtomically(try key.privateKeyPEM(), to: out, mode: 0o600)

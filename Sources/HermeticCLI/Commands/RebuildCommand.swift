@@ -10,7 +10,8 @@ struct RebuildCommand: AsyncParsableCommand {
 
     @Argument(help: "An OCI layout written by hermetic build (DIR or DIR:tag), or an --attest-file.") var target: String
     @Option(help: "The build context directory to rebuild from.") var context: String
-    @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path for each image the build used (repeatable).")
+    @Option(
+        name: .customLong("build-context"), help: "NAME=oci-layout:///path for each image the build used (repeatable).")
     var buildContext: [String] = []
     @Option(help: "Secrets the build used, supplied again: id=ID,src=FILE or id=ID,env=VAR (repeatable).")
     var secret: [String] = []
@@ -27,21 +28,28 @@ struct RebuildCommand: AsyncParsableCommand {
                 let (name, value) = try NamedContext.parse(entry)
                 named[name] = value
             }
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            let outcome = try Rebuilder(target: target, contextDirectory: context, namedContexts: named, secrets: secret,
-                entitlements: allow, executable: executable).run()
+            let executable =
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0]
+            let outcome = try Rebuilder(
+                target: target, contextDirectory: context, namedContexts: named, secrets: secret,
+                entitlements: allow, executable: executable
+            ).run()
             if let signKey {
                 let key = try SigningKey(pem: try FileSystem.readFile(signKey, limit: 1 << 20), source: signKey)
                 let summary = VerificationSummary(
-                    verifier: .init(id: "https://hermetic.build/rebuilder/v1", version: ["hermetic": HermeticVersion.string]),
+                    verifier: .init(
+                        id: "https://hermetic.build/rebuilder/v1", version: ["hermetic": HermeticVersion.string]),
                     timeVerified: RFC3339.format(Int64(Date().timeIntervalSince1970)),
                     resourceUri: outcome.statement.subject.first?.name ?? "image",
                     policy: ResourceDescriptor(uri: "https://hermetic.build/policies/bit-identical-rebuild/v1"),
                     inputAttestations: nil, passed: outcome.reproduced,
                     verifiedLevels: outcome.reproduced ? ["SLSA_BUILD_LEVEL_3"] : ["FAILED"], slsaVersion: "1.0")
-                let vsa = InTotoStatement(subject: outcome.statement.subject, predicateType: VerificationSummary.predicateType,
+                let vsa = InTotoStatement(
+                    subject: outcome.statement.subject, predicateType: VerificationSummary.predicateType,
                     predicate: try JSONValue.from(summary))
-                var envelope = DSSEEnvelope(payload: try CanonicalJSON.encode(vsa), payloadType: InTotoStatement.payloadType)
+                var envelope = DSSEEnvelope(
+                    payload: try CanonicalJSON.encode(vsa), payloadType: InTotoStatement.payloadType)
                 try envelope.sign(with: key)
                 try FileSystem.writeAtomically(try CanonicalJSON.encode(envelope) + [0x0a], to: vsaFile)
             }
@@ -49,7 +57,9 @@ struct RebuildCommand: AsyncParsableCommand {
                 print("reproduced: \(outcome.originalSubjects.map { "sha256:" + $0 }.joined(separator: ", "))")
                 return
             }
-            writeStandardError("error: rebuild differs: expected \(outcome.originalSubjects.map { "sha256:" + $0 }.joined(separator: ", ")), got \(outcome.rebuiltSubjects.map { "sha256:" + $0 }.joined(separator: ", "))\n")
+            writeStandardError(
+                "error: rebuild differs: expected \(outcome.originalSubjects.map { "sha256:" + $0 }.joined(separator: ", ")), got \(outcome.rebuiltSubjects.map { "sha256:" + $0 }.joined(separator: ", "))\n"
+            )
             for finding in outcome.findings { writeStandardError(finding + "\n") }
             throw ExitCode(1)
         }

@@ -24,10 +24,14 @@ public struct DockerIgnore: Sendable {
 
     public init(text: String, file: String) throws {
         var number = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Swift reads "\r\n" as one Character: split on either line ending. A leading BOM is dropped, and
+        // `#` starts a comment only in the first column (moby checks before trimming).
+        let body = text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text
+        for rawLine in body.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             number += 1
+            if rawLine.hasPrefix("#") { continue }
             var line = rawLine.trimmingCharacters(in: .whitespacesAndNewlines)
-            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.isEmpty { continue }
             var exclusion = false
             if line.hasPrefix("!") {
                 exclusion = true

@@ -45,6 +45,10 @@ import Testing
             expectFiles: ["w/a.txt": "a", "w/b.txt": "b", "q/f1.md": "1"],
             expectAbsent: ["w/c.md", "q/f22.md"]),
         Case(
+            name: "a wildcard matching nothing copies nothing (BuildKit's AllowEmptyWildcard)",
+            dockerfile: "FROM scratch\nCOPY *.nothing /none/\nCOPY a.txt /a\n",
+            files: ["a.txt": "a"], expectFiles: ["a": "a"], expectAbsent: ["none"]),
+        Case(
             name: "relative destination uses WORKDIR", dockerfile: "FROM scratch\nWORKDIR /app\nCOPY a.txt rel/\n",
             files: ["a.txt": "a"], expectFiles: ["app/rel/a.txt": "a"]),
         Case(

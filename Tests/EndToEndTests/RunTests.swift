@@ -180,6 +180,23 @@ import Testing
     }
 }
 
+extension RunTests {
+    @Test func requireHermeticRefusesWarmCachesAndNetwork() throws {
+        let build = try Build(dockerfile: """
+            FROM busybox
+            ARG API_TOKEN=
+            RUN --mount=type=cache,target=/cache,id=warm echo run >> /cache/log
+            """)
+        let first = try build.run(["--require-hermetic"], output: "first")
+        try #require(first.status == 0, "\(first.standardError)")
+        #expect(first.standardError.contains("SecretsUsedInArgOrEnv") && first.standardError.contains("API_TOKEN"))
+        let second = try build.run(["--require-hermetic"], output: "second")
+        #expect(second.status != 0)
+        #expect(second.standardError.contains("--require-hermetic") && second.standardError.contains("id warm"))
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/second"))
+    }
+}
+
 /// Looks for a secret in every file of a tree, gzip layers decompressed.
 enum SecretScan {
     static func assertAbsent(_ secret: String, under root: String, excluding: [String]) throws {

@@ -35,6 +35,8 @@ public struct BuildOptions: Sendable {
     public var signKeyPath: String?
     /// `--attest-file`: where to also write the attestations, as JSON lines of DSSE envelopes.
     public var attestFile: String?
+    /// `--require-hermetic`: fail if any RUN step had network access or read a non-empty cache mount.
+    public var requireHermetic = false
 
     public init(contextDirectory: String) {
         self.contextDirectory = contextDirectory

@@ -49,6 +49,9 @@ public struct Builder {
                     throw ArgumentError(argument: "--platform", value: text, reason: "\(error)")
                 }
             }
+        for warning in BuildChecks.warnings(dockerfile: dockerfile, buildArgs: options.buildArgs) {
+            log.warning(warning)
+        }
         let ignore = try DockerIgnore.load(contextRoot: contextRoot, dockerfilePath: dockerfilePath)
         let context = BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true)
         let resolver = try makeResolver(contextRoot: contextRoot)
@@ -85,6 +88,10 @@ public struct Builder {
             record.merge(executor.record)
         }
 
+        if options.requireHermetic {
+            let failures = BuildChecks.hermeticityFailures(record, file: dockerfile.file)
+            guard failures.isEmpty else { throw HermeticityError(failures: failures) }
+        }
         let exporter = ImageExporter(images: images, tags: options.tags, sourceDateEpoch: options.sourceDateEpoch)
         var exported = try exporter.assemble(stagingParent: workspace)
         var envelopes: [DSSEEnvelope] = []

@@ -50,11 +50,8 @@ struct ProvenanceBuilder {
             "buildArgs": .object(
                 Dictionary(
                     options.buildArgs.map { ($0.name, JSONValue.string($0.value)) }, uniquingKeysWith: { _, b in b })),
-            "secrets": .array(
-                options.secrets.keys.sorted().map { id in
-                    .object(["id": .string(id), "used": .bool(record.steps.contains { $0.secretIDs.contains(id) })])
-                }),
-            "ssh": .array(options.sshSockets.keys.sorted().map { .object(["id": .string($0)]) }),
+            "secrets": .array(requests(kind: "secret", given: Set(options.secrets.keys))),
+            "ssh": .array(requests(kind: "ssh", given: Set(options.sshSockets.keys))),
             "entitlements": .array(options.entitlements.map(\.rawValue).sorted().map { .string($0) }),
             "sourceDateEpoch": .int(options.sourceDateEpoch),
             "context": .object(["digest": .object(["sha256": .string(contextDigest.hex)])]),
@@ -124,6 +121,21 @@ struct ProvenanceBuilder {
         return InTotoStatement(
             subject: subjects(), predicateType: SLSAProvenance.predicateType,
             predicate: try JSONValue.from(predicate))
+    }
+
+    /// Secret or ssh ids the person gave or a step asked for: whether a step required it and whether it
+    /// was given (never a value).
+    func requests(kind: String, given: Set<String>) -> [JSONValue] {
+        var required: [String: Bool] = [:]
+        for step in record.steps {
+            for request in step.requested where request.kind == kind {
+                required[request.id] = (required[request.id] ?? false) || request.required
+            }
+        }
+        for id in given where required[id] == nil { required[id] = false }
+        return required.keys.sorted().map { id in
+            .object(["id": .string(id), "required": .bool(required[id] ?? false), "given": .bool(given.contains(id))])
+        }
     }
 
     /// Where a pin came from, without host paths (they differ between machines).

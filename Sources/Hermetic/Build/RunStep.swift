@@ -24,6 +24,8 @@ struct RunRecord: Sendable {
     var cacheMounts: [(id: String, hadData: Bool)]
     var secretIDs: [String]
     var sshIDs: [String]
+    /// Every secret and ssh mount the step asked for (given or not), with its `required` flag.
+    var requested: [(kind: String, id: String, required: Bool)] = []
 }
 
 extension StageExecutor {
@@ -157,6 +159,7 @@ extension StageExecutor {
                     (id, !(try BuildContext(root: directory, ignore: DockerIgnore()).listDirectory([]).isEmpty)))
                 mounts.append(ExtraMount(.bind(source: directory), target: absolute(target, workingDirectory)))
             case .secret(let id, let target, let env, let required, let mode, let secretUID, let secretGID):
+                record.requested.append(("secret", id, required))
                 guard let source = runOptions.secrets[id] else {
                     if required {
                         throw fail(
@@ -178,6 +181,7 @@ extension StageExecutor {
                             target: absolute(target ?? "/run/secrets/\(id)", workingDirectory)))
                 }
             case .ssh(let id, let target, let required):
+                record.requested.append(("ssh", id, required))
                 guard let socket = runOptions.sshSockets[id] else {
                     if required {
                         throw fail("ssh agent \(id) is required but was not given (hermetic build --ssh \(id)=…)")

@@ -77,9 +77,7 @@ public struct BuildContext: Sendable {
             else { return nil }
             return Match(components: components, info: info, hostPath: host(components))
         }
-        guard !matches.isEmpty else {
-            throw SourceError(message: "no source files were specified: \"\(source)\" matches nothing")
-        }
+        // BuildKit's Dockerfile frontend copies with AllowEmptyWildcard: a pattern matching nothing copies nothing.
         return matches
     }
 

@@ -50,6 +50,10 @@ struct BuildCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("attest-file"), help: "Also write the attestations here, as JSON lines of DSSE envelopes.")
     var attestFile: String?
+    @Flag(
+        name: .customLong("require-hermetic"),
+        help: "Fail if any RUN step had network access or read a non-empty cache mount.")
+    var requireHermetic = false
 
     func run() async throws {
         try await reportingErrors {
@@ -124,6 +128,7 @@ struct BuildCommand: AsyncParsableCommand {
         }
         options.signKeyPath = signKey
         options.attestFile = attestFile
+        options.requireHermetic = requireHermetic
         return options
     }
 }

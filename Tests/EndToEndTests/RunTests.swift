@@ -182,11 +182,12 @@ import Testing
 
 extension RunTests {
     @Test func requireHermeticRefusesWarmCachesAndNetwork() throws {
-        let build = try Build(dockerfile: """
-            FROM busybox
-            ARG API_TOKEN=
-            RUN --mount=type=cache,target=/cache,id=warm echo run >> /cache/log
-            """)
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                ARG API_TOKEN=
+                RUN --mount=type=cache,target=/cache,id=warm echo run >> /cache/log
+                """)
         let first = try build.run(["--require-hermetic"], output: "first")
         try #require(first.status == 0, "\(first.standardError)")
         #expect(first.standardError.contains("SecretsUsedInArgOrEnv") && first.standardError.contains("API_TOKEN"))

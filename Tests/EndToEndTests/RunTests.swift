@@ -198,6 +198,36 @@ extension RunTests {
     }
 }
 
+extension RunTests {
+    @Test func sshMountForwardsTheAgentSocket() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN --mount=type=ssh test -S "$SSH_AUTH_SOCK" && echo "$SSH_AUTH_SOCK" > /ssh-ok
+                RUN --mount=type=ssh,id=missing,required=false test -z "$SSH_AUTH_SOCK"
+                """)
+        // A listening Unix socket stands in for an agent.
+        let socket = build.scratch.path + "/agent.sock"
+        let listener = Process()
+        listener.executableURL = URL(fileURLWithPath: try ExternalTools.require("python3"))
+        listener.arguments = [
+            "-c",
+            "import socket,sys,time;s=socket.socket(socket.AF_UNIX);s.bind(sys.argv[1]);s.listen(1);time.sleep(60)",
+            socket,
+        ]
+        try listener.run()
+        defer { listener.terminate() }
+        for _ in 0..<50 where !FileManager.default.fileExists(atPath: socket) { usleep(100_000) }
+        let outcome = try build.run(["--ssh", "default=\(socket)"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "ssh-ok") == "/run/buildkit/ssh_agent.0\n")
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out/run/buildkit/ssh_agent.0"))
+        let missing = try build.run([], output: "missing")
+        // Without --ssh the optional mount is skipped, so the first step's `test -S` fails there.
+        #expect(missing.status != 0 && missing.standardError.contains("Dockerfile:2:"), "\(missing.standardError)")
+    }
+}
+
 /// Looks for a secret in every file of a tree, gzip layers decompressed.
 enum SecretScan {
     static func assertAbsent(_ secret: String, under root: String, excluding: [String]) throws {

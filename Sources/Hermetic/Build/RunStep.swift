@@ -68,10 +68,10 @@ extension StageExecutor {
         case .exec(let arguments):
             argv = arguments
         case .shell(let text):
-            if run.heredocs.count == 1, let only = run.heredocs.first,
-                text.trimmingCharacters(in: .whitespaces).range(
-                    of: "^[0-9]*<<-?[\"']?\(only.name)[\"']?$", options: .regularExpression) != nil
-            {
+            let words = InstructionBuilder.whitespaceWords(text)
+            let markerOnly =
+                words.count == 1 && InstructionBuilder(file: file, escape: plan.escape).heredocMarker(words[0]) != nil
+            if run.heredocs.count == 1, let only = run.heredocs.first, markerOnly {
                 argv = shell + [only.content]  // `RUN <<EOF`: the body is the script
             } else if !run.heredocs.isEmpty {
                 // `RUN cmd <<EOF`: the shell itself reads the heredocs.
@@ -155,8 +155,7 @@ extension StageExecutor {
                         target: absolute(target, workingDirectory)))
             case .cache(let target, let id, _, _, _, let mode, let cacheUID, let cacheGID):
                 let directory = try cacheDirectory(id: id, mode: mode, uid: cacheUID, gid: cacheGID)
-                record.cacheMounts.append(
-                    (id, !(try BuildContext(root: directory, ignore: DockerIgnore()).listDirectory([]).isEmpty)))
+                record.cacheMounts.append((id, !(FileSystem.directoryNames(directory) ?? []).isEmpty))
                 mounts.append(ExtraMount(.bind(source: directory), target: absolute(target, workingDirectory)))
             case .secret(let id, let target, let env, let required, let mode, let secretUID, let secretGID):
                 record.requested.append(("secret", id, required))

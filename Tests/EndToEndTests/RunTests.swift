@@ -112,6 +112,11 @@ import Testing
         #expect(env.contains("SOURCE_DATE_EPOCH=1700000000\n"))
         #expect(!env.contains("LEAK_ME"))
         #expect(build.file("out", "hostname.txt") == "buildkitsandbox\n")
+        // History names the build args the step saw, never their values.
+        let skopeo = try ExternalTools.require("skopeo")
+        let config = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(build.scratch.path)/out.oci"])
+        #expect(config.standardOutput.contains("# build args: GIVEN DEFAULTED"), "\(config.standardOutput)")
+        #expect(!config.standardOutput.contains("GIVEN=g"))
     }
 
     @Test func mountsLeaveNothingInTheLayer() throws {

@@ -322,7 +322,7 @@ struct StageExecutor {
         state.config.history =
             (state.config.history ?? []) + [
                 History(
-                    created: RFC3339.format(sourceDateEpoch), createdBy: instruction.original,
+                    created: RFC3339.format(sourceDateEpoch), createdBy: Self.historyText(instruction, scope: scope),
                     comment: "hermetic", emptyLayer: emptyLayer ? true : nil)
             ]
     }
@@ -408,6 +408,16 @@ struct StageExecutor {
     // MARK: Rules
 
     static let defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    /// History `created_by`: the instruction's source text; for RUN, also the NAMES of the build args it
+    /// saw (BuildKit and Buildah write `|N NAME=value …`, which leaks values).
+    static func historyText(_ instruction: Instruction, scope: StageScope) -> String {
+        guard case .run = instruction.kind else { return instruction.original }
+        let shadowed = Set(scope.environment.map(\.name))
+        let names = scope.arguments.filter { $0.value != nil && !shadowed.contains($0.name) }.map(\.name)
+        return names.isEmpty
+            ? instruction.original : instruction.original + " # build args: " + names.joined(separator: " ")
+    }
 
     static func joinWorkdir(_ current: String?, _ path: String) -> String {
         let combined = path.hasPrefix("/") ? path : (current ?? "/") + "/" + path

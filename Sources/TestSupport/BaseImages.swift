@@ -119,3 +119,39 @@ extension BaseImages {
         try writeLayout(at: path, entries: busyboxEntries())
     }
 }
+
+extension BaseImages {
+    /// A layout whose tag names an image index with one image per platform, each with its own entries.
+    /// Returns the index digest.
+    @discardableResult
+    public static func writeMultiPlatformLayout(
+        at path: String, images: [(platform: Platform, entries: [LayerEntry])], tag: String = "latest",
+        epoch: Int64 = 1_600_000_000
+    ) throws -> Digest {
+        let writer = try OCILayoutWriter(stagingParent: FileSystem.parentDirectory(of: path))
+        let layerDir = try FileSystem.makeTemporaryDirectory(in: "/tmp", prefix: "hermetic-base-")
+        defer { FileSystem.removeTree(layerDir) }
+        var manifests: [Descriptor] = []
+        for image in images {
+            let layer = try LayerWriter(sourceDateEpoch: epoch).write(image.entries, into: layerDir)
+            let layerDescriptor = try writer.putBlob(
+                copyingFile: layer.blobPath, digest: layer.digest, size: layer.compressedSize,
+                mediaType: layer.mediaType)
+            var config = ImageConfig.empty
+            config.architecture = image.platform.architecture
+            config.os = image.platform.os
+            config.variant = image.platform.variant
+            config.created = RFC3339.format(epoch)
+            config.rootfs.diffIDs = [layer.diffID]
+            let configDescriptor = try writer.putCanonicalJSON(config, mediaType: MediaType.imageConfig)
+            var descriptor = try writer.putCanonicalJSON(
+                ImageManifest(config: configDescriptor, layers: [layerDescriptor]), mediaType: MediaType.imageManifest)
+            descriptor.platform = image.platform
+            manifests.append(descriptor)
+        }
+        var top = try writer.putCanonicalJSON(ImageIndex(manifests: manifests), mediaType: MediaType.imageIndex)
+        top.annotations = ["org.opencontainers.image.ref.name": tag]
+        try writer.finish(index: ImageIndex(manifests: [top]), to: path)
+        return top.digest
+    }
+}

@@ -86,6 +86,41 @@ import Testing
     }
 }
 
+/// `FROM --platform=…` picks that platform's image from a multi-platform base; other stages follow the
+/// target platform.
+@Suite struct PlatformSelectionTests {
+    @Test func fromPlatformSelectsTheBaseImage() throws {
+        let scratch = try TemporaryDirectory(prefix: "platforms-")
+        func marker(_ text: String) -> [LayerEntry] {
+            [
+                LayerEntry(path: "etc", kind: .directory, mode: 0o755),
+                LayerEntry(path: "etc/arch", kind: .regular(.bytes(Array(text.utf8))), mode: 0o644),
+            ]
+        }
+        let digest = try BaseImages.writeMultiPlatformLayout(
+            at: scratch.path + "/base",
+            images: [
+                (Platform(os: "linux", architecture: "amd64"), marker("amd64\n")),
+                (Platform(os: "linux", architecture: "arm64"), marker("arm64\n")),
+            ])
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try """
+        FROM --platform=linux/arm64 base AS tools
+        FROM base
+        COPY --from=tools /etc/arch /tools-arch
+        """.write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let outcome = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "--platform", "linux/amd64",
+            "--build-context", "base=oci-layout://\(scratch.path)/base@\(digest)", "-o",
+            "type=local,dest=\(scratch.path)/out",
+        ])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(try String(contentsOfFile: scratch.path + "/out/etc/arch", encoding: .utf8) == "amd64\n")
+        #expect(try String(contentsOfFile: scratch.path + "/out/tools-arch", encoding: .utf8) == "arm64\n")
+    }
+}
+
 /// A comparable listing of a directory tree: path, type, permission bits, owner, size, symlink target.
 enum FileTreeListing {
     static func list(_ root: String) throws -> [String] {

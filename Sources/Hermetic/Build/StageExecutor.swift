@@ -138,7 +138,17 @@ struct StageExecutor {
             state.commandSet = false
             return state
         case .image(let reference):
-            let (image, layers) = try loadImage(reference, line: stage.from.range.start.line)
+            // `FROM --platform=…` picks the base for that platform (e.g. `$BUILDPLATFORM` for cross tools).
+            var stagePlatform: Platform?
+            if let text = stage.platform, !text.isEmpty {
+                do {
+                    stagePlatform = try Platform(parsing: text)
+                } catch {
+                    throw DockerfileError(
+                        file: file, line: stage.from.range.start.line, message: "FROM --platform=\(text): \(error)")
+                }
+            }
+            let (image, layers) = try loadImage(reference, line: stage.from.range.start.line, platform: stagePlatform)
             for layer in layers { try apply(layer, to: rootfs) }
             var config = image.config
             config.history = config.history ?? []
@@ -154,7 +164,9 @@ struct StageExecutor {
     }
 
     /// Resolves an image reference to a pinned image, copies and verifies its blobs into the workspace.
-    private mutating func loadImage(_ reference: String, line: Int) throws -> (ResolvedImage, [LayerRecord]) {
+    private mutating func loadImage(_ reference: String, line: Int, platform wanted: Platform? = nil) throws -> (
+        ResolvedImage, [LayerRecord]
+    ) {
         let pinned: ImageResolver.PinnedImage
         do {
             pinned = try resolver.resolve(reference)
@@ -162,7 +174,7 @@ struct StageExecutor {
             throw DockerfileError(file: file, line: line, message: error.description)
         }
         let reader = try OCILayoutReader(path: pinned.layoutPath)
-        let image = try reader.resolveImage(reference: pinned.tag, digest: pinned.digest, platform: platform)
+        let image = try reader.resolveImage(reference: pinned.tag, digest: pinned.digest, platform: wanted ?? platform)
         let use = BuildRecord.ImageUse(
             reference: reference, pinnedDigest: pinned.digest,
             manifestDigest: image.manifestDescriptor.digest, pinnedBy: pinned.pinnedBy)

@@ -233,6 +233,22 @@ extension RunTests {
     }
 }
 
+extension RunTests {
+    /// A step that nests directories 3,000 deep (paths past PATH_MAX) must end in one clear error or a
+    /// layer, never a crash.
+    @Test func deepTreesFailCleanly() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN i=0; while [ $i -lt 3000 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done
+                """)
+        let outcome = try build.run()
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(outcome.status == 0 || (lines.count == 1 && lines[0].hasPrefix("error: ")), "\(outcome.standardError)")
+        #expect(outcome.status <= 1, "the builder crashed: status \(outcome.status)")
+    }
+}
+
 /// Looks for a secret in every file of a tree, gzip layers decompressed.
 enum SecretScan {
     static func assertAbsent(_ secret: String, under root: String, excluding: [String]) throws {

@@ -277,3 +277,15 @@ import Testing
         #expect(result.stages[0].sources[0] == .image("a$b"))
     }
 }
+
+@Suite struct PlannerDepthTests {
+    /// A chain of 50,000 stages plans without recursion (no stack exhaustion), target last.
+    @Test func longStageChainsPlanIteratively() throws {
+        var text = "FROM scratch AS s0\n"
+        for index in 1..<50_000 { text += "FROM s\(index - 1) AS s\(index)\n" }
+        let dockerfile = try DockerfileParser.parse(Array(text.utf8), file: "Dockerfile")
+        let plan = try Planner(dockerfile: dockerfile, buildArguments: [:], predefinedArguments: [:]).plan(target: nil)
+        #expect(plan.buildOrder.count == 50_000)
+        #expect(plan.buildOrder.first == 0 && plan.buildOrder.last == 49_999)
+    }
+}

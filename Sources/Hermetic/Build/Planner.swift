@@ -242,8 +242,10 @@ public struct Planner {
         }
         var order: [Int] = []
         var state = [Int: Bool]()  // false: in progress, true: done
-        func visit(_ index: Int, path: [Int]) throws {
-            if state[index] == true { return }
+        // Depth-first without recursion (a hostile Dockerfile can chain thousands of stages): each frame is a
+        // stage and how many of its dependencies have been entered.
+        var stack: [(index: Int, next: Int)] = []
+        func enter(_ index: Int) throws {
             if state[index] == false {
                 throw DockerfileError(
                     file: file, line: stages[index].from.range.start.line,
@@ -251,11 +253,21 @@ public struct Planner {
             }
             if let error = stageErrors[index] { throw error }
             state[index] = false
-            for dependency in stages[index].dependencies { try visit(dependency, path: path + [index]) }
-            state[index] = true
-            order.append(index)
+            stack.append((index, 0))
         }
-        try visit(targetIndex, path: [])
+        try enter(targetIndex)
+        while let top = stack.last {
+            let dependencies = stages[top.index].dependencies
+            guard top.next < dependencies.count else {
+                stack.removeLast()
+                state[top.index] = true
+                order.append(top.index)
+                continue
+            }
+            stack[stack.count - 1].next += 1
+            let dependency = dependencies[top.next]
+            if state[dependency] != true { try enter(dependency) }
+        }
         for index in order { usedArguments.formUnion(argumentsByStage[index] ?? []) }
 
         let unused = buildArguments.keys.filter {

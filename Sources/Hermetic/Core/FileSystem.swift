@@ -80,17 +80,25 @@ public enum FileSystem {
         ok = true
     }
 
-    /// Removes a tree without following symlinks. Missing paths are fine.
-    public static func removeTree(_ path: String) {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
+    /// Removes a tree without following symlinks. Missing paths are fine. Iterative, so a hostile depth
+    /// (a RUN step can nest directories thousands deep) cannot exhaust the stack.
+    public static func removeTree(_ root: String) {
+        var pending: [(path: String, expanded: Bool)] = [(root, false)]
+        while let (path, expanded) = pending.popLast() {
+            var info = stat()
+            guard lstat(path, &info) == 0 else { continue }
+            guard (info.st_mode & S_IFMT) == S_IFDIR else {
+                unlink(path)
+                continue
+            }
+            if expanded {
+                rmdir(path)
+                continue
+            }
             // A directory that is not writable (e.g. mode 0555 from an image) still has to go.
             chmod(path, 0o700)
-            for name in directoryNames(path) ?? [] { removeTree(path + "/" + name) }
-            rmdir(path)
-        } else {
-            unlink(path)
+            pending.append((path, true))
+            for name in directoryNames(path) ?? [] { pending.append((path + "/" + name, false)) }
         }
     }
 

@@ -19,15 +19,22 @@ public struct UpperDirectoryDiff {
     public func entries(ofUpperDirectory upper: String) throws -> [LayerEntry] {
         var entries: [LayerEntry] = []
         var firstPathByInode: [String: String] = [:]
-        try walk(upper, relative: "", depth: 0, into: &entries, firstPathByInode: &firstPathByInode)
+        // Iterative (directories still to list), sorted per directory: a step can nest thousands deep.
+        var pending: [(directory: String, relative: String)] = [(upper, "")]
+        while let (directory, relative) = pending.popLast() {
+            let subdirectories = try list(
+                directory, relative: relative, into: &entries, firstPathByInode: &firstPathByInode)
+            pending.append(contentsOf: subdirectories.reversed())
+        }
         return entries
     }
 
-    private func walk(
-        _ directory: String, relative: String, depth: Int, into entries: inout [LayerEntry],
+    /// Adds one directory's entries (sorted); returns its subdirectories, to list next.
+    private func list(
+        _ directory: String, relative: String, into entries: inout [LayerEntry],
         firstPathByInode: inout [String: String]
-    ) throws {
-        guard depth < 4096 else { throw SystemError("walk (too deep)", path: directory, errno: ELOOP) }
+    ) throws -> [(directory: String, relative: String)] {
+        var subdirectories: [(directory: String, relative: String)] = []
         guard let names = FileSystem.directoryNames(directory) else {
             throw SystemError("opendir", path: directory, errno: errno)
         }
@@ -56,9 +63,7 @@ public struct UpperDirectoryDiff {
                             path: path + "/.wh..wh..opq", kind: .regular(.bytes([])), mode: 0,
                             mtime: mtime))
                 }
-                try walk(
-                    hostPath, relative: path, depth: depth + 1, into: &entries,
-                    firstPathByInode: &firstPathByInode)
+                subdirectories.append((hostPath, path))
             case S_IFREG:
                 let inode = "\(info.st_dev):\(info.st_ino)"
                 if info.st_nlink > 1, let first = firstPathByInode[inode] {
@@ -84,6 +89,7 @@ public struct UpperDirectoryDiff {
                 continue  // sockets have no place in a layer
             }
         }
+        return subdirectories
     }
 
     private func whiteoutPath(_ path: String) -> String {

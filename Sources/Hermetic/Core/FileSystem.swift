@@ -84,6 +84,7 @@ public enum FileSystem {
     /// (a RUN step can nest directories thousands deep) cannot exhaust the stack.
     public static func removeTree(_ root: String) {
         var pending: [(path: String, expanded: Bool)] = [(root, false)]
+        var hoisted = 0
         while let (path, expanded) = pending.popLast() {
             var info = stat()
             guard lstat(path, &info) == 0 else { continue }
@@ -98,7 +99,16 @@ public enum FileSystem {
             // A directory that is not writable (e.g. mode 0555 from an image) still has to go.
             chmod(path, 0o700)
             pending.append((path, true))
-            for name in directoryNames(path) ?? [] { pending.append((path + "/" + name, false)) }
+            for name in directoryNames(path) ?? [] {
+                var child = path + "/" + name
+                // Past 2 KiB, move the subtree up beside the root, so no path ever exceeds PATH_MAX.
+                if child.utf8.count > 2048 {
+                    hoisted += 1
+                    let moved = root + "/.hermetic-hoisted-\(hoisted)"
+                    if rename(child, moved) == 0 { child = moved }
+                }
+                pending.append((child, false))
+            }
         }
     }
 

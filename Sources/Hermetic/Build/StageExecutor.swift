@@ -100,10 +100,25 @@ struct StageExecutor {
         if !triggers.isEmpty {
             state.config.config?.onBuild = nil
             for trigger in triggers {
-                let parsed = try DockerfileParser.parse(
-                    Array(trigger.utf8), file: "\(file) (ONBUILD of \(stage.displayName))")
-                for instruction in parsed.instructions {
-                    try await execute(instruction, position: nil, in: stage, state: &state)
+                // Triggers come from the base image (data, maybe hostile); errors point at this stage's FROM.
+                let parsed: Dockerfile
+                do {
+                    parsed = try DockerfileParser.parse(Array(trigger.utf8), file: file)
+                } catch {
+                    throw DockerfileError(
+                        file: file, line: stage.from.range.start.line,
+                        message: "ONBUILD trigger of the base image: \(error.message)")
+                }
+                for var instruction in parsed.instructions {
+                    instruction.range = stage.from.range
+                    switch instruction.kind {
+                    case .from, .onbuild, .maintainer:
+                        throw DockerfileError(
+                            file: file, line: stage.from.range.start.line,
+                            message: "the base image's ONBUILD trigger \"\(instruction.original)\" is not allowed")
+                    default:
+                        try await execute(instruction, position: nil, in: stage, state: &state)
+                    }
                 }
             }
         }
@@ -233,7 +248,7 @@ struct StageExecutor {
         var emptyLayer = true
         switch expanded.kind {
         case .from:
-            throw fail(instruction, "internal: FROM inside a stage")
+            throw fail(instruction, "FROM cannot run inside a stage (an ONBUILD trigger of the base image asks for it)")
         case .arg(let declarations):
             for declaration in declarations {
                 if let given = buildArguments[declaration.name] {

@@ -48,6 +48,10 @@ public struct StoredAttestations: Sendable {
 
     static func fromFile(_ path: String) throws -> StoredAttestations {
         let bytes = try FileSystem.readFile(path, limit: 64 << 20)
+        // One (possibly pretty-printed) envelope or statement, or JSON lines of them.
+        if let whole = try? decodeEnvelopeOrStatement(bytes, source: path) {
+            return StoredAttestations(definition: whole, runRecord: nil, imageManifests: nil)
+        }
         let lines = bytes.split(separator: 0x0a).filter { !$0.allSatisfy { $0 == 0x20 || $0 == 0x0d } }
         guard let first = lines.first else { throw ReadError(source: path, reason: "empty") }
         var definition: DSSEEnvelope?

@@ -419,3 +419,11 @@ pid_t hermetic_sandbox_spawn(const struct hermetic_plan *plan, int *report_fd, i
     *pidfd = child_pidfd;
     return (pid_t)pid;
 }
+
+/* Parent-side helper (not used between clone and exec). */
+#include <sys/vfs.h>
+int hermetic_path_is_on_overlayfs(const char *path) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    return info.f_type == 0x794c7630 /* OVERLAYFS_SUPER_MAGIC */ ? 1 : 0;
+}

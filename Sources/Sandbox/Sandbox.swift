@@ -9,6 +9,12 @@ internal import CSandbox
 ///
 /// What it protects against, and how, is in `Sources/Sandbox/Sandbox.docc/ThreatModel.md`.
 public enum Sandbox {
+    /// Whether `path` is on overlayfs, which overlayfs cannot use as an upper layer (a workspace under /tmp
+    /// inside most containers): the caller then gives the step another filesystem for its upper directory.
+    public static func isOnOverlayfs(_ path: String) -> Bool {
+        hermetic_path_is_on_overlayfs(path) == 1
+    }
+
     /// Runs `plan` to completion. Throws only when the step could not be started or collected;
     /// the command's own failure, a timeout or a kill is a `SandboxResult`.
     /// - Parameters: stdin/stdout/stderr: host descriptors given to the step as 0, 1, 2 (stdin nil:

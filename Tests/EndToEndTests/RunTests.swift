@@ -253,6 +253,40 @@ extension RunTests {
     }
 }
 
+extension RunTests {
+    /// Inside most containers /tmp is on overlayfs, which overlayfs refuses as an upper layer. The same build
+    /// with its workspace on a real overlayfs mount must work and give the same image.
+    @Test func workspaceOnOverlayfsGivesTheSameImage() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN echo hi > /hi && rm /etc/hostname
+                """)
+        let overlay = build.scratch.path + "/overlay"
+        for part in ["lower", "upper", "work", "merged"] {
+            try FileManager.default.createDirectory(atPath: overlay + "/" + part, withIntermediateDirectories: true)
+        }
+        let mounted = try HermeticProcess.run(
+            "/bin/mount",
+            [
+                "-t", "overlay", "overlay", "-o",
+                "lowerdir=\(overlay)/lower,upperdir=\(overlay)/upper,workdir=\(overlay)/work",
+                overlay + "/merged",
+            ])
+        try #require(mounted.status == 0, "this test needs overlayfs (root): \(mounted.standardError)")
+        defer { _ = try? HermeticProcess.run("/bin/umount", ["-l", overlay + "/merged"]) }
+        let plain = try build.run(output: "plain")
+        try #require(plain.status == 0, "\(plain.standardError)")
+        let onOverlay = try build.run(output: "on-overlay", environment: ["TMPDIR": overlay + "/merged"])
+        try #require(onOverlay.status == 0, "\(onOverlay.standardError)")
+        #expect(build.digest("plain") == build.digest("on-overlay"))
+        #expect(build.file("on-overlay", "hi") == "hi\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: overlay + "/merged").isEmpty)
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(!mounts.contains(overlay + "/merged/"), "a scratch tmpfs was left mounted")
+    }
+}
+
 /// Looks for a secret in every file of a tree, gzip layers decompressed.
 enum SecretScan {
     static func assertAbsent(_ secret: String, under root: String, excluding: [String]) throws {

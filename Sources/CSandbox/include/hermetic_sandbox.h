@@ -90,6 +90,9 @@ struct hermetic_plan {
 /* Clones the child in new namespaces and returns its pid (> 0) or -errno. `*report_fd` receives the
    read end of the failure pipe (EOF once execve succeeded; a struct hermetic_failure otherwise);
    `*pidfd` a pidfd for the child. Both are close-on-exec and owned by the caller. */
+/* 1 when `path` is on overlayfs (which overlayfs refuses as an upper layer), 0 when not, -1 on error. */
+int hermetic_path_is_on_overlayfs(const char *path);
+
 pid_t hermetic_sandbox_spawn(const struct hermetic_plan *plan, int *report_fd, int *pidfd);
 
 /* memfd_create is missing from Swift's Glibc overlay. */

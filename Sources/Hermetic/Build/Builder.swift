@@ -84,7 +84,13 @@ public struct Builder {
                 plan: plan, platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log, runOptions: runOptions)
-            images.append(try await executor.buildTarget())
+            do {
+                images.append(try await executor.buildTarget())
+            } catch {
+                executor.releaseTemporaryMounts()
+                throw error
+            }
+            executor.releaseTemporaryMounts()
             record.merge(executor.record)
         }
 

@@ -113,6 +113,7 @@ extension StageExecutor {
         let workingDirectory = container.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
 
         let stepDirectory = try nextDirectory("run")
+        try mountScratchIfNeeded(stepDirectory, line: line)
         let upper = stepDirectory + "/upper"
         let work = stepDirectory + "/work"
         try FileSystem.makeDirectory(upper)
@@ -222,6 +223,27 @@ extension StageExecutor {
             )
         }
         return try UpperDirectoryDiff().entries(ofUpperDirectory: upper)
+    }
+
+    /// overlayfs cannot use a directory on overlayfs as its upper layer, which is where a workspace under
+    /// /tmp lives inside most containers. Then the step gets a private tmpfs for its upper and work
+    /// directories; it is unmounted once the step's layer is written (or when the build ends).
+    private mutating func mountScratchIfNeeded(_ directory: String, line: Int) throws {
+        guard Sandbox.isOnOverlayfs(directory) else { return }
+        guard mount("tmpfs", directory, "tmpfs", UInt(MS_NOSUID | MS_NODEV), "mode=0700") == 0 else {
+            throw DockerfileError(
+                file: file, line: line,
+                message:
+                    "RUN: the workspace is on overlayfs and no tmpfs could be mounted for the step (\(String(cString: strerror(errno))))"
+            )
+        }
+        temporaryMounts.append(directory)
+    }
+
+    /// Unmounts the scratch filesystems of finished steps.
+    mutating func releaseTemporaryMounts() {
+        for directory in temporaryMounts.reversed() { umount2(directory, 2) }  // 2: MNT_DETACH
+        temporaryMounts.removeAll()
     }
 
     private func absolute(_ target: String, _ workingDirectory: String) -> String {

@@ -46,6 +46,8 @@ struct StageExecutor {
     private var counter = 0
     /// Inputs used and layers made, for provenance.
     var record = BuildRecord()
+    /// Scratch filesystems mounted for RUN steps (see `mountScratchIfNeeded`).
+    var temporaryMounts: [String] = []
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
 
@@ -337,6 +339,7 @@ struct StageExecutor {
                 try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
                 emptyLayer = false
             }
+            releaseTemporaryMounts()
         case .copy(let copy):
             state.config.config = container
             let entries = try await copyEntries(

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "hermetic_sandbox.h"
+#include <sys/resource.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -328,7 +329,12 @@ __attribute__((noreturn)) static void child_main(const struct hermetic_plan *pla
         int fd = open(plan->cgroup_procs, O_WRONLY | O_CLOEXEC);
         if (fd < 0 || write(fd, "0", 1) != 1) child_fail(report, HERMETIC_STAGE_CGROUP, errno, -1, plan->cgroup_procs);
         close(fd);
-        if (unshare(CLONE_NEWCGROUP) != 0) child_fail(report, HERMETIC_STAGE_CGROUP, errno, -1, "unshare(CLONE_NEWCGROUP)");
+    }
+    if (unshare(CLONE_NEWCGROUP) != 0) child_fail(report, HERMETIC_STAGE_CGROUP, errno, -1, "unshare(CLONE_NEWCGROUP)");
+    if (plan->nproc_limit > 0) {
+        struct rlimit limit = { (rlim_t)plan->nproc_limit, (rlim_t)plan->nproc_limit };
+        if (syscall(SYS_prlimit64, 0, RLIMIT_NPROC, &limit, NULL) != 0)
+            child_fail(report, HERMETIC_STAGE_CGROUP, errno, -1, "prlimit(RLIMIT_NPROC)");
     }
 
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)

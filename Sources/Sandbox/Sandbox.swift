@@ -15,6 +15,34 @@ public enum Sandbox {
         hermetic_path_is_on_overlayfs(path) == 1
     }
 
+    /// Processes whose real uid is `uid`, host-wide (what RLIMIT_NPROC counts).
+    static func processCount(uid: UInt32) -> Int {
+        var count = 0
+        for name in directoryNames("/proc") where name.allSatisfy(\.isNumber) {
+            guard let status = readSmallFile("/proc/\(name)/status") else { continue }
+            for line in status.split(separator: "\n") where line.hasPrefix("Uid:") {
+                if line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().first == Substring(String(uid)) {
+                    count += 1
+                }
+                break
+            }
+        }
+        return count
+    }
+
+    static func directoryNames(_ path: String) -> [String] {
+        guard let handle = opendir(path) else { return [] }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     /// Runs `plan` to completion. Throws only when the step could not be started or collected;
     /// the command's own failure, a timeout or a kill is a `SandboxResult`.
     /// - Parameters: stdin/stdout/stderr: host descriptors given to the step as 0, 1, 2 (stdin nil:
@@ -26,7 +54,21 @@ public enum Sandbox {
         let program = try SeccompPolicy.compile()
         let layout = try StepLayout.prepare(plan)
         defer { layout.remove() }
-        var cgroup = try plan.pidsLimit.map { limit throws(SandboxError) in try PidsCgroup.create(limit: limit) }
+        // A pids cgroup where one can be had; otherwise (cgroup v2 without a delegated pids controller, as in
+        // many containers) RLIMIT_NPROC set to the uid's current process count plus the limit.
+        var cgroup: PidsCgroup?
+        var processLimit: UInt64 = 0
+        if let limit = plan.pidsLimit {
+            if plan.pidsLimitMechanism == .processLimit {
+                processLimit = UInt64(processCount(uid: plan.uid) + limit)
+            } else {
+                do {
+                    cgroup = try PidsCgroup.create(limit: limit)
+                } catch {
+                    processLimit = UInt64(processCount(uid: plan.uid) + limit)
+                }
+            }
+        }
         let operations = try mountOperations(plan, layout: layout)
 
         let arena = CArena()
@@ -46,7 +88,7 @@ public enum Sandbox {
             host_network: plan.network == .host ? 1 : 0, capabilities: dockerDefaultCapabilities,
             seccomp_filter: UnsafeRawPointer(filter), seccomp_filter_length: program.bytes.count,
             cgroup_procs: cgroup.map { arena.string($0.procsFile) }, stdin_fd: stdin ?? -1, stdout_fd: stdout,
-            stderr_fd: stderr)
+            stderr_fd: stderr, nproc_limit: processLimit)
 
         let clock = ContinuousClock()
         let start = clock.now

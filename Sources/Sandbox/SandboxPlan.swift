@@ -24,6 +24,14 @@ public struct SandboxPlan: Sendable, Equatable {
     public var timeoutSeconds: Int?
     /// Most processes the step may have at once (cgroup pids controller). nil: no limit.
     public var pidsLimit: Int?
+    /// How the pids limit is enforced: a pids cgroup when one can be had, else RLIMIT_NPROC (`.automatic`),
+    /// or RLIMIT_NPROC only (`.processLimit`, also for tests of that path).
+    public var pidsLimitMechanism: PidsLimitMechanism = .automatic
+
+    public enum PidsLimitMechanism: Sendable, Equatable {
+        case automatic
+        case processLimit
+    }
 
     public enum Network: Sendable, Equatable {
         /// A fresh network namespace with only loopback, brought up.

@@ -161,6 +161,26 @@ struct SandboxTests {
         #expect(try hostProcesses(containing: "sleep 1000").isEmpty)
     }
 
+    @Test("without a pids cgroup, RLIMIT_NPROC limits a non-root step's processes")
+    func processLimitFallback() throws {
+        func attempt(limit: Int) throws -> SandboxFixture.Output {
+            let fixture = try SandboxFixture()
+            var plan = fixture.shell(
+                "i=0; while [ $i -lt 40 ]; do sleep 1000 & i=$((i+1)); done; echo started $i; kill $(jobs -p)")
+            plan.uid = 4242
+            plan.gid = 4242
+            plan.pidsLimit = limit
+            plan.pidsLimitMechanism = .processLimit
+            plan.timeoutSeconds = 20
+            return try fixture.run(plan)
+        }
+        let small = try attempt(limit: 16)
+        #expect(!small.result.succeeded && small.stderr.contains("can't fork"), "\(small.stdout) \(small.stderr)")
+        let large = try attempt(limit: 200)
+        #expect(large.stdout.contains("started 40"), "\(large.stdout) \(large.stderr)")
+        #expect(try hostProcesses(containing: "sleep 1000").isEmpty)
+    }
+
     @Test("timeout kills the step and every process in its PID namespace")
     func timeoutKillsAll() throws {
         let fixture = try SandboxFixture()

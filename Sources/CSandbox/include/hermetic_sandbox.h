@@ -85,6 +85,9 @@ struct hermetic_plan {
     int stdin_fd;
     int stdout_fd;
     int stderr_fd;
+    /* RLIMIT_NPROC for the step when no pids cgroup could be had (0: none). The step keeps neither
+       CAP_SYS_RESOURCE nor CAP_SYS_ADMIN, so the kernel enforces it even for uid 0. */
+    uint64_t nproc_limit;
 };
 
 /* Clones the child in new namespaces and returns its pid (> 0) or -errno. `*report_fd` receives the

@@ -264,10 +264,13 @@ struct InstructionBuilder {
             }
             switch kind {
             case .bool:
-                guard value == nil || value == "true" || value == "false" else {
+                // Go's strconv.ParseBool spellings, as BuildKit's flag parser accepts.
+                let truthy: Set<String> = ["1", "t", "T", "TRUE", "true", "True"]
+                let falsy: Set<String> = ["0", "f", "F", "FALSE", "false", "False"]
+                guard value == nil || truthy.contains(value ?? "") || falsy.contains(value ?? "") else {
                     throw fail(line, "--\(name) takes true or false, not \"\(value ?? "")\"")
                 }
-                flags.values[name, default: []].append(value ?? "true")
+                flags.values[name, default: []].append(value.map { truthy.contains($0) ? "true" : "false" } ?? "true")
             case .string, .repeated:
                 guard let value else { throw fail(line, "missing a value for flag: --\(name)") }
                 if kind == .string, flags.values[name] != nil {

@@ -70,7 +70,6 @@ struct CopyPlanner {
             var parentsPrefix: [String]
         }
         var items: [Item] = []
-        var usedWildcard = false
         let heredocsByName = Dictionary(copy.heredocs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for source in copy.sources {
             if let heredoc = heredocsByName[source] {
@@ -85,7 +84,6 @@ struct CopyPlanner {
                         nameForDirectory: RemoteFileFetcher.fileName(of: source), parentsPrefix: []))
                 continue
             }
-            if BuildContext.hasWildcard(source) { usedWildcard = true }
             let matches: [BuildContext.Match]
             do {
                 matches = try sourceContext.resolve(source)
@@ -98,7 +96,7 @@ struct CopyPlanner {
                 items.append(Item(match: match, nameForDirectory: name, parentsPrefix: prefix))
             }
         }
-        let many = items.count > 1 || (usedWildcard && items.count > 1)
+        let many = items.count > 1
         if copy.sources.count > 1 && !endsWithSlash && !destinationExistsAsDirectory {
             throw fail(
                 "When using \(keyword) with more than one source file, the destination must be a directory and end with a /"

@@ -67,10 +67,8 @@ struct InstructionBuilder {
         let range = SourceRange(
             start: SourcePosition(line: line, column: 1),
             end: SourcePosition(line: max(line, heredocReader.currentLine), column: 1))
-        let original = (keywordText.uppercased() + " " + rest).trimmingCharacters(in: .whitespaces)
         let originalWithFlags = text.trimmingCharacters(in: .whitespaces)
         let kind = try makeKind(keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, line: line)
-        _ = original
         return Instruction(kind: kind, range: range, original: originalWithFlags)
     }
 
@@ -203,11 +201,10 @@ struct InstructionBuilder {
                 throw fail(line, "ADD \(source) requires --checksum=sha256:… (remote inputs must be pinned)")
             }
         }
-        if let checksum = flags.string("checksum") {
+        if flags.string("checksum") != nil {
             guard isAdd, words.count == 1, words.allSatisfy(Self.isRemote) else {
                 throw fail(line, "ADD --checksum applies to exactly one http(s) source")
             }
-            _ = checksum
         }
         return CopyInstruction(
             isAdd: isAdd, sources: words, destination: destination, heredocs: heredocs,

@@ -123,7 +123,7 @@ public enum FileSystem {
         if path.hasPrefix("/") { return path }
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         guard getcwd(&buffer, buffer.count) != nil else { return path }
-        let cwd = String(cString: buffer)
+        let cwd = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         return path == "." ? cwd : cwd + "/" + path
     }
 }

@@ -54,7 +54,8 @@ import Testing
             ]
             if let dockerfile = spec.dockerfile { arguments += ["-f", context + "/" + dockerfile] }
             if let target = spec.target { arguments += ["--target", target] }
-            if let platform = spec.platform { arguments += ["--platform", platform] }
+            // Golden digests must not depend on the machine's architecture.
+            arguments += ["--platform", spec.platform ?? "linux/amd64"]
             for contextName in spec.contexts ?? [] {
                 arguments += ["--build-context", "\(contextName)=oci-layout://\(baseLayout)@\(baseDigest)"]
             }

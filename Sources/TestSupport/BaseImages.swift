@@ -116,7 +116,8 @@ extension BaseImages {
     /// The busybox base as an OCI layout at `path`; returns its manifest digest.
     @discardableResult
     public static func writeBusybox(at path: String) throws -> Digest {
-        try writeLayout(at: path, entries: busyboxEntries())
+        // The host's busybox binary: the image is for the host's platform.
+        try writeLayout(at: path, entries: busyboxEntries(), platform: .host)
     }
 }
 

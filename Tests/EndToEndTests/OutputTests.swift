@@ -73,6 +73,30 @@ import Testing
         )
     }
 
+    /// podman loads the `type=docker` archive under its `-t` name, as the config digest we reported.
+    @Test func podmanLoadsTheDockerArchiveByName() throws {
+        let scratch = try TemporaryDirectory(prefix: "outputs-podman-")
+        let (_, metadata) = try buildAll(scratch)
+        let podman = try ExternalTools.require("podman")
+        let storage = [
+            "--root", scratch.path + "/podman-root", "--runroot", scratch.path + "/podman-run", "--storage-driver",
+            "vfs",
+        ]
+        let loaded = try HermeticProcess.run(podman, storage + ["load", "-i", scratch.path + "/image.docker.tar"])
+        try #require(loaded.status == 0, "podman load: \(loaded.standardError)")
+        #expect(loaded.standardOutput.contains("example.test/hello:1.0"), "\(loaded.standardOutput)")
+        let inspected = try HermeticProcess.run(
+            podman, storage + ["image", "inspect", "--format", "{{.Id}} {{.RepoTags}}", "example.test/hello:1.0"])
+        try #require(inspected.status == 0, "podman image inspect: \(inspected.standardError)")
+        let configDigest = try #require(metadata["containerimage.config.digest"] as? String)
+        #expect(inspected.standardOutput.hasPrefix(String(configDigest.dropFirst("sha256:".count))))
+        #expect(inspected.standardOutput.contains("example.test/hello:1.0"))
+        // Only the image itself is in the archive: manifest.json, its config and its layers.
+        let listing = try HermeticProcess.run("/usr/bin/tar", ["-tf", scratch.path + "/image.docker.tar"])
+        #expect(!listing.standardOutput.contains("index.json"), "\(listing.standardOutput)")
+        #expect(listing.standardOutput.contains("manifest.json"))
+    }
+
     /// With the provenance attached (the default), the image index is still the same every time, and
     /// skopeo picks the platform image out of it.
     @Test func sameInputsSameDigestTwice() throws {

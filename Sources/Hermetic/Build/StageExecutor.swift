@@ -94,7 +94,8 @@ struct StageExecutor {
     // MARK: Stages
 
     private mutating func runStage(_ stage: PlannedStage) async throws {
-        log.step("\(stage.index) [\(stage.displayName)] \(stage.from.original)")
+        let steps = stage.instructions.count + 1
+        log.step("\(stage.index) [\(stage.displayName) 1/\(steps)] \(stage.from.original)")
         currentStage = stage.displayName
         var state = try startState(for: stage)
         // ONBUILD triggers of the base run first, then are cleared (Docker's rule).
@@ -125,9 +126,15 @@ struct StageExecutor {
             }
         }
         for (position, instruction) in stage.instructions.enumerated() {
+            log.step("\(stage.index) [\(stage.displayName) \(position + 2)/\(steps)] \(Self.firstLine(instruction.original))")
             try await execute(instruction, position: position, in: stage, state: &state)
         }
         stages[stage.index] = state
+    }
+
+    /// Progress shows an instruction's first line; heredoc bodies and continuations stay out of it.
+    static func firstLine(_ text: String) -> String {
+        text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? text
     }
 
     private mutating func startState(for stage: PlannedStage) throws -> StageState {

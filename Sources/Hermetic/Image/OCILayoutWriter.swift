@@ -104,9 +104,25 @@ public final class OCILayoutWriter {
     }
 
     /// Writes the layout as one deterministic tar (sorted, mtime 0, owner 0:0, modes 0644/0755).
+    ///
+    /// A `docker` archive holds `manifest.json` and the first manifest's config and layers only: with an
+    /// `index.json` beside it, podman takes the tar for an OCI archive and loses the names
+    /// (containers/podman#10809).
     public func finishArchive(index: ImageIndex, to destination: String, format: ArchiveFormat) throws {
-        try writeMarkers(index: index)
-        if case .docker(let repoTags, let manifest) = format {
+        var entries: [LayerEntry] = [
+            LayerEntry(path: "blobs", kind: .directory, mode: 0o755),
+            LayerEntry(path: "blobs/sha256", kind: .directory, mode: 0o755),
+        ]
+        switch format {
+        case .oci:
+            try writeMarkers(index: index)
+            entries.append(try fileEntry("index.json"))
+            entries.append(try fileEntry("oci-layout"))
+            guard let blobNames = FileSystem.directoryNames(stagingDirectory + "/blobs/sha256") else {
+                throw SystemError("opendir", path: stagingDirectory + "/blobs/sha256", errno: errno)
+            }
+            for name in blobNames { entries.append(try fileEntry("blobs/sha256/" + name)) }
+        case .docker(let repoTags, let manifest):
             /// One image of `docker save`'s manifest.json (Docker's capitalized keys).
             struct DockerSaveEntry: Encodable {
                 var config: String
@@ -118,23 +134,15 @@ public final class OCILayoutWriter {
                     case layers = "Layers"
                 }
             }
+            let blobs = [manifest.config.digest] + manifest.layers.map(\.digest)
             let entry = DockerSaveEntry(
                 config: "blobs/sha256/\(manifest.config.digest.hex)", repoTags: repoTags,
                 layers: manifest.layers.map { "blobs/sha256/\($0.digest.hex)" })
             try FileSystem.writeAtomically(try CanonicalJSON.encode([entry]), to: stagingDirectory + "/manifest.json")
+            entries.append(try fileEntry("manifest.json"))
+            // A layer listed twice is stored once.
+            for digest in Set(blobs) { entries.append(try fileEntry("blobs/sha256/" + digest.hex)) }
         }
-        var entries: [LayerEntry] = [
-            LayerEntry(path: "blobs", kind: .directory, mode: 0o755),
-            LayerEntry(path: "blobs/sha256", kind: .directory, mode: 0o755),
-        ]
-        for name in ["oci-layout", "index.json", "manifest.json"] where FileSystem.exists(stagingDirectory + "/" + name)
-        {
-            entries.append(try fileEntry(name))
-        }
-        guard let blobNames = FileSystem.directoryNames(stagingDirectory + "/blobs/sha256") else {
-            throw SystemError("opendir", path: stagingDirectory + "/blobs/sha256", errno: errno)
-        }
-        for name in blobNames { entries.append(try fileEntry("blobs/sha256/" + name)) }
         let absolute = FileSystem.absolute(destination)
         let written = try LayerWriter(sourceDateEpoch: 0).writeUncompressedTar(
             entries, into: FileSystem.parentDirectory(of: absolute))

@@ -126,7 +126,9 @@ struct StageExecutor {
             }
         }
         for (position, instruction) in stage.instructions.enumerated() {
-            log.step("\(stage.index) [\(stage.displayName) \(position + 2)/\(steps)] \(Self.firstLine(instruction.original))")
+            log.step(
+                "\(stage.index) [\(stage.displayName) \(position + 2)/\(steps)] \(Self.firstLine(instruction.original))"
+            )
             try await execute(instruction, position: position, in: stage, state: &state)
         }
         stages[stage.index] = state

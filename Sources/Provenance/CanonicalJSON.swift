@@ -11,11 +11,13 @@ public enum CanonicalJSON {
     }
 }
 
-/// Free-form JSON (for predicate fields whose shape a schema of ours, not a Swift type, defines).
+/// Free-form JSON (for predicate fields whose shape a schema of ours, not a Swift type, defines). We write
+/// integers only; `double` is there so statements from other producers can be read.
 public enum JSONValue: Codable, Sendable, Hashable {
     case null
     case bool(Bool)
     case int(Int64)
+    case double(Double)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
@@ -28,6 +30,8 @@ public enum JSONValue: Codable, Sendable, Hashable {
             self = .bool(value)
         } else if let value = try? container.decode(Int64.self) {
             self = .int(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .double(value)
         } else if let value = try? container.decode(String.self) {
             self = .string(value)
         } else if let value = try? container.decode([JSONValue].self) {
@@ -43,6 +47,7 @@ public enum JSONValue: Codable, Sendable, Hashable {
         case .null: try container.encodeNil()
         case .bool(let value): try container.encode(value)
         case .int(let value): try container.encode(value)
+        case .double(let value): try container.encode(value)
         case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
         case .object(let value): try container.encode(value)
@@ -51,6 +56,11 @@ public enum JSONValue: Codable, Sendable, Hashable {
 
     public subscript(key: String) -> JSONValue? {
         if case .object(let object) = self { return object[key] }
+        return nil
+    }
+
+    public var arrayValue: [JSONValue]? {
+        if case .array(let value) = self { return value }
         return nil
     }
 

@@ -26,17 +26,20 @@ public struct ResourceDescriptor: Codable, Sendable, Hashable {
     public var name: String?
     public var uri: String?
     public var digest: [String: String]?
+    /// The resource's bytes, base64 (JSON's encoding of in-toto's `bytes`).
+    public var content: String?
     public var downloadLocation: String?
     public var mediaType: String?
     public var annotations: [String: JSONValue]?
 
     public init(
-        name: String? = nil, uri: String? = nil, digest: [String: String]? = nil, mediaType: String? = nil,
-        annotations: [String: JSONValue]? = nil
+        name: String? = nil, uri: String? = nil, digest: [String: String]? = nil, content: String? = nil,
+        mediaType: String? = nil, annotations: [String: JSONValue]? = nil
     ) {
         self.name = name
         self.uri = uri
         self.digest = digest
+        self.content = content
         self.mediaType = mediaType
         self.annotations = annotations
     }
@@ -120,6 +123,39 @@ public struct VerificationSummary: Codable, Sendable, Hashable {
     public var verifiedLevels: [String]
     public var slsaVersion: String?
 
+    /// The image as a package URL (`pkg:oci/NAME@sha256%3AHEX?repository_url=…&tag=…`, the purl spec's oci
+    /// type): VSA's `resourceUri` must be a URI.
+    public static func packageURL(name: String, digest hex: String) -> String {
+        var reference = name
+        if let at = reference.firstIndex(of: "@") { reference = String(reference[..<at]) }
+        var tag: String?
+        if let colon = reference.lastIndex(of: ":"), !reference[colon...].contains("/") {
+            tag = String(reference[reference.index(after: colon)...])
+            reference = String(reference[..<colon])
+        }
+        let last = reference.split(separator: "/").last.map { String($0).lowercased() } ?? "image"
+        var query: [String] = []
+        if reference.contains("/") { query.append("repository_url=" + percentEncoded(reference)) }
+        if let tag { query.append("tag=" + percentEncoded(tag)) }
+        return "pkg:oci/\(percentEncoded(last))@sha256%3A\(hex)"
+            + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+    }
+
+    static func percentEncoded(_ text: String) -> String {
+        var result = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                UInt8(ascii: "~"), UInt8(ascii: "/"):
+                result.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                result += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return result
+    }
+
     public struct Verifier: Codable, Sendable, Hashable {
         public var id: String
         public var version: [String: String]?
@@ -141,5 +177,11 @@ public struct VerificationSummary: Codable, Sendable, Hashable {
         self.verificationResult = passed ? "PASSED" : "FAILED"
         self.verifiedLevels = verifiedLevels
         self.slsaVersion = slsaVersion
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

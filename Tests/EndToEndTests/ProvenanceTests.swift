@@ -165,6 +165,100 @@ import Testing
         #expect(failures.contains { $0.contains("is not a subject") })
     }
 
+    /// verify reads every blob of the image: a flipped byte in a layer, the config or an attestation manifest
+    /// of the layout fails it, each with one line naming the blob.
+    @Test func verifyChecksEveryBlobOfTheLayout() throws {
+        let fixture = try Fixture()
+        let key = fixture.path("k.pem")
+        try #require(try fixture.hermetic(["key", "generate", "--out", key, "--algorithm", "ed25519"]).status == 0)
+        try #require(try fixture.build("img", ["--sign-key", key]).status == 0)
+        #expect(try fixture.hermetic(["verify", fixture.path("img"), "--key", key + ".pub"]).status == 0)
+        let reader = try OCILayoutReader(path: fixture.path("img"))
+        let image = try reader.resolveImage(reference: nil, digest: nil, platform: .host)
+        let targets = [
+            ("layer", image.manifest.layers.last?.digest), ("config", image.manifest.config.digest),
+        ]
+        for (what, digest) in targets {
+            let copy = fixture.path("img-\(what)")
+            try #require(HermeticProcess.run("/bin/cp", ["-a", fixture.path("img"), copy]).status == 0)
+            let blob = try #require(digest).hex
+            let handle = try #require(FileHandle(forUpdatingAtPath: "\(copy)/blobs/sha256/\(blob)"))
+            try handle.seek(toOffset: 20)
+            let byte = try #require(try handle.read(upToCount: 1)).first ?? 0
+            try handle.seek(toOffset: 20)
+            try handle.write(contentsOf: [byte ^ 0x01])
+            try handle.close()
+            let outcome = try fixture.hermetic(["verify", copy, "--key", key + ".pub"])
+            #expect(outcome.status == 1, "tampered \(what) passed verify")
+            #expect(outcome.standardError.contains(blob), "\(what): \(outcome.standardError)")
+        }
+    }
+
+    /// DSSE's rules: a foreign signature beside a good one is skipped; URL-safe base64 and a missing keyid
+    /// are read; a payloadType other than in-toto's fails.
+    @Test func dsseEnvelopesAreReadAsTheSpecSays() throws {
+        let fixture = try Fixture()
+        let key = fixture.path("k.pem")
+        let other = fixture.path("other.pem")
+        try #require(try fixture.hermetic(["key", "generate", "--out", key]).status == 0)
+        try #require(try fixture.hermetic(["key", "generate", "--out", other, "--algorithm", "ed25519"]).status == 0)
+        try #require(try fixture.build("img", ["--sign-key", key]).status == 0)
+        let line = try String(contentsOfFile: fixture.path("img.jsonl"), encoding: .utf8).split(separator: "\n")[0]
+        let envelope = try JSONDecoder().decode(DSSEEnvelope.self, from: Data(line.utf8))
+        func write(_ text: String, _ name: String) throws -> String {
+            try (text + "\n").write(toFile: fixture.path(name), atomically: true, encoding: .utf8)
+            return fixture.path(name)
+        }
+        func verify(_ path: String) throws -> HermeticProcess.Outcome {
+            try fixture.hermetic(["verify", path, "--key", key + ".pub"])
+        }
+
+        var countersigned = envelope
+        try countersigned.sign(
+            with: try SigningKey(pem: Array(try Data(contentsOf: URL(fileURLWithPath: other))), source: other))
+        countersigned.signatures.reverse()
+        let both = try verify(
+            try write(String(decoding: try CanonicalJSON.encode(countersigned), as: UTF8.self), "two"))
+        #expect(both.status == 0, "\(both.standardError)")
+
+        // URL-safe alphabet, no padding, no keyid: written by hand, as another producer might.
+        func urlSafe(_ base64: String) -> String {
+            String(
+                base64.compactMap { character -> Character? in
+                    character == "+" ? "-" : character == "/" ? "_" : character == "=" ? nil : character
+                })
+        }
+        let unpadded = """
+            {"payload":"\(urlSafe(envelope.payload))","payloadType":"\(envelope.payloadType)",\
+            "signatures":[{"sig":"\(urlSafe(envelope.signatures[0].sig))"}]}
+            """
+        let relaxed = try verify(try write(unpadded, "relaxed"))
+        #expect(relaxed.status == 0, "\(relaxed.standardError)")
+
+        var retyped = envelope
+        retyped.payloadType = "text/plain"
+        let typed = try verify(try write(String(decoding: try CanonicalJSON.encode(retyped), as: UTF8.self), "typed"))
+        #expect(typed.status == 1 && typed.standardError.contains("payloadType"), "\(typed.standardError)")
+    }
+
+    /// Several platforms: the subjects are exactly the platform manifests; the index (which holds the
+    /// attestations) is not one.
+    @Test func multiPlatformSubjectsAreThePlatformManifests() throws {
+        let fixture = try Fixture()
+        try "FROM scratch\nCOPY app.txt /app.txt\n".write(
+            toFile: fixture.context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let built = try fixture.build("multi", ["--platform", "linux/amd64,linux/arm64"])
+        try #require(built.status == 0, "\(built.standardError)")
+        let stored = try StoredAttestations.load(fixture.path("multi"))
+        let manifests = try #require(stored.imageManifests)
+        #expect(manifests.count == 2)
+        let subjects = try stored.statement().subject
+        #expect(subjects.compactMap { $0.digest?["sha256"] }.sorted() == manifests.map(\.hex).sorted())
+        #expect(subjects.map(\.name) == ["app:1@linux/amd64", "app:1@linux/arm64"])
+        let imageDigest = try String(contentsOfFile: fixture.path("multi.iid"), encoding: .utf8)
+        #expect(!subjects.contains { "sha256:" + ($0.digest?["sha256"] ?? "") == imageDigest })
+    }
+
     @Test func secretValuesNeverReachOutputs() throws {
         let fixture = try Fixture()
         let canary = "canary-\(UInt64.random(in: 1...UInt64.max))"

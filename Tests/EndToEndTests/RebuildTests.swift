@@ -50,6 +50,37 @@ import Testing
         let vsa = try JSONDecoder().decode(InTotoStatement.self, from: Data(try envelope.payloadBytes()))
         #expect(vsa.predicateType == VerificationSummary.predicateType)
         #expect(vsa.predicate["verificationResult"]?.stringValue == "PASSED")
+        #expect(vsa.predicate["verifiedLevels"] == .array([.string("SLSA_BUILD_LEVEL_1")]))
+        let stored = try StoredAttestations.load(scratch.path + "/image")
+        let subject = try #require(try stored.statement().subject.first?.digest?["sha256"])
+        #expect(vsa.predicate["resourceUri"]?.stringValue == "pkg:oci/app@sha256%3A\(subject)?tag=1")
+        let provenanceDigest = Digest.sha256(of: try stored.definition.payloadBytes()).hex
+        #expect(
+            vsa.predicate["inputAttestations"]?.arrayValue?.first?["digest"]?["sha256"]?.stringValue == provenanceDigest
+        )
+
+        // Every ResourceDescriptor of the provenance has a uri, digest or content (in-toto's minimum); a
+        // run-step's digest is that of its own record.
+        let predicate = try stored.statement().predicate
+        let descriptors =
+            (predicate["buildDefinition"]?["resolvedDependencies"]?.arrayValue ?? [])
+            + (predicate["runDetails"]?["byproducts"]?.arrayValue ?? [])
+        #expect(descriptors.count >= 4)
+        for descriptor in descriptors {
+            #expect(descriptor["uri"] != nil || descriptor["digest"] != nil || descriptor["content"] != nil)
+        }
+        let step = try #require(descriptors.first { $0["name"]?.stringValue == "run-step" })
+        let annotations = try #require(step["annotations"])
+        #expect(
+            step["digest"]?["sha256"]?.stringValue == Digest.sha256(of: try CanonicalJSON.encode(annotations)).hex)
+
+        // --key: the provenance must verify first; this one is unsigned.
+        let unverified = try HermeticProcess.hermetic([
+            "rebuild", scratch.path + "/image", "--context", context,
+            "--build-context", "base=oci-layout://\(scratch.path)/base", "--key", key + ".pub",
+        ])
+        #expect(
+            unverified.status == 1 && unverified.standardError.contains("not signed"), "\(unverified.standardError)")
     }
 
     @Test func aNonReproducibleStepIsNamedWithItsFile() throws {

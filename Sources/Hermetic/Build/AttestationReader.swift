@@ -9,6 +9,10 @@ public struct StoredAttestations: Sendable {
     public var runRecord: DSSEEnvelope?
     /// Platform manifest digests of the image, when read from a layout (to check the subject against).
     public var imageManifests: [Digest]?
+    /// Where it was read from (named in errors).
+    public var source: String = ""
+    /// The layout and the image's top descriptor, when read from a layout (to check every blob of it).
+    var layout: (reader: OCILayoutReader, top: Descriptor)?
 
     public struct ReadError: HermeticError {
         public var source: String
@@ -17,12 +21,27 @@ public struct StoredAttestations: Sendable {
     }
 
     public func statement() throws -> InTotoStatement {
-        try JSONDecoder().decode(InTotoStatement.self, from: Data(try definition.payloadBytes()))
+        try Self.decodeStatement(definition, source: source, what: "the provenance")
     }
 
     public func runRecordStatement() throws -> InTotoStatement? {
         guard let runRecord else { return nil }
-        return try JSONDecoder().decode(InTotoStatement.self, from: Data(try runRecord.payloadBytes()))
+        return try Self.decodeStatement(runRecord, source: source, what: "the run record")
+    }
+
+    static func decodeStatement(_ envelope: DSSEEnvelope, source: String, what: String) throws -> InTotoStatement {
+        let payload: [UInt8]
+        do {
+            payload = try envelope.payloadBytes()
+        } catch {
+            throw ReadError(source: source, reason: "\(what): \(error)")
+        }
+        do {
+            return try JSONDecoder().decode(InTotoStatement.self, from: Data(payload))
+        } catch {
+            throw ReadError(
+                source: source, reason: "\(what) is not an in-toto statement: \(OCILayoutReader.brief(error))")
+        }
     }
 
     /// `path` is a layout directory (optionally `DIR:tag`) or an attestation file.
@@ -34,8 +53,9 @@ public struct StoredAttestations: Sendable {
             tag = String(target[target.index(after: colon)...])
         }
         guard FileSystem.exists(path) else { throw ReadError(source: target, reason: "no such file or image layout") }
-        if FileSystem.isDirectory(path) { return try fromLayout(path, tag: tag) }
-        return try fromFile(path)
+        var stored = FileSystem.isDirectory(path) ? try fromLayout(path, tag: tag) : try fromFile(path)
+        stored.source = target
+        return stored
     }
 
     static func decodeEnvelopeOrStatement(_ bytes: [UInt8], source: String) throws -> DSSEEnvelope {
@@ -53,12 +73,12 @@ public struct StoredAttestations: Sendable {
             return StoredAttestations(definition: whole, runRecord: nil, imageManifests: nil)
         }
         let lines = bytes.split(separator: 0x0a).filter { !$0.allSatisfy { $0 == 0x20 || $0 == 0x0d } }
-        guard let first = lines.first else { throw ReadError(source: path, reason: "empty") }
+        guard !lines.isEmpty else { throw ReadError(source: path, reason: "empty") }
         var definition: DSSEEnvelope?
         var runRecord: DSSEEnvelope?
-        for line in lines.count == 1 ? [first] : Array(lines) {
-            let envelope = try decodeEnvelopeOrStatement(Array(line), source: path)
-            let statement = try JSONDecoder().decode(InTotoStatement.self, from: Data(try envelope.payloadBytes()))
+        for (number, line) in lines.enumerated() {
+            let envelope = try decodeEnvelopeOrStatement(Array(line), source: "\(path): line \(number + 1)")
+            let statement = try decodeStatement(envelope, source: path, what: "line \(number + 1)")
             if statement.predicateType == SLSAProvenance.predicateType {
                 definition = envelope
             } else {
@@ -84,11 +104,7 @@ public struct StoredAttestations: Sendable {
             throw ReadError(source: path, reason: "the image index holds no attestation manifest")
         }
         let manifest = try reader.readJSON(entry, as: ImageManifest.self)
-        guard
-            let layer = manifest.layers.first(where: {
-                $0.annotations?["in-toto.io/predicate-type"] == SLSAProvenance.predicateType
-            })
-        else {
+        guard let layer = provenanceLayer(of: manifest) else {
             throw ReadError(source: path, reason: "the attestation manifest has no SLSA provenance layer")
         }
         let definition = try decodeEnvelopeOrStatement(try reader.readBlob(layer, limit: 64 << 20), source: path)
@@ -99,7 +115,69 @@ public struct StoredAttestations: Sendable {
                 size: Int64((try? FileSystem.readFile(reader.blobPath(digest), limit: 64 << 20).count) ?? 0))
             runRecord = try? decodeEnvelopeOrStatement(try reader.readBlob(descriptor, limit: 64 << 20), source: path)
         }
-        return StoredAttestations(definition: definition, runRecord: runRecord, imageManifests: images)
+        var stored = StoredAttestations(definition: definition, runRecord: runRecord, imageManifests: images)
+        stored.layout = (reader, top)
+        return stored
+    }
+
+    /// The provenance layer of an attestation manifest: its signed envelope when there is one, else the
+    /// plain statement (the layer BuildKit's readers take).
+    static func provenanceLayer(of manifest: ImageManifest) -> Descriptor? {
+        let provenance = manifest.layers.filter {
+            $0.annotations?["in-toto.io/predicate-type"] == SLSAProvenance.predicateType
+        }
+        return provenance.first(where: { $0.mediaType == MediaType.dsseEnvelope }) ?? provenance.first
+    }
+
+    /// Every blob of the image in the layout, read through and checked against its digest and size, and
+    /// every platform manifest carried by an attestation manifest that holds this same provenance.
+    func layoutFailures() -> [String] {
+        guard let (reader, top) = layout else { return [] }
+        var failures: [String] = []
+        func check(_ body: () throws -> Void) {
+            do { try body() } catch { failures.append("\(error)") }
+        }
+        check {
+            let index = try reader.readJSON(top, as: ImageIndex.self)
+            let attested = Set(
+                index.manifests.compactMap { entry -> String? in
+                    guard entry.annotations?["vnd.docker.reference.type"] == "attestation-manifest" else { return nil }
+                    return entry.annotations?["vnd.docker.reference.digest"]
+                })
+            for entry in index.manifests {
+                check {
+                    guard MediaType.isManifest(entry.mediaType) else {
+                        throw ReadError(
+                            source: source, reason: "the image index entry \(entry.digest) is not a manifest")
+                    }
+                    let manifest = try reader.readJSON(entry, as: ImageManifest.self)
+                    try reader.verifyBlob(manifest.config)
+                    for layer in manifest.layers { try reader.verifyBlob(layer) }
+                    guard entry.annotations?["vnd.docker.reference.type"] == "attestation-manifest" else {
+                        if !attested.contains(entry.digest.description) {
+                            failures.append("the image manifest \(entry.digest) has no attestation manifest")
+                        }
+                        return
+                    }
+                    guard let layer = Self.provenanceLayer(of: manifest) else {
+                        throw ReadError(
+                            source: source, reason: "the attestation manifest \(entry.digest) has no provenance layer")
+                    }
+                    let envelope = try Self.decodeEnvelopeOrStatement(
+                        try reader.readBlob(layer, limit: 64 << 20), source: source)
+                    if try envelope.payloadBytes() != definition.payloadBytes() {
+                        failures.append("the attestation manifest \(entry.digest) holds a different provenance")
+                    }
+                }
+            }
+        }
+        return failures
+    }
+
+    /// A digest map that holds a well-formed sha256 (other algorithms alone do not pin for us).
+    static func isPinned(_ digest: JSONValue?) -> Bool {
+        guard let hex = digest?["sha256"]?.stringValue else { return false }
+        return (try? Digest(parsing: "sha256:" + hex)) != nil
     }
 }
 
@@ -116,16 +194,30 @@ public struct AttestationVerifier {
 
     public func failures(of stored: StoredAttestations) throws -> [String] {
         var failures: [String] = []
+        // DSSE: the payload type must be one we support; a signature that does not verify with a given key
+        // is skipped, and the envelope holds when at least one does.
+        if stored.definition.payloadType != InTotoStatement.payloadType {
+            failures.append(
+                "the envelope's payloadType is \"\(stored.definition.payloadType)\", not \(InTotoStatement.payloadType)"
+            )
+        }
         let checks = try stored.definition.verify(with: keys)
-        if checks.isEmpty { failures.append("the provenance is not signed") }
-        for check in checks {
-            switch check {
-            case .valid: break
-            case .invalid(let id): failures.append("the signature by key \(id) does not verify")
-            case .unknownKey(let id): failures.append("the signature by key \(id) matches no given --key")
+        if checks.isEmpty {
+            failures.append("the provenance is not signed")
+        } else if !checks.contains(where: { if case .valid = $0 { true } else { false } }) {
+            let reasons = checks.map { check -> String in
+                switch check {
+                case .valid(let id): "key \(id) verifies"
+                case .invalid(let id): "the signature by key \(id) does not verify"
+                case .unknownKey(let id): "the signature by key \(id) matches no given --key"
+                }
             }
+            failures.append("no signature verifies with the given keys (\(reasons.joined(separator: "; ")))")
         }
         let statement = try stored.statement()
+        if statement.type != InTotoStatement.type {
+            failures.append("the statement's _type is \"\(statement.type)\", not \(InTotoStatement.type)")
+        }
         guard statement.predicateType == SLSAProvenance.predicateType else {
             return failures + ["the statement's predicateType is \(statement.predicateType), not SLSA provenance v1"]
         }
@@ -135,6 +227,7 @@ public struct AttestationVerifier {
                 failures.append("the image manifest \(manifest) is not a subject of the provenance")
             }
         }
+        failures += stored.layoutFailures()
         let predicate = statement.predicate
         let external = predicate["buildDefinition"]?["externalParameters"]
         for (key, value) in expectedArgs.sorted(by: { $0.key < $1.key }) {
@@ -144,7 +237,7 @@ public struct AttestationVerifier {
             }
         }
         if requirePinned, case .array(let dependencies)? = predicate["buildDefinition"]?["resolvedDependencies"] {
-            for dependency in dependencies where dependency["digest"] == nil {
+            for dependency in dependencies where !Self.isPinned(dependency["digest"]) {
                 failures.append(
                     "dependency \(dependency["name"]?.stringValue ?? dependency["uri"]?.stringValue ?? "?") is not pinned by digest"
                 )
@@ -162,5 +255,11 @@ public struct AttestationVerifier {
             }
         }
         return failures
+    }
+
+    /// A digest map that holds a well-formed sha256 (other algorithms alone do not pin for us).
+    static func isPinned(_ digest: JSONValue?) -> Bool {
+        guard let hex = digest?["sha256"]?.stringValue else { return false }
+        return (try? Digest(parsing: "sha256:" + hex)) != nil
     }
 }

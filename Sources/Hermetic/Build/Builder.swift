@@ -106,7 +106,7 @@ public struct Builder {
                 dockerfilePath: options.dockerfilePath.map { Self.contextRelative($0, contextRoot: contextRoot) }
                     ?? "Dockerfile",
                 dockerfileDigest: Digest.sha256(of: dockerfileBytes), contextDigest: try ContextDigest.compute(context),
-                options: options, platforms: platforms, record: record, imageDigest: exported.imageDigest,
+                options: options, platforms: platforms, record: record,
                 manifests: exported.manifests.map { ($0.platform, $0.descriptor.digest) }, mode: mode)
             let definition = try CanonicalJSON.encode(try provenance.buildDefinition())
             let runRecord = try CanonicalJSON.encode(
@@ -118,18 +118,15 @@ public struct Builder {
                     + (try images.map { ("the image config", try CanonicalJSON.encode($0.config)) }))
             var definitionEnvelope = DSSEEnvelope(payload: definition, payloadType: InTotoStatement.payloadType)
             var runEnvelope = DSSEEnvelope(payload: runRecord, payloadType: InTotoStatement.payloadType)
-            var attached: (bytes: [UInt8], mediaType: String, predicateType: String) =
-                (definition, InTotoStatement.payloadType, SLSAProvenance.predicateType)
+            var signedDefinition: [UInt8]?
             if let signingKey {
                 try definitionEnvelope.sign(with: signingKey)
                 try runEnvelope.sign(with: signingKey)
-                attached = (
-                    try CanonicalJSON.encode(definitionEnvelope), MediaType.dsseEnvelope, SLSAProvenance.predicateType
-                )
+                signedDefinition = try CanonicalJSON.encode(definitionEnvelope)
             }
             envelopes = [definitionEnvelope, runEnvelope]
             exported = try exporter.attach(
-                attached,
+                statement: definition, envelope: signedDefinition, predicateType: SLSAProvenance.predicateType,
                 runRecord: signingKey == nil ? runRecord : try CanonicalJSON.encode(runEnvelope), to: exported)
         } else {
             try SecretTaint(secrets: options.secrets, environment: environment).check(

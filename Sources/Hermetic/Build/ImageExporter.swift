@@ -44,31 +44,33 @@ struct ImageExporter {
     /// Puts the build-definition attestation beside the image, as BuildKit does: an image index holding each
     /// platform manifest and, per platform, an attestation manifest (platform unknown/unknown, annotated
     /// `vnd.docker.reference.type: attestation-manifest` and `vnd.docker.reference.digest`, and with the OCI
-    /// 1.1 `subject`). The statement is deterministic, so the index digest is too.
+    /// 1.1 `subject`). Its layers: the statement (`application/vnd.in-toto+json`, the one BuildKit's readers
+    /// take) and, when signed, its DSSE envelope. The statement is deterministic, so the index digest is too.
     func attach(
-        _ statement: (bytes: [UInt8], mediaType: String, predicateType: String), runRecord: [UInt8]?,
+        statement: [UInt8], envelope: [UInt8]?, predicateType: String, runRecord: [UInt8]?,
         to exported: ExportedImage
     ) throws -> ExportedImage {
         var result = exported
-        let layer = Descriptor(
-            mediaType: statement.mediaType, digest: Digest.sha256(of: statement.bytes),
-            size: Int64(statement.bytes.count))
-        var annotatedLayer = layer
-        annotatedLayer.annotations = [Self.predicateTypeAnnotation: statement.predicateType]
+        var blobs = [(bytes: statement, mediaType: InTotoStatement.payloadType)]
+        if let envelope { blobs.append((envelope, MediaType.dsseEnvelope)) }
+        let layers = blobs.map { blob in
+            var layer = Descriptor(
+                mediaType: blob.mediaType, digest: Digest.sha256(of: blob.bytes), size: Int64(blob.bytes.count))
+            layer.annotations = [Self.predicateTypeAnnotation: predicateType]
+            return layer
+        }
         var indexEntries = exported.manifests.map(\.descriptor)
         for entry in exported.manifests {
-            let config = AttestationConfig(rootfs: RootFS(diffIDs: [layer.digest]))
+            let config = AttestationConfig(rootfs: RootFS(diffIDs: layers.map(\.digest)))
             let configBytes = try CanonicalJSON.encode(config)
             var manifest = ImageManifest(
                 config: Descriptor(
                     mediaType: MediaType.imageConfig, digest: Digest.sha256(of: configBytes),
                     size: Int64(configBytes.count)),
-                layers: [annotatedLayer])
+                layers: layers)
             var subject = entry.descriptor
             subject.platform = nil
             manifest.subject = subject
-            manifest.artifactType =
-                statement.mediaType == MediaType.dsseEnvelope ? MediaType.dsseEnvelope : InTotoStatement.payloadType
             let bytes = try CanonicalJSON.encode(manifest)
             var descriptor = Descriptor(
                 mediaType: MediaType.imageManifest, digest: Digest.sha256(of: bytes),
@@ -81,7 +83,7 @@ struct ImageExporter {
             result.attestationManifests.append((manifest, configBytes, descriptor))
             indexEntries.append(descriptor)
         }
-        result.attestationBlobs = [(statement.bytes, statement.mediaType)]
+        result.attestationBlobs = blobs
         let index = ImageIndex(manifests: indexEntries)
         let indexBytes = try CanonicalJSON.encode(index)
         result.topDescriptor = Descriptor(

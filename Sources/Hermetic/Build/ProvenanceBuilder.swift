@@ -23,22 +23,20 @@ struct ProvenanceBuilder {
     var options: BuildOptions
     var platforms: [Platform]
     var record: BuildRecord
-    var imageDigest: Digest
     var manifests: [(platform: Platform, digest: Digest)]
     var mode: ProvenanceMode
 
     static var seccompPolicyDigest: Digest { Digest.sha256(of: Array(SeccompPolicy.canonicalText.utf8)) }
 
+    /// Each platform manifest (the index that holds them also holds the attestation, so it cannot be one).
     func subjects() -> [ResourceDescriptor] {
         let name = options.tags.first ?? "image"
-        var result = [ResourceDescriptor(name: name, digest: ["sha256": imageDigest.hex])]
-        if manifests.count > 1 {
-            for manifest in manifests {
-                result.append(
-                    ResourceDescriptor(name: "\(name)@\(manifest.platform)", digest: ["sha256": manifest.digest.hex]))
-            }
+        guard manifests.count > 1 else {
+            return manifests.map { ResourceDescriptor(name: name, digest: ["sha256": $0.digest.hex]) }
         }
-        return result
+        return manifests.map {
+            ResourceDescriptor(name: "\(name)@\($0.platform)", digest: ["sha256": $0.digest.hex])
+        }
     }
 
     func buildDefinition() throws -> InTotoStatement {
@@ -98,17 +96,18 @@ struct ProvenanceBuilder {
                         "platform": .string(layer.platform),
                     ])
             }
-            byproducts? += record.steps.map { step in
-                ResourceDescriptor(
-                    name: "run-step",
-                    annotations: [
-                        "instruction": .string("\(dockerfilePath):\(step.line)"), "network": .string(step.network),
-                        "cacheMounts": .array(
-                            step.cacheMounts.map { .object(["id": .string($0.id), "hadData": .bool($0.hadData)]) }),
-                        "secrets": .array(step.secretIDs.map { .string($0) }),
-                        "ssh": .array(step.sshIDs.map { .string($0) }),
-                        "seccompPolicy": .string(Self.seccompPolicyDigest.description),
-                    ])
+            byproducts? += try record.steps.map { step in
+                let annotations: [String: JSONValue] = [
+                    "instruction": .string("\(dockerfilePath):\(step.line)"), "network": .string(step.network),
+                    "cacheMounts": .array(
+                        step.cacheMounts.map { .object(["id": .string($0.id), "hadData": .bool($0.hadData)]) }),
+                    "secrets": .array(step.secretIDs.map { .string($0) }),
+                    "ssh": .array(step.sshIDs.map { .string($0) }),
+                    "seccompPolicy": .string(Self.seccompPolicyDigest.description),
+                ]
+                // A ResourceDescriptor needs a uri, digest or content: the digest of the record itself.
+                let digest = Digest.sha256(of: try CanonicalJSON.encode(JSONValue.object(annotations)))
+                return ResourceDescriptor(name: "run-step", digest: ["sha256": digest.hex], annotations: annotations)
             }
         }
         let predicate = SLSAProvenance(
@@ -149,8 +148,10 @@ struct ProvenanceBuilder {
         InTotoStatement(
             subject: subjects(), predicateType: Self.runRecordType,
             predicate: .object([
-                "buildDefinition": .object(["sha256": .string(definitionDigest.hex)]),
-                "builder": .object(["id": .string(Self.builderID), "version": .string(HermeticVersion.string)]),
+                "definition": .object(["digest": .object(["sha256": .string(definitionDigest.hex)])]),
+                "builder": .object([
+                    "id": .string(Self.builderID), "version": .object(["hermetic": .string(HermeticVersion.string)]),
+                ]),
                 "metadata": .object([
                     "invocationId": .string(invocationID), "startedOn": .string(startedOn),
                     "finishedOn": .string(finishedOn),

@@ -36,6 +36,8 @@ public struct Rebuilder {
         /// One line each: what differs.
         public var findings: [String]
         public var statement: InTotoStatement
+        /// sha256 of the provenance statement the rebuild followed (the VSA's input attestation).
+        public var provenanceDigest: Digest
     }
 
     public struct RebuildError: HermeticError {
@@ -131,7 +133,8 @@ public struct Rebuilder {
         }
         return Outcome(
             reproduced: original == again, originalSubjects: original, rebuiltSubjects: again,
-            findings: findings, statement: statement)
+            findings: findings, statement: statement,
+            provenanceDigest: Digest.sha256(of: try stored.definition.payloadBytes()))
     }
 
     /// Finds the first differing layer and what differs in it.

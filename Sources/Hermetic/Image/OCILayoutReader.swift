@@ -160,6 +160,14 @@ public struct OCILayoutReader: Sendable {
         return bytes
     }
 
+    /// Reads a blob of any size through, checking its size and digest; keeps nothing.
+    public func verifyBlob(_ descriptor: Descriptor) throws {
+        guard descriptor.size >= 0 else {
+            throw LayoutError(layout: path, digest: descriptor.digest, reason: "negative size \(descriptor.size)")
+        }
+        try streamBlob(descriptor) { _ in }
+    }
+
     /// Copies a blob to `destinationPath` (a temporary name beside it first), verified while it streams.
     public func copyBlob(_ descriptor: Descriptor, to destinationPath: String) throws {
         let temporary = destinationPath + ".partial"

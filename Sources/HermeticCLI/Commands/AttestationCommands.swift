@@ -3,7 +3,7 @@ import Foundation
 import Hermetic
 import Provenance
 
-private func loadKeys(_ paths: [String]) throws -> [VerificationKey] {
+func loadKeys(_ paths: [String]) throws -> [VerificationKey] {
     try paths.map { path in
         do {
             return try VerificationKey(pem: try FileSystem.readFile(path, limit: 1 << 20), source: path)

@@ -16,6 +16,8 @@ struct RebuildCommand: AsyncParsableCommand {
     @Option(help: "Secrets the build used, supplied again: id=ID,src=FILE or id=ID,env=VAR (repeatable).")
     var secret: [String] = []
     @Option(help: "Entitlements to grant again (repeatable).") var allow: [String] = []
+    @Option(help: "Public key (PEM) the provenance's signature must verify with before rebuilding (repeatable).")
+    var key: [String] = []
     @Option(name: .customLong("sign-key"), help: "Sign a SLSA Verification Summary Attestation with this key.")
     var signKey: String?
     @Option(name: .customLong("vsa-file"), help: "Where to write the signed VSA envelope (default: rebuild.vsa.json).")
@@ -27,6 +29,14 @@ struct RebuildCommand: AsyncParsableCommand {
             for entry in buildContext {
                 let (name, value) = try NamedContext.parse(entry)
                 named[name] = value
+            }
+            if !key.isEmpty {
+                let failures = try AttestationVerifier(keys: try loadKeys(key)).failures(
+                    of: try StoredAttestations.load(target))
+                guard failures.isEmpty else {
+                    for failure in failures { writeStandardError("error: \(failure)\n") }
+                    throw ExitCode(1)
+                }
             }
             let executable =
                 (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
@@ -41,10 +51,19 @@ struct RebuildCommand: AsyncParsableCommand {
                     verifier: .init(
                         id: "https://hermetic.build/rebuilder/v1", version: ["hermetic": HermeticVersion.string]),
                     timeVerified: RFC3339.format(Int64(Date().timeIntervalSince1970)),
-                    resourceUri: outcome.statement.subject.first?.name ?? "image",
+                    resourceUri: VerificationSummary.packageURL(
+                        name: outcome.statement.subject.first?.name ?? "image",
+                        digest: outcome.statement.subject.first?.digest?["sha256"] ?? ""),
                     policy: ResourceDescriptor(uri: "https://hermetic.build/policies/bit-identical-rebuild/v1"),
-                    inputAttestations: nil, passed: outcome.reproduced,
-                    verifiedLevels: outcome.reproduced ? ["SLSA_BUILD_LEVEL_3"] : ["FAILED"], slsaVersion: "1.0")
+                    inputAttestations: [
+                        ResourceDescriptor(
+                            name: "provenance", digest: ["sha256": outcome.provenanceDigest.hex],
+                            mediaType: InTotoStatement.payloadType)
+                    ],
+                    passed: outcome.reproduced,
+                    // A match shows the provenance describes the artifact truly (build L1); the levels above
+                    // are about the build platform, which a rebuild cannot vouch for.
+                    verifiedLevels: outcome.reproduced ? ["SLSA_BUILD_LEVEL_1"] : ["FAILED"], slsaVersion: "1.0")
                 let vsa = InTotoStatement(
                     subject: outcome.statement.subject, predicateType: VerificationSummary.predicateType,
                     predicate: try JSONValue.from(summary))

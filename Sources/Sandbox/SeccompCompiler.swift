@@ -13,9 +13,10 @@ public struct SeccompProgram: Sendable, Equatable {
     public var unknownSyscalls: [String]
 }
 
-/// Owns a libseccomp filter context.
+/// Owns a libseccomp filter context (until `seccomp_merge` takes it over).
 private final class SeccompContext {
     let handle: scmp_filter_ctx
+    var owned = true
 
     init(defaultAction: UInt32) throws(SandboxError) {
         guard let handle = seccomp_init(defaultAction) else {
@@ -24,34 +25,40 @@ private final class SeccompContext {
         self.handle = handle
     }
 
-    deinit { seccomp_release(handle) }
+    deinit { if owned { seccomp_release(handle) } }
 }
 
 extension SeccompPolicy {
     /// Compiles the policy with libseccomp and exports the BPF program. Done in the builder before the
     /// child is cloned, so the child only has to load bytes.
+    ///
+    /// Two filters, merged: x86_64 and x32 get every rule; the 32-bit x86 ABI gets every rule but the
+    /// `socket` ones. libseccomp (2.5) knows x86's socket calls only through the `socketcall` multiplexer,
+    /// whose arguments sit in memory where no filter can read them, so a `socket` rule there would allow
+    /// `socketcall(SYS_SOCKET, AF_VSOCK…)` whatever its family. Without one, 32-bit programs cannot create
+    /// sockets; every other socket call (on descriptors they already have) works.
     public static func compile() throws(SandboxError) -> SeccompProgram {
         let context = try SeccompContext(defaultAction: errnoAction(defaultErrno))
+        let legacy = try SeccompContext(defaultAction: errnoAction(defaultErrno))
         for arch in architectures where arch != "x86_64" {
             let token = seccomp_arch_resolve_name(arch)
-            let result = seccomp_arch_add(context.handle, token)
-            if token == 0 || (result != 0 && result != -EEXIST) {
+            guard token != 0 else {
+                throw SandboxError.seccomp(call: "seccomp_arch_resolve_name(\(arch))", syscall: nil, code: -EINVAL)
+            }
+            let target = arch == "x86" ? legacy : context
+            let result = seccomp_arch_add(target.handle, token)
+            if result != 0 && result != -EEXIST {
                 throw SandboxError.seccomp(call: "seccomp_arch_add(\(arch))", syscall: nil, code: result)
             }
         }
-        var unknown: [String] = []
-        for name in allowedSyscalls {
-            let number = seccomp_syscall_resolve_name(name)
-            if number == __NR_SCMP_ERROR {
-                unknown.append(name)
-                continue
-            }
-            let result = seccomp_rule_add_array(context.handle, SCMP_ACT_ALLOW, number, 0, nil)
-            if result != 0 {
-                throw SandboxError.seccomp(call: "seccomp_rule_add", syscall: name, code: result)
-            }
+        let removed = seccomp_arch_remove(legacy.handle, UInt32(SCMP_ARCH_NATIVE))
+        guard removed == 0 else {
+            throw SandboxError.seccomp(call: "seccomp_arch_remove(native)", syscall: nil, code: removed)
         }
-        for rule in conditionalRules {
+        var unknown: [String] = []
+        let rules =
+            allowedSyscalls.map { SeccompRule(syscall: $0, action: .allow, conditions: []) } + conditionalRules
+        for rule in rules {
             let number = seccomp_syscall_resolve_name(rule.syscall)
             if number == __NR_SCMP_ERROR {
                 unknown.append(rule.syscall)
@@ -73,7 +80,18 @@ extension SeccompPolicy {
             if result != 0 {
                 throw SandboxError.seccomp(call: "seccomp_rule_add", syscall: rule.syscall, code: result)
             }
+            if !x86ExcludedSyscalls.contains(rule.syscall) {
+                let legacyResult = comparisons.withUnsafeBufferPointer {
+                    seccomp_rule_add_array(legacy.handle, action, number, UInt32($0.count), $0.baseAddress)
+                }
+                if legacyResult != 0 {
+                    throw SandboxError.seccomp(call: "seccomp_rule_add(x86)", syscall: rule.syscall, code: legacyResult)
+                }
+            }
         }
+        let merged = seccomp_merge(context.handle, legacy.handle)
+        guard merged == 0 else { throw SandboxError.seccomp(call: "seccomp_merge", syscall: nil, code: merged) }
+        legacy.owned = false
         return SeccompProgram(bytes: try export(context), unknownSyscalls: unknown)
     }
 

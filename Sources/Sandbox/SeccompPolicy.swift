@@ -7,7 +7,7 @@
 /// allow-list, so a careless addition fails loudly.
 public enum SeccompPolicy {
     /// Bumped whenever the meaning of the rendering changes.
-    public static let formatVersion = 1
+    public static let formatVersion = 2
 
     /// errno returned for every call not allowed (EPERM).
     public static let defaultErrno: Int32 = 1
@@ -104,15 +104,44 @@ public enum SeccompPolicy {
         + personalities.map {
             SeccompRule(syscall: "personality", action: .allow, conditions: [.init(argument: 0, value: $0)])
         }
-        // ioctl with any request except TIOCSTI. The kernel reads the request as 32 bits, so the test is
-        // on the low 32 bits: allowed when at least one of them differs from TIOCSTI's (one rule per bit;
-        // libseccomp has no masked "not equal").
-        + (0..<32).map { bit -> SeccompRule in
+        // ioctl with any request but the refused ones. The kernel reads the request as 32 bits, so the
+        // test is on the low 32 bits. libseccomp has no "not equal", so the allowed set is spelled out as
+        // alternatives: a bit on which every refused request agrees differs, or else the bits on which they
+        // disagree form a pattern none of them has.
+        + ioctlRules()
+
+    /// TIOCSTI pushes bytes into a terminal's input queue; TIOCLINUX can do the same on a virtual console.
+    public static let refusedIoctls: [UInt64] = [tiocsti, 0x541C]
+
+    static func ioctlRules() -> [SeccompRule] {
+        let low: UInt64 = 0xffff_ffff
+        let first = refusedIoctls[0] & low
+        let differing = refusedIoctls.reduce(UInt64(0)) { $0 | (($1 & low) ^ first) }
+        var rules: [SeccompRule] = (0..<32).compactMap { bit in
             let mask = UInt64(1) << UInt64(bit)
+            guard differing & mask == 0 else { return nil }
             return SeccompRule(
-                syscall: "ioctl", action: .allow,
-                conditions: [.init(argument: 1, mask: mask, value: ~tiocsti & mask)])
+                syscall: "ioctl", action: .allow, conditions: [.init(argument: 1, mask: mask, value: ~first & mask)])
         }
+        let bits = (0..<32).map { UInt64(1) << UInt64($0) }.filter { differing & $0 != 0 }
+        let refusedPatterns = Set(refusedIoctls.map { $0 & differing })
+        for combination in 0..<(1 << bits.count) {
+            let pattern = bits.enumerated().reduce(UInt64(0)) {
+                $0 | (combination & (1 << $1.offset) != 0 ? $1.element : 0)
+            }
+            if !refusedPatterns.contains(pattern) {
+                rules.append(
+                    SeccompRule(
+                        syscall: "ioctl", action: .allow,
+                        conditions: [.init(argument: 1, mask: differing, value: pattern)]))
+            }
+        }
+        return rules
+    }
+
+    /// Left out of the 32-bit x86 ABI's filter: there its family argument cannot be checked (see
+    /// `SeccompCompiler`), so 32-bit programs get EPERM for every new socket.
+    public static let x86ExcludedSyscalls: Set<String> = ["socket"]
 
     /// Must never appear in `allowedSyscalls` (checked by tests): mounting and the new mount API,
     /// namespaces, keys, BPF, tracing, modules, kexec, reboot, swap, clock setting, handle-based opens,
@@ -136,6 +165,7 @@ public enum SeccompPolicy {
         lines += architectures.map { "arch \($0)" }
         lines += allowedSyscalls.sorted().map { "allow \($0)" }
         lines += conditionalRules.map(\.canonicalText)
+        lines += x86ExcludedSyscalls.sorted().map { "x86 exclude \($0)" }
         return lines.joined(separator: "\n") + "\n"
     }
 }

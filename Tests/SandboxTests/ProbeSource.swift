@@ -34,6 +34,16 @@ let probeSource = #"""
         return pid < 0 ? -1 : 0;
     }
 
+    /* Low memory (a static, non-PIE binary's data) so 32-bit system calls can take its address. */
+    static unsigned int socketcall_args[3];
+
+    static long i386_call(long number, long a, long b, long c) {
+        long r;
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(number), "b"(a), "c"(b), "d"(c) : "memory");
+        errno = r < 0 ? (int)-r : 0;
+        return r < 0 ? -1 : 0;
+    }
+
     int main(void) {
         char buffer[256];
         memset(buffer, 0, sizeof buffer);
@@ -77,6 +87,14 @@ let probeSource = #"""
         report("socket_vsock", socket(AF_VSOCK, SOCK_STREAM, 0));
         report("tiocsti", ioctl(0, TIOCSTI, &c));
         report("tiocsti_high_bits", syscall(SYS_ioctl, 0, 0x100005412UL, &c));
+        report("tioclinux", ioctl(0, 0x541C, &c));
+        report("tiocgwinsz_allowed", syscall(SYS_ioctl, 0, 0x5413, buffer) < 0 && errno == EPERM ? -1 : 0);
+        socketcall_args[0] = AF_VSOCK; socketcall_args[1] = SOCK_STREAM; socketcall_args[2] = 0;
+        report("i386_socketcall_vsock", i386_call(102, 1 /* SYS_SOCKET */, (long)socketcall_args, 0));
+        socketcall_args[0] = AF_INET;
+        report("i386_socketcall_inet", i386_call(102, 1, (long)socketcall_args, 0));
+        report("i386_socket_vsock", i386_call(359, AF_VSOCK, SOCK_STREAM, 0));
+        report("i386_socket_inet", i386_call(359, AF_INET, SOCK_STREAM, 0));
         report("socket_inet", socket(AF_INET, SOCK_STREAM, 0));
         report("fork", raw_clone(0));
         long r;

@@ -30,6 +30,24 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* mount_setattr(2) (Linux 5.12): the attributes of a whole mount tree at once. */
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+struct hermetic_mount_attr {
+    uint64_t attr_set;
+    uint64_t attr_clr;
+    uint64_t propagation;
+    uint64_t userns_fd;
+};
+#define HERMETIC_MOUNT_ATTR_RDONLY 0x00000001
+#define HERMETIC_MOUNT_ATTR_NOSUID 0x00000002
+#define HERMETIC_MOUNT_ATTR_NODEV 0x00000004
+#define HERMETIC_MOUNT_ATTR_NOEXEC 0x00000008
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
@@ -189,6 +207,19 @@ static int apply_op(const struct hermetic_plan *plan, const struct hermetic_moun
         }
         fd_path(path_buf, fd);
         if (op->kind != HERMETIC_OP_BIND) extra |= MS_RDONLY;
+        /* Recursively: a plain remount would leave mounts below the bind's source (a host submount)
+           writable and without nosuid/nodev. */
+        struct hermetic_mount_attr attr;
+        memset(&attr, 0, sizeof attr);
+        if (extra & MS_RDONLY) attr.attr_set |= HERMETIC_MOUNT_ATTR_RDONLY;
+        if (extra & MS_NOSUID) attr.attr_set |= HERMETIC_MOUNT_ATTR_NOSUID;
+        if (extra & MS_NODEV) attr.attr_set |= HERMETIC_MOUNT_ATTR_NODEV;
+        if (extra & MS_NOEXEC) attr.attr_set |= HERMETIC_MOUNT_ATTR_NOEXEC;
+        if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) == 0) break;
+        if (errno != ENOSYS) {
+            result = errno;
+            break;
+        }
         if (mount(NULL, path_buf, NULL, MS_REMOUNT | MS_BIND | extra, NULL) != 0) result = errno;
         break;
     }
@@ -375,6 +406,9 @@ __attribute__((noreturn)) static void child_main(const struct hermetic_plan *pla
     if (error != 0) child_fail(report, HERMETIC_STAGE_CAPABILITIES, error, -1, "capset");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         child_fail(report, HERMETIC_STAGE_NO_NEW_PRIVS, errno, -1, "PR_SET_NO_NEW_PRIVS");
+    /* The kernel clears the parent-death signal when the uid changes: set it again. (A builder that died
+       in the instant before cannot be seen from here: our parent is outside the PID namespace.) */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 
     /* Working directory: resolved inside the root (symlinks scoped to it, magic links refused), then
        checked to be reachable from the root after the change (CVE-2024-21626). */

@@ -159,6 +159,42 @@ import Testing
         #expect(!outcome.standardError.contains(canary) && !outcome.standardOutput.contains(canary))
     }
 
+    /// Bind mounts never write to the host: a read-write bind of one file is a private copy, a read-only
+    /// bind is read-only all the way down (a host mount below its source included), and a file
+    /// .dockerignore hides cannot be bound.
+    @Test func bindMountsNeverReachTheHost() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN --mount=type=bind,source=file.txt,target=/m,rw echo changed > /m && grep -q changed /m
+                RUN --mount=type=bind,from=named,target=/nd sh -c 'if echo x > /nd/sub/f; then exit 9; fi; test "$(cat /nd/sub/f)" = below'
+                RUN --mount=type=bind,from=named,source=top.txt,target=/t,rw echo changed > /t
+                """, files: ["file.txt": "original\n", ".dockerignore": "ignored.txt\n", "ignored.txt": "hidden\n"])
+        let named = build.scratch.path + "/named"
+        try FileManager.default.createDirectory(atPath: named + "/sub", withIntermediateDirectories: true)
+        try "top\n".write(toFile: named + "/top.txt", atomically: true, encoding: .utf8)
+        // A mount below the named context's directory, as a user's own submount would be.
+        try #require(
+            HermeticProcess.run("/bin/mount", ["-t", "tmpfs", "tmpfs", named + "/sub"]).status == 0,
+            "mounting a tmpfs needs root")
+        defer { _ = try? HermeticProcess.run("/bin/umount", [named + "/sub"]) }
+        try "below".write(toFile: named + "/sub/f", atomically: true, encoding: .utf8)
+        let outcome = try build.run(["--build-context", "named=\(named)"])
+        #expect(outcome.status == 0, "\(outcome.standardError)")
+        #expect(try String(contentsOfFile: build.context + "/file.txt", encoding: .utf8) == "original\n")
+        #expect(try String(contentsOfFile: named + "/sub/f", encoding: .utf8) == "below")
+        #expect(try String(contentsOfFile: named + "/top.txt", encoding: .utf8) == "top\n")
+
+        try """
+        FROM busybox
+        RUN --mount=type=bind,source=ignored.txt,target=/ig cat /ig
+        """.write(toFile: build.context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let ignored = try build.run(output: "ignored")
+        #expect(ignored.status == 1)
+        #expect(ignored.standardError.contains("ignored.txt: not found"), "\(ignored.standardError)")
+        #expect(!ignored.standardError.contains("hidden"))
+    }
+
     @Test func failuresAreOneLineAndKeepNothing() throws {
         let build = try Build(
             dockerfile: """

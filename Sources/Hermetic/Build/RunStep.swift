@@ -311,7 +311,28 @@ extension StageExecutor {
                 collector.append(entry)
             }
         } else {
-            return tree.host(components)
+            // A single file: from the context only if .dockerignore lets COPY see it; bound read-write only
+            // as a private copy, so the step never writes to the host's file.
+            if root.isContext && tree.ignore.isExcluded(components.joined(separator: "/")) {
+                throw DockerfileError(
+                    file: file, line: line,
+                    message: "RUN --mount source \(source): not found (or excluded by .dockerignore)")
+            }
+            guard readWrite || root.isContext else { return tree.host(components) }
+            guard (info.st_mode & S_IFMT) == S_IFREG else {
+                guard !readWrite else {
+                    throw DockerfileError(
+                        file: file, line: line,
+                        message: "RUN --mount source \(source): a read-write bind must be a directory or a regular file"
+                    )
+                }
+                return tree.host(components)
+            }
+            collector.append(
+                LayerEntry(
+                    path: "file", kind: .regular(.file(path: tree.host(components), size: Int64(info.st_size))),
+                    mode: UInt32(info.st_mode) & 0o7777, uid: info.st_uid, gid: info.st_gid,
+                    mtime: Int64(info.st_mtim.tv_sec)))
         }
         if !collector.isEmpty {
             let tar = try LayerWriter(sourceDateEpoch: Int64.max).writeUncompressedTar(collector, into: copyRoot)
@@ -320,7 +341,7 @@ extension StageExecutor {
             _ = try LayerApplier().apply(
                 blobAt: tar.blobPath, mediaType: MediaType.layerTar, expectedDiffID: tar.diffID, toRoot: unpacked)
             unlink(tar.blobPath)
-            return unpacked
+            return (info.st_mode & S_IFMT) == S_IFDIR ? unpacked : unpacked + "/file"
         }
         return copyRoot
     }

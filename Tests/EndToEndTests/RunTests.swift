@@ -195,6 +195,37 @@ import Testing
         #expect(!ignored.standardError.contains("hidden"))
     }
 
+    /// A step's output reaches the person through a pipe, secrets masked: reopening its stderr cannot
+    /// truncate the builder's log file, and a printed secret shows as ****.
+    @Test func stepOutputIsRelayedThroughAPipeWithSecretsMasked() throws {
+        let canary = "relay-canary-\(UInt64.random(in: 1...UInt64.max))"
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN readlink /proc/self/fd/2 > /stderr-is && printf 'FORGED\\n' > /proc/self/fd/2
+                RUN --mount=type=secret,id=tok cat /run/secrets/tok && printf '%s' "$(cat /run/secrets/tok)" | cut -c1-5
+                """)
+        let secretFile = build.scratch.path + "/tok"
+        try (canary + "\n").write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let log = build.scratch.path + "/build.log"
+        let hermetic = HermeticProcess.binaryPath
+        let outcome = try HermeticProcess.run(
+            "/bin/sh",
+            [
+                "-c", "exec \"$0\" \"$@\" 2> \(log)", hermetic, "build", build.context, "--progress", "plain",
+                "--state-dir", build.scratch.path + "/state", "--secret", "id=tok,src=\(secretFile)",
+                "--build-context", "busybox=oci-layout://\(build.scratch.path)/busybox@\(build.baseDigest)",
+                "-o", "type=local,dest=\(build.scratch.path)/out",
+            ])
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        try #require(outcome.status == 0, "\(text)")
+        #expect(build.file("out", "stderr-is")?.hasPrefix("pipe:") == true)
+        #expect(text.hasPrefix("#0 [stage-0 1/3] FROM busybox"), "\(text)")
+        #expect(text.contains("FORGED\n"))
+        #expect(!text.contains(canary) && text.contains("****"), "\(text)")
+        #expect(text.contains("relay"), "a part of a secret is not masked: \(text)")
+    }
+
     @Test func failuresAreOneLineAndKeepNothing() throws {
         let build = try Build(
             dockerfile: """

@@ -201,11 +201,14 @@ extension StageExecutor {
             environment: environment, uid: uid, gid: gid, groups: groups, workingDirectory: workingDirectory,
             hostname: "buildkitsandbox", network: network, mounts: mounts,
             timeoutSeconds: runOptions.stepTimeoutSeconds)
-        let output = runOptions.showOutput ? Int32(2) : open("/dev/null", O_WRONLY | O_CLOEXEC)
-        defer { if !runOptions.showOutput { close(output) } }
+        let secretValues = SecretTaint(secrets: runOptions.secrets, environment: runOptions.environment).values()
+        let relay = try StepOutputRelay(
+            destination: runOptions.showOutput ? 2 : nil, secrets: secretValues.map(\.value))
         let result: SandboxResult
         do {
-            result = try Sandbox.run(plan, stdout: output, stderr: output)
+            // When run returns, every process of the step is gone: nothing else holds the pipe's write end.
+            defer { relay.finish() }
+            result = try Sandbox.run(plan, stdout: relay.writeEnd, stderr: relay.writeEnd)
         } catch {
             throw fail("RUN could not start: \(error)")
         }

@@ -1,0 +1,98 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What a RUN step writes to stdout and stderr reaches the person through a pipe, never the builder's own
+/// descriptors: a step could otherwise reopen them through `/proc/self/fd/N` and truncate the builder's log
+/// file or change its terminal's settings. On the way, every `--secret` value is replaced by `****`, so a
+/// step that prints one does not put it in a log.
+final class StepOutputRelay: @unchecked Sendable {
+    /// The end the step writes to (stdout and stderr).
+    let writeEnd: Int32
+    private let readEnd: Int32
+    private let destination: Int32?
+    private let secrets: [[UInt8]]
+    private let finished = DispatchSemaphore(value: 0)
+
+    static let mask = Array("****".utf8)
+
+    /// `destination` nil: the output is read and dropped (`--progress quiet`).
+    init(destination: Int32?, secrets: [[UInt8]]) throws {
+        var fds: [Int32] = [-1, -1]
+        // pipe2 is not in Swift's Glibc; the sandbox child closes every descriptor above 2 anyway.
+        guard pipe(&fds) == 0 else { throw SystemError("pipe", path: "RUN output", errno: errno) }
+        readEnd = fds[0]
+        writeEnd = fds[1]
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+        self.destination = destination
+        // Longest first, so a secret that contains another is masked whole.
+        self.secrets = secrets.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
+        let thread = Thread { [self] in
+            relay()
+            finished.signal()
+        }
+        thread.start()
+    }
+
+    /// Call once the step and every process in it are gone: closes the write end and waits for the rest.
+    func finish() {
+        close(writeEnd)
+        finished.wait()
+        close(readEnd)
+    }
+
+    private func relay() {
+        let keep = max((secrets.first?.count ?? 1) - 1, 0)
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            pending += buffer[0..<count]
+            pending = Self.redact(pending, secrets)
+            // Hold back what could be the start of a secret split across reads.
+            if pending.count > keep {
+                emit(Array(pending[0..<(pending.count - keep)]))
+                pending.removeFirst(pending.count - keep)
+            }
+        }
+        emit(pending)
+    }
+
+    private func emit(_ bytes: [UInt8]) {
+        guard let destination, !bytes.isEmpty else { return }
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let written = write(destination, raw.baseAddress! + offset, raw.count - offset)
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { return }
+                offset += written
+            }
+        }
+    }
+
+    /// Every occurrence of each secret replaced by the mask.
+    static func redact(_ text: [UInt8], _ secrets: [[UInt8]]) -> [UInt8] {
+        guard !secrets.isEmpty else { return text }
+        var result: [UInt8] = []
+        result.reserveCapacity(text.count)
+        var index = 0
+        scan: while index < text.count {
+            for secret in secrets where text.count - index >= secret.count && text[index] == secret[0] {
+                if text[index..<(index + secret.count)].elementsEqual(secret) {
+                    result += mask
+                    index += secret.count
+                    continue scan
+                }
+            }
+            result.append(text[index])
+            index += 1
+        }
+        return result
+    }
+}

@@ -77,6 +77,60 @@ final class PidsCgroup {
     }
 }
 
+/// Step cgroups by owner (`hermetic-step-PID-…`), for a builder cleaning up after itself on a signal or
+/// after a builder that was killed.
+public enum StepCgroups {
+    /// Kills every process in `owner`'s step cgroups, then removes them.
+    public static func killAndRemove(owner: Int32) {
+        for directory in directories(owner: owner) {
+            for line in (readSmallFile(directory + "/cgroup.procs") ?? "").split(separator: "\n") {
+                if let pid = Int32(line), pid > 0 { kill(pid, SIGKILL) }
+            }
+            for _ in 0..<50 {
+                if rmdir(directory) == 0 || errno == ENOENT { break }
+                usleep(10_000)
+            }
+        }
+    }
+
+    /// Removes the step cgroups of builders that no longer run.
+    public static func removeStale() {
+        for directory in directories(owner: nil) {
+            let name = directory.split(separator: "/").last.map(String.init) ?? ""
+            let pid = name.split(separator: "-").dropFirst(2).first.flatMap { Int32($0) }
+            if let pid, pid != getpid(), kill(pid, 0) != 0, errno == ESRCH { killAndRemove(owner: pid) }
+        }
+    }
+
+    /// The candidate parents PidsCgroup may use, read only (nothing is enabled here).
+    static func directories(owner: Int32?) -> [String] {
+        let memberships = readSmallFile("/proc/self/cgroup") ?? ""
+        var parents: [String] = []
+        for line in memberships.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3 else { continue }
+            let path = fields[2] == "/" ? "" : String(fields[2])
+            if fields[0] == "0" && fields[1].isEmpty {
+                parents += ["/sys/fs/cgroup" + path, "/sys/fs/cgroup/unified" + path]
+            }
+            if fields[1].split(separator: ",").contains("pids") { parents.append("/sys/fs/cgroup/pids" + path) }
+        }
+        let prefix = owner.map { "hermetic-step-\($0)-" } ?? "hermetic-step-"
+        var result: [String] = []
+        for parent in parents {
+            guard let directory = opendir(parent) else { continue }
+            defer { closedir(directory) }
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name.hasPrefix(prefix) { result.append(parent + "/" + name) }
+            }
+        }
+        return result
+    }
+}
+
 func readSmallFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }

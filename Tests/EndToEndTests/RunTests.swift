@@ -226,6 +226,71 @@ import Testing
         #expect(text.contains("relay"), "a part of a secret is not masked: \(text)")
     }
 
+    /// SIGTERM to the builder while a non-root step runs: the step dies, and the workspace (which holds the
+    /// step's secret file) and the step's cgroup are gone; the exit status says which signal.
+    @Test func aSignalledBuilderLeavesNothingBehind() throws {
+        let marker = "47.\(UInt32.random(in: 100_000...999_999))"
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                USER 1000:1000
+                RUN --mount=type=secret,id=tok,uid=1000 (setsid sleep \(marker) &) ; touch /tmp/started; exec sleep \(marker)
+                """)
+        let secretFile = build.scratch.path + "/tok"
+        try "signal-canary-secret\n".write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let temporary = build.scratch.path + "/tmp"
+        try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: HermeticProcess.binaryPath)
+        process.arguments = [
+            "build", build.context, "--progress", "quiet", "--state-dir", build.scratch.path + "/state",
+            "--secret", "id=tok,src=\(secretFile)",
+            "--build-context", "busybox=oci-layout://\(build.scratch.path)/busybox@\(build.baseDigest)",
+            "-o", "type=local,dest=\(build.scratch.path)/out",
+        ]
+        process.environment = ["PATH": "/usr/bin:/bin", "TMPDIR": temporary]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        func stepProcesses() -> [String] {
+            (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.filter { entry in
+                guard Int(entry) != nil,
+                    let command = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8)
+                else { return false }
+                return command.contains(marker)
+            } ?? []
+        }
+        // Until the step's two sleeps run (the upper dir holds tmp/started by then).
+        var waited = 0
+        while stepProcesses().count < 2 && waited < 300 {
+            usleep(50_000)
+            waited += 1
+        }
+        try #require(stepProcesses().count >= 2, "the step did not start")
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 128 + SIGTERM)
+        usleep(200_000)
+        #expect(stepProcesses().isEmpty, "step processes survived the builder")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: temporary) == [])
+        #expect(StepCgroupsListing.owned(by: process.processIdentifier).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out"))
+        // What a builder killed outright left behind goes with the next build.
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let stale = temporary + "/" + WorkspaceJanitor.workspacePrefix(pid: gone.processIdentifier) + "x"
+        try FileManager.default.createDirectory(atPath: stale + "/p0", withIntermediateDirectories: true)
+        try "secret".write(toFile: stale + "/p0/value", atomically: true, encoding: .utf8)
+        try "FROM scratch\n".write(toFile: build.context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let next = try HermeticProcess.hermetic(
+            ["build", build.context, "--progress", "quiet", "-o", "type=local,dest=\(build.scratch.path)/next"],
+            environment: ["TMPDIR": temporary])
+        #expect(next.status == 0, "\(next.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: stale))
+    }
+
     @Test func failuresAreOneLineAndKeepNothing() throws {
         let build = try Build(
             dockerfile: """
@@ -237,6 +302,7 @@ import Testing
         let lines = outcome.standardError.split(separator: "\n")
         #expect(lines.count == 1 && lines[0].hasPrefix("error: Dockerfile:2:") && lines[0].contains("exit code: 3"))
         #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out"))
+
     }
 
     @Test func networkIsOnlyLoopbackUnlessGranted() throws {
@@ -370,6 +436,21 @@ enum SecretScan {
                 data = Data(gunzip.standardOutput.utf8)
             }
             #expect(data.range(of: needle) == nil, "the secret appears in \(relative)")
+        }
+    }
+}
+
+/// Step cgroups a builder made (`hermetic-step-PID-…`), wherever PidsCgroup may put them.
+enum StepCgroupsListing {
+    static func owned(by pid: Int32) -> [String] {
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/pids"].flatMap { root -> [String] in
+            let enumerator = FileManager.default.enumerator(atPath: root)
+            var found: [String] = []
+            while let path = enumerator?.nextObject() as? String {
+                if path.split(separator: "/").last?.hasPrefix("hermetic-step-\(pid)-") == true { found.append(path) }
+                if path.split(separator: "/").count > 6 { enumerator?.skipDescendants() }
+            }
+            return found
         }
     }
 }

@@ -59,8 +59,10 @@ public struct Builder {
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
 
         let environment = ProcessEnvironment.current()
-        let workspaceParent = environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-        let workspace = try FileSystem.makeTemporaryDirectory(in: workspaceParent, prefix: "hermetic-build-")
+        let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
+        WorkspaceJanitor.removeStale(under: workspaceParent)
+        let workspace = try FileSystem.makeTemporaryDirectory(
+            in: workspaceParent, prefix: WorkspaceJanitor.workspacePrefix())
         defer { FileSystem.removeTree(workspace) }
 
         let runOptions = RunOptions(

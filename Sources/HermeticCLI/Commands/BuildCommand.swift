@@ -57,7 +57,11 @@ struct BuildCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let options = try makeOptions(environment: ProcessEnvironment.current())
+            let environment = ProcessEnvironment.current()
+            let signalSources = WorkspaceJanitor.installSignalHandlers(
+                workspaceParent: WorkspaceJanitor.workspaceParent(environment))
+            defer { signalSources.forEach { $0.cancel() } }
+            let options = try makeOptions(environment: environment)
             let result = try await Builder(options: options, log: BuildLog(mode: options.progress)).build()
             print(result.imageDigest.description)
         }

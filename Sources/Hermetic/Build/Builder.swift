@@ -22,7 +22,16 @@ public struct Builder {
         self.log = log
     }
 
+    /// Why a build cannot start here at all.
+    public struct PrivilegeError: HermeticError {
+        public var description: String {
+            "hermetic build needs root: it writes every file with its owner and runs RUN in namespaces "
+                + "(a rootless mode is not implemented; run it as root or in a container as root)"
+        }
+    }
+
     public func build() async throws -> BuildResult {
+        guard geteuid() == 0 else { throw PrivilegeError() }
         let contextRoot = FileSystem.absolute(options.contextDirectory)
         guard FileSystem.isDirectory(contextRoot) else {
             throw ArgumentError(argument: "CONTEXT", value: options.contextDirectory, reason: "not a directory")

@@ -91,4 +91,53 @@ import Testing
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0 != "ctx" }
         #expect(leftovers.isEmpty, "temporary files left: \(leftovers)")
     }
+
+    /// Destinations the build must not touch: an input of the build (the context, or a directory holding it),
+    /// a non-empty directory that is not ours, a side file whose directory is missing. Each is refused up
+    /// front, with the context and the directory left exactly as they were and no output written.
+    @Test func destinationsThatWouldLoseDataAreRefused() throws {
+        let scratch = try TemporaryDirectory(prefix: "destinations-")
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context + "/src", withIntermediateDirectories: true)
+        try "FROM scratch\nCOPY src/ /a/\n".write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        try "main\n".write(toFile: context + "/src/main.c", atomically: true, encoding: .utf8)
+        let precious = scratch.path + "/precious"
+        try FileManager.default.createDirectory(atPath: precious, withIntermediateDirectories: true)
+        try "keep\n".write(toFile: precious + "/CANARY", atomically: true, encoding: .utf8)
+        let cases: [([String], String)] = [
+            (["-o", "type=local,dest=\(context)"], "--output"),
+            (["-o", "type=oci,dest=\(scratch.path)"], "--output"),
+            (["-o", "type=local,dest=\(context)/src/.."], "--output"),
+            (["-o", "type=oci,dest=\(precious)"], "--output"),
+            (["-o", "type=local,dest=\(precious)"], "--output"),
+            (["-o", "type=oci,dest=\(precious)/CANARY/x"], "--output"),
+            (["-o", "type=oci,dest=\(scratch.path)/out", "--iidfile", "\(scratch.path)/missing/iid"], "--iidfile"),
+            (["-o", "type=oci,dest=\(scratch.path)/out", "--metadata-file", precious], "--metadata-file"),
+            (["-o", "type=oci,dest=\(scratch.path)/out", "-o", "type=local,dest=\(scratch.path)/out"], "--output"),
+        ]
+        for (arguments, flag) in cases {
+            let outcome = try HermeticProcess.hermetic(["build", context, "--progress", "quiet"] + arguments)
+            let lines = outcome.standardError.split(separator: "\n")
+            #expect(outcome.status == 1 && lines.count == 1, "\(arguments): \(outcome.standardError)")
+            #expect(lines.first?.hasPrefix("error: \(flag)") == true, "\(arguments): \(outcome.standardError)")
+            #expect(try String(contentsOfFile: context + "/src/main.c", encoding: .utf8) == "main\n")
+            #expect(try String(contentsOfFile: precious + "/CANARY", encoding: .utf8) == "keep\n")
+            #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"), "\(arguments)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted() == ["ctx", "precious"])
+
+        // What hermetic wrote before, it may replace: an OCI layout, and a local tree it marked (where the
+        // filesystem has user xattrs; elsewhere the second build asks for an empty destination).
+        for output in ["type=local,dest=\(scratch.path)/tree", "type=oci,dest=\(scratch.path)/layout"] {
+            let first = try HermeticProcess.hermetic(["build", context, "--progress", "quiet", "-o", output])
+            #expect(first.status == 0, "\(output): \(first.standardError)")
+            let second = try HermeticProcess.hermetic(["build", context, "--progress", "quiet", "-o", output])
+            if output.hasPrefix("type=local") && !OutputDestinationCheck.hasLocalMarker(scratch.path + "/tree") {
+                #expect(second.status == 1 && second.standardError.contains("not written by hermetic"))
+            } else {
+                #expect(second.status == 0, "\(output): \(second.standardError)")
+            }
+        }
+        #expect(try String(contentsOfFile: scratch.path + "/tree/a/main.c", encoding: .utf8) == "main\n")
+    }
 }

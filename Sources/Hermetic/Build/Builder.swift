@@ -37,6 +37,21 @@ public struct Builder {
             throw ArgumentError(argument: "CONTEXT", value: options.contextDirectory, reason: "not a directory")
         }
         let dockerfilePath = options.dockerfilePath.map(FileSystem.absolute) ?? contextRoot + "/Dockerfile"
+        let environment = ProcessEnvironment.current()
+        let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
+        let stateDirectory = options.stateDirectory ?? environment["HERMETIC_STATE_DIR"] ?? "/var/lib/hermetic"
+        try OutputDestinationCheck(
+            inputs: [contextRoot, dockerfilePath, workspaceParent, stateDirectory]
+                + (options.lockFile.map { [$0] } ?? [])
+                + options.namedContexts.values.map { context in
+                    switch context {
+                    case .ociLayout(let path, _, _): path
+                    case .directory(let path): path
+                    }
+                }
+                + options.secrets.values.compactMap { if case .file(let path) = $0 { path } else { nil } }
+                + Array(options.sshSockets.values)
+        ).check(options)
         let startedOn = RFC3339.format(Int64(time(nil)))
         let dockerfileBytes = try Self.readDockerfile(
             at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
@@ -67,8 +82,6 @@ public struct Builder {
         var buildArguments: [String: String] = [:]
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
 
-        let environment = ProcessEnvironment.current()
-        let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
         WorkspaceJanitor.removeStale(under: workspaceParent)
         let workspace = try FileSystem.makeTemporaryDirectory(
             in: workspaceParent, prefix: WorkspaceJanitor.workspacePrefix())
@@ -77,7 +90,7 @@ public struct Builder {
         let runOptions = RunOptions(
             secrets: options.secrets, sshSockets: options.sshSockets,
             entitlements: options.entitlements, stepTimeoutSeconds: options.stepTimeoutSeconds,
-            stateDirectory: options.stateDirectory ?? environment["HERMETIC_STATE_DIR"] ?? "/var/lib/hermetic",
+            stateDirectory: stateDirectory,
             showOutput: options.progress != .quiet, environment: environment)
         var images: [BuiltImage] = []
         var record = BuildRecord()
@@ -143,20 +156,23 @@ public struct Builder {
             try SecretTaint(secrets: options.secrets, environment: environment).check(
                 try images.map { ("the image config", try CanonicalJSON.encode($0.config)) })
         }
+        // Every output complete under a temporary name first; then all are put in place.
+        let pending = PendingOutputs()
         for output in options.outputs {
-            try exporter.write(exported, to: output, workspace: workspace)
+            try exporter.prepare(exported, to: output, workspace: workspace, pending: pending)
         }
         if let iidFile = options.iidFile {
-            try FileSystem.writeAtomically(Array(exported.imageDigest.description.utf8), to: iidFile)
+            try pending.addFile(Array(exported.imageDigest.description.utf8), destination: FileSystem.absolute(iidFile))
         }
         if let attestFile = options.attestFile {
             var lines: [UInt8] = []
             for envelope in envelopes { lines += try CanonicalJSON.encode(envelope) + [0x0a] }
-            try FileSystem.writeAtomically(lines, to: attestFile)
+            try pending.addFile(lines, destination: FileSystem.absolute(attestFile))
         }
         if let metadataFile = options.metadataFile {
-            try FileSystem.writeAtomically(try exported.metadataJSON(), to: metadataFile)
+            try pending.addFile(try exported.metadataJSON(), destination: FileSystem.absolute(metadataFile))
         }
+        try pending.commit()
         return BuildResult(imageDigest: exported.imageDigest, configDigest: exported.configDigest, platforms: platforms)
     }
 

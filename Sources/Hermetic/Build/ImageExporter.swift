@@ -134,21 +134,29 @@ struct ImageExporter {
             tags: tags)
     }
 
-    func write(_ exported: ExportedImage, to output: OutputSpec, workspace: String) throws {
+    /// Writes one output under a temporary name beside its destination; `pending` puts it in place.
+    func prepare(_ exported: ExportedImage, to output: OutputSpec, workspace: String, pending: PendingOutputs)
+        throws
+    {
+        let destination = FileSystem.absolute(output.destination)
         switch output {
-        case .local(let destination):
-            try writeRootFilesystem(to: destination, workspace: workspace)
-        case .ociDirectory(let destination):
+        case .local:
+            pending.addDirectory(try writeRootFilesystem(beside: destination), destination: destination)
+        case .ociDirectory:
             let writer = try stage(exported, near: destination)
-            try writer.finish(index: topLevelIndex(exported), to: destination)
-        case .ociArchive(let destination):
+            pending.addDirectory(try writer.finishStaged(index: topLevelIndex(exported)), destination: destination)
+        case .ociArchive:
             let writer = try stage(exported, near: destination)
-            try writer.finishArchive(index: topLevelIndex(exported), to: destination, format: .oci)
-        case .dockerArchive(let destination):
+            pending.addFile(
+                try writer.finishArchiveStaged(index: topLevelIndex(exported), beside: destination, format: .oci),
+                destination: destination)
+        case .dockerArchive:
             let writer = try stage(exported, near: destination)
-            try writer.finishArchive(
-                index: topLevelIndex(exported), to: destination,
-                format: .docker(repoTags: tags.map(Self.dockerRepoTag), manifest: exported.manifests[0].manifest))
+            let format = OCILayoutWriter.ArchiveFormat.docker(
+                repoTags: tags.map(Self.dockerRepoTag), manifest: exported.manifests[0].manifest)
+            pending.addFile(
+                try writer.finishArchiveStaged(index: topLevelIndex(exported), beside: destination, format: format),
+                destination: destination)
         }
     }
 
@@ -213,22 +221,21 @@ struct ImageExporter {
     }
 
     /// `type=local`: the final root filesystem of the (first) platform, rebuilt from the image's own layers
-    /// beside the destination, then renamed into place.
-    private func writeRootFilesystem(to destination: String, workspace: String) throws {
-        guard let image = images.first else { return }
-        let absolute = FileSystem.absolute(destination)
-        let parent = FileSystem.parentDirectory(of: absolute)
+    /// in a temporary directory beside the destination, marked as ours so a later build may replace it.
+    private func writeRootFilesystem(beside destination: String) throws -> String {
+        let parent = FileSystem.parentDirectory(of: destination)
         try FileSystem.makeDirectories(parent)
         let temporary = try FileSystem.makeTemporaryDirectory(in: parent, prefix: ".hermetic-local-")
         var done = false
         defer { if !done { FileSystem.removeTree(temporary) } }
-        for layer in image.layers {
+        for layer in images.first?.layers ?? [] {
             _ = try LayerApplier().apply(
                 blobAt: layer.blobPath, mediaType: layer.descriptor.mediaType,
                 expectedDiffID: layer.diffID, toRoot: temporary)
         }
         chmod(temporary, 0o755)
-        try FileSystem.replaceDirectory(at: absolute, with: temporary)
+        OutputDestinationCheck.setLocalMarker(temporary)
         done = true
+        return temporary
     }
 }

@@ -59,6 +59,16 @@ public enum FileSystem {
 
     /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
     public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws {
+        let temporary = try writeTemporary(bytes, beside: path, mode: mode)
+        guard rename(temporary, path) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw SystemError("rename to", path: path, errno: code)
+        }
+    }
+
+    /// Writes `bytes` to a new temporary file in `path`'s directory and returns its path.
+    public static func writeTemporary(_ bytes: [UInt8], beside path: String, mode: mode_t = 0o644) throws -> String {
         let directory = parentDirectory(of: path)
         var template = Array("\(directory)/.hermetic-tmp-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
@@ -76,8 +86,34 @@ public enum FileSystem {
         }
         fchmod(fd, mode)
         guard close(fd) == 0 else { throw SystemError("close", path: temporary, errno: errno) }
-        guard rename(temporary, path) == 0 else { throw SystemError("rename to", path: path, errno: errno) }
         ok = true
+        return temporary
+    }
+
+    /// The path with symlinks of its existing part resolved (`realpath` of the longest existing ancestor,
+    /// the rest appended), and `.`/`..` removed.
+    public static func resolvedPath(_ path: String) -> String {
+        var existing = absolute(path)
+        var rest: [String] = []
+        while !existing.isEmpty && existing != "/" {
+            if let resolved = realpath(existing, nil) {
+                defer { free(resolved) }
+                existing = String(cString: resolved)
+                break
+            }
+            rest.insert(String(existing.split(separator: "/").last ?? ""), at: 0)
+            existing = parentDirectory(of: existing)
+        }
+        var parts: [Substring] = []
+        for part in (existing.split(separator: "/") + rest.map { Substring($0) }) {
+            if part == "." || part.isEmpty { continue }
+            if part == ".." {
+                _ = parts.popLast()
+                continue
+            }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
     }
 
     /// Removes a tree without following symlinks. Missing paths are fine. Iterative, so a hostile depth

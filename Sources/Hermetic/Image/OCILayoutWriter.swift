@@ -97,10 +97,22 @@ public final class OCILayoutWriter {
 
     /// Puts the layout at `destination` (a directory), replacing what was there only once it is complete.
     public func finish(index: ImageIndex, to destination: String) throws {
+        let staged = try finishStaged(index: index)
+        do {
+            try FileSystem.replaceDirectory(at: FileSystem.absolute(destination), with: staged)
+        } catch {
+            FileSystem.removeTree(staged)
+            throw error
+        }
+    }
+
+    /// Completes the layout in its staging directory and hands that directory to the caller, who puts it
+    /// in place (or removes it).
+    public func finishStaged(index: ImageIndex) throws -> String {
         try writeMarkers(index: index)
         chmod(stagingDirectory, 0o755)
-        try FileSystem.replaceDirectory(at: FileSystem.absolute(destination), with: stagingDirectory)
         finished = true
+        return stagingDirectory
     }
 
     /// Writes the layout as one deterministic tar (sorted, mtime 0, owner 0:0, modes 0644/0755).
@@ -109,6 +121,18 @@ public final class OCILayoutWriter {
     /// `index.json` beside it, podman takes the tar for an OCI archive and loses the names
     /// (containers/podman#10809).
     public func finishArchive(index: ImageIndex, to destination: String, format: ArchiveFormat) throws {
+        let temporary = try finishArchiveStaged(index: index, beside: destination, format: format)
+        guard rename(temporary, FileSystem.absolute(destination)) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw SystemError("rename into place", path: destination, errno: code)
+        }
+    }
+
+    /// Writes the archive under a temporary name beside `destination` and returns that name.
+    public func finishArchiveStaged(index: ImageIndex, beside destination: String, format: ArchiveFormat) throws
+        -> String
+    {
         var entries: [LayerEntry] = [
             LayerEntry(path: "blobs", kind: .directory, mode: 0o755),
             LayerEntry(path: "blobs/sha256", kind: .directory, mode: 0o755),
@@ -146,13 +170,9 @@ public final class OCILayoutWriter {
         let absolute = FileSystem.absolute(destination)
         let written = try LayerWriter(sourceDateEpoch: 0).writeUncompressedTar(
             entries, into: FileSystem.parentDirectory(of: absolute))
-        guard rename(written.blobPath, absolute) == 0 else {
-            let code = errno
-            unlink(written.blobPath)
-            throw SystemError("rename into place", path: absolute, errno: code)
-        }
         FileSystem.removeTree(stagingDirectory)
         finished = true
+        return written.blobPath
     }
 
     private func fileEntry(_ relative: String) throws -> LayerEntry {

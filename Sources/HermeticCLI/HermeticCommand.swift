@@ -1,6 +1,10 @@
 import ArgumentParser
 import Hermetic
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 @main
 struct HermeticCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,4 +16,26 @@ struct HermeticCommand: AsyncParsableCommand {
             RebuildCommand.self,
         ]
     )
+
+    /// As ArgumentParser's, except that a usage error is one `error:` line (exit 64), like every other
+    /// failure; `--help` and `--version` print as usual.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as ExitCode {
+            exit(withError: error)
+        } catch {
+            guard exitCode(for: error) != .success else { exit(withError: error) }
+            let message = fullMessage(for: error)
+            let first = message.split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            let text = first.hasPrefix("Error: ") ? String(first.dropFirst("Error: ".count)) : first
+            writeErrorLine(text + " (see hermetic --help)")
+            Glibc.exit(64)
+        }
+    }
 }

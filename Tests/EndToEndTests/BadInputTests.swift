@@ -140,4 +140,25 @@ import Testing
         }
         #expect(try String(contentsOfFile: scratch.path + "/tree/a/main.c", encoding: .utf8) == "main\n")
     }
+
+    /// Usage errors and values with line breaks are one line too: the parser's (exit 64) and ours (exit 1,
+    /// the newline shown escaped).
+    @Test func usageErrorsAndNewlinesInValuesAreOneLine() throws {
+        let scratch = try TemporaryDirectory(prefix: "usage-")
+        let cases: [([String], Int32)] = [
+            (["build", "--source-date-epoch", "-1", scratch.path], 64),
+            (["build"], 64),
+            (["frobnicate"], 64),
+            (["build", scratch.path, "--platform", "linux/amd64\nlinux/arm64"], 1),
+            (["build", scratch.path, "--build-arg", "A\nB"], 1),
+        ]
+        for (arguments, status) in cases {
+            let outcome = try HermeticProcess.hermetic(arguments)
+            let lines = outcome.standardError.split(separator: "\n")
+            #expect(outcome.status == status, "\(arguments): \(outcome.standardError)")
+            #expect(lines.count == 1 && lines[0].hasPrefix("error: "), "\(arguments): \(outcome.standardError)")
+        }
+        let help = try HermeticProcess.hermetic(["build", "--help"])
+        #expect(help.status == 0 && help.standardOutput.contains("USAGE: hermetic build"))
+    }
 }

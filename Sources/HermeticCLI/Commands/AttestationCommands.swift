@@ -79,7 +79,7 @@ struct VerifyCommand: AsyncParsableCommand {
             }
             let failures = try verifier.failures(of: try StoredAttestations.load(target))
             guard failures.isEmpty else {
-                for failure in failures { writeStandardError("error: \(failure)\n") }
+                for failure in failures { writeErrorLine(failure) }
                 throw ExitCode(1)
             }
             print("verified: \(target)")

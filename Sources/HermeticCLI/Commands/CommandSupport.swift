@@ -11,19 +11,39 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
     do {
         try await body()
     } catch let error as any HermeticError {
-        writeStandardError("error: \(error.description)\n")
+        writeErrorLine(error.description)
         throw ExitCode(1)
     } catch let error as any ProvenanceError {
-        writeStandardError("error: \(error.description)\n")
+        writeErrorLine(error.description)
         throw ExitCode(1)
     } catch let error as ExitCode {
         throw error
     } catch {
         // Anything else still gets one line: never a trace, never a partial message.
-        let text = "\(error)".split(separator: "\n").first.map(String.init) ?? "unexpected error"
-        writeStandardError("error: \(text)\n")
+        writeErrorLine("\(error)")
         throw ExitCode(1)
     }
+}
+
+/// `error: TEXT` as exactly one line: control characters in TEXT (a newline in a flag's value, in a
+/// Dockerfile word, in a base image's config) are shown escaped, never as a line break.
+func writeErrorLine(_ text: String) {
+    writeStandardError("error: \(escapedForOneLine(text))\n")
+}
+
+func escapedForOneLine(_ text: String) -> String {
+    var result = ""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\n": result += "\\n"
+        case "\r": result += "\\r"
+        case "\t": result += "\\t"
+        case _ where scalar.value < 0x20 || scalar.value == 0x7f:
+            result += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+        default: result.unicodeScalars.append(scalar)
+        }
+    }
+    return result
 }
 
 func writeStandardError(_ text: String) {

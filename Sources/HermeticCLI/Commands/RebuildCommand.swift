@@ -34,7 +34,7 @@ struct RebuildCommand: AsyncParsableCommand {
                 let failures = try AttestationVerifier(keys: try loadKeys(key)).failures(
                     of: try StoredAttestations.load(target))
                 guard failures.isEmpty else {
-                    for failure in failures { writeStandardError("error: \(failure)\n") }
+                    for failure in failures { writeErrorLine(failure) }
                     throw ExitCode(1)
                 }
             }

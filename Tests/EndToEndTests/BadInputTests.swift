@@ -59,6 +59,30 @@ import Testing
             name: "hostile digest in FROM", dockerfile: "FROM base@sha256:../../../etc/passwd\n",
             expected: ["Dockerfile:1:"]),
         Case(
+            name: "bad glob", dockerfile: "FROM scratch\nCOPY [ /x\n",
+            expected: ["Dockerfile:2:", "syntax error in pattern"]),
+        Case(
+            name: "empty platform", dockerfile: "FROM scratch\n", extraArguments: ["--platform", ","],
+            expected: ["--platform"]),
+        Case(
+            name: "bad tag", dockerfile: "FROM scratch\n", extraArguments: ["-t", "UPPER:::bad tag"],
+            expected: ["-t", "invalid reference format"]),
+        Case(
+            name: "uppercase tag", dockerfile: "FROM scratch\n", extraArguments: ["-t", "Example/App:1"],
+            expected: ["-t", "lowercase"]),
+        Case(
+            name: "missing secret file", dockerfile: "FROM scratch\n",
+            extraArguments: ["--secret", "id=x,src=/nonexistent/secret"], expected: ["--secret", "/nonexistent"]),
+        Case(
+            name: "ssh socket that is not one", dockerfile: "FROM scratch\n",
+            extraArguments: ["--ssh", "default=/etc/passwd"], expected: ["--ssh", "not a Unix socket"]),
+        Case(
+            name: "state dir that is a file", dockerfile: "FROM scratch\n",
+            extraArguments: ["--state-dir", "/etc/passwd"], expected: ["--state-dir"]),
+        Case(
+            name: "named context with a newline", dockerfile: "FROM scratch\n",
+            extraArguments: ["--build-context", "x\ny=/tmp"], expected: ["--build-context", "x\\ny"]),
+        Case(
             name: "bad chown user", dockerfile: "FROM scratch\nCOPY --chown=nosuchuser a.txt /\n",
             files: ["a.txt": "a"], expected: ["Dockerfile:2:", "nosuchuser"]),
     ]
@@ -158,6 +182,16 @@ import Testing
             #expect(outcome.status == status, "\(arguments): \(outcome.standardError)")
             #expect(lines.count == 1 && lines[0].hasPrefix("error: "), "\(arguments): \(outcome.standardError)")
         }
+        // A key is never overwritten unless asked.
+        let key = scratch.path + "/key.pem"
+        #expect(try HermeticProcess.hermetic(["key", "generate", "--out", key]).status == 0)
+        let before = try String(contentsOfFile: key, encoding: .utf8)
+        let again = try HermeticProcess.hermetic(["key", "generate", "--out", key])
+        #expect(again.status == 1 && again.standardError.hasPrefix("error: --out"), "\(again.standardError)")
+        #expect(try String(contentsOfFile: key, encoding: .utf8) == before)
+        #expect(try HermeticProcess.hermetic(["key", "generate", "--out", key, "--force"]).status == 0)
+        #expect(try String(contentsOfFile: key, encoding: .utf8) != before)
+
         let help = try HermeticProcess.hermetic(["build", "--help"])
         #expect(help.status == 0 && help.standardOutput.contains("USAGE: hermetic build"))
     }

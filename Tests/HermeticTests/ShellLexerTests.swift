@@ -282,9 +282,21 @@ import Testing
 @Suite struct GlobTests {
     @Test func fileGlobsKeepBracketExpressions() {
         #expect(Glob.matches("file[0-9].txt", "file7.txt"))
-        #expect(!Glob.matches("file[!0-9].txt", "file7.txt"))
+        #expect(!Glob.matches("file[^0-9].txt", "file7.txt"))
+        // Go's filepath.Match: `!` is a plain character in a class, not a negation.
+        #expect(Glob.matches("file[!0-9].txt", "file7.txt") && Glob.matches("file[!0-9].txt", "file!.txt"))
         #expect(!Glob.matches("file[0-9].txt", "file7.txt", brackets: false))
         #expect(Glob.matches("file[0-9].txt", "file[0-9].txt", brackets: false))
+    }
+
+    /// Go's filepath.Match ErrBadPattern cases, and patterns it accepts.
+    @Test(arguments: [
+        ("[", false), ("[]", false), ("[]a]", false), ("a[", false), ("\\", false), ("[a-]", false),
+        ("[-a]", false), ("[z-a]", false), ("[^]", false), ("[\\", false), ("*", true), ("a?c", true),
+        ("[a-z]", true), ("[^a]", true), ("[\\]]", true), ("[\\-]", true), ("\\*", true), ("[a-cx]", true),
+    ])
+    func wellFormedFileGlobs(pattern: String, wellFormed: Bool) {
+        #expect(Glob.isWellFormed(pattern) == wellFormed, "\(pattern)")
     }
 }
 

@@ -56,6 +56,9 @@ public struct BuildContext: Sendable {
             }
             return [Match(components: resolved, info: info, hostPath: host(resolved))]
         }
+        for part in parts where Self.hasWildcard(part) && !Glob.isWellFormed(part) {
+            throw SourceError(message: "\"\(source)\": syntax error in pattern")
+        }
         var frontier: [[String]] = [[]]
         for part in parts {
             var next: [[String]] = []

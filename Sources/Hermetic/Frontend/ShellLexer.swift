@@ -380,6 +380,50 @@ enum Glob {
         return pi == p.count
     }
 
+    /// Whether a file glob is well formed by Go's filepath.Match rules (which BuildKit's COPY uses): every
+    /// `\` escapes a character, every `[` closes, a range holds at least one item, an item is not `-` or
+    /// `]` unescaped, and a range `lo-hi` has lo <= hi.
+    static func isWellFormed(_ pattern: String) -> Bool {
+        let p = Array(pattern)
+        var i = 0
+        func escaped() -> Character? {
+            guard i < p.count, p[i] != "-", p[i] != "]" else { return nil }
+            if p[i] == "\\" {
+                i += 1
+                guard i < p.count else { return nil }
+            }
+            defer { i += 1 }
+            return p[i]
+        }
+        while i < p.count {
+            switch p[i] {
+            case "\\":
+                guard i + 1 < p.count else { return false }
+                i += 2
+            case "[":
+                i += 1
+                if i < p.count, p[i] == "^" { i += 1 }
+                var items = 0
+                while true {
+                    guard i < p.count else { return false }
+                    if p[i] == "]" && items > 0 {
+                        i += 1
+                        break
+                    }
+                    guard let low = escaped() else { return false }
+                    if i < p.count, p[i] == "-" {
+                        i += 1
+                        guard let high = escaped(), low <= high else { return false }
+                    }
+                    items += 1
+                }
+            default:
+                i += 1
+            }
+        }
+        return true
+    }
+
     /// Whether the pattern element at `i` matches `c`, and how many pattern characters it spans.
     static func single(_ p: [Character], _ i: Int, _ c: Character, brackets: Bool) -> (Bool, Int)? {
         switch p[i] {
@@ -390,7 +434,8 @@ enum Glob {
         case "[" where brackets:
             var j = i + 1
             var negate = false
-            if j < p.count, p[j] == "^" || p[j] == "!" {
+            // Go's filepath.Match negates with `^` only (`!` is a plain character there).
+            if j < p.count, p[j] == "^" {
                 negate = true
                 j += 1
             }

@@ -70,15 +70,33 @@ struct BuildCommand: AsyncParsableCommand {
     func makeOptions(environment: [String: String]) throws -> BuildOptions {
         var options = BuildOptions(contextDirectory: context)
         options.dockerfilePath = file
+        for name in tag {
+            if let problem = ImageReference.problem(name) {
+                throw ArgumentError(argument: "-t", value: name, reason: problem)
+            }
+        }
         options.tags = tag
         options.buildArgs = try buildArg.map { arg throws(ArgumentError) in
             try BuildArg(parsing: arg, environment: environment)
         }
         options.target = target
-        options.platforms = platform.flatMap { $0.split(separator: ",").map(String.init) }
+        options.platforms = try platform.flatMap { text throws(ArgumentError) in
+            try text.split(separator: ",", omittingEmptySubsequences: false).map { part throws(ArgumentError) in
+                let trimmed = part.trimmingCharacters(in: .whitespaces)
+                guard (try? Platform(parsing: trimmed)) != nil else {
+                    throw ArgumentError(
+                        argument: "--platform", value: text, reason: "\"\(part)\" is not os/arch[/variant]")
+                }
+                return trimmed
+            }
+        }
         options.outputs = try output.map { text throws(ArgumentError) in try OutputSpec(parsing: text) }
         for entry in buildContext {
             let (name, named) = try NamedContext.parse(entry)
+            guard !name.isEmpty, !name.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) else {
+                throw ArgumentError(
+                    argument: "--build-context", value: entry, reason: "the name must be non-empty, without spaces")
+            }
             guard options.namedContexts[name] == nil else {
                 throw ArgumentError(argument: "--build-context", value: entry, reason: "\"\(name)\" is given twice")
             }
@@ -95,6 +113,12 @@ struct BuildCommand: AsyncParsableCommand {
         options.lockFile = lockFile
         for entry in secret {
             let (id, source) = try SecretSource.parse(entry)
+            if case .file(let path) = source {
+                var info = stat()
+                guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+                    throw ArgumentError(argument: "--secret", value: entry, reason: "\(path) is not a readable file")
+                }
+            }
             options.secrets[id] = source
         }
         for entry in ssh {
@@ -103,6 +127,10 @@ struct BuildCommand: AsyncParsableCommand {
             guard let socket = parts.count == 2 ? parts[1] : environment["SSH_AUTH_SOCK"], !socket.isEmpty else {
                 throw ArgumentError(
                     argument: "--ssh", value: entry, reason: "no socket given and SSH_AUTH_SOCK is not set")
+            }
+            var info = stat()
+            guard stat(socket, &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK else {
+                throw ArgumentError(argument: "--ssh", value: entry, reason: "\(socket) is not a Unix socket")
             }
             options.sshSockets[id] = socket
         }
@@ -120,6 +148,9 @@ struct BuildCommand: AsyncParsableCommand {
                     reason: "must be a positive number of seconds")
             }
             options.stepTimeoutSeconds = stepTimeout
+        }
+        if let stateDir, FileSystem.exists(stateDir), !FileSystem.isDirectory(stateDir) {
+            throw ArgumentError(argument: "--state-dir", value: stateDir, reason: "exists and is not a directory")
         }
         options.stateDirectory = stateDir
         switch provenance {
@@ -159,9 +190,23 @@ struct LockCommand: AsyncParsableCommand {
             options.buildArgs = try buildArg.map { arg throws(ArgumentError) in
                 try BuildArg(parsing: arg, environment: environment)
             }
-            options.platforms = platform.flatMap { $0.split(separator: ",").map(String.init) }
+            options.platforms = try platform.flatMap { text throws(ArgumentError) in
+                try text.split(separator: ",", omittingEmptySubsequences: false).map { part throws(ArgumentError) in
+                    let trimmed = part.trimmingCharacters(in: .whitespaces)
+                    guard (try? Platform(parsing: trimmed)) != nil else {
+                        throw ArgumentError(
+                            argument: "--platform", value: text, reason: "\"\(part)\" is not os/arch[/variant]")
+                    }
+                    return trimmed
+                }
+            }
             for entry in buildContext {
                 let (name, named) = try NamedContext.parse(entry)
+                guard !name.isEmpty, !name.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f })
+                else {
+                    throw ArgumentError(
+                        argument: "--build-context", value: entry, reason: "the name must be non-empty, without spaces")
+                }
                 options.namedContexts[name] = named
             }
             options.lockFile = lockFile

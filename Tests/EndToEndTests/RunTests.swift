@@ -291,6 +291,25 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: stale))
     }
 
+    /// A step that copies a secret into the filesystem fails the build: the value never reaches a layer.
+    @Test func aSecretWrittenIntoTheFilesystemFailsTheBuild() throws {
+        let canary = "layer-canary-\(UInt64.random(in: 1...UInt64.max))"
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN --mount=type=secret,id=tok mkdir -p /opt && (echo header; cat /run/secrets/tok) > /opt/leak
+                """)
+        let secretFile = build.scratch.path + "/tok"
+        try (canary + "\n").write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let outcome = try build.run(["--secret", "id=tok,src=\(secretFile)"])
+        #expect(outcome.status == 1)
+        #expect(
+            outcome.standardError.hasPrefix("error: Dockerfile:2: the value of secret tok would be written"),
+            "\(outcome.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out"))
+        try SecretScan.assertAbsent(canary, under: build.scratch.path, excluding: [secretFile])
+    }
+
     @Test func failuresAreOneLineAndKeepNothing() throws {
         let build = try Build(
             dockerfile: """

@@ -47,3 +47,27 @@ struct SecretTaint {
         return false
     }
 }
+
+/// Watches a stream (a layer's tar as it is written) for any secret value, across chunk boundaries.
+final class SecretStreamScanner: @unchecked Sendable {
+    private let secrets: [(id: String, value: [UInt8])]
+    private let keep: Int
+    private var tail: [UInt8] = []
+    private(set) var found: String?
+
+    init(_ secrets: [(id: String, value: [UInt8])]) {
+        self.secrets = secrets
+        keep = max((secrets.map(\.value.count).max() ?? 1) - 1, 0)
+    }
+
+    func consume(_ buffer: UnsafeRawBufferPointer) {
+        guard found == nil, !secrets.isEmpty else { return }
+        // Only the bytes a match could span: the last `keep` bytes seen before, and this chunk.
+        let window = tail + Array(buffer)
+        for secret in secrets where SecretTaint.contains(window, secret.value) {
+            found = secret.id
+            return
+        }
+        tail = window.count > keep ? Array(window[(window.count - keep)...]) : window
+    }
+}

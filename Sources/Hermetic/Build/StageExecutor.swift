@@ -371,7 +371,20 @@ struct StageExecutor {
         createdBy: String = ""
     ) throws {
         let blobs = try nextDirectory("layer")
-        let written = try LayerWriter(sourceDateEpoch: sourceDateEpoch).write(entries, into: blobs)
+        // A secret's value never goes into a layer, whichever step put it in the filesystem.
+        let secrets = SecretTaint(secrets: runOptions.secrets, environment: runOptions.environment).values()
+        let scanner = secrets.isEmpty ? nil : SecretStreamScanner(secrets)
+        var writer = LayerWriter(sourceDateEpoch: sourceDateEpoch)
+        if let scanner {
+            writer.tarObserver = { buffer in scanner.consume(buffer) }
+        }
+        let written = try writer.write(entries, into: blobs)
+        if let id = scanner?.found {
+            unlink(written.blobPath)
+            throw DockerfileError(
+                file: file, line: line,
+                message: "the value of secret \(id) would be written into this step's layer; refusing to write it")
+        }
         let record = LayerRecord(
             descriptor: Descriptor(mediaType: written.mediaType, digest: written.digest, size: written.compressedSize),
             diffID: written.diffID, blobPath: written.blobPath)

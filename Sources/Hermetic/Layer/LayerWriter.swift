@@ -68,9 +68,12 @@ public struct LayerWriter: Sendable {
     static let gzipLevel = 6
 
     public var sourceDateEpoch: Int64
+    /// Sees every byte of the tar as it is written (for the secret scan); it does not change them.
+    public var tarObserver: (@Sendable (UnsafeRawBufferPointer) -> Void)?
 
-    public init(sourceDateEpoch: Int64) {
+    public init(sourceDateEpoch: Int64, tarObserver: (@Sendable (UnsafeRawBufferPointer) -> Void)? = nil) {
         self.sourceDateEpoch = sourceDateEpoch
+        self.tarObserver = tarObserver
     }
 
     /// Writes `entries` as a gzip-compressed layer into a new temporary file in `directory`.
@@ -103,6 +106,7 @@ public struct LayerWriter: Sendable {
             let tarHasher = SHA256Hasher()
             try writeTar(plan, subject: output.path) { buffer in
                 tarHasher.update(buffer)
+                tarObserver?(buffer)
                 try gzip.writeData(buffer)
             }
             try gzip.check(archive_write_finish_entry(gzip.handle), "archive_write_finish_entry")

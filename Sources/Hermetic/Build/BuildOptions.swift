@@ -181,6 +181,9 @@ public enum NamedContext: Sendable, Hashable {
         }
         guard let eq = text.firstIndex(of: "=") else { throw fail("expected NAME=VALUE") }
         let name = String(text[..<eq])
+        guard !name.isEmpty, !name.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) else {
+            throw fail("the name must be non-empty, without spaces or control characters")
+        }
         let value = String(text[text.index(after: eq)...])
         guard !name.isEmpty else { throw fail("the name is empty") }
         guard !value.isEmpty else { throw fail("the value is empty") }

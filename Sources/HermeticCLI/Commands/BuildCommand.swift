@@ -80,23 +80,10 @@ struct BuildCommand: AsyncParsableCommand {
             try BuildArg(parsing: arg, environment: environment)
         }
         options.target = target
-        options.platforms = try platform.flatMap { text throws(ArgumentError) in
-            try text.split(separator: ",", omittingEmptySubsequences: false).map { part throws(ArgumentError) in
-                let trimmed = part.trimmingCharacters(in: .whitespaces)
-                guard (try? Platform(parsing: trimmed)) != nil else {
-                    throw ArgumentError(
-                        argument: "--platform", value: text, reason: "\"\(part)\" is not os/arch[/variant]")
-                }
-                return trimmed
-            }
-        }
+        options.platforms = try parsePlatforms(platform)
         options.outputs = try output.map { text throws(ArgumentError) in try OutputSpec(parsing: text) }
         for entry in buildContext {
             let (name, named) = try NamedContext.parse(entry)
-            guard !name.isEmpty, !name.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) else {
-                throw ArgumentError(
-                    argument: "--build-context", value: entry, reason: "the name must be non-empty, without spaces")
-            }
             guard options.namedContexts[name] == nil else {
                 throw ArgumentError(argument: "--build-context", value: entry, reason: "\"\(name)\" is given twice")
             }
@@ -190,23 +177,9 @@ struct LockCommand: AsyncParsableCommand {
             options.buildArgs = try buildArg.map { arg throws(ArgumentError) in
                 try BuildArg(parsing: arg, environment: environment)
             }
-            options.platforms = try platform.flatMap { text throws(ArgumentError) in
-                try text.split(separator: ",", omittingEmptySubsequences: false).map { part throws(ArgumentError) in
-                    let trimmed = part.trimmingCharacters(in: .whitespaces)
-                    guard (try? Platform(parsing: trimmed)) != nil else {
-                        throw ArgumentError(
-                            argument: "--platform", value: text, reason: "\"\(part)\" is not os/arch[/variant]")
-                    }
-                    return trimmed
-                }
-            }
+            options.platforms = try parsePlatforms(platform)
             for entry in buildContext {
                 let (name, named) = try NamedContext.parse(entry)
-                guard !name.isEmpty, !name.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f })
-                else {
-                    throw ArgumentError(
-                        argument: "--build-context", value: entry, reason: "the name must be non-empty, without spaces")
-                }
                 options.namedContexts[name] = named
             }
             options.lockFile = lockFile

@@ -52,3 +52,16 @@ func writeStandardError(_ text: String) {
         _ = write(2, buffer.baseAddress, buffer.count)
     }
 }
+
+/// `--platform` values: comma-separated `os/arch[/variant]` entries, each checked.
+func parsePlatforms(_ values: [String]) throws(ArgumentError) -> [String] {
+    try values.flatMap { text throws(ArgumentError) in
+        try text.split(separator: ",", omittingEmptySubsequences: false).map { part throws(ArgumentError) in
+            let trimmed = part.trimmingCharacters(in: .whitespaces)
+            guard (try? Platform(parsing: trimmed)) != nil else {
+                throw ArgumentError(argument: "--platform", value: text, reason: "\"\(part)\" is not os/arch[/variant]")
+            }
+            return trimmed
+        }
+    }
+}

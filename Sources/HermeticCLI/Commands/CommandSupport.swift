@@ -55,13 +55,15 @@ func writeStandardError(_ text: String) {
 
 /// `--platform` values: comma-separated `os/arch[/variant]` entries, each checked.
 func parsePlatforms(_ values: [String]) throws(ArgumentError) -> [String] {
-    try values.flatMap { text throws(ArgumentError) in
-        try text.split(separator: ",", omittingEmptySubsequences: false).map { part throws(ArgumentError) in
+    var platforms: [String] = []
+    for text in values {
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let trimmed = part.trimmingCharacters(in: .whitespaces)
             guard (try? Platform(parsing: trimmed)) != nil else {
                 throw ArgumentError(argument: "--platform", value: text, reason: "\"\(part)\" is not os/arch[/variant]")
             }
-            return trimmed
+            platforms.append(trimmed)
         }
     }
+    return platforms
 }

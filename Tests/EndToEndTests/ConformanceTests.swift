@@ -78,6 +78,40 @@ import Testing
                 "FROM scratch\nARG WHO=world\nCOPY <<EOF /h1\nhello $WHO\nEOF\nCOPY <<\"EOF\" /h2\nhello $WHO\nEOF\n",
             expectFiles: ["h1": "hello world\n", "h2": "hello $WHO\n"]),
         Case(
+            // BuildKit's testCopyHeredocSpecialSymbols, plus a backtick escape directive that heredoc
+            // bodies ignore (BuildKit expands them with a lexer of their own whose escape is always a backslash).
+            name: "heredoc bodies process escapes unless the delimiter is quoted",
+            dockerfile: #"""
+                # escape=`
+                FROM scratch
+                COPY <<EOF quotefile
+                "quotes in file"
+                EOF
+                COPY <<EOF slashfile1
+                \
+                EOF
+                COPY <<EOF slashfile2
+                \\
+                EOF
+                COPY <<EOF slashfile3
+                \$
+                EOF
+                COPY <<"EOF" rawslashfile1
+                \
+                EOF
+                COPY <<"EOF" rawslashfile2
+                \\
+                EOF
+                COPY <<"EOF" rawslashfile3
+                \$
+                EOF
+
+                """#,
+            expectFiles: [
+                "quotefile": "\"quotes in file\"\n", "slashfile1": "\n", "slashfile2": "\\\n", "slashfile3": "$\n",
+                "rawslashfile1": "\\\n", "rawslashfile2": "\\\\\n", "rawslashfile3": "\\$\n",
+            ]),
+        Case(
             name: "global ARG needs redeclaring in a stage",
             dockerfile: "ARG V=global\nFROM scratch\nLABEL before=\"[$V]\"\nARG V\nLABEL after=\"[$V]\"\n",
             expectLabels: ["before": "[]", "after": "[global]"]),

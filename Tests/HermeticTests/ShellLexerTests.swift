@@ -227,11 +227,35 @@ import Testing
         #expect(try lexer.processWord("[${E+s}|${U+s}|${E:+s}|${U:+s}]", lookup: lookup) == "[s|||]")
     }
 
-    @Test func heredocBodyKeepsQuotesAndExpands() throws {
-        let lexer = ShellLexer(escape: "\\")
-        let body = "echo \"$PWD\" '$SHELL' \\$HOME \\n\n"
-        #expect(
-            try lexer.processHeredoc(body, lookup: Self.lookup) == "echo \"/home\" 'bash' $HOME \\n\n")
+    /// COPY/ADD heredoc bodies (BuildKit's `SkipProcessQuotes` lexer, escape always `\\`): quotes are kept
+    /// and expanded inside, and the escape character escapes whatever follows it. Rows from BuildKit's
+    /// testCopyHeredocSpecialSymbols and testHeredocVarSubstitution.
+    static let heredocRows: [(String, String?)] = [
+        ("echo \"$PWD\" '$SHELL' \\$HOME \\n\n", "echo \"/home\" 'bash' $HOME n\n"),
+        ("\"quotes in file\"\n", "\"quotes in file\"\n"),
+        ("\\\n", "\n"),
+        ("\\\\\n", "\\\n"),
+        ("\\$\n", "$\n"),
+        ("a\\\nb\n", "a\nb\n"),
+        ("Hello '${SHELL}'!\n", "Hello 'bash'!\n"),
+        ("Hello \"${SHELL}\"!\n", "Hello \"bash\"!\n"),
+        ("${XXX:-'a b'}\n", "'a b'\n"),
+        ("${XXX:-\"$PWD\"}\n", "\"/home\"\n"),
+        ("it's\n", "it's\n"),
+        ("trailing\\", "trailing"),
+        ("${XXX\n", nil),
+    ]
+
+    @Test(arguments: heredocRows.indices)
+    func heredocBody(row: Int) {
+        let (input, expected) = Self.heredocRows[row]
+        let result = Result { try ShellLexer.processHeredoc(input, lookup: Self.lookup) }
+        switch (result, expected) {
+        case (.success(let body), let expected?): #expect(body == expected, "\(input)")
+        case (.failure, nil): break
+        case (.success(let body), nil): Issue.record("\(input) should fail, gave \(body)")
+        case (.failure(let error), let expected?): Issue.record("\(input) should give \(expected), threw \(error)")
+        }
     }
 
     // MARK: Hostile input

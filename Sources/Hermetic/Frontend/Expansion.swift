@@ -54,7 +54,7 @@ extension Instruction {
                 guard heredoc.expand else { return heredoc }
                 var expanded = heredoc
                 do {
-                    expanded.content = try lexer.processHeredoc(heredoc.content, lookup: lookup)
+                    expanded.content = try ShellLexer.processHeredoc(heredoc.content, lookup: lookup)
                 } catch {
                     throw DockerfileError(file: file, line: line, message: "\(error)")
                 }

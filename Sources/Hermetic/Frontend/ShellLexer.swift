@@ -30,10 +30,14 @@ public struct ShellLexer: Sendable {
         return words.finish()
     }
 
-    /// Heredoc bodies: expansions done, quotes left as written.
-    public func processHeredoc(_ text: String, lookup: (String) -> String?) throws -> String {
+    /// Heredoc bodies of COPY/ADD: expansions done, quotes are ordinary characters, and the escape character
+    /// escapes the next character as anywhere else (`\\` gives `\`, `\$` gives `$`, `\` before a newline is
+    /// dropped). BuildKit expands them with a lexer of its own whose escape is always `\`, whatever the
+    /// `# escape=` directive says (its `SkipProcessQuotes` mode).
+    public static func processHeredoc(_ text: String, lookup: (String) -> String?) throws -> String {
         var scanner = Scanner(Array(text))
-        return try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, keepQuotes: true)
+        return try ShellLexer(escape: "\\").process(
+            &scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, keepQuotes: true)
     }
 
     struct Scanner {
@@ -126,18 +130,10 @@ public struct ShellLexer: Sendable {
                 emit(try doubleQuoted(&s, depth: depth, lookup: lookup, rawEscapes: rawEscapes))
             } else if ch == "$" {
                 _ = s.next()
-                emit(try dollar(&s, depth: depth, lookup: lookup), splitting: true)
+                emit(try dollar(&s, depth: depth, lookup: lookup, keepQuotes: keepQuotes), splitting: true)
             } else if ch == escape {
                 _ = s.next()
-                if keepQuotes {
-                    // Heredoc bodies: only an escaped `$` loses its escape; everything else stays as written.
-                    if s.peek() == "$" {
-                        _ = s.next()
-                        emit("$")
-                    } else {
-                        emit(String(ch))
-                    }
-                } else if let escaped = s.next() {
+                if let escaped = s.next() {
                     // Patterns keep their escapes for the matcher (`${v%\*}` removes a literal `*`).
                     emit(rawEscapes ? String(ch) + String(escaped) : String(escaped))
                 }
@@ -181,7 +177,10 @@ public struct ShellLexer: Sendable {
         c.isASCII && (c.isLetter || c.isNumber || c == "_")
     }
 
-    private func dollar(_ s: inout Scanner, depth: Int, lookup: (String) -> String?) throws -> String {
+    /// `keepQuotes`: the words inside `${…}` treat quotes as the enclosing text does (heredoc bodies).
+    private func dollar(_ s: inout Scanner, depth: Int, lookup: (String) -> String?, keepQuotes: Bool = false)
+        throws -> String
+    {
         guard let first = s.peek() else { return "$" }
         if first != "{" {
             // BuildKit reads `$12` as the name "12" and `$@`, `$*`, `$#`, `$?`, `$-`, `$$`, `$!` as one-character
@@ -221,7 +220,7 @@ public struct ShellLexer: Sendable {
         let value = lookup(name)
         func word(rawEscapes: Bool = false) throws -> String {
             let w = try process(
-                &s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
+                &s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: keepQuotes,
                 rawEscapes: rawEscapes)
             guard s.next() == "}" else {
                 throw ExpansionError(description: "bad substitution: missing } in ${\(name)…")
@@ -266,7 +265,7 @@ public struct ShellLexer: Sendable {
             let all = s.peek() == "/"
             if all { _ = s.next() }
             let pattern = try process(
-                &s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
+                &s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: keepQuotes,
                 rawEscapes: true)
             // BuildKit requires the second `/` (`${v/p}` is an error) and keeps escapes in the replacement.
             guard s.next() == "/" else { throw ExpansionError(description: "syntax error: missing '/' in ${}") }

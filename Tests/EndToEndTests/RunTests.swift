@@ -93,6 +93,34 @@ import Testing
         #expect(build.file("out", "fed.txt") == "fed by 2\n")
     }
 
+    /// BuildKit's heredoc delimiter forms (parser_heredoc_test.go): blanks after `<<`, quoted parts of the
+    /// delimiter, an escaped quote; a lone heredoc word is the script.
+    @Test func heredocDelimiterForms() throws {
+        let build = try Build(
+            dockerfile: #"""
+                FROM busybox
+                RUN << EOF
+                echo spaced > /spaced
+                EOF
+                RUN <<eo'f'
+                echo "quoted $((1 + 1))" > /quoted
+                eof
+                RUN <<eo\'f
+                echo escaped > /escaped
+                eo'f
+                RUN <<'one two'
+                echo two words > /words
+                one two
+
+                """#)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "spaced") == "spaced\n")
+        #expect(build.file("out", "quoted") == "quoted 2\n")
+        #expect(build.file("out", "escaped") == "escaped\n")
+        #expect(build.file("out", "words") == "two words\n")
+    }
+
     @Test func environmentIsExactlyTheStages() throws {
         let build = try Build(
             dockerfile: """

@@ -62,6 +62,24 @@ import Testing
         }
     }
 
+    /// BuildKit's TestParseHeredocHelpers: one word, as `ParseHeredoc` sees it.
+    @Test func heredocWordsAsBuildKitReadsThem() throws {
+        for word in [
+            "<<EOF", "<<'EOF'", "<<\"EOF\"", "<<-EOF", "<<-'EOF'", "<<-\"EOF\"", "<<EO\"F\"", "<< EOF", "<<- EOF",
+        ] {
+            #expect(try InstructionBuilder.parseHeredoc(word)?.name == "EOF", "\(word)")
+        }
+        for word in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
+            #expect(throws: (any Error).self, "\(word)") { try InstructionBuilder.parseHeredoc(word) }
+        }
+        for word in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh"] {
+            #expect(try InstructionBuilder.parseHeredoc(word) == nil, "\(word)")
+        }
+        let names = try InstructionBuilder.heredocMarkers(inLine: "RUN <<EOF 4<<-'X' << -Y '<<Q' \"<<R\"").map(\.name)
+        #expect(names == ["EOF", "X", "-Y"])
+        #expect(try InstructionBuilder.heredocMarkers(inLine: "RUN <<EOF 'unterminated").isEmpty)
+    }
+
     // Inputs too large or too binary to keep as fixture files.
 
     @Test func lineOverSixtyFourKiBIsRefused() {

@@ -68,9 +68,8 @@ extension StageExecutor {
         case .exec(let arguments):
             argv = arguments
         case .shell(let text):
-            let words = InstructionBuilder.whitespaceWords(text)
-            let markerOnly =
-                words.count == 1 && InstructionBuilder(file: file, escape: plan.escape).heredocMarker(words[0]) != nil
+            // BuildKit runs the body as the script when the whole command is one heredoc word (`<< EOF` too).
+            let markerOnly = InstructionBuilder(file: file, escape: plan.escape).heredocMarker(text) != nil
             if run.heredocs.count == 1, let only = run.heredocs.first, markerOnly {
                 argv = shell + [only.content]  // `RUN <<EOF`: the body is the script
             } else if !run.heredocs.isEmpty {

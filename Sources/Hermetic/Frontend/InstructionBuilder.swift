@@ -55,8 +55,14 @@ struct InstructionBuilder {
         }
         let flags = try extractFlags(&rest, keyword: keyword, line: line)
         var heredocs: [Heredoc] = []
-        if ["run", "copy", "add"].contains(keyword) {
-            for marker in heredocMarkers(in: rest) {
+        if ["run", "copy", "add"].contains(keyword), !isJSONForm(rest) {
+            let markers: [HeredocMarker]
+            do {
+                markers = try Self.heredocMarkers(inLine: text)
+            } catch {
+                throw fail(line, "\(error)")
+            }
+            for marker in markers {
                 let body = try heredocReader.readHeredoc(name: marker.name, chomp: marker.chomp, instructionLine: line)
                 heredocs.append(
                     Heredoc(
@@ -177,9 +183,14 @@ struct InstructionBuilder {
     {
         let upper = keyword.uppercased()
         var words: [String]
+        if let last = (try jsonList(rest, line: line) ?? Self.whitespaceWords(rest)).last, heredocMarker(last) != nil {
+            throw fail(line, "\(upper) cannot accept a heredoc as a destination")
+        }
         if heredocs.isEmpty {
             words = try jsonList(rest, line: line) ?? Self.whitespaceWords(rest)
         } else {
+            // BuildKit looks for heredocs again in the whitespace-split arguments: `<<eo'f'` is the source
+            // named `eof`, while `<< EOF` (two words) names the files `<<` and `EOF`.
             words = Self.whitespaceWords(rest).map { word in
                 heredocMarker(word)?.name ?? word
             }
@@ -386,6 +397,11 @@ struct InstructionBuilder {
         return words
     }
 
+    /// BuildKit looks for heredocs only in the shell form.
+    private func isJSONForm(_ text: String) -> Bool {
+        ((try? jsonList(text, line: 0)) ?? nil) != nil
+    }
+
     private func commandForm(_ text: String, line: Int) throws(DockerfileError) -> CommandForm {
         if let list = try jsonList(text, line: line) { return .exec(list) }
         return .shell(text)
@@ -398,39 +414,49 @@ struct InstructionBuilder {
         var fileDescriptor: Int?
     }
 
-    /// `[n]<<[-]NAME`, `<<"NAME"`, `<<'NAME'` as a whole word.
-    func heredocMarker(_ word: String) -> HeredocMarker? {
-        let digits = word.prefix { $0.isASCII && $0.isNumber }
-        var rest = word.dropFirst(digits.count)
-        guard rest.hasPrefix("<<") else { return nil }
+    /// BuildKit's `ParseHeredoc`: a word matching `^(\d*)<<(-?)\s*([^<]*)$` whose rest lexes to exactly one
+    /// word is a heredoc named by that word (`<<eo'f'` is `eof`, `<<eo\'f` is `eo'f`, `<<'one two'` is
+    /// `one two`, `<< -EOF` is `-EOF`). Its body is expanded unless part of the rest was quoted: the rest is
+    /// lexed with and without keeping quotes, and the quote counts differ exactly when a quote quoted
+    /// something (an escaped quote counts the same both ways).
+    static func parseHeredoc(_ word: String) throws -> HeredocMarker? {
+        var rest = Substring(word).unicodeScalars
+        let digits = String(String.UnicodeScalarView(rest.prefix { ("0"..."9").contains($0) }))
+        rest = rest.dropFirst(digits.unicodeScalars.count)
+        guard rest.starts(with: "<<".unicodeScalars) else { return nil }
         rest = rest.dropFirst(2)
-        let chomp = rest.hasPrefix("-")
+        let chomp = rest.first == "-"
         if chomp { rest = rest.dropFirst() }
-        var expand = true
-        var name = String(rest)
-        if let first = name.first, first == "\"" || first == "'" {
-            guard name.count >= 2, name.last == first else { return nil }
-            name = String(name.dropFirst().dropLast())
-            expand = false
+        rest = rest.drop { [" ", "\t", "\n", "\r", "\u{0C}"].contains($0) }  // RE2's \s
+        guard !rest.isEmpty, !rest.contains("<") else { return nil }
+        let text = String(String.UnicodeScalarView(rest))
+        let lookup: (String) -> String? = { _ in nil }
+        let words = try ShellLexer(escape: "\\", mode: .init(skipUnsetEnv: true)).processWords(text, lookup: lookup)
+        guard words.count == 1, let name = words.first else { return nil }
+        let raw = try ShellLexer(escape: "\\", mode: .init(rawQuotes: true, skipUnsetEnv: true))
+            .processWords(text, lookup: lookup)
+        guard raw.count == 1, let rawName = raw.first else {
+            throw ShellLexer.ExpansionError(
+                description: "internal lexing of heredoc produced inconsistent results: \(text)")
         }
-        guard !name.isEmpty, name.allSatisfy({ !$0.isWhitespace && $0 != "<" && $0 != "\"" && $0 != "'" }) else {
-            return nil
-        }
+        func quotes(_ s: String) -> Int { s.unicodeScalars.filter { $0 == "'" || $0 == "\"" }.count }
         return HeredocMarker(
-            name: name, chomp: chomp, expand: expand, fileDescriptor: digits.isEmpty ? nil : Int(digits))
+            name: name, chomp: chomp, expand: quotes(name) == quotes(rawName),
+            fileDescriptor: digits.isEmpty ? nil : Int(digits))
     }
 
-    /// Heredoc markers among the instruction's words (quoted words are never markers).
-    func heredocMarkers(in text: String) -> [HeredocMarker] {
-        var markers: [HeredocMarker] = []
-        var rest = Substring(text)
-        while true {
-            rest = rest.drop { $0.isWhitespace }
-            if rest.isEmpty { break }
-            let word = Self.firstQuotedWord(String(rest), escape: escape)
-            rest = rest.dropFirst(max(word.count, 1))
-            if let marker = heredocMarker(word) { markers.append(marker) }
-        }
-        return markers
+    /// `parseHeredoc`, with a word that cannot be lexed taken as no heredoc (BuildKit's `MustParseHeredoc`).
+    func heredocMarker(_ word: String) -> HeredocMarker? {
+        (try? Self.parseHeredoc(word)) ?? nil
+    }
+
+    /// BuildKit's `heredocsFromLine`: the heredocs among the words of the whole instruction line, split by a
+    /// lexer that keeps quotes, escapes and unset variables as written and whose escape is always `\`. A
+    /// line it cannot split (an unterminated quote) has no heredocs.
+    static func heredocMarkers(inLine line: String) throws -> [HeredocMarker] {
+        guard line.contains("<<") else { return [] }
+        let lexer = ShellLexer(escape: "\\", mode: .init(rawQuotes: true, rawEscapes: true, skipUnsetEnv: true))
+        guard let words = try? lexer.processWords(line, lookup: { _ in nil }) else { return [] }
+        return try words.compactMap { try parseHeredoc($0) }
     }
 }

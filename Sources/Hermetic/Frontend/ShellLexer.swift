@@ -5,11 +5,30 @@
 /// expand to nothing. Bounded: nesting depth and output size are capped.
 public struct ShellLexer: Sendable {
     public let escape: Character
+    let mode: Mode
     static let maximumDepth = 64
     static let maximumOutput = 1 << 20
 
+    /// BuildKit's `Lex` switches. Instructions use none; the parser's heredoc detection and heredoc bodies
+    /// use lexers of their own with some of them on.
+    struct Mode: Sendable {
+        /// Quotes stay in the result (and still group words).
+        var rawQuotes = false
+        /// Escape characters stay in the result at the top level (they still escape).
+        var rawEscapes = false
+        /// An unset variable stays as written (`$X`, `${X}`, `${X:-w}`) instead of expanding to nothing.
+        var skipUnsetEnv = false
+        /// Quotes are ordinary characters.
+        var skipProcessQuotes = false
+    }
+
     public init(escape: Character) {
+        self.init(escape: escape, mode: Mode())
+    }
+
+    init(escape: Character, mode: Mode) {
         self.escape = escape
+        self.mode = mode
     }
 
     public struct ExpansionError: Error, CustomStringConvertible {
@@ -19,14 +38,14 @@ public struct ShellLexer: Sendable {
     /// One word: expansions done, quotes removed.
     public func processWord(_ word: String, lookup: (String) -> String?) throws -> String {
         var scanner = Scanner(Array(word))
-        return try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, keepQuotes: false)
+        return try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, rawEscapes: mode.rawEscapes)
     }
 
     /// Several words, split on unquoted blanks (including blanks that unquoted expansions produce).
     public func processWords(_ text: String, lookup: (String) -> String?) throws -> [String] {
         var scanner = Scanner(Array(text))
         var words = WordCollector()
-        _ = try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: &words, keepQuotes: false)
+        _ = try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: &words, rawEscapes: mode.rawEscapes)
         return words.finish()
     }
 
@@ -35,9 +54,7 @@ public struct ShellLexer: Sendable {
     /// dropped). BuildKit expands them with a lexer of its own whose escape is always `\`, whatever the
     /// `# escape=` directive says (its `SkipProcessQuotes` mode).
     public static func processHeredoc(_ text: String, lookup: (String) -> String?) throws -> String {
-        var scanner = Scanner(Array(text))
-        return try ShellLexer(escape: "\\").process(
-            &scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, keepQuotes: true)
+        try ShellLexer(escape: "\\", mode: Mode(skipProcessQuotes: true)).processWord(text, lookup: lookup)
     }
 
     struct Scanner {
@@ -87,7 +104,7 @@ public struct ShellLexer: Sendable {
 
     private func process(
         _ s: inout Scanner, stopAt stop: Character?, depth: Int, lookup: (String) -> String?,
-        words: UnsafeMutablePointer<WordCollector>?, keepQuotes: Bool, rawEscapes: Bool = false
+        words: UnsafeMutablePointer<WordCollector>?, rawEscapes: Bool
     ) throws -> String {
         guard depth < Self.maximumDepth else {
             throw ExpansionError(description: "variable expansion nested more than \(Self.maximumDepth) deep")
@@ -107,9 +124,9 @@ public struct ShellLexer: Sendable {
                 words?.pointee.boundary()
                 continue
             }
-            if ch == "'" && !keepQuotes {
+            if ch == "'" && !mode.skipProcessQuotes {
                 _ = s.next()
-                var literal = ""
+                var literal = mode.rawQuotes ? "'" : ""
                 var closed = false
                 while let c = s.next() {
                     if c == "'" {
@@ -122,22 +139,36 @@ public struct ShellLexer: Sendable {
                     throw ExpansionError(
                         description: "unexpected end of statement while looking for matching single-quote")
                 }
+                if mode.rawQuotes { literal.append("'") }
                 words?.pointee.markWord()
                 emit(literal)
-            } else if ch == "\"" && !keepQuotes {
+            } else if ch == "\"" && !mode.skipProcessQuotes {
                 _ = s.next()
                 words?.pointee.markWord()
                 emit(try doubleQuoted(&s, depth: depth, lookup: lookup, rawEscapes: rawEscapes))
             } else if ch == "$" {
                 _ = s.next()
-                emit(try dollar(&s, depth: depth, lookup: lookup, keepQuotes: keepQuotes), splitting: true)
+                emit(try dollar(&s, depth: depth, lookup: lookup), splitting: true)
+            } else if ch == "<" {
+                // BuildKit keeps the blanks after an unquoted `<<` in its word, so `<< EOF` is one word (a
+                // heredoc delimiter) when words are split.
+                _ = s.next()
+                var text = "<"
+                if s.peek() == "<" {
+                    _ = s.next()
+                    text = "<<"
+                    while let c = s.peek(), c == " " || c == "\t" || c == "\r" {
+                        text.append(c)
+                        _ = s.next()
+                    }
+                }
+                emit(text)
             } else if ch == escape {
                 _ = s.next()
-                if let escaped = s.next() {
-                    // Patterns keep their escapes for the matcher (`${v%\*}` removes a literal `*`).
-                    emit(rawEscapes ? String(ch) + String(escaped) : String(escaped))
-                }
-                // A lone escape at the very end is dropped, as BuildKit does.
+                // Patterns keep their escapes for the matcher (`${v%\*}` removes a literal `*`); so does
+                // heredoc detection, even for a lone escape at the very end (otherwise dropped, as BuildKit does).
+                if rawEscapes { emit(String(ch)) }
+                if let escaped = s.next() { emit(String(escaped)) }
             } else {
                 _ = s.next()
                 emit(String(ch))
@@ -150,15 +181,17 @@ public struct ShellLexer: Sendable {
     private func doubleQuoted(_ s: inout Scanner, depth: Int, lookup: (String) -> String?, rawEscapes: Bool = false)
         throws -> String
     {
-        var result = ""
+        var result = mode.rawQuotes ? "\"" : ""
         while let ch = s.next() {
-            if ch == "\"" { return result }
+            if ch == "\"" { return mode.rawQuotes ? result + "\"" : result }
             if ch == "$" {
                 result += try dollar(&s, depth: depth, lookup: lookup)
             } else if ch == escape {
+                // As BuildKit: a kept escape is written, then the escaped character, or the escape again when
+                // it escapes nothing (so `"\a"` keeps two backslashes when escapes are kept).
+                if rawEscapes { result.append(ch) }
                 if let next = s.peek(), next == "\"" || next == "$" || next == escape {
                     _ = s.next()
-                    if rawEscapes { result.append(ch) }
                     result.append(next)
                 } else {
                     result.append(ch)
@@ -177,17 +210,14 @@ public struct ShellLexer: Sendable {
         c.isASCII && (c.isLetter || c.isNumber || c == "_")
     }
 
-    /// `keepQuotes`: the words inside `${…}` treat quotes as the enclosing text does (heredoc bodies).
-    private func dollar(_ s: inout Scanner, depth: Int, lookup: (String) -> String?, keepQuotes: Bool = false)
-        throws -> String
-    {
+    private func dollar(_ s: inout Scanner, depth: Int, lookup: (String) -> String?) throws -> String {
         guard let first = s.peek() else { return "$" }
         if first != "{" {
             // BuildKit reads `$12` as the name "12" and `$@`, `$*`, `$#`, `$?`, `$-`, `$$`, `$!` as one-character
             // names (all normally unset, so they expand to nothing).
             if Self.specialParameters.contains(first) {
                 _ = s.next()
-                return lookup(String(first)) ?? ""
+                return lookup(String(first)) ?? (mode.skipUnsetEnv ? "$" + String(first) : "")
             }
             guard Self.isNameCharacter(first) else { return "$" }
             var name = ""
@@ -202,7 +232,7 @@ public struct ShellLexer: Sendable {
                     _ = s.next()
                 }
             }
-            return lookup(name) ?? ""
+            return lookup(name) ?? (mode.skipUnsetEnv ? "$" + name : "")
         }
         _ = s.next()  // {
         var name = ""
@@ -216,21 +246,25 @@ public struct ShellLexer: Sendable {
         guard let op = s.next() else {
             throw ExpansionError(description: "bad substitution: missing } after ${\(name)")
         }
-        if op == "}" { return lookup(name) ?? "" }
+        if op == "}" { return lookup(name) ?? (mode.skipUnsetEnv ? "${\(name)}" : "") }
         let value = lookup(name)
         func word(rawEscapes: Bool = false) throws -> String {
             let w = try process(
-                &s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: keepQuotes,
-                rawEscapes: rawEscapes)
+                &s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, rawEscapes: rawEscapes)
             guard s.next() == "}" else {
                 throw ExpansionError(description: "bad substitution: missing } in ${\(name)…")
             }
             return w
         }
+        // With `skipUnsetEnv`, an unset variable's expression is given back with its word expanded.
+        func unset(_ modifier: String, _ word: String) -> String? {
+            mode.skipUnsetEnv && value == nil ? "${\(name)\(modifier)\(word)}" : nil
+        }
         switch op {
         case ":":
             guard let modifier = s.next() else { throw ExpansionError(description: "bad substitution: ${\(name):") }
             let w = try word()
+            if let kept = unset(":" + String(modifier), w) { return kept }
             let setAndNonEmpty = !(value ?? "").isEmpty
             switch modifier {
             case "-": return setAndNonEmpty ? value ?? "" : w
@@ -245,10 +279,11 @@ public struct ShellLexer: Sendable {
                 throw ExpansionError(
                     description: "unsupported modifier (\(modifier)) in substitution ${\(name):\(modifier)…}")
             }
-        case "-": let w = try word(); return value ?? w
-        case "+": let w = try word(); return value == nil ? "" : w
-        case "?":
+        case "-", "+", "?":
             let w = try word()
+            if let kept = unset(String(op), w) { return kept }
+            if op == "-" { return value ?? w }
+            if op == "+" { return value == nil ? "" : w }
             guard let value else {
                 throw ExpansionError(description: "\(name): \(w.isEmpty ? "is not allowed to be unset" : w)")
             }
@@ -256,6 +291,7 @@ public struct ShellLexer: Sendable {
         case "#", "%":
             // As BuildKit: `##`/`%%` is seen after the pattern is expanded.
             var pattern = try word(rawEscapes: true)
+            if let kept = unset(String(op), pattern) { return kept }
             let longest = pattern.first == op
             if longest { pattern.removeFirst() }
             try Self.validatePattern(pattern)
@@ -265,11 +301,12 @@ public struct ShellLexer: Sendable {
             let all = s.peek() == "/"
             if all { _ = s.next() }
             let pattern = try process(
-                &s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: keepQuotes,
-                rawEscapes: true)
+                &s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, rawEscapes: true)
             // BuildKit requires the second `/` (`${v/p}` is an error) and keeps escapes in the replacement.
             guard s.next() == "/" else { throw ExpansionError(description: "syntax error: missing '/' in ${}") }
             let replacement = try word(rawEscapes: true)
+            // BuildKit gives back one `/` even for `//`.
+            if let kept = unset("/", pattern + "/" + replacement) { return kept }
             try Self.validatePattern(pattern)
             try Self.checkPatternInput(value, name: name)
             return Self.replace(value ?? "", pattern: pattern, with: replacement, all: all)

@@ -121,6 +121,39 @@ import Testing
         #expect(build.file("out", "words") == "two words\n")
     }
 
+    /// BuildKit's testRunShebangHeredoc: a lone heredoc starting with `#!` is a file, /dev/pipes/NAME (mode
+    /// 0755, read-only), that the shell runs; it never reaches the layer, and a non-root USER can run it.
+    @Test func shebangHeredocRunsAsAFile() throws {
+        let build = try Build(
+            dockerfile: #"""
+                FROM busybox
+                RUN <<EOF
+                #!/bin/awk -f
+                BEGIN {
+                	print "hello" >> "/dest"
+                	print "world" >> "/dest"
+                }
+                EOF
+                RUN <<SCRIPT
+                #!/bin/sh
+                echo "$0 $(stat -c %a "$0")" > /script
+                touch "$0" 2>/dev/null || echo read-only >> /script
+                SCRIPT
+                USER app
+                RUN <<-AS_APP
+                	#!/bin/sh
+                	id -u > /home/app/ran
+                	AS_APP
+
+                """#)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "dest") == "hello\nworld\n")
+        #expect(build.file("out", "script") == "/dev/pipes/SCRIPT 755\nread-only\n")
+        #expect(build.file("out", "home/app/ran") == "1000\n")
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out/dev/pipes"))
+    }
+
     @Test func environmentIsExactlyTheStages() throws {
         let build = try Build(
             dockerfile: """

@@ -154,6 +154,45 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out/dev/pipes"))
     }
 
+    /// BuildKit's testOnBuildHeredoc: an ONBUILD trigger keeps its heredoc and runs with it.
+    @Test func onbuildTriggerWithHeredoc() throws {
+        let build = try Build(
+            dockerfile: #"""
+                FROM busybox AS base
+                ONBUILD RUN <<EOF
+                echo "hello world" >> /dest
+                EOF
+                FROM base
+                RUN cat /dest > /copied
+
+                """#)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "dest") == "hello world\n")
+        #expect(build.file("out", "copied") == "hello world\n")
+    }
+
+    /// A base image's trigger with a heredoc runs with it; a trigger of two instructions is refused (BuildKit:
+    /// "onbuild trigger should be a single expression").
+    @Test func baseImageTriggersWithHeredocs() throws {
+        let build = try Build(dockerfile: "FROM triggered\nRUN cat /dest > /copied\n")
+        func run(_ trigger: String) throws -> HermeticProcess.Outcome {
+            let layout = build.scratch.path + "/triggered-\(UInt32.random(in: 0...UInt32.max))"
+            let digest = try BaseImages.writeLayout(
+                at: layout, entries: BaseImages.busyboxEntries(), platform: .host, onBuild: [trigger])
+            return try build.run(["--build-context", "triggered=oci-layout://\(layout)@\(digest)"])
+        }
+        let outcome = try run("RUN <<EOF\necho \"hello world\" >> /dest\nEOF")
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "copied") == "hello world\n")
+        let refused = try run("RUN true\nRUN true")
+        #expect(refused.status == 1)
+        #expect(
+            refused.standardError
+                == "error: Dockerfile:1: ONBUILD trigger of the base image: onbuild trigger should be a single expression\n",
+            "\(refused.standardError)")
+    }
+
     @Test func environmentIsExactlyTheStages() throws {
         let build = try Build(
             dockerfile: """

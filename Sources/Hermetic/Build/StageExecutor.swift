@@ -112,6 +112,12 @@ struct StageExecutor {
                         file: file, line: stage.from.range.start.line,
                         message: "ONBUILD trigger of the base image: \(error.message)")
                 }
+                // A trigger is one instruction (with its heredocs), as BuildKit requires.
+                guard parsed.instructions.count == 1 else {
+                    throw DockerfileError(
+                        file: file, line: stage.from.range.start.line,
+                        message: "ONBUILD trigger of the base image: onbuild trigger should be a single expression")
+                }
                 for var instruction in parsed.instructions {
                     instruction.range = stage.from.range
                     switch instruction.kind {

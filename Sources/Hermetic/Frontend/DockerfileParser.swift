@@ -147,14 +147,14 @@ struct LineReader {
         return String(text[..<text.index(before: end)])
     }
 
-    /// Reads a heredoc body up to its terminator line; returns the body and advances past it.
+    /// Reads a heredoc body up to its terminator line (for `<<-`, one with leading tabs too); returns the
+    /// body as written and advances past it.
     mutating func readHeredoc(name: String, chomp: Bool, instructionLine: Int) throws(DockerfileError) -> String {
         var body = ""
         while position < lines.count {
-            var line = lines[position]
+            let line = lines[position]
             position += 1
-            if chomp { line = String(line.drop { $0 == "\t" }) }
-            if line == name { return body }
+            if (chomp ? String(line.drop { $0 == "\t" }) : line) == name { return body }
             body += line + "\n"
             guard body.utf8.count <= DockerfileLimits.maximumFileSize else { break }
         }

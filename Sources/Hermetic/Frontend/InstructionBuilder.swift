@@ -55,7 +55,9 @@ struct InstructionBuilder {
         }
         let flags = try extractFlags(&rest, keyword: keyword, line: line)
         var heredocs: [Heredoc] = []
-        if ["run", "copy", "add"].contains(keyword), !isJSONForm(rest) {
+        // Bodies as written (`<<-` tabs kept), for an ONBUILD trigger's text.
+        var writtenBodies: [String] = []
+        if canContainHeredoc(keyword: keyword, rest: rest) {
             let markers: [HeredocMarker]
             do {
                 markers = try Self.heredocMarkers(inLine: text)
@@ -64,23 +66,49 @@ struct InstructionBuilder {
             }
             for marker in markers {
                 let body = try heredocReader.readHeredoc(name: marker.name, chomp: marker.chomp, instructionLine: line)
+                writtenBodies.append(body)
                 heredocs.append(
                     Heredoc(
-                        name: marker.name, content: body, expand: marker.expand, chomp: marker.chomp,
-                        fileDescriptor: marker.fileDescriptor))
+                        name: marker.name, content: marker.chomp ? Self.removingLeadingTabs(body) : body,
+                        expand: marker.expand, chomp: marker.chomp, fileDescriptor: marker.fileDescriptor))
             }
         }
         let range = SourceRange(
             start: SourcePosition(line: line, column: 1),
             end: SourcePosition(line: max(line, heredocReader.currentLine), column: 1))
         let originalWithFlags = text.trimmingCharacters(in: .whitespaces)
-        let kind = try makeKind(keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, line: line)
+        let kind = try makeKind(
+            keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, writtenBodies: writtenBodies, line: line)
         return Instruction(kind: kind, range: range, original: originalWithFlags)
     }
 
-    private func makeKind(keyword: String, rest: String, flags: Flags, heredocs: [Heredoc], line: Int)
-        throws(DockerfileError) -> InstructionKind
-    {
+    /// BuildKit reads heredocs for the shell forms of RUN, COPY and ADD, and of those as ONBUILD triggers.
+    private func canContainHeredoc(keyword: String, rest: String) -> Bool {
+        var keyword = keyword
+        var rest = rest
+        if keyword == "onbuild" {
+            let trigger = rest.drop { $0.isWhitespace }
+            let triggerKeyword = trigger.prefix { !$0.isWhitespace }
+            keyword = triggerKeyword.lowercased()
+            rest = String(trigger.dropFirst(triggerKeyword.count).drop { $0.isWhitespace })
+            while rest.hasPrefix("--") {
+                let word = Self.firstQuotedWord(rest, escape: escape)
+                rest = String(rest.dropFirst(word.count).drop { $0.isWhitespace })
+                if word == "--" { break }
+            }
+        }
+        return ["run", "copy", "add"].contains(keyword) && !isJSONForm(rest)
+    }
+
+    /// `<<-`: leading tabs go from every line of the body (BuildKit's ChompHeredocContent).
+    static func removingLeadingTabs(_ body: String) -> String {
+        body.split(separator: "\n", omittingEmptySubsequences: false).map { $0.drop { $0 == "\t" } }
+            .joined(separator: "\n")
+    }
+
+    private func makeKind(
+        keyword: String, rest: String, flags: Flags, heredocs: [Heredoc], writtenBodies: [String], line: Int
+    ) throws(DockerfileError) -> InstructionKind {
         let upper = keyword.uppercased()
         switch keyword {
         case "from":
@@ -154,7 +182,10 @@ struct InstructionBuilder {
         case "healthcheck":
             return .healthcheck(try healthcheck(rest, flags: flags, line: line))
         case "onbuild":
-            let trigger = rest.trimmingCharacters(in: .whitespaces)
+            // As BuildKit's parseOnBuild: a trigger with heredocs carries them, each as "\n" + body + name.
+            let trigger =
+                rest.trimmingCharacters(in: .whitespaces)
+                + zip(heredocs, writtenBodies).map { "\n" + $1 + $0.name }.joined()
             let triggerKeyword = String(trigger.prefix { !$0.isWhitespace }).uppercased()
             guard !trigger.isEmpty else { throw fail(line, "ONBUILD requires at least one argument") }
             switch triggerKeyword {

@@ -193,6 +193,28 @@ import Testing
             "\(refused.standardError)")
     }
 
+    /// BuildKit's testBuiltinArgs: proxy build args in any case are seen in both cases without an ARG, and
+    /// win over an ENV of the same name (BuildKit appends them; the runtime keeps the last).
+    @Test func proxyBuildArgsAreExportedInBothCases() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                ARG FOO
+                ARG BAR
+                ARG BAZ=bazcontent
+                ENV HTTPS_PROXY=fromenv
+                RUN echo -n $HTTP_PROXY::$http_proxy::$NO_PROXY::$no_proxy::$FOO::$BAR::$BAZ > /out
+                RUN echo -n $HTTPS_PROXY::$https_proxy::${ALL_PROXY-unset}::${all_proxy-unset} > /https
+                """)
+        let outcome = try build.run([
+            "--build-arg", "FOO=foocontents", "--build-arg", "http_proxy=hpvalue", "--build-arg", "NO_PROXY=npvalue",
+            "--build-arg", "Https_Proxy=hs", "--build-arg", "all_proxy=",
+        ])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "out") == "hpvalue::hpvalue::npvalue::npvalue::foocontents::::bazcontent")
+        #expect(build.file("out", "https") == "hs::hs::unset::unset")
+    }
+
     @Test func environmentIsExactlyTheStages() throws {
         let build = try Build(
             dockerfile: """
@@ -209,6 +231,7 @@ import Testing
         let env = build.file("out", "env.txt") ?? ""
         #expect(env.contains("GIVEN=g\n") && env.contains("DEFAULTED=yes\n") && env.contains("FROM_ENV=1\n"))
         #expect(env.contains("HTTP_PROXY=http://proxy.invalid\n"))
+        #expect(env.contains("http_proxy=http://proxy.invalid\n"))
         #expect(env.contains("SOURCE_DATE_EPOCH=1700000000\n"))
         #expect(!env.contains("LEAK_ME"))
         #expect(build.file("out", "hostname.txt") == "buildkitsandbox\n")

@@ -96,11 +96,15 @@ extension StageExecutor {
             environment.append("\(argument.name)=\(value)")
             names.insert(argument.name)
         }
-        for name in Planner.proxyArgumentNames.sorted() where !names.contains(name) {
-            if let value = buildArguments[name] {
-                environment.append("\(name)=\(value)")
-                names.insert(name)
+        // BuildKit appends the proxy variables after the step's own; the runtime keeps the last of a name.
+        for entry in Planner.proxyEnvironment(buildArguments) {
+            let name = String(entry.prefix { $0 != "=" })
+            if let index = environment.firstIndex(where: { $0.hasPrefix(name + "=") }) {
+                environment[index] = entry
+            } else {
+                environment.append(entry)
             }
+            names.insert(name)
         }
         if !names.contains("PATH") { environment.append(Self.defaultPath) }
         if !names.contains("SOURCE_DATE_EPOCH") { environment.append("SOURCE_DATE_EPOCH=\(sourceDateEpoch)") }

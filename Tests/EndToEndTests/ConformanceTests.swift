@@ -116,6 +116,16 @@ import Testing
             dockerfile: "ARG V=global\nFROM scratch\nLABEL before=\"[$V]\"\nARG V\nLABEL after=\"[$V]\"\n",
             expectLabels: ["before": "[]", "after": "[global]"]),
         Case(
+            // BuildKit's testTargetStageNameArg: seen once declared; the target's name, else `default`.
+            name: "TARGETSTAGE names the target",
+            dockerfile:
+                "FROM scratch AS base\nLABEL first=\"[$TARGETSTAGE]\"\nARG TARGETSTAGE\nLABEL second=\"[$TARGETSTAGE]\"\nFROM base AS Foo\n",
+            arguments: ["--target", "base"], expectLabels: ["first": "[]", "second": "[base]"]),
+        Case(
+            name: "TARGETSTAGE is the last stage's name, else default",
+            dockerfile: "FROM scratch AS base\nARG TARGETSTAGE\nLABEL seen=\"[$TARGETSTAGE]\"\nFROM base\n",
+            expectLabels: ["seen": "[default]"]),
+        Case(
             name: "build arg overrides ARG default",
             dockerfile: "FROM scratch\nARG V=default\nLABEL v=$V\n", arguments: ["--build-arg", "V=cli"],
             expectLabels: ["v": "cli"]),

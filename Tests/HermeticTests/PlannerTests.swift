@@ -288,6 +288,16 @@ import Testing
             ])
     }
 
+    /// BuildKit's testTargetStageNameArg: TARGETSTAGE is the target, else the last stage's name, else
+    /// `default`; predefined, so global (usable in FROM) and seen in a stage once declared.
+    @Test func targetStageIsPredefined() throws {
+        let text = "FROM alpine:$TARGETSTAGE AS base\nFROM scratch AS Foo\nFROM scratch\n"
+        #expect(try plan(text).predefinedArguments["TARGETSTAGE"] == "default")
+        #expect(try plan(text).stages[0].base == .image("alpine:default"))
+        #expect(try plan(text, target: "foo").stages[0].base == .image("alpine:foo"))
+        #expect(try plan(text + "FROM base AS Final\n").predefinedArguments["TARGETSTAGE"] == "final")
+    }
+
     @Test func escapeDirectiveCarriesIntoThePlan() throws {
         let result = try plan("# escape=`\nFROM alpine\nCOPY --from=a`$b x y\n")
         #expect(result.escape == "`")

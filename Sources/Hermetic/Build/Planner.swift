@@ -39,7 +39,8 @@ public struct BuildPlan: Sendable {
     public var stages: [PlannedStage]
     /// Global ARGs (before the first FROM) with their values after build-arg overrides, in order.
     public var globalArguments: [(name: String, value: String?)]
-    /// Predefined platform ARGs (TARGETPLATFORM, BUILDARCH, …) for this plan's platform.
+    /// Predefined ARGs: the platform ones (TARGETPLATFORM, BUILDARCH, …) for this plan's platform, and
+    /// TARGETSTAGE.
     public var predefinedArguments: [String: String]
     public var target: Int
     public var buildOrder: [Int]
@@ -89,6 +90,13 @@ public struct Planner {
 
     public func plan(target: String?) throws -> BuildPlan {
         let file = dockerfile.file
+        // BuildKit's TARGETSTAGE: the target as given, else the last stage's name, else `default`.
+        var predefinedArguments = self.predefinedArguments
+        var lastStageName: String?
+        for instruction in dockerfile.instructions {
+            if case .from(let from) = instruction.kind { lastStageName = from.stageName?.lowercased() }
+        }
+        predefinedArguments["TARGETSTAGE"] = target ?? lastStageName ?? "default"
         var globals: [(name: String, value: String?)] = []
         var stages: [PlannedStage] = []
         var usedArguments = Set<String>()

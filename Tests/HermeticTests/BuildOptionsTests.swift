@@ -72,13 +72,60 @@ import Testing
         #expect(GoDuration.nanoseconds("") == nil)
     }
 
-    @Test func exposedPorts() throws {
-        #expect(try PortSpec.expand("80", line: 1, file: "D") == ["80/tcp"])
-        #expect(try PortSpec.expand("53/UDP", line: 1, file: "D") == ["53/udp"])
-        #expect(try PortSpec.expand("8000-8002/tcp", line: 1, file: "D") == ["8000/tcp", "8001/tcp", "8002/tcp"])
-        #expect(throws: DockerfileError.self) { try PortSpec.expand("99999", line: 1, file: "D") }
-        #expect(throws: DockerfileError.self) { try PortSpec.expand("80/icmp", line: 1, file: "D") }
-        #expect(throws: DockerfileError.self) { try PortSpec.expand("9-1", line: 1, file: "D") }
+    /// BuildKit's convert_expose.go on its own test vectors (convert_expose_test.go) and more: the result
+    /// or the exact error.
+    static let portRows: [(String, [String]?, String?)] = [
+        ("80", ["80/tcp"], nil),
+        ("080", ["80/tcp"], nil),
+        ("53/UDP", ["53/udp"], nil),
+        ("1234/", ["1234/tcp"], nil),
+        ("8000-8002/tcp", ["8000/tcp", "8001/tcp", "8002/tcp"], nil),
+        ("8080:80", ["80/tcp"], nil),
+        (":80", ["80/tcp"], nil),
+        ("127.0.0.1:8080:80/udp", ["80/udp"], nil),
+        ("0.0.0.0:1234-1235:3333-3334/tcp", ["3333/tcp", "3334/tcp"], nil),
+        ("1234-1236:1234-1236/sctp", ["1234/sctp", "1235/sctp", "1236/sctp"], nil),
+        ("8000-9000:80", ["80/tcp"], nil),
+        ("[2001:4860:0:2001::68]::333", ["333/tcp"], nil),
+        ("[::1]:80:80", ["80/tcp"], nil),
+        ("2001:4860:0:2001::68::333", ["333/tcp"], nil),
+        ("::1:80:80", ["80/tcp"], nil),
+        ("::::80", ["80/tcp"], nil),
+        ("localhost:1234:1234/tcp", nil, "invalid IP address: localhost"),
+        ("01.2.3.4:80:80", nil, "invalid IP address: 01.2.3.4"),
+        ("[::1:80:80", nil, "invalid IP address [::1: address [::1:: missing ']' in address"),
+        ("99999", nil, "invalid containerPort: 99999"),
+        ("9-1", nil, "invalid containerPort: 9-1"),
+        ("1-2-3", nil, "invalid containerPort: 1-2-3"),
+        ("+80", nil, "invalid containerPort: +80"),
+        ("x:80", nil, "invalid hostPort: x"),
+        ("80-81:90-92", nil, "invalid ranges specified for container and host Ports: 90-92 and 80-81"),
+        ("80/icmp", nil, "invalid proto: icmp"),
+        ("80/tcp/x", nil, "invalid proto: tcp/x"),
+        ("/tcp", nil, "no port specified: /tcp<empty>"),
+    ]
+
+    @Test(arguments: portRows.indices)
+    func exposedPorts(row: Int) {
+        let (spec, ports, message) = Self.portRows[row]
+        do {
+            let result = try PortSpec.expand(spec, line: 3, file: "D")
+            #expect(result == ports, "\(spec)")
+        } catch {
+            #expect("\(error)" == "D:3: \(message ?? "no error")", "\(spec)")
+        }
+    }
+
+    /// BuildKit splits each EXPOSE argument into words after expanding it.
+    @Test func exposeArgumentsAreSplitAfterExpansion() throws {
+        let parsed = try DockerfileParser.parse(Array("FROM scratch\nEXPOSE $P 9/udp\n".utf8), file: "D")
+        let expanded = try parsed.instructions[1].expanded(
+            lookup: { $0 == "P" ? "80 81/udp" : nil }, lexer: ShellLexer(escape: "\\"), file: "D")
+        guard case .expose(let ports) = expanded.kind else {
+            Issue.record("not EXPOSE: \(expanded.kind)")
+            return
+        }
+        #expect(ports == ["80", "81/udp", "9/udp"])
     }
 
     @Test func workdirJoining() {

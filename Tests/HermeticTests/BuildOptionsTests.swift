@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Hermetic
@@ -61,15 +62,60 @@ import Testing
         #expect(RFC3339.format(1_700_000_000) == "2023-11-14T22:13:20Z")
     }
 
-    @Test func goDurations() {
-        #expect(GoDuration.nanoseconds("30s") == 30_000_000_000)
-        #expect(GoDuration.nanoseconds("1m30s") == 90_000_000_000)
-        #expect(GoDuration.nanoseconds("1.5h") == 5_400_000_000_000)
-        #expect(GoDuration.nanoseconds("500ms") == 500_000_000)
-        #expect(GoDuration.nanoseconds("0") == 0)
-        #expect(GoDuration.nanoseconds("10") == nil)
-        #expect(GoDuration.nanoseconds("abc") == nil)
-        #expect(GoDuration.nanoseconds("") == nil)
+    /// Go's time.ParseDuration on (some of) Go's own test vectors.
+    static let durationRows: [(String, Int64?)] = [
+        ("0", 0), ("5s", 5_000_000_000), ("30s", 30_000_000_000), ("-5s", -5_000_000_000), ("+5s", 5_000_000_000),
+        ("-0", 0), ("+0", 0), ("5.6s", 5_600_000_000), ("5.s", 5_000_000_000), (".5s", 500_000_000),
+        ("1.004s", 1_004_000_000), ("100.00100s", 100_001_000_000), ("10ns", 10), ("11us", 11_000),
+        ("12\u{B5}s", 12_000), ("12\u{3BC}s", 12_000), ("13ms", 13_000_000), ("15m", 900_000_000_000),
+        ("16h", 57_600_000_000_000), ("3h30m", 12_600_000_000_000), ("10.5s4m", 250_500_000_000),
+        ("-2m3.4s", -123_400_000_000), ("1h2m3s4ms5us6ns", 3_723_004_005_006), ("1.5h", 5_400_000_000_000),
+        ("0.3333333333333333333h", 1_200_000_000_000), ("9223372036854775807ns", Int64.max),
+        ("9223372036854775.807us", Int64.max), ("-9223372036854775808ns", Int64.min),
+        ("0.830103483285477580700h", 2_988_372_539_827),
+        ("", nil), ("3", nil), ("10", nil), ("-", nil), ("s", nil), (".", nil), ("-.", nil), (".s", nil),
+        ("+.s", nil), ("1d", nil), ("1sx", nil), ("9223372036854775808ns", nil), ("-9223372036854775809ns", nil),
+        ("abc", nil),
+    ]
+
+    @Test(arguments: durationRows.indices)
+    func goDurations(row: Int) {
+        let (text, nanoseconds) = Self.durationRows[row]
+        #expect(GoDuration.nanoseconds(text) == nanoseconds, "\(text)")
+    }
+
+    /// BuildKit's parseHealthcheck: 0 means unset (left out of the config), anything else under 1ms is refused,
+    /// retries are never negative; its messages.
+    @Test func healthcheckValues() throws {
+        func convert(_ interval: String? = nil, retries: String? = nil) throws -> HealthConfig {
+            try HealthcheckConversion.config(
+                HealthcheckInstruction(
+                    command: .exec(["/check"]), interval: interval, timeout: "0s", startPeriod: "",
+                    startInterval: nil, retries: retries), shell: nil, line: 7, file: "D")
+        }
+        let zero = try convert("0", retries: "0")
+        #expect(zero.interval == nil && zero.timeout == nil && zero.startPeriod == nil && zero.retries == nil)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        #expect(String(decoding: try encoder.encode(zero), as: UTF8.self) == #"{"Test":["CMD","\/check"]}"#)
+        #expect(try convert("1ms", retries: "3").interval == 1_000_000)
+        func message(_ interval: String?, retries: String? = nil) -> String {
+            do {
+                _ = try convert(interval, retries: retries)
+                return "accepted"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(message("999us") == #"D:7: Interval "interval" cannot be less than 1ms"#)
+        #expect(message("-1s") == #"D:7: Interval "interval" cannot be less than 1ms"#)
+        #expect(message("10") == #"D:7: time: missing unit in duration "10""#)
+        #expect(message("1x") == #"D:7: time: unknown unit "x" in duration "1x""#)
+        #expect(message("x") == #"D:7: time: invalid duration "x""#)
+        #expect(message(nil, retries: "-1") == "D:7: --retries cannot be negative (-1)")
+        #expect(message(nil, retries: "x") == #"D:7: strconv.ParseInt: parsing "x": invalid syntax"#)
+        #expect(
+            message(nil, retries: "9999999999") == #"D:7: strconv.ParseInt: parsing "9999999999": value out of range"#)
     }
 
     /// BuildKit's convert_expose.go on its own test vectors (convert_expose_test.go) and more: the result

@@ -279,6 +279,8 @@ struct InstructionBuilder {
             let command = String(rest.drop { !$0.isWhitespace }.drop { $0.isWhitespace })
             guard !command.isEmpty else { throw fail(line, "Missing command after HEALTHCHECK CMD") }
             result.command = try commandForm(command, line: line)
+            // BuildKit checks durations and retries when it parses the instruction, in every stage.
+            _ = try HealthcheckConversion.config(result, shell: nil, line: line, file: file)
             return result
         default:
             throw fail(line, "Unknown type \"\(first)\" in HEALTHCHECK (try CMD)")

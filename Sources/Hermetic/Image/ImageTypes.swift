@@ -339,4 +339,28 @@ public struct HealthConfig: Codable, Sendable, Hashable {
     public init(test: [String]) {
         self.test = test
     }
+
+    /// A base image written with `omitempty` may leave any field out, `Test` included.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        test = try c.decodeIfPresent([String].self, forKey: .test) ?? []
+        interval = try c.decodeIfPresent(Int64.self, forKey: .interval)
+        timeout = try c.decodeIfPresent(Int64.self, forKey: .timeout)
+        startPeriod = try c.decodeIfPresent(Int64.self, forKey: .startPeriod)
+        startInterval = try c.decodeIfPresent(Int64.self, forKey: .startInterval)
+        retries = try c.decodeIfPresent(Int.self, forKey: .retries)
+    }
+
+    /// Docker's HealthConfig fields are all `omitempty`: an empty test and zero durations or retries are left
+    /// out (a base image's zeros too).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        func nonZero<T: BinaryInteger>(_ value: T?) -> T? { value.flatMap { $0 == 0 ? nil : $0 } }
+        if !test.isEmpty { try c.encode(test, forKey: .test) }
+        try c.encodeIfPresent(nonZero(interval), forKey: .interval)
+        try c.encodeIfPresent(nonZero(timeout), forKey: .timeout)
+        try c.encodeIfPresent(nonZero(startPeriod), forKey: .startPeriod)
+        try c.encodeIfPresent(nonZero(startInterval), forKey: .startInterval)
+        try c.encodeIfPresent(nonZero(retries), forKey: .retries)
+    }
 }

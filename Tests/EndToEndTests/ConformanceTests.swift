@@ -21,6 +21,8 @@ import Testing
         var expectAbsent: [String] = []
         var expectLabels: [String: String] = [:]
         var expectEnv: [String] = []
+        /// Keys of the config's `config` object: expected value (as JSON) or nil for absent.
+        var expectConfig: [String: String?] = [:]
         var description: String { name }
     }
 
@@ -140,6 +142,18 @@ import Testing
                 "a": "set", "b": "d", "c": "d", "d": "", "e": "x", "f": "", "g": "$S", "h": "set", "i": "$S",
             ]),
         Case(
+            // The image spec's Cmd and Entrypoint are omitempty: an empty list is no key (as BuildKit's config).
+            name: "CMD [] clears the command", dockerfile: "FROM base\nCMD []\n", usesBase: true,
+            expectConfig: ["Cmd": nil, "Entrypoint": nil]),
+        Case(
+            name: "ENTRYPOINT [] clears the entrypoint and the inherited command",
+            dockerfile: "FROM base\nENTRYPOINT []\n", usesBase: true,
+            expectConfig: ["Cmd": nil, "Entrypoint": nil]),
+        Case(
+            name: "ENTRYPOINT [] keeps a CMD of the same stage",
+            dockerfile: "FROM base\nCMD [\"x\"]\nENTRYPOINT []\n", usesBase: true,
+            expectConfig: ["Cmd": #"["x"]"#, "Entrypoint": nil]),
+        Case(
             name: "ENV forms", dockerfile: "FROM scratch\nENV A=1 B=\"two words\"\nENV C three words\n",
             expectEnv: ["A=1", "B=two words", "C=three words"]),
     ]
@@ -191,7 +205,7 @@ import Testing
             var info = stat()
             #expect(lstat(fs + path, &info) == 0 && "\(info.st_uid):\(info.st_gid)" == owner, "\(path) owner")
         }
-        if !testCase.expectLabels.isEmpty || !testCase.expectEnv.isEmpty {
+        if !testCase.expectLabels.isEmpty || !testCase.expectEnv.isEmpty || !testCase.expectConfig.isEmpty {
             let skopeo = try ExternalTools.require("skopeo")
             let inspected = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(scratch.path)/oci"])
             try #require(inspected.status == 0, "skopeo: \(inspected.standardError)")
@@ -203,6 +217,12 @@ import Testing
             }
             let env = config?["Env"] as? [String] ?? []
             for line in testCase.expectEnv { #expect(env.contains(line), "env \(line) in \(env)") }
+            for (key, expected) in testCase.expectConfig {
+                let value = try config?[key].map {
+                    String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self)
+                }
+                #expect(value == expected, "config \(key): \(value ?? "absent")")
+            }
         }
     }
 }

@@ -334,10 +334,11 @@ struct StageExecutor {
             guard Self.isValidSignal(signal) else { throw fail(instruction, "invalid STOPSIGNAL \"\(signal)\"") }
             container.stopSignal = signal
         case .cmd(let form):
-            container.cmd = Self.commandLine(form, shell: container.shell)
+            // `CMD []` clears the command: BuildKit stores an empty list, which the config leaves out.
+            container.cmd = Self.commandLine(form, shell: container.shell).nilIfEmpty
             state.commandSet = true
         case .entrypoint(let form):
-            container.entrypoint = Self.commandLine(form, shell: container.shell)
+            container.entrypoint = Self.commandLine(form, shell: container.shell).nilIfEmpty
             if !state.commandSet { container.cmd = nil }
         case .shell(let shell):
             guard !shell.isEmpty else { throw fail(instruction, "SHELL requires at least one argument") }
@@ -497,4 +498,9 @@ struct StageExecutor {
         if name.hasPrefix("RTMIN") || name.hasPrefix("RTMAX") { return true }
         return false
     }
+}
+
+extension Array {
+    /// nil for an empty array (a config field that `omitempty` leaves out).
+    var nilIfEmpty: [Element]? { isEmpty ? nil : self }
 }

@@ -305,15 +305,16 @@ public struct ContainerConfig: Codable, Sendable, Hashable {
         try c.encodeIfPresent(nonEmpty(user), forKey: .user)
         if let exposedPorts, !exposedPorts.isEmpty { try c.encode(exposedPorts, forKey: .exposedPorts) }
         if let env, !env.isEmpty { try c.encode(env, forKey: .env) }
-        try c.encodeIfPresent(entrypoint, forKey: .entrypoint)
-        try c.encodeIfPresent(cmd, forKey: .cmd)
+        // Cmd, Entrypoint and Shell are `omitempty` in the image spec: `CMD []` leaves no Cmd at all.
+        if let entrypoint, !entrypoint.isEmpty { try c.encode(entrypoint, forKey: .entrypoint) }
+        if let cmd, !cmd.isEmpty { try c.encode(cmd, forKey: .cmd) }
         if let volumes, !volumes.isEmpty { try c.encode(volumes, forKey: .volumes) }
         try c.encodeIfPresent(nonEmpty(workingDir), forKey: .workingDir)
         if let labels, !labels.isEmpty { try c.encode(labels, forKey: .labels) }
         try c.encodeIfPresent(nonEmpty(stopSignal), forKey: .stopSignal)
         try c.encodeIfPresent(healthcheck, forKey: .healthcheck)
         if let onBuild, !onBuild.isEmpty { try c.encode(onBuild, forKey: .onBuild) }
-        try c.encodeIfPresent(shell, forKey: .shell)
+        if let shell, !shell.isEmpty { try c.encode(shell, forKey: .shell) }
         if argsEscaped == true { try c.encode(true, forKey: .argsEscaped) }
     }
 }

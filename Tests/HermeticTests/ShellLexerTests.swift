@@ -8,7 +8,8 @@ import Testing
     static let environment: [String: String] = [
         "PWD": "/home", "SHELL": "bash", "KOREAN": "한국어", "NULL": "", "FOO": "xxyy",
         "PATHS": "/tmp/tmp/bar.txt",
-        "STARS": "a***yy*", "URL": "http://example.com", "SP": "a b  c", "ONE": "1",
+        "STARS": "a***yy*", "URL": "http://example.com", "SP": "a b  c", "ONE": "1", "é": "acute",
+        "éa": "acute-a",
     ]
     static func lookup(_ name: String) -> String? { environment[name] }
 
@@ -131,6 +132,34 @@ import Testing
         ("${FOO//}", nil),
         ("${FOO///}", "xxyy"),
         ("${XXX///}", ""),
+        // An empty pattern matches before each character (BuildKit's TestProcessWithMatches: Go regexp).
+        ("${FOO/$NULL/ww}", "wwxxyy"),
+        ("${FOO//$NULL/-}", "-x-x-y-y-"),
+        ("${XXX/$NULL/ww}", "ww"),
+        ("${FOO//*/Z}", "Z"),
+        ("${FOO/*/Z}", "Z"),
+        // `:#` and `:%` are `#` and `%` (lex.go falls through from `:`).
+        ("${FOO:#x}", "xyy"),
+        ("${FOO:##*x}", "yy"),
+        ("${FOO:%y}", "xxy"),
+        ("${FOO:%%y*}", "xx"),
+        ("${NULL:#x}", ""),
+        ("${STARS:%\\*}", "a***yy"),
+        // Special parameters inside braces are one-character names, normally unset (processName).
+        ("a${#}b", "ab"),
+        ("${@}${*}${?}${-}${$}${!}${0}", ""),
+        ("${#:-d}", "d"),
+        ("${#x}", nil),
+        ("${12}", ""),
+        ("${1a}", nil),
+        ("${.}", nil),
+        // Names are Unicode letters, digits and `_`, read scalar by scalar (unicode.IsLetter, IsDigit).
+        ("$éa", "acute-a"),
+        ("${é}", "acute"),
+        ("$é.", "acute."),
+        ("x$日本y", "x"),
+        ("${٣}z", "z"),
+        ("$e\u{301}", "\u{301}"),
     ]
 
     /// Rows whose result depends on the escape character: with the backtick, `\` is an ordinary character.

@@ -126,10 +126,14 @@ import Testing
         #expect(throws: DockerfileError.self) { try DockerfileParser.parse(bytes, file: "Dockerfile") }
     }
 
-    @Test func emptyFileHasNoInstructions() throws {
-        let parsed = try DockerfileParser.parse([], file: "Dockerfile")
-        #expect(parsed.instructions.isEmpty)
-        #expect(parsed.directives == ParserDirectives())
+    /// BuildKit's parser: `file with no instructions`, at the last line read.
+    @Test func fileWithoutInstructionsIsRefused() {
+        #expect(throws: DockerfileError(file: "Dockerfile", line: 1, message: "file with no instructions")) {
+            try DockerfileParser.parse([], file: "Dockerfile")
+        }
+        #expect(throws: DockerfileError(file: "Dockerfile", line: 1, message: "file with no instructions")) {
+            try DockerfileParser.parse([0xEF, 0xBB, 0xBF], file: "Dockerfile")
+        }
     }
 
     @Test func errorNamesTheFileGiven() {

@@ -15,6 +15,10 @@ public enum DockerfileParser {
                 try InstructionBuilder(file: file, escape: directives.escape)
                     .build(logical, heredocReader: &reader))
         }
+        guard !instructions.isEmpty else {
+            // BuildKit's parser, at the line it stopped on.
+            throw DockerfileError(file: file, line: max(1, reader.lineCount), message: "file with no instructions")
+        }
         return Dockerfile(file: file, directives: directives, instructions: instructions)
     }
 }
@@ -162,4 +166,5 @@ struct LineReader {
     }
 
     var currentLine: Int { position }
+    var lineCount: Int { lines.count }
 }

@@ -88,6 +88,11 @@ extension Sandbox {
         for (index, name) in ["stdin", "stdout", "stderr"].enumerated() {
             ops.append(.init(kind: .symlink, target: "dev/" + name, source: "/proc/self/fd/\(index)"))
         }
+        if let pipes = plan.devPipes {
+            // Its mountpoint lives in the /dev tmpfs, so it needs no stub and never reaches the upper dir.
+            ops.append(.init(kind: .mkdir, target: "dev/pipes", mode: 0o755))
+            ops.append(.init(kind: .bindReadOnly, target: "dev/pipes", source: pipes, mountFlags: noSUID | noDev))
+        }
 
         ops.append(
             .init(
@@ -142,7 +147,9 @@ struct StepLayout {
 
     static func prepare(_ plan: SandboxPlan) throws(SandboxError) -> StepLayout {
         var info = stat()
-        for directory in [plan.upperDirectory, plan.workDirectory] + plan.rootLayers {
+        for directory in [plan.upperDirectory, plan.workDirectory] + plan.rootLayers
+            + [plan.devPipes].compactMap({ $0 })
+        {
             guard lstat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
                 throw .system(call: "lstat (must be a directory)", path: directory, errno: errno == 0 ? ENOTDIR : errno)
             }

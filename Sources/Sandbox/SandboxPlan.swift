@@ -20,6 +20,10 @@ public struct SandboxPlan: Sendable, Equatable {
     public var hostname: String
     public var network: Network
     public var mounts: [ExtraMount]
+    /// A builder-made directory mounted read-only (nosuid, nodev) at `/dev/pipes`, inside the builder's
+    /// `/dev`: where BuildKit puts a `RUN <<EOF` body that starts with `#!`, to be run as a file. Not a
+    /// `mounts` entry because those may not reach into `/dev`.
+    public var devPipes: String?
     /// The step is killed (SIGKILL to its PID 1, which takes the whole PID namespace) after this long.
     public var timeoutSeconds: Int?
     /// Most processes the step may have at once (cgroup pids controller). nil: no limit.
@@ -44,7 +48,7 @@ public struct SandboxPlan: Sendable, Equatable {
         rootLayers: [String], upperDirectory: String, workDirectory: String, argv: [String],
         environment: [String] = [], uid: UInt32 = 0, gid: UInt32 = 0, groups: [UInt32] = [],
         workingDirectory: String = "/", hostname: String = "buildkitsandbox", network: Network = .none,
-        mounts: [ExtraMount] = [], timeoutSeconds: Int? = nil, pidsLimit: Int? = 4096
+        mounts: [ExtraMount] = [], devPipes: String? = nil, timeoutSeconds: Int? = nil, pidsLimit: Int? = 4096
     ) {
         self.rootLayers = rootLayers
         self.upperDirectory = upperDirectory
@@ -58,6 +62,7 @@ public struct SandboxPlan: Sendable, Equatable {
         self.hostname = hostname
         self.network = network
         self.mounts = mounts
+        self.devPipes = devPipes
         self.timeoutSeconds = timeoutSeconds
         self.pidsLimit = pidsLimit
     }

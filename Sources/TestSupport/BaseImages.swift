@@ -42,11 +42,12 @@ public enum BaseImages {
     }
 
     /// Writes an OCI layout holding one image made of `entries` (one layer), tagged `tag`, with the given
-    /// config environment; returns the manifest digest.
+    /// config environment and ONBUILD triggers; returns the manifest digest.
     @discardableResult
     public static func writeLayout(
         at path: String, entries: [LayerEntry], tag: String = "latest", env: [String] = [],
-        platform: Platform = Platform(os: "linux", architecture: "amd64"), epoch: Int64 = 1_600_000_000
+        platform: Platform = Platform(os: "linux", architecture: "amd64"), epoch: Int64 = 1_600_000_000,
+        onBuild: [String] = []
     ) throws -> Digest {
         let writer = try OCILayoutWriter(stagingParent: FileSystem.parentDirectory(of: path))
         let layerDir = try FileSystem.makeTemporaryDirectory(in: "/tmp", prefix: "hermetic-base-")
@@ -62,6 +63,7 @@ public enum BaseImages {
         var container = ContainerConfig()
         container.env = env.isEmpty ? ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] : env
         container.cmd = ["/bin/sh"]
+        container.onBuild = onBuild.isEmpty ? nil : onBuild
         config.config = container
         config.rootfs.diffIDs = [layer.diffID]
         config.history = [

@@ -41,6 +41,12 @@ import Testing
             expected: ["Dockerfile:2:", "../etc/passwd"]),
         Case(name: "instruction before FROM", dockerfile: "ENV A=b\nFROM scratch\n", expected: ["Dockerfile:1:"]),
         Case(
+            name: "empty Dockerfile", dockerfile: "",
+            expected: ["error: Dockerfile:1: the Dockerfile cannot be empty"]),
+        Case(
+            name: "Dockerfile of comments only", dockerfile: "# syntax=docker/dockerfile:1\n\n# nothing here\n",
+            expected: ["error: Dockerfile:3: file with no instructions"]),
+        Case(
             name: "unknown target", dockerfile: "FROM scratch AS a\n", extraArguments: ["--target", "nope"],
             expected: ["--target", "nope"]),
         Case(

@@ -21,6 +21,8 @@ import Testing
         var expectAbsent: [String] = []
         var expectLabels: [String: String] = [:]
         var expectEnv: [String] = []
+        /// Keys of the config's `config` object: expected value (as JSON) or nil for absent.
+        var expectConfig: [String: String?] = [:]
         var description: String { name }
     }
 
@@ -78,9 +80,53 @@ import Testing
                 "FROM scratch\nARG WHO=world\nCOPY <<EOF /h1\nhello $WHO\nEOF\nCOPY <<\"EOF\" /h2\nhello $WHO\nEOF\n",
             expectFiles: ["h1": "hello world\n", "h2": "hello $WHO\n"]),
         Case(
+            // BuildKit's testCopyHeredocSpecialSymbols, plus a backtick escape directive that heredoc
+            // bodies ignore (BuildKit expands them with a lexer of their own whose escape is always a backslash).
+            name: "heredoc bodies process escapes unless the delimiter is quoted",
+            dockerfile: #"""
+                # escape=`
+                FROM scratch
+                COPY <<EOF quotefile
+                "quotes in file"
+                EOF
+                COPY <<EOF slashfile1
+                \
+                EOF
+                COPY <<EOF slashfile2
+                \\
+                EOF
+                COPY <<EOF slashfile3
+                \$
+                EOF
+                COPY <<"EOF" rawslashfile1
+                \
+                EOF
+                COPY <<"EOF" rawslashfile2
+                \\
+                EOF
+                COPY <<"EOF" rawslashfile3
+                \$
+                EOF
+
+                """#,
+            expectFiles: [
+                "quotefile": "\"quotes in file\"\n", "slashfile1": "\n", "slashfile2": "\\\n", "slashfile3": "$\n",
+                "rawslashfile1": "\\\n", "rawslashfile2": "\\\\\n", "rawslashfile3": "\\$\n",
+            ]),
+        Case(
             name: "global ARG needs redeclaring in a stage",
             dockerfile: "ARG V=global\nFROM scratch\nLABEL before=\"[$V]\"\nARG V\nLABEL after=\"[$V]\"\n",
             expectLabels: ["before": "[]", "after": "[global]"]),
+        Case(
+            // BuildKit's testTargetStageNameArg: seen once declared; the target's name, else `default`.
+            name: "TARGETSTAGE names the target",
+            dockerfile:
+                "FROM scratch AS base\nLABEL first=\"[$TARGETSTAGE]\"\nARG TARGETSTAGE\nLABEL second=\"[$TARGETSTAGE]\"\nFROM base AS Foo\n",
+            arguments: ["--target", "base"], expectLabels: ["first": "[]", "second": "[base]"]),
+        Case(
+            name: "TARGETSTAGE is the last stage's name, else default",
+            dockerfile: "FROM scratch AS base\nARG TARGETSTAGE\nLABEL seen=\"[$TARGETSTAGE]\"\nFROM base\n",
+            expectLabels: ["seen": "[default]"]),
         Case(
             name: "build arg overrides ARG default",
             dockerfile: "FROM scratch\nARG V=default\nLABEL v=$V\n", arguments: ["--build-arg", "V=cli"],
@@ -95,6 +141,18 @@ import Testing
             expectLabels: [
                 "a": "set", "b": "d", "c": "d", "d": "", "e": "x", "f": "", "g": "$S", "h": "set", "i": "$S",
             ]),
+        Case(
+            // The image spec's Cmd and Entrypoint are omitempty: an empty list is no key (as BuildKit's config).
+            name: "CMD [] clears the command", dockerfile: "FROM base\nCMD []\n", usesBase: true,
+            expectConfig: ["Cmd": nil, "Entrypoint": nil]),
+        Case(
+            name: "ENTRYPOINT [] clears the entrypoint and the inherited command",
+            dockerfile: "FROM base\nENTRYPOINT []\n", usesBase: true,
+            expectConfig: ["Cmd": nil, "Entrypoint": nil]),
+        Case(
+            name: "ENTRYPOINT [] keeps a CMD of the same stage",
+            dockerfile: "FROM base\nCMD [\"x\"]\nENTRYPOINT []\n", usesBase: true,
+            expectConfig: ["Cmd": #"["x"]"#, "Entrypoint": nil]),
         Case(
             name: "ENV forms", dockerfile: "FROM scratch\nENV A=1 B=\"two words\"\nENV C three words\n",
             expectEnv: ["A=1", "B=two words", "C=three words"]),
@@ -147,7 +205,7 @@ import Testing
             var info = stat()
             #expect(lstat(fs + path, &info) == 0 && "\(info.st_uid):\(info.st_gid)" == owner, "\(path) owner")
         }
-        if !testCase.expectLabels.isEmpty || !testCase.expectEnv.isEmpty {
+        if !testCase.expectLabels.isEmpty || !testCase.expectEnv.isEmpty || !testCase.expectConfig.isEmpty {
             let skopeo = try ExternalTools.require("skopeo")
             let inspected = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(scratch.path)/oci"])
             try #require(inspected.status == 0, "skopeo: \(inspected.standardError)")
@@ -159,6 +217,12 @@ import Testing
             }
             let env = config?["Env"] as? [String] ?? []
             for line in testCase.expectEnv { #expect(env.contains(line), "env \(line) in \(env)") }
+            for (key, expected) in testCase.expectConfig {
+                let value = try config?[key].map {
+                    String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self)
+                }
+                #expect(value == expected, "config \(key): \(value ?? "absent")")
+            }
         }
     }
 }

@@ -93,6 +93,128 @@ import Testing
         #expect(build.file("out", "fed.txt") == "fed by 2\n")
     }
 
+    /// BuildKit's heredoc delimiter forms (parser_heredoc_test.go): blanks after `<<`, quoted parts of the
+    /// delimiter, an escaped quote; a lone heredoc word is the script.
+    @Test func heredocDelimiterForms() throws {
+        let build = try Build(
+            dockerfile: #"""
+                FROM busybox
+                RUN << EOF
+                echo spaced > /spaced
+                EOF
+                RUN <<eo'f'
+                echo "quoted $((1 + 1))" > /quoted
+                eof
+                RUN <<eo\'f
+                echo escaped > /escaped
+                eo'f
+                RUN <<'one two'
+                echo two words > /words
+                one two
+
+                """#)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "spaced") == "spaced\n")
+        #expect(build.file("out", "quoted") == "quoted 2\n")
+        #expect(build.file("out", "escaped") == "escaped\n")
+        #expect(build.file("out", "words") == "two words\n")
+    }
+
+    /// BuildKit's testRunShebangHeredoc: a lone heredoc starting with `#!` is a file, /dev/pipes/NAME (mode
+    /// 0755, read-only), that the shell runs; it never reaches the layer, and a non-root USER can run it.
+    @Test func shebangHeredocRunsAsAFile() throws {
+        let build = try Build(
+            dockerfile: #"""
+                FROM busybox
+                RUN <<EOF
+                #!/bin/awk -f
+                BEGIN {
+                	print "hello" >> "/dest"
+                	print "world" >> "/dest"
+                }
+                EOF
+                RUN <<SCRIPT
+                #!/bin/sh
+                echo "$0 $(stat -c %a "$0")" > /script
+                touch "$0" 2>/dev/null || echo read-only >> /script
+                SCRIPT
+                USER app
+                RUN <<-AS_APP
+                	#!/bin/sh
+                	id -u > /home/app/ran
+                	AS_APP
+
+                """#)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "dest") == "hello\nworld\n")
+        #expect(build.file("out", "script") == "/dev/pipes/SCRIPT 755\nread-only\n")
+        #expect(build.file("out", "home/app/ran") == "1000\n")
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out/dev/pipes"))
+    }
+
+    /// BuildKit's testOnBuildHeredoc: an ONBUILD trigger keeps its heredoc and runs with it.
+    @Test func onbuildTriggerWithHeredoc() throws {
+        let build = try Build(
+            dockerfile: #"""
+                FROM busybox AS base
+                ONBUILD RUN <<EOF
+                echo "hello world" >> /dest
+                EOF
+                FROM base
+                RUN cat /dest > /copied
+
+                """#)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "dest") == "hello world\n")
+        #expect(build.file("out", "copied") == "hello world\n")
+    }
+
+    /// A base image's trigger with a heredoc runs with it; a trigger of two instructions is refused (BuildKit:
+    /// "onbuild trigger should be a single expression").
+    @Test func baseImageTriggersWithHeredocs() throws {
+        let build = try Build(dockerfile: "FROM triggered\nRUN cat /dest > /copied\n")
+        func run(_ trigger: String) throws -> HermeticProcess.Outcome {
+            let layout = build.scratch.path + "/triggered-\(UInt32.random(in: 0...UInt32.max))"
+            let digest = try BaseImages.writeLayout(
+                at: layout, entries: BaseImages.busyboxEntries(), platform: .host, onBuild: [trigger])
+            return try build.run(["--build-context", "triggered=oci-layout://\(layout)@\(digest)"])
+        }
+        let outcome = try run("RUN <<EOF\necho \"hello world\" >> /dest\nEOF")
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "copied") == "hello world\n")
+        let refused = try run("RUN true\nRUN true")
+        #expect(refused.status == 1)
+        #expect(
+            refused.standardError
+                == "error: Dockerfile:1: ONBUILD trigger of the base image: onbuild trigger should be a single expression\n",
+            "\(refused.standardError)")
+    }
+
+    /// BuildKit's testBuiltinArgs: proxy build args in any case are seen in both cases without an ARG, and
+    /// win over an ENV of the same name (BuildKit appends them; the runtime keeps the last).
+    @Test func proxyBuildArgsAreExportedInBothCases() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                ARG FOO
+                ARG BAR
+                ARG BAZ=bazcontent
+                ENV HTTPS_PROXY=fromenv
+                RUN echo -n $HTTP_PROXY::$http_proxy::$NO_PROXY::$no_proxy::$FOO::$BAR::$BAZ > /out
+                RUN echo -n $HTTPS_PROXY::$https_proxy::${ALL_PROXY-unset}::${all_proxy-unset} > /https
+                """)
+        let outcome = try build.run([
+            "--build-arg", "FOO=foocontents", "--build-arg", "http_proxy=hpvalue", "--build-arg", "NO_PROXY=npvalue",
+            "--build-arg", "Https_Proxy=hs", "--build-arg", "all_proxy=",
+        ])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "out") == "hpvalue::hpvalue::npvalue::npvalue::foocontents::::bazcontent")
+        #expect(build.file("out", "https") == "hs::hs::unset::unset")
+    }
+
     @Test func environmentIsExactlyTheStages() throws {
         let build = try Build(
             dockerfile: """
@@ -109,6 +231,7 @@ import Testing
         let env = build.file("out", "env.txt") ?? ""
         #expect(env.contains("GIVEN=g\n") && env.contains("DEFAULTED=yes\n") && env.contains("FROM_ENV=1\n"))
         #expect(env.contains("HTTP_PROXY=http://proxy.invalid\n"))
+        #expect(env.contains("http_proxy=http://proxy.invalid\n"))
         #expect(env.contains("SOURCE_DATE_EPOCH=1700000000\n"))
         #expect(!env.contains("LEAK_ME"))
         #expect(build.file("out", "hostname.txt") == "buildkitsandbox\n")

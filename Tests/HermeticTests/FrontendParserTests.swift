@@ -62,6 +62,24 @@ import Testing
         }
     }
 
+    /// BuildKit's TestParseHeredocHelpers: one word, as `ParseHeredoc` sees it.
+    @Test func heredocWordsAsBuildKitReadsThem() throws {
+        for word in [
+            "<<EOF", "<<'EOF'", "<<\"EOF\"", "<<-EOF", "<<-'EOF'", "<<-\"EOF\"", "<<EO\"F\"", "<< EOF", "<<- EOF",
+        ] {
+            #expect(try InstructionBuilder.parseHeredoc(word)?.name == "EOF", "\(word)")
+        }
+        for word in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
+            #expect(throws: (any Error).self, "\(word)") { try InstructionBuilder.parseHeredoc(word) }
+        }
+        for word in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh"] {
+            #expect(try InstructionBuilder.parseHeredoc(word) == nil, "\(word)")
+        }
+        let names = try InstructionBuilder.heredocMarkers(inLine: "RUN <<EOF 4<<-'X' << -Y '<<Q' \"<<R\"").map(\.name)
+        #expect(names == ["EOF", "X", "-Y"])
+        #expect(try InstructionBuilder.heredocMarkers(inLine: "RUN <<EOF 'unterminated").isEmpty)
+    }
+
     // Inputs too large or too binary to keep as fixture files.
 
     @Test func lineOverSixtyFourKiBIsRefused() {
@@ -108,10 +126,14 @@ import Testing
         #expect(throws: DockerfileError.self) { try DockerfileParser.parse(bytes, file: "Dockerfile") }
     }
 
-    @Test func emptyFileHasNoInstructions() throws {
-        let parsed = try DockerfileParser.parse([], file: "Dockerfile")
-        #expect(parsed.instructions.isEmpty)
-        #expect(parsed.directives == ParserDirectives())
+    /// BuildKit's parser: `file with no instructions`, at the last line read.
+    @Test func fileWithoutInstructionsIsRefused() {
+        #expect(throws: DockerfileError(file: "Dockerfile", line: 1, message: "file with no instructions")) {
+            try DockerfileParser.parse([], file: "Dockerfile")
+        }
+        #expect(throws: DockerfileError(file: "Dockerfile", line: 1, message: "file with no instructions")) {
+            try DockerfileParser.parse([0xEF, 0xBB, 0xBF], file: "Dockerfile")
+        }
     }
 
     @Test func errorNamesTheFileGiven() {

@@ -263,12 +263,39 @@ import Testing
             text,
             buildArgs: [
                 "GLOBAL": "1", "INSTAGE": "2", "ONLYUNREACHABLE": "3", "NOBODY": "4", "HTTP_PROXY": "p",
-                "no_proxy": "q",
+                "no_proxy": "q", "Ftp_Proxy": "r",
             ])
         #expect(result.unusedBuildArguments == ["NOBODY", "ONLYUNREACHABLE"])
         #expect(
             try plan(text, buildArgs: ["ONLYUNREACHABLE": "3"], target: "unreachable")
                 .unusedBuildArguments.isEmpty)
+    }
+
+    /// BuildKit's proxyEnvFromBuildArgs and the executor's proxyEnvList (testBuiltinArgs).
+    @Test func proxyBuildArgsAreMatchedInAnyCaseAndExportedInBoth() {
+        #expect(
+            Planner.proxyEnvironment(["http_proxy": "hp", "NO_PROXY": "np"]) == [
+                "HTTP_PROXY=hp", "http_proxy=hp", "NO_PROXY=np", "no_proxy=np",
+            ])
+        // The last name in byte order wins; empty values and other names are not exported.
+        #expect(
+            Planner.proxyEnvironment(["HTTPS_PROXY": "upper", "https_proxy": "lower", "All_Proxy": ""]) == [
+                "HTTPS_PROXY=lower", "https_proxy=lower",
+            ])
+        #expect(
+            Planner.proxyEnvironment(["Ftp_Proxy": "f", "httpſ_proxy": "s", "HTTP_PROXYX": "x"]) == [
+                "HTTPS_PROXY=s", "https_proxy=s", "FTP_PROXY=f", "ftp_proxy=f",
+            ])
+    }
+
+    /// BuildKit's testTargetStageNameArg: TARGETSTAGE is the target, else the last stage's name, else
+    /// `default`; predefined, so global (usable in FROM) and seen in a stage once declared.
+    @Test func targetStageIsPredefined() throws {
+        let text = "FROM alpine:$TARGETSTAGE AS base\nFROM scratch AS Foo\nFROM scratch\n"
+        #expect(try plan(text).predefinedArguments["TARGETSTAGE"] == "default")
+        #expect(try plan(text).stages[0].base == .image("alpine:default"))
+        #expect(try plan(text, target: "foo").stages[0].base == .image("alpine:foo"))
+        #expect(try plan(text + "FROM base AS Final\n").predefinedArguments["TARGETSTAGE"] == "final")
     }
 
     @Test func escapeDirectiveCarriesIntoThePlan() throws {

@@ -8,7 +8,8 @@ import Testing
     static let environment: [String: String] = [
         "PWD": "/home", "SHELL": "bash", "KOREAN": "한국어", "NULL": "", "FOO": "xxyy",
         "PATHS": "/tmp/tmp/bar.txt",
-        "STARS": "a***yy*", "URL": "http://example.com", "SP": "a b  c", "ONE": "1",
+        "STARS": "a***yy*", "URL": "http://example.com", "SP": "a b  c", "ONE": "1", "é": "acute",
+        "éa": "acute-a",
     ]
     static func lookup(_ name: String) -> String? { environment[name] }
 
@@ -131,6 +132,34 @@ import Testing
         ("${FOO//}", nil),
         ("${FOO///}", "xxyy"),
         ("${XXX///}", ""),
+        // An empty pattern matches before each character (BuildKit's TestProcessWithMatches: Go regexp).
+        ("${FOO/$NULL/ww}", "wwxxyy"),
+        ("${FOO//$NULL/-}", "-x-x-y-y-"),
+        ("${XXX/$NULL/ww}", "ww"),
+        ("${FOO//*/Z}", "Z"),
+        ("${FOO/*/Z}", "Z"),
+        // `:#` and `:%` are `#` and `%` (lex.go falls through from `:`).
+        ("${FOO:#x}", "xyy"),
+        ("${FOO:##*x}", "yy"),
+        ("${FOO:%y}", "xxy"),
+        ("${FOO:%%y*}", "xx"),
+        ("${NULL:#x}", ""),
+        ("${STARS:%\\*}", "a***yy"),
+        // Special parameters inside braces are one-character names, normally unset (processName).
+        ("a${#}b", "ab"),
+        ("${@}${*}${?}${-}${$}${!}${0}", ""),
+        ("${#:-d}", "d"),
+        ("${#x}", nil),
+        ("${12}", ""),
+        ("${1a}", nil),
+        ("${.}", nil),
+        // Names are Unicode letters, digits and `_`, read scalar by scalar (unicode.IsLetter, IsDigit).
+        ("$éa", "acute-a"),
+        ("${é}", "acute"),
+        ("$é.", "acute."),
+        ("x$日本y", "x"),
+        ("${٣}z", "z"),
+        ("$e\u{301}", "\u{301}"),
     ]
 
     /// Rows whose result depends on the escape character: with the backtick, `\` is an ordinary character.
@@ -227,11 +256,35 @@ import Testing
         #expect(try lexer.processWord("[${E+s}|${U+s}|${E:+s}|${U:+s}]", lookup: lookup) == "[s|||]")
     }
 
-    @Test func heredocBodyKeepsQuotesAndExpands() throws {
-        let lexer = ShellLexer(escape: "\\")
-        let body = "echo \"$PWD\" '$SHELL' \\$HOME \\n\n"
-        #expect(
-            try lexer.processHeredoc(body, lookup: Self.lookup) == "echo \"/home\" 'bash' $HOME \\n\n")
+    /// COPY/ADD heredoc bodies (BuildKit's `SkipProcessQuotes` lexer, escape always `\\`): quotes are kept
+    /// and expanded inside, and the escape character escapes whatever follows it. Rows from BuildKit's
+    /// testCopyHeredocSpecialSymbols and testHeredocVarSubstitution.
+    static let heredocRows: [(String, String?)] = [
+        ("echo \"$PWD\" '$SHELL' \\$HOME \\n\n", "echo \"/home\" 'bash' $HOME n\n"),
+        ("\"quotes in file\"\n", "\"quotes in file\"\n"),
+        ("\\\n", "\n"),
+        ("\\\\\n", "\\\n"),
+        ("\\$\n", "$\n"),
+        ("a\\\nb\n", "a\nb\n"),
+        ("Hello '${SHELL}'!\n", "Hello 'bash'!\n"),
+        ("Hello \"${SHELL}\"!\n", "Hello \"bash\"!\n"),
+        ("${XXX:-'a b'}\n", "'a b'\n"),
+        ("${XXX:-\"$PWD\"}\n", "\"/home\"\n"),
+        ("it's\n", "it's\n"),
+        ("trailing\\", "trailing"),
+        ("${XXX\n", nil),
+    ]
+
+    @Test(arguments: heredocRows.indices)
+    func heredocBody(row: Int) {
+        let (input, expected) = Self.heredocRows[row]
+        let result = Result { try ShellLexer.processHeredoc(input, lookup: Self.lookup) }
+        switch (result, expected) {
+        case (.success(let body), let expected?): #expect(body == expected, "\(input)")
+        case (.failure, nil): break
+        case (.success(let body), nil): Issue.record("\(input) should fail, gave \(body)")
+        case (.failure(let error), let expected?): Issue.record("\(input) should give \(expected), threw \(error)")
+        }
     }
 
     // MARK: Hostile input

@@ -238,6 +238,20 @@ struct SandboxTests {
         #expect(fixture.upperEntries().isEmpty, "upper: \(fixture.upperEntries())")
     }
 
+    @Test("devPipes: a builder directory at /dev/pipes, read-only, runnable, absent from the upper dir")
+    func devPipes() throws {
+        let fixture = try SandboxFixture()
+        let pipes = fixture.base + "/pipes"
+        try FileManager.default.createDirectory(atPath: pipes, withIntermediateDirectories: false)
+        try "#!/bin/sh\necho from-pipe\n".write(toFile: pipes + "/EOF", atomically: false, encoding: .utf8)
+        chmod(pipes + "/EOF", 0o755)
+        var plan = fixture.shell("/dev/pipes/EOF; echo x > /dev/pipes/EOF || echo refused")
+        plan.devPipes = pipes
+        let output = try fixture.run(plan)
+        #expect(output.stdout == "from-pipe\nrefused\n", "stderr: \(output.stderr)")
+        #expect(fixture.upperEntries().isEmpty, "upper: \(fixture.upperEntries())")
+    }
+
     @Test("mount and unshare fail in busybox; /dev has exactly the builder's devices")
     func shellProbes() throws {
         let fixture = try SandboxFixture()

@@ -55,7 +55,7 @@ public struct Builder {
         let startedOn = RFC3339.format(Int64(time(nil)))
         let dockerfileBytes = try Self.readDockerfile(
             at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
-        let dockerfile = try DockerfileParser.parse(dockerfileBytes, file: options.dockerfilePath ?? "Dockerfile")
+        let dockerfile = try Self.parseDockerfile(dockerfileBytes, displayName: options.dockerfilePath ?? "Dockerfile")
         let signingKey = try options.signKeyPath.map { path in
             do {
                 return try SigningKey(pem: try FileSystem.readFile(path, limit: 1 << 20), source: path)
@@ -185,7 +185,16 @@ public struct Builder {
     }
 
     static func loadDockerfile(at path: String, displayName: String) throws -> Dockerfile {
-        try DockerfileParser.parse(try readDockerfile(at: path, displayName: displayName), file: displayName)
+        try parseDockerfile(try readDockerfile(at: path, displayName: displayName), displayName: displayName)
+    }
+
+    /// BuildKit refuses an empty Dockerfile before parsing it (a file of only comments has no instructions,
+    /// which the parser refuses).
+    static func parseDockerfile(_ bytes: [UInt8], displayName: String) throws -> Dockerfile {
+        guard !bytes.isEmpty else {
+            throw DockerfileError(file: displayName, line: 1, message: "the Dockerfile cannot be empty")
+        }
+        return try DockerfileParser.parse(bytes, file: displayName)
     }
 
     /// The Dockerfile's path as provenance records it: relative to the context when inside it (host paths

@@ -39,7 +39,8 @@ public struct BuildPlan: Sendable {
     public var stages: [PlannedStage]
     /// Global ARGs (before the first FROM) with their values after build-arg overrides, in order.
     public var globalArguments: [(name: String, value: String?)]
-    /// Predefined platform ARGs (TARGETPLATFORM, BUILDARCH, …) for this plan's platform.
+    /// Predefined ARGs: the platform ones (TARGETPLATFORM, BUILDARCH, …) for this plan's platform, and
+    /// TARGETSTAGE.
     public var predefinedArguments: [String: String]
     public var target: Int
     public var buildOrder: [Int]
@@ -55,11 +56,30 @@ public struct Planner {
     public var predefinedArguments: [String: String]
     private let lexer: ShellLexer
 
-    /// Build args that RUN may see without an ARG (BuildKit's predefined proxy args).
-    public static let proxyArgumentNames: Set<String> = [
-        "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
-        "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
-    ]
+    /// Build args that RUN sees without an ARG (BuildKit's predefined proxy args), in the order BuildKit
+    /// exports them.
+    static let proxyNames = ["http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"]
+
+    /// Whether a build arg is a proxy arg: its name is one of `proxyNames` in any case (Go's EqualFold,
+    /// under which `ſ` is an `s`).
+    static func proxyName(of argument: String) -> String? {
+        let folded = String(argument.unicodeScalars.map { $0 == "\u{17F}" ? "s" : Character($0) }).lowercased()
+        return proxyNames.contains(folded) ? folded : nil
+    }
+
+    /// The proxy variables of a RUN step, as BuildKit sets them: for each proxy name, the value of the last
+    /// build arg (in byte order of names) that is that name in any case, exported in upper and lower case
+    /// (`HTTP_PROXY=v`, `http_proxy=v`); empty values are not exported.
+    public static func proxyEnvironment(_ buildArguments: [String: String]) -> [String] {
+        var values: [String: String] = [:]
+        for name in buildArguments.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
+            if let proxy = proxyName(of: name) { values[proxy] = buildArguments[name] }
+        }
+        return proxyNames.flatMap { proxy -> [String] in
+            guard let value = values[proxy], !value.isEmpty else { return [] }
+            return ["\(proxy.uppercased())=\(value)", "\(proxy)=\(value)"]
+        }
+    }
 
     public init(dockerfile: Dockerfile, buildArguments: [String: String], predefinedArguments: [String: String]) {
         self.dockerfile = dockerfile
@@ -70,6 +90,13 @@ public struct Planner {
 
     public func plan(target: String?) throws -> BuildPlan {
         let file = dockerfile.file
+        // BuildKit's TARGETSTAGE: the target as given, else the last stage's name, else `default`.
+        var predefinedArguments = self.predefinedArguments
+        var lastStageName: String?
+        for instruction in dockerfile.instructions {
+            if case .from(let from) = instruction.kind { lastStageName = from.stageName?.lowercased() }
+        }
+        predefinedArguments["TARGETSTAGE"] = target ?? lastStageName ?? "default"
         var globals: [(name: String, value: String?)] = []
         var stages: [PlannedStage] = []
         var usedArguments = Set<String>()
@@ -271,7 +298,7 @@ public struct Planner {
         for index in order { usedArguments.formUnion(argumentsByStage[index] ?? []) }
 
         let unused = buildArguments.keys.filter {
-            !usedArguments.contains($0) && !Self.proxyArgumentNames.contains($0)
+            !usedArguments.contains($0) && Self.proxyName(of: $0) == nil
         }.sorted()
         return BuildPlan(
             file: file, escape: dockerfile.directives.escape, stages: stages, globalArguments: globals,

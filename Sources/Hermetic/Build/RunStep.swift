@@ -64,15 +64,21 @@ extension StageExecutor {
         // The command line.
         let shell = container.shell ?? ["/bin/sh", "-c"]
         var argv: [String]
+        var devPipes: String?
         switch run.command {
         case .exec(let arguments):
             argv = arguments
         case .shell(let text):
-            let words = InstructionBuilder.whitespaceWords(text)
-            let markerOnly =
-                words.count == 1 && InstructionBuilder(file: file, escape: plan.escape).heredocMarker(words[0]) != nil
+            // BuildKit runs the body as the script when the whole command is one heredoc word (`<< EOF` too).
+            let markerOnly = InstructionBuilder(file: file, escape: plan.escape).heredocMarker(text) != nil
             if run.heredocs.count == 1, let only = run.heredocs.first, markerOnly {
-                argv = shell + [only.content]  // `RUN <<EOF`: the body is the script
+                if only.content.hasPrefix("#!") {
+                    // As BuildKit: a `#!` body becomes /dev/pipes/NAME (0755, mounted read-only), run as a file.
+                    devPipes = try inlineScript(only, line: line)
+                    argv = shell + ["/dev/pipes/" + only.name]
+                } else {
+                    argv = shell + [only.content]  // `RUN <<EOF`: the body is the script
+                }
             } else if !run.heredocs.isEmpty {
                 // `RUN cmd <<EOF`: the shell itself reads the heredocs.
                 argv = shell + [text + "\n" + run.heredocs.map { $0.content + $0.name + "\n" }.joined()]
@@ -90,11 +96,15 @@ extension StageExecutor {
             environment.append("\(argument.name)=\(value)")
             names.insert(argument.name)
         }
-        for name in Planner.proxyArgumentNames.sorted() where !names.contains(name) {
-            if let value = buildArguments[name] {
-                environment.append("\(name)=\(value)")
-                names.insert(name)
+        // BuildKit appends the proxy variables after the step's own; the runtime keeps the last of a name.
+        for entry in Planner.proxyEnvironment(buildArguments) {
+            let name = String(entry.prefix { $0 != "=" })
+            if let index = environment.firstIndex(where: { $0.hasPrefix(name + "=") }) {
+                environment[index] = entry
+            } else {
+                environment.append(entry)
             }
+            names.insert(name)
         }
         if !names.contains("PATH") { environment.append(Self.defaultPath) }
         if !names.contains("SOURCE_DATE_EPOCH") { environment.append("SOURCE_DATE_EPOCH=\(sourceDateEpoch)") }
@@ -199,7 +209,7 @@ extension StageExecutor {
         let plan = SandboxPlan(
             rootLayers: [state.rootfs], upperDirectory: upper, workDirectory: work, argv: argv,
             environment: environment, uid: uid, gid: gid, groups: groups, workingDirectory: workingDirectory,
-            hostname: "buildkitsandbox", network: network, mounts: mounts,
+            hostname: "buildkitsandbox", network: network, mounts: mounts, devPipes: devPipes,
             timeoutSeconds: runOptions.stepTimeoutSeconds)
         let secretValues = SecretTaint(secrets: runOptions.secrets, environment: runOptions.environment).values()
         let relay = try StepOutputRelay(
@@ -378,6 +388,19 @@ extension StageExecutor {
             }
             return Array(value.utf8)
         }
+    }
+
+    /// The directory for /dev/pipes holding a `RUN <<NAME` script as the file NAME (mode 0755), in the
+    /// workspace (removed with it), never in a layer.
+    private mutating func inlineScript(_ heredoc: Heredoc, line: Int) throws -> String {
+        guard !heredoc.name.contains("/"), heredoc.name != ".", heredoc.name != ".." else {
+            throw DockerfileError(
+                file: file, line: line, message: "RUN <<\(heredoc.name): the heredoc name is not a file name")
+        }
+        let directory = try nextDirectory("script")
+        chmod(directory, 0o755)  // the builder's umask must not hide it from a non-root USER
+        try FileSystem.writeAtomically(Array(heredoc.content.utf8), to: directory + "/" + heredoc.name, mode: 0o755)
+        return directory
     }
 
     /// Secrets are written to a private directory of the workspace (removed with it), never into a layer.

@@ -112,6 +112,12 @@ struct StageExecutor {
                         file: file, line: stage.from.range.start.line,
                         message: "ONBUILD trigger of the base image: \(error.message)")
                 }
+                // A trigger is one instruction (with its heredocs), as BuildKit requires.
+                guard parsed.instructions.count == 1 else {
+                    throw DockerfileError(
+                        file: file, line: stage.from.range.start.line,
+                        message: "ONBUILD trigger of the base image: onbuild trigger should be a single expression")
+                }
                 for var instruction in parsed.instructions {
                     instruction.range = stage.from.range
                     switch instruction.kind {
@@ -328,10 +334,11 @@ struct StageExecutor {
             guard Self.isValidSignal(signal) else { throw fail(instruction, "invalid STOPSIGNAL \"\(signal)\"") }
             container.stopSignal = signal
         case .cmd(let form):
-            container.cmd = Self.commandLine(form, shell: container.shell)
+            // `CMD []` clears the command: BuildKit stores an empty list, which the config leaves out.
+            container.cmd = Self.commandLine(form, shell: container.shell).nilIfEmpty
             state.commandSet = true
         case .entrypoint(let form):
-            container.entrypoint = Self.commandLine(form, shell: container.shell)
+            container.entrypoint = Self.commandLine(form, shell: container.shell).nilIfEmpty
             if !state.commandSet { container.cmd = nil }
         case .shell(let shell):
             guard !shell.isEmpty else { throw fail(instruction, "SHELL requires at least one argument") }
@@ -504,4 +511,9 @@ struct StageExecutor {
         if name.hasPrefix("RTMIN") || name.hasPrefix("RTMAX") { return true }
         return false
     }
+}
+
+extension Array {
+    /// nil for an empty array (a config field that `omitempty` leaves out).
+    var nilIfEmpty: [Element]? { isEmpty ? nil : self }
 }

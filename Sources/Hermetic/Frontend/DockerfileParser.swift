@@ -15,6 +15,10 @@ public enum DockerfileParser {
                 try InstructionBuilder(file: file, escape: directives.escape)
                     .build(logical, heredocReader: &reader))
         }
+        guard !instructions.isEmpty else {
+            // BuildKit's parser, at the line it stopped on.
+            throw DockerfileError(file: file, line: max(1, reader.lineCount), message: "file with no instructions")
+        }
         return Dockerfile(file: file, directives: directives, instructions: instructions)
     }
 }
@@ -147,14 +151,14 @@ struct LineReader {
         return String(text[..<text.index(before: end)])
     }
 
-    /// Reads a heredoc body up to its terminator line; returns the body and advances past it.
+    /// Reads a heredoc body up to its terminator line (for `<<-`, one with leading tabs too); returns the
+    /// body as written and advances past it.
     mutating func readHeredoc(name: String, chomp: Bool, instructionLine: Int) throws(DockerfileError) -> String {
         var body = ""
         while position < lines.count {
-            var line = lines[position]
+            let line = lines[position]
             position += 1
-            if chomp { line = String(line.drop { $0 == "\t" }) }
-            if line == name { return body }
+            if (chomp ? String(line.drop { $0 == "\t" }) : line) == name { return body }
             body += line + "\n"
             guard body.utf8.count <= DockerfileLimits.maximumFileSize else { break }
         }
@@ -162,4 +166,5 @@ struct LineReader {
     }
 
     var currentLine: Int { position }
+    var lineCount: Int { lines.count }
 }

@@ -1,6 +1,6 @@
 /// Which parts of each instruction are expanded, as BuildKit does: ADD/COPY (sources, destination and
 /// the --from, --chown, --chmod, --exclude, --checksum values; heredoc bodies when the delimiter was not
-/// quoted), ENV and LABEL (keys and values), ARG (names and defaults), EXPOSE, FROM (image and
+/// quoted), ENV and LABEL (keys and values), ARG (names and defaults), EXPOSE (into words), FROM (image and
 /// --platform), STOPSIGNAL, USER, VOLUME and WORKDIR. RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, ONBUILD and
 /// MAINTAINER are left as written (the shell, or a later build, expands them).
 extension Instruction {
@@ -34,7 +34,17 @@ extension Instruction {
                 })
         case .env(let list): copy.kind = .env(try pairs(list))
         case .label(let list): copy.kind = .label(try pairs(list))
-        case .expose(let ports): copy.kind = .expose(try ports.map(word))
+        case .expose(let ports):
+            // BuildKit splits each EXPOSE argument into words after expanding it (`$PORTS` may hold several).
+            var words: [String] = []
+            for port in ports {
+                do {
+                    words += try lexer.processWords(port, lookup: lookup)
+                } catch {
+                    throw DockerfileError(file: file, line: line, message: "\(error)")
+                }
+            }
+            copy.kind = .expose(words)
         case .volume(let paths): copy.kind = .volume(try paths.map(word))
         case .stopSignal(let value): copy.kind = .stopSignal(try word(value))
         case .user(let value): copy.kind = .user(try word(value))
@@ -54,7 +64,7 @@ extension Instruction {
                 guard heredoc.expand else { return heredoc }
                 var expanded = heredoc
                 do {
-                    expanded.content = try lexer.processHeredoc(heredoc.content, lookup: lookup)
+                    expanded.content = try ShellLexer.processHeredoc(heredoc.content, lookup: lookup)
                 } catch {
                     throw DockerfileError(file: file, line: line, message: "\(error)")
                 }

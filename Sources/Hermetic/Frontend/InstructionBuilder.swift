@@ -55,26 +55,60 @@ struct InstructionBuilder {
         }
         let flags = try extractFlags(&rest, keyword: keyword, line: line)
         var heredocs: [Heredoc] = []
-        if ["run", "copy", "add"].contains(keyword) {
-            for marker in heredocMarkers(in: rest) {
+        // Bodies as written (`<<-` tabs kept), for an ONBUILD trigger's text.
+        var writtenBodies: [String] = []
+        if canContainHeredoc(keyword: keyword, rest: rest) {
+            let markers: [HeredocMarker]
+            do {
+                markers = try Self.heredocMarkers(inLine: text)
+            } catch {
+                throw fail(line, "\(error)")
+            }
+            for marker in markers {
                 let body = try heredocReader.readHeredoc(name: marker.name, chomp: marker.chomp, instructionLine: line)
+                writtenBodies.append(body)
                 heredocs.append(
                     Heredoc(
-                        name: marker.name, content: body, expand: marker.expand, chomp: marker.chomp,
-                        fileDescriptor: marker.fileDescriptor))
+                        name: marker.name, content: marker.chomp ? Self.removingLeadingTabs(body) : body,
+                        expand: marker.expand, chomp: marker.chomp, fileDescriptor: marker.fileDescriptor))
             }
         }
         let range = SourceRange(
             start: SourcePosition(line: line, column: 1),
             end: SourcePosition(line: max(line, heredocReader.currentLine), column: 1))
         let originalWithFlags = text.trimmingCharacters(in: .whitespaces)
-        let kind = try makeKind(keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, line: line)
+        let kind = try makeKind(
+            keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, writtenBodies: writtenBodies, line: line)
         return Instruction(kind: kind, range: range, original: originalWithFlags)
     }
 
-    private func makeKind(keyword: String, rest: String, flags: Flags, heredocs: [Heredoc], line: Int)
-        throws(DockerfileError) -> InstructionKind
-    {
+    /// BuildKit reads heredocs for the shell forms of RUN, COPY and ADD, and of those as ONBUILD triggers.
+    private func canContainHeredoc(keyword: String, rest: String) -> Bool {
+        var keyword = keyword
+        var rest = rest
+        if keyword == "onbuild" {
+            let trigger = rest.drop { $0.isWhitespace }
+            let triggerKeyword = trigger.prefix { !$0.isWhitespace }
+            keyword = triggerKeyword.lowercased()
+            rest = String(trigger.dropFirst(triggerKeyword.count).drop { $0.isWhitespace })
+            while rest.hasPrefix("--") {
+                let word = Self.firstQuotedWord(rest, escape: escape)
+                rest = String(rest.dropFirst(word.count).drop { $0.isWhitespace })
+                if word == "--" { break }
+            }
+        }
+        return ["run", "copy", "add"].contains(keyword) && !isJSONForm(rest)
+    }
+
+    /// `<<-`: leading tabs go from every line of the body (BuildKit's ChompHeredocContent).
+    static func removingLeadingTabs(_ body: String) -> String {
+        body.split(separator: "\n", omittingEmptySubsequences: false).map { $0.drop { $0 == "\t" } }
+            .joined(separator: "\n")
+    }
+
+    private func makeKind(
+        keyword: String, rest: String, flags: Flags, heredocs: [Heredoc], writtenBodies: [String], line: Int
+    ) throws(DockerfileError) -> InstructionKind {
         let upper = keyword.uppercased()
         switch keyword {
         case "from":
@@ -148,7 +182,10 @@ struct InstructionBuilder {
         case "healthcheck":
             return .healthcheck(try healthcheck(rest, flags: flags, line: line))
         case "onbuild":
-            let trigger = rest.trimmingCharacters(in: .whitespaces)
+            // As BuildKit's parseOnBuild: a trigger with heredocs carries them, each as "\n" + body + name.
+            let trigger =
+                rest.trimmingCharacters(in: .whitespaces)
+                + zip(heredocs, writtenBodies).map { "\n" + $1 + $0.name }.joined()
             let triggerKeyword = String(trigger.prefix { !$0.isWhitespace }).uppercased()
             guard !trigger.isEmpty else { throw fail(line, "ONBUILD requires at least one argument") }
             switch triggerKeyword {
@@ -177,9 +214,14 @@ struct InstructionBuilder {
     {
         let upper = keyword.uppercased()
         var words: [String]
+        if let last = (try jsonList(rest, line: line) ?? Self.whitespaceWords(rest)).last, heredocMarker(last) != nil {
+            throw fail(line, "\(upper) cannot accept a heredoc as a destination")
+        }
         if heredocs.isEmpty {
             words = try jsonList(rest, line: line) ?? Self.whitespaceWords(rest)
         } else {
+            // BuildKit looks for heredocs again in the whitespace-split arguments: `<<eo'f'` is the source
+            // named `eof`, while `<< EOF` (two words) names the files `<<` and `EOF`.
             words = Self.whitespaceWords(rest).map { word in
                 heredocMarker(word)?.name ?? word
             }
@@ -237,6 +279,8 @@ struct InstructionBuilder {
             let command = String(rest.drop { !$0.isWhitespace }.drop { $0.isWhitespace })
             guard !command.isEmpty else { throw fail(line, "Missing command after HEALTHCHECK CMD") }
             result.command = try commandForm(command, line: line)
+            // BuildKit checks durations and retries when it parses the instruction, in every stage.
+            _ = try HealthcheckConversion.config(result, shell: nil, line: line, file: file)
             return result
         default:
             throw fail(line, "Unknown type \"\(first)\" in HEALTHCHECK (try CMD)")
@@ -386,6 +430,11 @@ struct InstructionBuilder {
         return words
     }
 
+    /// BuildKit looks for heredocs only in the shell form.
+    private func isJSONForm(_ text: String) -> Bool {
+        ((try? jsonList(text, line: 0)) ?? nil) != nil
+    }
+
     private func commandForm(_ text: String, line: Int) throws(DockerfileError) -> CommandForm {
         if let list = try jsonList(text, line: line) { return .exec(list) }
         return .shell(text)
@@ -398,39 +447,49 @@ struct InstructionBuilder {
         var fileDescriptor: Int?
     }
 
-    /// `[n]<<[-]NAME`, `<<"NAME"`, `<<'NAME'` as a whole word.
-    func heredocMarker(_ word: String) -> HeredocMarker? {
-        let digits = word.prefix { $0.isASCII && $0.isNumber }
-        var rest = word.dropFirst(digits.count)
-        guard rest.hasPrefix("<<") else { return nil }
+    /// BuildKit's `ParseHeredoc`: a word matching `^(\d*)<<(-?)\s*([^<]*)$` whose rest lexes to exactly one
+    /// word is a heredoc named by that word (`<<eo'f'` is `eof`, `<<eo\'f` is `eo'f`, `<<'one two'` is
+    /// `one two`, `<< -EOF` is `-EOF`). Its body is expanded unless part of the rest was quoted: the rest is
+    /// lexed with and without keeping quotes, and the quote counts differ exactly when a quote quoted
+    /// something (an escaped quote counts the same both ways).
+    static func parseHeredoc(_ word: String) throws -> HeredocMarker? {
+        var rest = Substring(word).unicodeScalars
+        let digits = String(String.UnicodeScalarView(rest.prefix { ("0"..."9").contains($0) }))
+        rest = rest.dropFirst(digits.unicodeScalars.count)
+        guard rest.starts(with: "<<".unicodeScalars) else { return nil }
         rest = rest.dropFirst(2)
-        let chomp = rest.hasPrefix("-")
+        let chomp = rest.first == "-"
         if chomp { rest = rest.dropFirst() }
-        var expand = true
-        var name = String(rest)
-        if let first = name.first, first == "\"" || first == "'" {
-            guard name.count >= 2, name.last == first else { return nil }
-            name = String(name.dropFirst().dropLast())
-            expand = false
+        rest = rest.drop { [" ", "\t", "\n", "\r", "\u{0C}"].contains($0) }  // RE2's \s
+        guard !rest.isEmpty, !rest.contains("<") else { return nil }
+        let text = String(String.UnicodeScalarView(rest))
+        let lookup: (String) -> String? = { _ in nil }
+        let words = try ShellLexer(escape: "\\", mode: .init(skipUnsetEnv: true)).processWords(text, lookup: lookup)
+        guard words.count == 1, let name = words.first else { return nil }
+        let raw = try ShellLexer(escape: "\\", mode: .init(rawQuotes: true, skipUnsetEnv: true))
+            .processWords(text, lookup: lookup)
+        guard raw.count == 1, let rawName = raw.first else {
+            throw ShellLexer.ExpansionError(
+                description: "internal lexing of heredoc produced inconsistent results: \(text)")
         }
-        guard !name.isEmpty, name.allSatisfy({ !$0.isWhitespace && $0 != "<" && $0 != "\"" && $0 != "'" }) else {
-            return nil
-        }
+        func quotes(_ s: String) -> Int { s.unicodeScalars.filter { $0 == "'" || $0 == "\"" }.count }
         return HeredocMarker(
-            name: name, chomp: chomp, expand: expand, fileDescriptor: digits.isEmpty ? nil : Int(digits))
+            name: name, chomp: chomp, expand: quotes(name) == quotes(rawName),
+            fileDescriptor: digits.isEmpty ? nil : Int(digits))
     }
 
-    /// Heredoc markers among the instruction's words (quoted words are never markers).
-    func heredocMarkers(in text: String) -> [HeredocMarker] {
-        var markers: [HeredocMarker] = []
-        var rest = Substring(text)
-        while true {
-            rest = rest.drop { $0.isWhitespace }
-            if rest.isEmpty { break }
-            let word = Self.firstQuotedWord(String(rest), escape: escape)
-            rest = rest.dropFirst(max(word.count, 1))
-            if let marker = heredocMarker(word) { markers.append(marker) }
-        }
-        return markers
+    /// `parseHeredoc`, with a word that cannot be lexed taken as no heredoc (BuildKit's `MustParseHeredoc`).
+    func heredocMarker(_ word: String) -> HeredocMarker? {
+        (try? Self.parseHeredoc(word)) ?? nil
+    }
+
+    /// BuildKit's `heredocsFromLine`: the heredocs among the words of the whole instruction line, split by a
+    /// lexer that keeps quotes, escapes and unset variables as written and whose escape is always `\`. A
+    /// line it cannot split (an unterminated quote) has no heredocs.
+    static func heredocMarkers(inLine line: String) throws -> [HeredocMarker] {
+        guard line.contains("<<") else { return [] }
+        let lexer = ShellLexer(escape: "\\", mode: .init(rawQuotes: true, rawEscapes: true, skipUnsetEnv: true))
+        guard let words = try? lexer.processWords(line, lookup: { _ in nil }) else { return [] }
+        return try words.compactMap { try parseHeredoc($0) }
     }
 }

@@ -1,15 +1,38 @@
-/// Variable expansion and quote removal as BuildKit's shell lexer does it (a subset of POSIX shell word
-/// expansion): `$v`, `${v}`, `${v:-w}`, `${v-w}`, `${v:+w}`, `${v+w}`, `${v:?m}`, `${v?m}`, `${v#p}`, `${v##p}`,
-/// `${v%p}`, `${v%%p}`, `${v/p/r}`, `${v//p/r}`; single quotes (literal), double quotes (expansion, the
-/// escape character escapes `"`, `$` and itself), and the escape character outside quotes. Unset variables
-/// expand to nothing. Bounded: nesting depth and output size are capped.
+/// Variable expansion and quote removal as BuildKit's shell lexer (frontend/dockerfile/shell/lex.go) does it, a
+/// subset of POSIX shell word expansion: `$v`, `${v}`, `${v:-w}`, `${v-w}`, `${v:+w}`, `${v+w}`, `${v:?m}`,
+/// `${v?m}`, `${v#p}`, `${v##p}`, `${v%p}`, `${v%%p}` (also written `${v:#p}`…), `${v/p/r}`, `${v//p/r}`;
+/// names are Unicode letters, digits and `_`, or digits alone (`$12`), or one special parameter (`$#`, `${@}`,
+/// `$0`…); single quotes (literal), double quotes (expansion, the escape character escapes `"`, `$` and
+/// itself), and the escape character outside quotes. Unset variables expand to nothing. Bounded: nesting
+/// depth and output size are capped.
 public struct ShellLexer: Sendable {
     public let escape: Character
+    let mode: Mode
+    /// The escape as the one scalar the lexer compares (the directive allows only `\` and a backtick).
+    private var escapeScalar: Unicode.Scalar { escape.unicodeScalars.first ?? "\\" }
     static let maximumDepth = 64
     static let maximumOutput = 1 << 20
 
+    /// BuildKit's `Lex` switches. Instructions use none; the parser's heredoc detection and heredoc bodies
+    /// use lexers of their own with some of them on.
+    struct Mode: Sendable {
+        /// Quotes stay in the result (and still group words).
+        var rawQuotes = false
+        /// Escape characters stay in the result at the top level (they still escape).
+        var rawEscapes = false
+        /// An unset variable stays as written (`$X`, `${X}`, `${X:-w}`) instead of expanding to nothing.
+        var skipUnsetEnv = false
+        /// Quotes are ordinary characters.
+        var skipProcessQuotes = false
+    }
+
     public init(escape: Character) {
+        self.init(escape: escape, mode: Mode())
+    }
+
+    init(escape: Character, mode: Mode) {
         self.escape = escape
+        self.mode = mode
     }
 
     public struct ExpansionError: Error, CustomStringConvertible {
@@ -18,31 +41,34 @@ public struct ShellLexer: Sendable {
 
     /// One word: expansions done, quotes removed.
     public func processWord(_ word: String, lookup: (String) -> String?) throws -> String {
-        var scanner = Scanner(Array(word))
-        return try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, keepQuotes: false)
+        var scanner = Scanner(word)
+        return try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, rawEscapes: mode.rawEscapes)
     }
 
     /// Several words, split on unquoted blanks (including blanks that unquoted expansions produce).
     public func processWords(_ text: String, lookup: (String) -> String?) throws -> [String] {
-        var scanner = Scanner(Array(text))
+        var scanner = Scanner(text)
         var words = WordCollector()
-        _ = try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: &words, keepQuotes: false)
+        _ = try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: &words, rawEscapes: mode.rawEscapes)
         return words.finish()
     }
 
-    /// Heredoc bodies: expansions done, quotes left as written.
-    public func processHeredoc(_ text: String, lookup: (String) -> String?) throws -> String {
-        var scanner = Scanner(Array(text))
-        return try process(&scanner, stopAt: nil, depth: 0, lookup: lookup, words: nil, keepQuotes: true)
+    /// Heredoc bodies of COPY/ADD: expansions done, quotes are ordinary characters, and the escape character
+    /// escapes the next character as anywhere else (`\\` gives `\`, `\$` gives `$`, `\` before a newline is
+    /// dropped). BuildKit expands them with a lexer of its own whose escape is always `\`, whatever the
+    /// `# escape=` directive says (its `SkipProcessQuotes` mode).
+    public static func processHeredoc(_ text: String, lookup: (String) -> String?) throws -> String {
+        try ShellLexer(escape: "\\", mode: Mode(skipProcessQuotes: true)).processWord(text, lookup: lookup)
     }
 
+    /// Unicode scalars, as Go's text/scanner reads runes (so `é` written as e + U+0301 is two of them).
     struct Scanner {
-        let chars: [Character]
+        let chars: [Unicode.Scalar]
         var index = 0
-        init(_ chars: [Character]) { self.chars = chars }
+        init(_ text: String) { self.chars = Array(text.unicodeScalars) }
         var atEnd: Bool { index >= chars.count }
-        func peek(_ offset: Int = 0) -> Character? { index + offset < chars.count ? chars[index + offset] : nil }
-        mutating func next() -> Character? {
+        func peek(_ offset: Int = 0) -> Unicode.Scalar? { index + offset < chars.count ? chars[index + offset] : nil }
+        mutating func next() -> Unicode.Scalar? {
             guard index < chars.count else { return nil }
             defer { index += 1 }
             return chars[index]
@@ -58,8 +84,8 @@ public struct ShellLexer: Sendable {
             inWord = true
         }
         mutating func appendSplitting(_ text: String) {
-            for ch in text {
-                if ch.isWhitespace { boundary() } else { append(String(ch)) }
+            for ch in text.unicodeScalars {
+                if ch.properties.isWhitespace { boundary() } else { append(String(ch)) }
             }
         }
         mutating func markWord() { inWord = true }
@@ -82,8 +108,8 @@ public struct ShellLexer: Sendable {
     }
 
     private func process(
-        _ s: inout Scanner, stopAt stop: Character?, depth: Int, lookup: (String) -> String?,
-        words: UnsafeMutablePointer<WordCollector>?, keepQuotes: Bool, rawEscapes: Bool = false
+        _ s: inout Scanner, stopAt stop: Unicode.Scalar?, depth: Int, lookup: (String) -> String?,
+        words: UnsafeMutablePointer<WordCollector>?, rawEscapes: Bool
     ) throws -> String {
         guard depth < Self.maximumDepth else {
             throw ExpansionError(description: "variable expansion nested more than \(Self.maximumDepth) deep")
@@ -97,51 +123,57 @@ public struct ShellLexer: Sendable {
         }
         while let ch = s.peek() {
             if let stop, ch == stop { break }
-            if words != nil, ch.isWhitespace {
+            if words != nil, ch.properties.isWhitespace {
                 _ = s.next()
-                result.append(ch)
+                result.unicodeScalars.append(ch)
                 words?.pointee.boundary()
                 continue
             }
-            if ch == "'" && !keepQuotes {
+            if ch == "'" && !mode.skipProcessQuotes {
                 _ = s.next()
-                var literal = ""
+                var literal = mode.rawQuotes ? "'" : ""
                 var closed = false
                 while let c = s.next() {
                     if c == "'" {
                         closed = true
                         break
                     }
-                    literal.append(c)
+                    literal.unicodeScalars.append(c)
                 }
                 guard closed else {
                     throw ExpansionError(
                         description: "unexpected end of statement while looking for matching single-quote")
                 }
+                if mode.rawQuotes { literal.append("'") }
                 words?.pointee.markWord()
                 emit(literal)
-            } else if ch == "\"" && !keepQuotes {
+            } else if ch == "\"" && !mode.skipProcessQuotes {
                 _ = s.next()
                 words?.pointee.markWord()
                 emit(try doubleQuoted(&s, depth: depth, lookup: lookup, rawEscapes: rawEscapes))
             } else if ch == "$" {
                 _ = s.next()
                 emit(try dollar(&s, depth: depth, lookup: lookup), splitting: true)
-            } else if ch == escape {
+            } else if ch == "<" {
+                // BuildKit keeps the blanks after an unquoted `<<` in its word, so `<< EOF` is one word (a
+                // heredoc delimiter) when words are split.
                 _ = s.next()
-                if keepQuotes {
-                    // Heredoc bodies: only an escaped `$` loses its escape; everything else stays as written.
-                    if s.peek() == "$" {
+                var text = "<"
+                if s.peek() == "<" {
+                    _ = s.next()
+                    text = "<<"
+                    while let c = s.peek(), c == " " || c == "\t" || c == "\r" {
+                        text.unicodeScalars.append(c)
                         _ = s.next()
-                        emit("$")
-                    } else {
-                        emit(String(ch))
                     }
-                } else if let escaped = s.next() {
-                    // Patterns keep their escapes for the matcher (`${v%\*}` removes a literal `*`).
-                    emit(rawEscapes ? String(ch) + String(escaped) : String(escaped))
                 }
-                // A lone escape at the very end is dropped, as BuildKit does.
+                emit(text)
+            } else if ch == escapeScalar {
+                _ = s.next()
+                // Patterns keep their escapes for the matcher (`${v%\*}` removes a literal `*`); so does
+                // heredoc detection, even for a lone escape at the very end (otherwise dropped, as BuildKit does).
+                if rawEscapes { emit(String(ch)) }
+                if let escaped = s.next() { emit(String(escaped)) }
             } else {
                 _ = s.next()
                 emit(String(ch))
@@ -154,84 +186,112 @@ public struct ShellLexer: Sendable {
     private func doubleQuoted(_ s: inout Scanner, depth: Int, lookup: (String) -> String?, rawEscapes: Bool = false)
         throws -> String
     {
-        var result = ""
+        var result = mode.rawQuotes ? "\"" : ""
         while let ch = s.next() {
-            if ch == "\"" { return result }
+            if ch == "\"" { return mode.rawQuotes ? result + "\"" : result }
             if ch == "$" {
                 result += try dollar(&s, depth: depth, lookup: lookup)
-            } else if ch == escape {
-                if let next = s.peek(), next == "\"" || next == "$" || next == escape {
+            } else if ch == escapeScalar {
+                // As BuildKit: a kept escape is written, then the escaped character, or the escape again when
+                // it escapes nothing (so `"\a"` keeps two backslashes when escapes are kept).
+                if rawEscapes { result.unicodeScalars.append(ch) }
+                if let next = s.peek(), next == "\"" || next == "$" || next == escapeScalar {
                     _ = s.next()
-                    if rawEscapes { result.append(ch) }
-                    result.append(next)
+                    result.unicodeScalars.append(next)
                 } else {
-                    result.append(ch)
+                    result.unicodeScalars.append(ch)
                 }
             } else {
-                result.append(ch)
+                result.unicodeScalars.append(ch)
             }
             try check(result)
         }
         throw ExpansionError(description: "unterminated quoted string")
     }
 
-    static let specialParameters: Set<Character> = ["@", "*", "#", "?", "-", "$", "!"]
+    /// BuildKit's special parameters: one-character names (`$#`, `${@}`, `$0`…), all normally unset.
+    static let specialParameters: Set<Unicode.Scalar> = ["@", "*", "#", "?", "-", "$", "!", "0"]
 
-    private static func isNameCharacter(_ c: Character) -> Bool {
-        c.isASCII && (c.isLetter || c.isNumber || c == "_")
+    /// Go's unicode.IsLetter and unicode.IsDigit.
+    private static func isLetter(_ c: Unicode.Scalar) -> Bool {
+        switch c.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: true
+        default: false
+        }
+    }
+
+    private static func isDigit(_ c: Unicode.Scalar) -> Bool { c.properties.generalCategory == .decimalNumber }
+
+    /// BuildKit's processName: digits (`$12`), one special parameter, or letters, digits and `_` (Unicode
+    /// letters and digits, as Go's). Empty when none of these follows.
+    private static func name(_ s: inout Scanner) -> String {
+        var name = ""
+        while let c = s.peek() {
+            if name.isEmpty && isDigit(c) {
+                while let d = s.peek(), isDigit(d) {
+                    name.unicodeScalars.append(d)
+                    _ = s.next()
+                }
+                return name
+            }
+            if name.isEmpty && specialParameters.contains(c) {
+                _ = s.next()
+                return String(c)
+            }
+            guard isLetter(c) || isDigit(c) || c == "_" else { break }
+            name.unicodeScalars.append(c)
+            _ = s.next()
+        }
+        return name
     }
 
     private func dollar(_ s: inout Scanner, depth: Int, lookup: (String) -> String?) throws -> String {
-        guard let first = s.peek() else { return "$" }
-        if first != "{" {
-            // BuildKit reads `$12` as the name "12" and `$@`, `$*`, `$#`, `$?`, `$-`, `$$`, `$!` as one-character
-            // names (all normally unset, so they expand to nothing).
-            if Self.specialParameters.contains(first) {
-                _ = s.next()
-                return lookup(String(first)) ?? ""
-            }
-            guard Self.isNameCharacter(first) else { return "$" }
-            var name = ""
-            if first.isNumber {
-                while let c = s.peek(), c.isASCII, c.isNumber {
-                    name.append(c)
-                    _ = s.next()
-                }
-            } else {
-                while let c = s.peek(), Self.isNameCharacter(c) {
-                    name.append(c)
-                    _ = s.next()
-                }
-            }
-            return lookup(name) ?? ""
+        if s.peek() != "{" {
+            let name = Self.name(&s)
+            if name.isEmpty { return "$" }
+            return lookup(name) ?? (mode.skipUnsetEnv ? "$" + name : "")
         }
         _ = s.next()  // {
-        var name = ""
-        while let c = s.peek(), Self.isNameCharacter(c) {
-            name.append(c)
-            _ = s.next()
+        switch s.peek() {
+        case nil: throw ExpansionError(description: "syntax error: missing '}'")
+        case "{", "}", ":": throw ExpansionError(description: "syntax error: bad substitution")
+        default: break
         }
-        guard !name.isEmpty else {
-            throw ExpansionError(description: "bad substitution: missing a variable name after ${")
-        }
+        let name = Self.name(&s)
         guard let op = s.next() else {
             throw ExpansionError(description: "bad substitution: missing } after ${\(name)")
         }
-        if op == "}" { return lookup(name) ?? "" }
+        if op == "}" { return lookup(name) ?? (mode.skipUnsetEnv ? "${\(name)}" : "") }
         let value = lookup(name)
         func word(rawEscapes: Bool = false) throws -> String {
             let w = try process(
-                &s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
-                rawEscapes: rawEscapes)
+                &s, stopAt: "}", depth: depth + 1, lookup: lookup, words: nil, rawEscapes: rawEscapes)
             guard s.next() == "}" else {
                 throw ExpansionError(description: "bad substitution: missing } in ${\(name)…")
             }
             return w
         }
+        // With `skipUnsetEnv`, an unset variable's expression is given back with its word expanded.
+        func unset(_ modifier: String, _ word: String) -> String? {
+            mode.skipUnsetEnv && value == nil ? "${\(name)\(modifier)\(word)}" : nil
+        }
+        // `#`/`%` patterns keep their escapes for the matcher; `##`/`%%` is seen after the pattern is expanded.
+        func trimmed(_ op: Unicode.Scalar, nullIsUnset: Bool) throws -> String {
+            var pattern = try word(rawEscapes: true)
+            if let kept = unset((nullIsUnset ? ":" : "") + String(op), pattern) { return kept }
+            let longest = pattern.unicodeScalars.first == op
+            if longest { pattern.unicodeScalars.removeFirst() }
+            try Self.validatePattern(pattern)
+            try Self.checkPatternInput(value, name: name)
+            return Self.trim(value ?? "", pattern: pattern, fromStart: op == "#", longest: longest)
+        }
         switch op {
         case ":":
             guard let modifier = s.next() else { throw ExpansionError(description: "bad substitution: ${\(name):") }
+            // As BuildKit: `${v:#p}` and `${v:%p}` are `${v#p}` and `${v%p}` (the colon changes nothing there).
+            if modifier == "#" || modifier == "%" { return try trimmed(modifier, nullIsUnset: true) }
             let w = try word()
+            if let kept = unset(":" + String(modifier), w) { return kept }
             let setAndNonEmpty = !(value ?? "").isEmpty
             switch modifier {
             case "-": return setAndNonEmpty ? value ?? "" : w
@@ -246,31 +306,27 @@ public struct ShellLexer: Sendable {
                 throw ExpansionError(
                     description: "unsupported modifier (\(modifier)) in substitution ${\(name):\(modifier)…}")
             }
-        case "-": let w = try word(); return value ?? w
-        case "+": let w = try word(); return value == nil ? "" : w
-        case "?":
+        case "-", "+", "?":
             let w = try word()
+            if let kept = unset(String(op), w) { return kept }
+            if op == "-" { return value ?? w }
+            if op == "+" { return value == nil ? "" : w }
             guard let value else {
                 throw ExpansionError(description: "\(name): \(w.isEmpty ? "is not allowed to be unset" : w)")
             }
             return value
         case "#", "%":
-            // As BuildKit: `##`/`%%` is seen after the pattern is expanded.
-            var pattern = try word(rawEscapes: true)
-            let longest = pattern.first == op
-            if longest { pattern.removeFirst() }
-            try Self.validatePattern(pattern)
-            try Self.checkPatternInput(value, name: name)
-            return Self.trim(value ?? "", pattern: pattern, fromStart: op == "#", longest: longest)
+            return try trimmed(op, nullIsUnset: false)
         case "/":
             let all = s.peek() == "/"
             if all { _ = s.next() }
             let pattern = try process(
-                &s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, keepQuotes: false,
-                rawEscapes: true)
+                &s, stopAt: "/", depth: depth + 1, lookup: lookup, words: nil, rawEscapes: true)
             // BuildKit requires the second `/` (`${v/p}` is an error) and keeps escapes in the replacement.
             guard s.next() == "/" else { throw ExpansionError(description: "syntax error: missing '/' in ${}") }
             let replacement = try word(rawEscapes: true)
+            // BuildKit gives back one `/` even for `//`.
+            if let kept = unset("/", pattern + "/" + replacement) { return kept }
             try Self.validatePattern(pattern)
             try Self.checkPatternInput(value, name: name)
             return Self.replace(value ?? "", pattern: pattern, with: replacement, all: all)
@@ -318,28 +374,34 @@ public struct ShellLexer: Sendable {
         return value
     }
 
+    /// BuildKit's `${v/p/r}` and `${v//p/r}` (Go regexp, greedy): the leftmost match, longest at its place,
+    /// replaced; for `//` every match after it too, including empty ones (an empty pattern puts `r` before each
+    /// character and at the end), except an empty match right where the previous match ended.
     static func replace(_ value: String, pattern: String, with replacement: String, all: Bool) -> String {
-        guard !pattern.isEmpty else { return value }
         let chars = Array(value)
         var result = ""
         var index = 0
         var replaced = false
-        while index < chars.count {
+        var lastMatchEnd = -1
+        while index <= chars.count {
             if !replaced || all {
                 var matchLength: Int?
-                for end in stride(from: chars.count, to: index, by: -1)
+                for end in stride(from: chars.count, through: index, by: -1)
                 where Glob.matches(pattern, String(chars[index..<end]), brackets: false) {
                     matchLength = end - index
                     break
                 }
-                if let length = matchLength {
+                if let length = matchLength, length > 0 || index != lastMatchEnd {
                     result += replacement
-                    index += length
                     replaced = true
-                    continue
+                    lastMatchEnd = index + length
+                    if length > 0 {
+                        index += length
+                        continue
+                    }
                 }
             }
-            result.append(chars[index])
+            if index < chars.count { result.append(chars[index]) }
             index += 1
         }
         return result

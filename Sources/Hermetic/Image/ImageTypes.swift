@@ -305,15 +305,16 @@ public struct ContainerConfig: Codable, Sendable, Hashable {
         try c.encodeIfPresent(nonEmpty(user), forKey: .user)
         if let exposedPorts, !exposedPorts.isEmpty { try c.encode(exposedPorts, forKey: .exposedPorts) }
         if let env, !env.isEmpty { try c.encode(env, forKey: .env) }
-        try c.encodeIfPresent(entrypoint, forKey: .entrypoint)
-        try c.encodeIfPresent(cmd, forKey: .cmd)
+        // Cmd, Entrypoint and Shell are `omitempty` in the image spec: `CMD []` leaves no Cmd at all.
+        if let entrypoint, !entrypoint.isEmpty { try c.encode(entrypoint, forKey: .entrypoint) }
+        if let cmd, !cmd.isEmpty { try c.encode(cmd, forKey: .cmd) }
         if let volumes, !volumes.isEmpty { try c.encode(volumes, forKey: .volumes) }
         try c.encodeIfPresent(nonEmpty(workingDir), forKey: .workingDir)
         if let labels, !labels.isEmpty { try c.encode(labels, forKey: .labels) }
         try c.encodeIfPresent(nonEmpty(stopSignal), forKey: .stopSignal)
         try c.encodeIfPresent(healthcheck, forKey: .healthcheck)
         if let onBuild, !onBuild.isEmpty { try c.encode(onBuild, forKey: .onBuild) }
-        try c.encodeIfPresent(shell, forKey: .shell)
+        if let shell, !shell.isEmpty { try c.encode(shell, forKey: .shell) }
         if argsEscaped == true { try c.encode(true, forKey: .argsEscaped) }
     }
 }
@@ -338,5 +339,29 @@ public struct HealthConfig: Codable, Sendable, Hashable {
 
     public init(test: [String]) {
         self.test = test
+    }
+
+    /// A base image written with `omitempty` may leave any field out, `Test` included.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        test = try c.decodeIfPresent([String].self, forKey: .test) ?? []
+        interval = try c.decodeIfPresent(Int64.self, forKey: .interval)
+        timeout = try c.decodeIfPresent(Int64.self, forKey: .timeout)
+        startPeriod = try c.decodeIfPresent(Int64.self, forKey: .startPeriod)
+        startInterval = try c.decodeIfPresent(Int64.self, forKey: .startInterval)
+        retries = try c.decodeIfPresent(Int.self, forKey: .retries)
+    }
+
+    /// Docker's HealthConfig fields are all `omitempty`: an empty test and zero durations or retries are left
+    /// out (a base image's zeros too).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        func nonZero<T: BinaryInteger>(_ value: T?) -> T? { value.flatMap { $0 == 0 ? nil : $0 } }
+        if !test.isEmpty { try c.encode(test, forKey: .test) }
+        try c.encodeIfPresent(nonZero(interval), forKey: .interval)
+        try c.encodeIfPresent(nonZero(timeout), forKey: .timeout)
+        try c.encodeIfPresent(nonZero(startPeriod), forKey: .startPeriod)
+        try c.encodeIfPresent(nonZero(startInterval), forKey: .startInterval)
+        try c.encodeIfPresent(nonZero(retries), forKey: .retries)
     }
 }

@@ -140,7 +140,7 @@ public struct Planner {
         guard !rawStages.isEmpty else {
             throw DockerfileError(
                 file: file, line: max(1, dockerfile.instructions.last?.range.start.line ?? 1),
-                message: "the Dockerfile has no FROM instruction")
+                message: "dockerfile contains no stages to build")
         }
 
         // Name and base each stage; FROM sees only global ARGs and the predefined platform ARGs.

@@ -276,7 +276,9 @@ import Testing
 
     @Test func minimalModeHasNoPerStepDetails() throws {
         let fixture = try Fixture()
-        try #require(try fixture.build("min", ["--provenance", "mode=min"]).status == 0)
+        try #require(try fixture.build("min", ["--provenance", "mode=min,version=v1"]).status == 0)
+        let bad = try fixture.build("bad", ["--provenance", "mode=mid"])
+        #expect(bad.status == 1 && bad.standardError.hasPrefix("error: --provenance \"mode=mid\""))
         let statement = try StoredAttestations.load(fixture.path("min")).statement()
         #expect(statement.predicate["runDetails"]?["byproducts"] == nil)
         try #require(try fixture.build("none", ["--provenance", "false"]).status == 0)

@@ -67,6 +67,34 @@ struct BuildCommand: AsyncParsableCommand {
         }
     }
 
+    /// `--provenance` as buildx takes it: `true`/`false` (Go's bool spellings), or `mode=min|max` with
+    /// optional `version=v1`, comma-separated.
+    static func provenanceMode(_ value: String?) throws(ArgumentError) -> ProvenanceMode? {
+        guard let value else { return .max }
+        func fail(_ reason: String) -> ArgumentError {
+            ArgumentError(argument: "--provenance", value: value, reason: reason)
+        }
+        switch value {
+        case "true", "1", "t", "T", "TRUE", "True": return .max
+        case "false", "0", "f", "F", "FALSE", "False": return nil
+        default: break
+        }
+        var mode = ProvenanceMode.max
+        for part in value.split(separator: ",", omittingEmptySubsequences: false) {
+            let pair = part.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2 else { throw fail("\"\(part)\" is not key=value") }
+            switch (pair[0], pair[1]) {
+            case ("mode", "max"): mode = .max
+            case ("mode", "min"): mode = .min
+            case ("mode", _): throw fail("mode must be min or max")
+            case ("version", "v1"): break
+            case ("version", _): throw fail("only version=v1 (SLSA provenance v1) is written")
+            default: throw fail("unknown key \"\(pair[0])\" (expected mode= or version=)")
+            }
+        }
+        return mode
+    }
+
     func makeOptions(environment: [String: String]) throws -> BuildOptions {
         var options = BuildOptions(contextDirectory: context)
         options.dockerfilePath = file
@@ -140,14 +168,7 @@ struct BuildCommand: AsyncParsableCommand {
             throw ArgumentError(argument: "--state-dir", value: stateDir, reason: "exists and is not a directory")
         }
         options.stateDirectory = stateDir
-        switch provenance {
-        case nil, "true", "1", "mode=max": options.provenance = .max
-        case "mode=min": options.provenance = .min
-        case "false", "0": options.provenance = nil
-        case let other?:
-            throw ArgumentError(
-                argument: "--provenance", value: other, reason: "expected mode=max, mode=min, true or false")
-        }
+        options.provenance = try Self.provenanceMode(provenance)
         options.signKeyPath = signKey
         options.attestFile = attestFile
         options.requireHermetic = requireHermetic

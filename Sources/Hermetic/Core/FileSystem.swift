@@ -36,10 +36,21 @@ public enum FileSystem {
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
-    public static func readFile(_ path: String, limit: Int) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    /// The whole of a regular file (a symlink to one is followed unless `followSymlinks` is false), at most
+    /// `limit` bytes. Anything else is refused before a byte is read: a FIFO would block the read (or the
+    /// open) forever and a device may never end.
+    public static func readFile(_ path: String, limit: Int, followSymlinks: Bool = true) throws -> [UInt8] {
+        // O_NONBLOCK: opening a FIFO with no writer would otherwise wait for one forever.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (followSymlinks ? 0 : O_NOFOLLOW))
         guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
         defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw SystemError("fstat", path: path, errno: errno) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw NotRegularFileError(path: path, mode: info.st_mode)
+        }
+        // A regular file ignores O_NONBLOCK, but clear it so reads are plainly blocking.
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         var result: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -177,4 +188,22 @@ extension FileSystem {
         }
         if let aside { removeTree(aside) }
     }
+}
+
+/// A path that had to be a regular file and is not.
+public struct NotRegularFileError: HermeticError {
+    public var path: String
+    public var mode: mode_t
+    /// What it is instead: "a FIFO", "a character device", …
+    public var kind: String {
+        switch mode & S_IFMT {
+        case S_IFIFO: "a FIFO"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFDIR: "a directory"
+        case S_IFSOCK: "a socket"
+        default: "of an unknown type"
+        }
+    }
+    public var description: String { "\(displayable(path)): not a regular file (\(kind))" }
 }

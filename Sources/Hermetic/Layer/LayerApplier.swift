@@ -90,9 +90,15 @@ public struct LayerApplier: Sendable {
         }
         let locale = UTF8ThreadLocale()
         defer { withExtendedLifetime(locale) {} }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK and the check: a blob path that is a FIFO must not block the open or the read.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 { throw SystemError("open", path: path, errno: errno) }
         defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) != 0 { throw SystemError("fstat", path: path, errno: errno) }
+        guard (UInt32(info.st_mode) & FileTypeBits.mask) == FileTypeBits.regular else {
+            throw NotRegularFileError(path: path, mode: info.st_mode)
+        }
 
         // Outer reader: decompression only (raw format), so the tar bytes can be hashed.
         let outer = try ArchiveReader(subject: path)

@@ -222,7 +222,9 @@ public struct LayerWriter: Sendable {
         case .bytes(let bytes):
             try bytes.withUnsafeBytes { try tar.writeData($0) }
         case .file(let sourcePath, let size):
-            let fd = open(sourcePath, O_RDONLY | O_CLOEXEC)
+            // O_NONBLOCK: a source swapped for a FIFO since it was planned must not block the open; the
+            // regular-file check below then refuses it (regular files ignore the flag).
+            let fd = open(sourcePath, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
             if fd < 0 { throw SystemError("open", path: sourcePath, errno: errno) }
             defer { close(fd) }
             var status = stat()

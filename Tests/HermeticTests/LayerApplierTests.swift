@@ -243,6 +243,18 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         }
     }
 
+    @Test func refusedNamesAreEscapedOnceOnOneLine() throws {
+        let sandbox = try Sandbox()
+        defer { removeTree(sandbox.base) }
+        do {
+            try sandbox.apply([RawTarEntry(name: "../a\\b\nc", data: [1])])
+            Issue.record("accepted")
+        } catch let error as LayerError {
+            #expect(error.description.contains(#"entry "../a\\b\nc" refused"#), "\(error)")
+            #expect(!error.description.contains("\n"))
+        }
+    }
+
     @Test func neutralizedEntriesStayInsideTheRoot() throws {
         let sandbox = try Sandbox()
         defer { removeTree(sandbox.base) }

@@ -232,6 +232,25 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         #expect(lstatOf(sandbox.base + "/x") == nil)
     }
 
+    /// `.wh...` at the top once removed the root's parent (the workspace around it), `a/.wh..` all of `a`.
+    @Test(arguments: [".wh...", ".wh..", ".wh.", "a/.wh...", "a/.wh..", "a/.wh.", "./a/../.wh..."])
+    func whiteoutsOfNothingOrDotOrDotDotAreRefused(name: String) throws {
+        let sandbox = try Sandbox()
+        defer { removeTree(sandbox.base) }
+        try sandbox.apply([RawTarEntry(name: "a", kind: .directory, mode: 0o755), RawTarEntry(name: "a/x", data: [1])])
+        do {
+            try sandbox.apply([RawTarEntry(name: "a/y", data: [2]), RawTarEntry(name: name)])
+            Issue.record("accepted \(name)")
+        } catch let error as LayerError {
+            let shown = RootedPath.components(name).joined(separator: "/")
+            #expect(error.description.contains("entry \"\(shown)\" refused: invalid whiteout name"), "\(error)")
+            #expect(error.description.contains("layer.tar"), "\(error)")
+        }
+        #expect(try sandbox.canaryIntact())
+        #expect(try readFile(sandbox.root + "/a/x") == [1])
+        #expect(try readFile(sandbox.root + "/a/y") == [2])
+    }
+
     @Test func refusalNamesLayerAndPath() throws {
         let sandbox = try Sandbox()
         defer { removeTree(sandbox.base) }

@@ -38,6 +38,8 @@ public struct AppliedLayer: Sendable, Hashable {
 /// - Whiteouts (OCI): `.wh.<name>` removes `<name>` unless this layer itself created it;
 ///   `.wh..wh..opq` removes everything in its directory that this layer has not created; both
 ///   give the same result wherever they appear in the tar. Other `.wh..wh.*` names are skipped.
+///   `.wh.`, `.wh..` and `.wh...` (a whiteout of nothing, of its own directory, of its parent)
+///   make the layer refused, naming the entry, as containerd refuses them; nothing is removed.
 /// - Owner (when `preserveOwnership`), permission bits including setuid/setgid/sticky, xattrs
 ///   and mtime (atime = mtime) are applied exactly, with file descriptors or
 ///   `AT_SYMLINK_NOFOLLOW`, after the content; directories get theirs after the whole layer.
@@ -218,10 +220,15 @@ private final class LayerApplication {
             if name == Array(".wh..wh..opq".utf8) {
                 guard let directory = try tree.openDirectory(parentComponents, create: true, for: path) else { return }
                 try clearOpaque(directory, path: Array(parentComponents), depth: 0)
-            } else if name.starts(with: Array(".wh..wh.".utf8)) || name.count == whiteoutPrefix.count {
+            } else if name.starts(with: Array(".wh..wh.".utf8)) {
                 warn(path, "unsupported whiteout skipped")
             } else {
                 let target = Array(name.dropFirst(whiteoutPrefix.count))
+                // `.wh.`, `.wh..` and `.wh...` would remove nothing, the directory itself or its parent (the
+                // root's parent, for one at the top): refused, as containerd does ("invalid whiteout name").
+                if target.isEmpty || target == [UInt8(ascii: ".")] || target == Array("..".utf8) {
+                    throw tree.refuse(path, "invalid whiteout name (it names no entry of its directory)")
+                }
                 if touched.contains(joinedPath(parentComponents + [target])) { return }
                 guard let directory = try tree.openDirectory(parentComponents, create: false, for: path) else { return }
                 if try tree.status(of: target, in: directory) != nil {

@@ -103,6 +103,11 @@ final class RootedTree {
 
     /// Removes whatever is at `name` (a whole tree for a directory), never following symlinks.
     func remove(_ name: [UInt8], in directory: DirectoryDescriptor, depth: Int = 0) throws {
+        // Only ever one entry of `directory`: `.`, `..` or a slash would name the directory itself, its
+        // parent (outside the root, at the top) or a path elsewhere.
+        if name.isEmpty || name == [UInt8(ascii: ".")] || name == Array("..".utf8) || name.contains(UInt8(ascii: "/")) {
+            throw refuse(name, "not a single name in its directory; nothing removed")
+        }
         guard let status = try status(of: name, in: directory) else { return }
         if (UInt32(status.st_mode) & FileTypeBits.mask) == FileTypeBits.directory {
             if depth > Self.maxDepth { throw refuse(name, "directory tree deeper than \(Self.maxDepth)") }

@@ -165,6 +165,62 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         #expect(lstatOf(root + "/a")?.st_mtim.tv_sec == 1000)
     }
 
+    /// Whiteouts and opaque directories 1000 levels down mean what they mean at the top, in any order.
+    @Test(arguments: [false, true])
+    func deepWhiteoutsAndOpaqueDirectoriesInEitherOrder(reversed: Bool) throws {
+        let dir = try makeTemporaryDirectory()
+        defer { removeTree(dir) }
+        let root = dir + "/root"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+        let middle = Array(repeating: "d", count: 500).joined(separator: "/")
+        let bottom = Array(repeating: "d", count: 1000).joined(separator: "/")
+        try writeRawTar(
+            [
+                RawTarEntry(name: bottom + "/keep", data: [1]), RawTarEntry(name: bottom + "/gone", data: [2]),
+                RawTarEntry(name: middle + "/sibling", data: [3]), RawTarEntry(name: "top", data: [4]),
+            ], to: dir + "/lower.tar")
+        _ = try LayerApplier().apply(
+            blobAt: dir + "/lower.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+        var upper = [
+            RawTarEntry(name: bottom + "/new", data: [5]),
+            RawTarEntry(name: bottom + "/.wh.new"),  // made by this layer: stays
+            RawTarEntry(name: bottom + "/.wh.gone"),
+            RawTarEntry(name: middle + "/.wh..wh..opq"),  // empties d^500 but for what this layer made
+            RawTarEntry(name: middle + "/.wh..wh..opq"),
+            RawTarEntry(name: "kept", data: [6]),
+            RawTarEntry(name: ".wh..wh..opq"),
+            RawTarEntry(name: ".wh..wh..opq"),
+        ]
+        if reversed { upper.reverse() }
+        try writeRawTar(upper, to: dir + "/upper.tar")
+        _ = try LayerApplier().apply(
+            blobAt: dir + "/upper.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+        let fm = FileManager.default
+        #expect(try fm.contentsOfDirectory(atPath: root + "/" + bottom) == ["new"])
+        #expect(try readFile(root + "/" + bottom + "/new") == [5])
+        #expect(try fm.contentsOfDirectory(atPath: root + "/" + middle) == ["d"])
+        #expect(try fm.contentsOfDirectory(atPath: root).sorted() == ["d", "kept"])
+    }
+
+    /// N whiteouts 2000 levels deep in fresh directories once cost every prefix of every path in full
+    /// (about 4 MB each: a 32 KB layer of them took gigabytes and minutes). Now a path costs one small
+    /// node per level, shared, and the number of them is capped.
+    @Test func deepWhiteoutsInFreshDirectoriesAreCheapAndCapped() throws {
+        let sandbox = try Sandbox()
+        defer { removeTree(sandbox.base) }
+        let deep = Array(repeating: "d", count: 2000).joined(separator: "/")
+        let entries = (0..<200).map { RawTarEntry(name: "a\($0)/\(deep)/.wh.x") }
+        try sandbox.apply(entries)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.root).isEmpty)
+        #expect(
+            throws: LayerError.limitExceeded(
+                layer: sandbox.base + "/layer.tar", limit: "more than 10000 distinct paths (entries and their parents)")
+        ) {
+            try sandbox.apply(entries, limits: LayerLimits(maxPaths: 10_000))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.root).isEmpty)
+    }
+
     struct Sandbox {
         let base: String
         var root: String { base + "/root" }

@@ -52,14 +52,24 @@ public struct LayerLimits: Sendable, Hashable {
     public var maxPathBytes: Int
     /// Maximum bytes of the decompressed stream, and separately the maximum sum of entry sizes.
     public var maxTotalBytes: Int64
+    /// Maximum distinct paths one applied layer names: its entries, the directories its whiteouts are
+    /// in, and every directory above them. The applier remembers each (to keep whiteouts and opaque
+    /// directories off them), so this bounds its memory: deep entries in fresh directories add one path
+    /// per level, and gzip stores thousands of such levels in a few bytes.
+    public var maxPaths: Int
 
-    public init(maxEntries: Int = 1_000_000, maxPathBytes: Int = 4096, maxTotalBytes: Int64 = 64 << 30) {
+    public init(
+        maxEntries: Int = 1_000_000, maxPathBytes: Int = 4096, maxTotalBytes: Int64 = 64 << 30,
+        maxPaths: Int = 2_000_000
+    ) {
         self.maxEntries = maxEntries
         self.maxPathBytes = maxPathBytes
         self.maxTotalBytes = maxTotalBytes
+        self.maxPaths = maxPaths
     }
 
-    /// 1,000,000 entries, 4096-byte paths, 64 GiB decompressed and 64 GiB of file contents.
+    /// 1,000,000 entries, 4096-byte paths, 64 GiB decompressed and 64 GiB of file contents, 2,000,000
+    /// distinct paths per applied layer (twice the entries: room for parents a layer does not list).
     public static let standard = LayerLimits()
 }
 

@@ -93,6 +93,38 @@ import Testing
     }
 }
 
+extension BadInputTests {
+    /// A context file whose name is not UTF-8 (layer format 1 stores UTF-8 names) is named, escaped, not
+    /// silently left out of `COPY . /`; excluded by .dockerignore it is left out like any excluded file.
+    @Test func aContextNameThatIsNotUTF8IsNamed() throws {
+        let scratch = try TemporaryDirectory(prefix: "badinput-")
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context + "/sub", withIntermediateDirectories: true)
+        try "FROM scratch\nCOPY . /\n".write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let name = Array((context + "/sub/caf").utf8).map { CChar(bitPattern: $0) } + [CChar(bitPattern: 0xe9), 0]
+        let fd = open(name, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+        try #require(fd >= 0)
+        close(fd)
+        let temporary = scratch.path + "/tmp"
+        try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        func build(_ output: String) throws -> HermeticProcess.Outcome {
+            try HermeticProcess.hermetic(
+                ["build", context, "--progress", "quiet", "--output", "type=oci,dest=\(scratch.path)/\(output)"],
+                environment: ["TMPDIR": temporary])
+        }
+        let outcome = try build("out")
+        #expect(outcome.status == 1)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("error: Dockerfile:2: COPY"), "\(outcome.standardError)")
+        #expect(outcome.standardError.contains(#""sub/caf\xe9" in the build context"#), "\(outcome.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: temporary).isEmpty)
+        try "sub/caf*\n".write(toFile: context + "/.dockerignore", atomically: true, encoding: .utf8)
+        let excluded = try build("excluded")
+        #expect(excluded.status == 0, "\(excluded.standardError)")
+    }
+}
+
 /// Inputs that must be regular files: a FIFO (with no writer) or a device in their place gets one
 /// `error:` line naming the path, never a hang. Each run has a timeout, so a hang fails the test.
 @Suite struct NonRegularInputTests {

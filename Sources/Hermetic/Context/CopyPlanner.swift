@@ -240,25 +240,27 @@ struct EntryCollector {
         entries[entry.path] = entry
     }
 
+    /// Adds the missing parents of every entry. Each parent is looked at once: the walk up from an entry
+    /// stops at the first parent already known, whose own parents are (or will be) handled from it. Walking
+    /// every ancestor of every entry, re-joining each path, was cubic in depth for a deep tree.
     func finish() throws -> [LayerEntry] {
         var all = entries
         for path in entries.keys {
-            var components = path.split(separator: "/").map(String.init)
-            components.removeLast()
-            while !components.isEmpty {
-                let parent = components.joined(separator: "/")
-                if all[parent] == nil {
-                    if let info = RootedPath.status(components, inRoot: root), (info.st_mode & S_IFMT) == S_IFDIR {
-                        all[parent] = LayerEntry(
-                            path: parent, kind: .directory, mode: UInt32(info.st_mode) & 0o7777,
-                            uid: info.st_uid, gid: info.st_gid, mtime: Int64(info.st_mtim.tv_sec))
-                    } else {
-                        all[parent] = LayerEntry(
-                            path: parent, kind: .directory, mode: 0o755, uid: owner?.uid ?? 0,
-                            gid: owner?.gid ?? 0, mtime: epoch)
-                    }
+            var parent = Substring(path)
+            while let slash = parent.lastIndex(of: "/") {
+                parent = parent[..<slash]
+                let key = String(parent)
+                guard all[key] == nil else { break }
+                let components = parent.split(separator: "/").map(String.init)
+                if let info = RootedPath.status(components, inRoot: root), (info.st_mode & S_IFMT) == S_IFDIR {
+                    all[key] = LayerEntry(
+                        path: key, kind: .directory, mode: UInt32(info.st_mode) & 0o7777,
+                        uid: info.st_uid, gid: info.st_gid, mtime: Int64(info.st_mtim.tv_sec))
+                } else {
+                    all[key] = LayerEntry(
+                        path: key, kind: .directory, mode: 0o755, uid: owner?.uid ?? 0,
+                        gid: owner?.gid ?? 0, mtime: epoch)
                 }
-                components.removeLast()
             }
         }
         return all.values.sorted { $0.path < $1.path }

@@ -61,6 +61,10 @@ import Testing
         Case(
             name: "bad chown user", dockerfile: "FROM scratch\nCOPY --chown=nosuchuser a.txt /\n",
             files: ["a.txt": "a"], expected: ["Dockerfile:2:", "nosuchuser"]),
+        // A layer holding it would be refused by every applier (and ours once removed the root's parent).
+        Case(
+            name: "COPY to a whiteout of ..", dockerfile: "FROM scratch\nCOPY a.txt /.wh...\n",
+            files: ["a.txt": "a"], expected: ["Dockerfile:2:", "\".wh...\"", "invalid whiteout name"]),
     ]
 
     @Test(arguments: cases)

@@ -307,6 +307,39 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         #expect(try readFile(sandbox.root + "/a/y") == [2])
     }
 
+    /// Errors name the layer as the caller says (its layout and digest), not the blob's path, which is a
+    /// workspace copy gone once the build fails: refusals, libarchive failures, failed calls, diff_ids.
+    @Test func errorsNameTheLayerAsGiven() throws {
+        let sandbox = try Sandbox()
+        defer { removeTree(sandbox.base) }
+        let name = #"sha256:abc of image "base" (layout /x)"#
+        func failure(_ bytes: [UInt8], root: String? = nil, diffID: Digest? = nil) -> String {
+            do {
+                try Data(bytes).write(to: URL(fileURLWithPath: sandbox.base + "/blob"))
+                _ = try LayerApplier().apply(
+                    blobAt: sandbox.base + "/blob", mediaType: tarMediaType, expectedDiffID: diffID,
+                    toRoot: root ?? sandbox.root, name: name)
+                return "applied"
+            } catch {
+                return "\(error)"
+            }
+        }
+        try writeRawTar([RawTarEntry(name: "../x", data: [1])], to: sandbox.base + "/hostile.tar")
+        let hostile = try readFile(sandbox.base + "/hostile.tar")
+        let empty = [UInt8](repeating: 0, count: 1024)  // an empty tar: the end-of-archive blocks
+        let cases = [
+            failure(hostile), failure([UInt8](repeating: 0x41, count: 2048)),
+            failure(empty, root: sandbox.base + "/missing"), failure(empty, diffID: Digest.sha256(of: [1])),
+        ]
+        for text in cases {
+            #expect(text.hasPrefix("layer \(name): "), "\(text)")
+            #expect(!text.contains(sandbox.base + "/blob"), "\(text)")
+        }
+        #expect(cases[0].contains(#"entry "../x" refused"#))
+        #expect(cases[2].contains("open \(sandbox.base)/missing"))
+        #expect(cases[3].contains("diff_id mismatch"))
+    }
+
     @Test func refusalNamesLayerAndPath() throws {
         let sandbox = try Sandbox()
         defer { removeTree(sandbox.base) }

@@ -22,6 +22,8 @@ public enum LayerError: HermeticError, Equatable {
     /// A bound against hostile input was hit.
     case limitExceeded(layer: String, limit: String)
     case unsupportedMediaType(layer: String, mediaType: String)
+    /// A system call failed while applying the layer (`reason` names the call and the path).
+    case failed(layer: String, reason: String)
 
     public var description: String {
         switch self {
@@ -40,6 +42,8 @@ public enum LayerError: HermeticError, Equatable {
             return "layer \(displayable(layer)): limit exceeded: \(limit)"
         case .unsupportedMediaType(let layer, let mediaType):
             return "layer \(displayable(layer)): unsupported media type \"\(displayable(mediaType))\""
+        case .failed(let layer, let reason):
+            return "layer \(displayable(layer)): \(reason)"
         }
     }
 }

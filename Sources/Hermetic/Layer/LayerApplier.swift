@@ -81,17 +81,36 @@ public struct LayerApplier: Sendable {
     }
 
     /// Applies the layer and returns the diff_id seen.
-    public func apply(blobAt path: String, mediaType: String, expectedDiffID: Digest?, toRoot root: String) throws
-        -> Digest
-    {
-        try applyReporting(blobAt: path, mediaType: mediaType, expectedDiffID: expectedDiffID, toRoot: root).diffID
+    /// Applies the layer and returns the diff_id seen. `name` is how errors name the layer (the layout
+    /// and digest it came from, say); by default the blob's path.
+    public func apply(
+        blobAt path: String, mediaType: String, expectedDiffID: Digest?, toRoot root: String, name: String? = nil
+    ) throws -> Digest {
+        try applyReporting(
+            blobAt: path, mediaType: mediaType, expectedDiffID: expectedDiffID, toRoot: root, name: name
+        ).diffID
     }
 
-    public func applyReporting(blobAt path: String, mediaType: String, expectedDiffID: Digest?, toRoot root: String)
-        throws -> AppliedLayer
-    {
+    public func applyReporting(
+        blobAt path: String, mediaType: String, expectedDiffID: Digest?, toRoot root: String, name: String? = nil
+    ) throws -> AppliedLayer {
+        let layer = name ?? path
+        do {
+            return try applying(
+                blobAt: path, mediaType: mediaType, expectedDiffID: expectedDiffID, toRoot: root, layer: layer)
+        } catch let error as SystemError {
+            // A failed call names a path (an entry's, or the blob's copy in a workspace); say which layer too.
+            throw LayerError.failed(layer: layer, reason: error.description)
+        } catch let error as NotRegularFileError {
+            throw LayerError.failed(layer: layer, reason: error.description)
+        }
+    }
+
+    private func applying(
+        blobAt path: String, mediaType: String, expectedDiffID: Digest?, toRoot root: String, layer: String
+    ) throws -> AppliedLayer {
         guard let compression = Self.compression(of: mediaType) else {
-            throw LayerError.unsupportedMediaType(layer: path, mediaType: mediaType)
+            throw LayerError.unsupportedMediaType(layer: layer, mediaType: mediaType)
         }
         let locale = UTF8ThreadLocale()
         defer { withExtendedLifetime(locale) {} }
@@ -106,7 +125,7 @@ public struct LayerApplier: Sendable {
         }
 
         // Outer reader: decompression only (raw format), so the tar bytes can be hashed.
-        let outer = try ArchiveReader(subject: path)
+        let outer = try ArchiveReader(subject: "layer " + layer)
         archive_read_support_format_raw(outer.handle)
         switch compression {
         case .none: break
@@ -115,7 +134,7 @@ public struct LayerApplier: Sendable {
         }
         try outer.open(fileDescriptor: fd)
         guard try outer.nextHeader() != nil else {
-            throw LayerError.archive(subject: path, operation: "read", message: "empty layer blob")
+            throw LayerError.archive(subject: "layer " + layer, operation: "read", message: "empty layer blob")
         }
         let expectedFilter: Int32 =
             switch compression {
@@ -125,7 +144,7 @@ public struct LayerApplier: Sendable {
             }
         if archive_filter_code(outer.handle, 0) != expectedFilter {
             throw LayerError.archive(
-                subject: path, operation: "read",
+                subject: "layer " + layer, operation: "read",
                 message: "blob compression does not match media type \(mediaType)")
         }
 
@@ -135,17 +154,17 @@ public struct LayerApplier: Sendable {
             let count = try outer.readData(into: buffer)
             hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
             if Int64(hasher.byteCount) > maxBytes {
-                throw LayerError.limitExceeded(layer: path, limit: "more than \(maxBytes) decompressed bytes")
+                throw LayerError.limitExceeded(layer: layer, limit: "more than \(maxBytes) decompressed bytes")
             }
             return count
         }
-        let tar = try ArchiveReader(subject: path)
+        let tar = try ArchiveReader(subject: "layer " + layer)
         archive_read_support_format_tar(tar.handle)
         try tar.open(produce: produce)
 
-        let tree = try RootedTree(path: root, layer: path)
+        let tree = try RootedTree(path: root, layer: layer)
         let application = LayerApplication(
-            tree: tree, reader: tar, limits: limits, preserveOwnership: preserveOwnership, layer: path)
+            tree: tree, reader: tar, limits: limits, preserveOwnership: preserveOwnership, layer: layer)
         try application.run()
 
         // Bytes after the end-of-archive blocks still belong to the diff_id.
@@ -154,7 +173,7 @@ public struct LayerApplier: Sendable {
         while try produce(drain) > 0 {}
         let diffID = hasher.finalize()
         if let expectedDiffID, expectedDiffID != diffID {
-            throw LayerError.diffIDMismatch(layer: path, expected: expectedDiffID, actual: diffID)
+            throw LayerError.diffIDMismatch(layer: layer, expected: expectedDiffID, actual: diffID)
         }
         return AppliedLayer(diffID: diffID, entryCount: application.entryCount, warnings: application.warnings)
     }

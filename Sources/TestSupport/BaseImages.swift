@@ -49,12 +49,37 @@ public enum BaseImages {
         platform: Platform = Platform(os: "linux", architecture: "amd64"), epoch: Int64 = 1_600_000_000,
         onBuild: [String] = []
     ) throws -> Digest {
-        let writer = try OCILayoutWriter(stagingParent: FileSystem.parentDirectory(of: path))
         let layerDir = try FileSystem.makeTemporaryDirectory(in: "/tmp", prefix: "hermetic-base-")
         defer { FileSystem.removeTree(layerDir) }
         let layer = try LayerWriter(sourceDateEpoch: epoch).write(entries, into: layerDir)
+        return try writeLayout(
+            at: path, layerFile: layer.blobPath, digest: layer.digest, diffID: layer.diffID,
+            size: layer.compressedSize, mediaType: layer.mediaType, tag: tag, env: env, platform: platform,
+            epoch: epoch, onBuild: onBuild)
+    }
+
+    /// Writes an OCI layout whose one layer is `tar`, as given (an uncompressed tar: hostile layers are
+    /// built byte by byte with `RawTar`); returns the manifest digest.
+    @discardableResult
+    public static func writeLayout(at path: String, rawTar tar: [UInt8]) throws -> Digest {
+        let layerDir = try FileSystem.makeTemporaryDirectory(in: "/tmp", prefix: "hermetic-base-")
+        defer { FileSystem.removeTree(layerDir) }
+        try FileSystem.writeAtomically(tar, to: layerDir + "/layer.tar")
+        let digest = Digest.sha256(of: tar)
+        return try writeLayout(
+            at: path, layerFile: layerDir + "/layer.tar", digest: digest, diffID: digest, size: Int64(tar.count),
+            mediaType: LayerWriter.tarMediaType)
+    }
+
+    private static func writeLayout(
+        at path: String, layerFile: String, digest: Digest, diffID: Digest, size: Int64, mediaType: String,
+        tag: String = "latest", env: [String] = [],
+        platform: Platform = Platform(os: "linux", architecture: "amd64"), epoch: Int64 = 1_600_000_000,
+        onBuild: [String] = []
+    ) throws -> Digest {
+        let writer = try OCILayoutWriter(stagingParent: FileSystem.parentDirectory(of: path))
         let layerDescriptor = try writer.putBlob(
-            copyingFile: layer.blobPath, digest: layer.digest, size: layer.compressedSize, mediaType: layer.mediaType)
+            copyingFile: layerFile, digest: digest, size: size, mediaType: mediaType)
         var config = ImageConfig.empty
         config.architecture = platform.architecture
         config.os = platform.os
@@ -65,7 +90,7 @@ public enum BaseImages {
         container.cmd = ["/bin/sh"]
         container.onBuild = onBuild.isEmpty ? nil : onBuild
         config.config = container
-        config.rootfs.diffIDs = [layer.diffID]
+        config.rootfs.diffIDs = [diffID]
         config.history = [
             History(created: RFC3339.format(epoch), createdBy: "test base image", comment: nil, emptyLayer: nil)
         ]

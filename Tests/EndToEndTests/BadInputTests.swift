@@ -91,6 +91,10 @@ import Testing
         Case(
             name: "bad chown user", dockerfile: "FROM scratch\nCOPY --chown=nosuchuser a.txt /\n",
             files: ["a.txt": "a"], expected: ["Dockerfile:2:", "nosuchuser"]),
+        // A layer holding it would be refused by every applier (and ours once removed the root's parent).
+        Case(
+            name: "COPY to a whiteout of ..", dockerfile: "FROM scratch\nCOPY a.txt /.wh...\n",
+            files: ["a.txt": "a"], expected: ["Dockerfile:2:", "\".wh...\"", "invalid whiteout name"]),
     ]
 
     @Test(arguments: cases)
@@ -200,5 +204,91 @@ import Testing
 
         let help = try HermeticProcess.hermetic(["build", "--help"])
         #expect(help.status == 0 && help.standardOutput.contains("USAGE: hermetic build"))
+    }
+}
+
+extension BadInputTests {
+    /// A context file whose name is not UTF-8 (layer format 1 stores UTF-8 names) is named, escaped, not
+    /// silently left out of `COPY . /`; excluded by .dockerignore it is left out like any excluded file.
+    @Test func aContextNameThatIsNotUTF8IsNamed() throws {
+        let scratch = try TemporaryDirectory(prefix: "badinput-")
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context + "/sub", withIntermediateDirectories: true)
+        try "FROM scratch\nCOPY . /\n".write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let name = Array((context + "/sub/caf").utf8).map { CChar(bitPattern: $0) } + [CChar(bitPattern: 0xe9), 0]
+        let fd = open(name, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+        try #require(fd >= 0)
+        close(fd)
+        let temporary = scratch.path + "/tmp"
+        try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        func build(_ output: String) throws -> HermeticProcess.Outcome {
+            try HermeticProcess.hermetic(
+                ["build", context, "--progress", "quiet", "--output", "type=oci,dest=\(scratch.path)/\(output)"],
+                environment: ["TMPDIR": temporary])
+        }
+        let outcome = try build("out")
+        #expect(outcome.status == 1)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("error: Dockerfile:2: COPY"), "\(outcome.standardError)")
+        #expect(outcome.standardError.contains(#""sub/caf\xe9" in the build context"#), "\(outcome.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: temporary).isEmpty)
+        try "sub/caf*\n".write(toFile: context + "/.dockerignore", atomically: true, encoding: .utf8)
+        let excluded = try build("excluded")
+        #expect(excluded.status == 0, "\(excluded.standardError)")
+    }
+}
+
+/// Inputs that must be regular files: a FIFO (with no writer) or a device in their place gets one
+/// `error:` line naming the path, never a hang. Each run has a timeout, so a hang fails the test.
+@Suite struct NonRegularInputTests {
+    enum Input: String, CaseIterable, Sendable {
+        case dockerfileFIFO, dockerfileDevZero, signKeyFIFO, dockerIgnoreFIFO, lockFileFIFO
+        case indexJSONFIFO, ociLayoutFIFO, inspectFIFO, verifyKeyFIFO, rebuildFIFO
+    }
+
+    @Test(arguments: Input.allCases)
+    func refusedByNameWithoutHanging(input: Input) throws {
+        let scratch = try TemporaryDirectory(prefix: "fifo-")
+        let context = scratch.path + "/ctx"
+        let fifo = scratch.path + "/fifo"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try "FROM scratch\n".write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        #expect(mkfifo(fifo, 0o644) == 0)
+        let layout = scratch.path + "/base"
+        let manifest = try BaseImages.writeGoldenBase(at: layout)
+        let output = ["-o", "type=oci,dest=\(scratch.path)/out", "--progress", "quiet"]
+        var arguments: [String]
+        var named = fifo
+        switch input {
+        case .dockerfileFIFO: arguments = ["build", context, "-f", fifo] + output
+        case .dockerfileDevZero:
+            arguments = ["build", context, "-f", "/dev/zero"] + output
+            named = "/dev/zero"
+        case .signKeyFIFO: arguments = ["build", context, "--sign-key", fifo] + output
+        case .dockerIgnoreFIFO, .lockFileFIFO:
+            named = context + (input == .dockerIgnoreFIFO ? "/.dockerignore" : "/hermetic.lock")
+            #expect(mkfifo(named, 0o644) == 0)
+            arguments = ["build", context] + output
+        case .indexJSONFIFO, .ociLayoutFIFO:
+            named = layout + (input == .indexJSONFIFO ? "/index.json" : "/oci-layout")
+            try FileManager.default.removeItem(atPath: named)
+            #expect(mkfifo(named, 0o644) == 0)
+            try "FROM base\n".write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+            arguments = ["build", context, "--build-context", "base=oci-layout://\(layout)@\(manifest)"] + output
+        case .inspectFIFO: arguments = ["inspect", fifo]
+        case .verifyKeyFIFO: arguments = ["verify", fifo, "--key", fifo]
+        case .rebuildFIFO: arguments = ["rebuild", fifo, "--context", context]
+        }
+        let outcome = try HermeticProcess.run(
+            "/bin/sh", ["-c", "umask 022 && exec timeout 60 \"$0\" \"$@\"", HermeticProcess.binaryPath] + arguments,
+            environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"])
+        #expect(outcome.status == 1, "\(input): status \(outcome.status) (124 is a hang): \(outcome.standardError)")
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("error: "), "\(input): \(outcome.standardError)")
+        let layoutNamed = input == .indexJSONFIFO || input == .ociLayoutFIFO
+        #expect(outcome.standardError.contains(layoutNamed ? layout : named), "\(input): \(outcome.standardError)")
+        #expect(outcome.standardError.contains("not a regular file"), "\(input): \(outcome.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"), "\(input)")
     }
 }

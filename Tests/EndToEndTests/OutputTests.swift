@@ -166,3 +166,35 @@ enum FileTreeListing {
         return result.sorted()
     }
 }
+
+extension OutputTests {
+    /// type=local over a directory holding a name that is not UTF-8: the old tree, that name included, is
+    /// removed once the new one is in place; nothing (`.hermetic-old-*`) is left beside the destination.
+    @Test func localOutputReplacesATreeWithAnyNames() throws {
+        let scratch = try TemporaryDirectory(prefix: "output-")
+        let context = scratch.path + "/ctx"
+        let destination = scratch.path + "/out/rootfs"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try "FROM scratch\nCOPY Dockerfile /x\n".write(
+            toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        // A tree hermetic wrote (so it may be replaced), with an odd name added to it afterwards.
+        let first = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "-o", "type=local,dest=\(destination)",
+        ])
+        try #require(first.status == 0, "\(first.standardError)")
+        try #require(
+            OutputDestinationCheck.hasLocalMarker(destination),
+            "this filesystem keeps no user xattrs, so a local tree cannot be marked for replacement")
+        try FileManager.default.createDirectory(atPath: destination + "/old", withIntermediateDirectories: true)
+        let odd = Array((destination + "/old/caf").utf8).map { CChar(bitPattern: $0) } + [CChar(bitPattern: 0xe9), 0]
+        let fd = open(odd, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+        try #require(fd >= 0)
+        close(fd)
+        let outcome = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "-o", "type=local,dest=\(destination)",
+        ])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: destination) == ["x"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path + "/out") == ["rootfs"])
+    }
+}

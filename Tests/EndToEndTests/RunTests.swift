@@ -596,3 +596,23 @@ enum StepCgroupsListing {
         }
     }
 }
+
+extension RunTests {
+    /// A step that makes a name that is not UTF-8 (a layer cannot hold it) stops the build with one line
+    /// naming the file, escaped; the workspace, that name included, is removed.
+    @Test func aNameThatIsNotUTF8IsNamedAndItsWorkspaceRemoved() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN mkdir -p /w && touch "/w/$(printf 'caf\\351')"
+                """)
+        let tmp = build.scratch.path + "/tmp"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        let outcome = try build.run(environment: ["TMPDIR": tmp])
+        #expect(outcome.status == 1)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("error: Dockerfile:2: RUN"), "\(outcome.standardError)")
+        #expect(outcome.standardError.contains(#""w/caf\xe9""#), "\(outcome.standardError)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp).isEmpty)
+    }
+}

@@ -136,3 +136,49 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
     }
 }
+
+extension TamperedLayoutTests {
+    enum HostileLayer: String, CaseIterable, Sendable {
+        case whiteoutOfParent, dotdot, notATar
+        var tar: [UInt8] {
+            switch self {
+            case .whiteoutOfParent:
+                RawTar.archive([RawTar.Entry(name: "etc/x", data: [1]), RawTar.Entry(name: ".wh...")])
+            case .dotdot: RawTar.archive([RawTar.Entry(name: "../escape", data: [1])])
+            case .notATar: [UInt8](repeating: 0x41, count: 4096)
+            }
+        }
+    }
+
+    /// A base image's bad layer is named by its layout and digest, never by the workspace copy the error
+    /// once named (gone by then); nothing around the workspace is touched, nothing is left.
+    @Test(arguments: HostileLayer.allCases)
+    func badLayersAreNamedByLayoutAndDigest(layer: HostileLayer) throws {
+        let scratch = try TemporaryDirectory(prefix: "tampered-")
+        let layout = scratch.path + "/base"
+        let manifest = try BaseImages.writeLayout(at: layout, rawTar: layer.tar)
+        let context = scratch.path + "/ctx"
+        let temporary = scratch.path + "/tmp"
+        for directory in [context, temporary] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        try "canary".write(toFile: scratch.path + "/canary", atomically: true, encoding: .utf8)
+        try "FROM base\n".write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let outcome = try HermeticProcess.hermetic(
+            [
+                "build", context, "--progress", "quiet", "--build-context",
+                "base=oci-layout://\(layout)@\(manifest)", "-o", "type=oci,dest=\(scratch.path)/out",
+            ], environment: ["TMPDIR": temporary])
+        #expect(outcome.status == 1)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("error: layer "), "\(layer): \(outcome.standardError)")
+        let digest = Digest.sha256(of: layer.tar)
+        #expect(
+            outcome.standardError.contains("\(digest) of image \"base\" (layout \(layout))"), "\(outcome.standardError)"
+        )
+        #expect(!outcome.standardError.contains("hermetic-build-"), "\(outcome.standardError)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: temporary).isEmpty)
+        #expect(try String(contentsOfFile: scratch.path + "/canary", encoding: .utf8) == "canary")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
+    }
+}

@@ -165,6 +165,62 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         #expect(lstatOf(root + "/a")?.st_mtim.tv_sec == 1000)
     }
 
+    /// Whiteouts and opaque directories 1000 levels down mean what they mean at the top, in any order.
+    @Test(arguments: [false, true])
+    func deepWhiteoutsAndOpaqueDirectoriesInEitherOrder(reversed: Bool) throws {
+        let dir = try makeTemporaryDirectory()
+        defer { removeTree(dir) }
+        let root = dir + "/root"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+        let middle = Array(repeating: "d", count: 500).joined(separator: "/")
+        let bottom = Array(repeating: "d", count: 1000).joined(separator: "/")
+        try writeRawTar(
+            [
+                RawTarEntry(name: bottom + "/keep", data: [1]), RawTarEntry(name: bottom + "/gone", data: [2]),
+                RawTarEntry(name: middle + "/sibling", data: [3]), RawTarEntry(name: "top", data: [4]),
+            ], to: dir + "/lower.tar")
+        _ = try LayerApplier().apply(
+            blobAt: dir + "/lower.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+        var upper = [
+            RawTarEntry(name: bottom + "/new", data: [5]),
+            RawTarEntry(name: bottom + "/.wh.new"),  // made by this layer: stays
+            RawTarEntry(name: bottom + "/.wh.gone"),
+            RawTarEntry(name: middle + "/.wh..wh..opq"),  // empties d^500 but for what this layer made
+            RawTarEntry(name: middle + "/.wh..wh..opq"),
+            RawTarEntry(name: "kept", data: [6]),
+            RawTarEntry(name: ".wh..wh..opq"),
+            RawTarEntry(name: ".wh..wh..opq"),
+        ]
+        if reversed { upper.reverse() }
+        try writeRawTar(upper, to: dir + "/upper.tar")
+        _ = try LayerApplier().apply(
+            blobAt: dir + "/upper.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+        let fm = FileManager.default
+        #expect(try fm.contentsOfDirectory(atPath: root + "/" + bottom) == ["new"])
+        #expect(try readFile(root + "/" + bottom + "/new") == [5])
+        #expect(try fm.contentsOfDirectory(atPath: root + "/" + middle) == ["d"])
+        #expect(try fm.contentsOfDirectory(atPath: root).sorted() == ["d", "kept"])
+    }
+
+    /// N whiteouts 2000 levels deep in fresh directories once cost every prefix of every path in full
+    /// (about 4 MB each: a 32 KB layer of them took gigabytes and minutes). Now a path costs one small
+    /// node per level, shared, and the number of them is capped.
+    @Test func deepWhiteoutsInFreshDirectoriesAreCheapAndCapped() throws {
+        let sandbox = try Sandbox()
+        defer { removeTree(sandbox.base) }
+        let deep = Array(repeating: "d", count: 2000).joined(separator: "/")
+        let entries = (0..<200).map { RawTarEntry(name: "a\($0)/\(deep)/.wh.x") }
+        try sandbox.apply(entries)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.root).isEmpty)
+        #expect(
+            throws: LayerError.limitExceeded(
+                layer: sandbox.base + "/layer.tar", limit: "more than 10000 distinct paths (entries and their parents)")
+        ) {
+            try sandbox.apply(entries, limits: LayerLimits(maxPaths: 10_000))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: sandbox.root).isEmpty)
+    }
+
     struct Sandbox {
         let base: String
         var root: String { base + "/root" }
@@ -232,6 +288,58 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         #expect(lstatOf(sandbox.base + "/x") == nil)
     }
 
+    /// `.wh...` at the top once removed the root's parent (the workspace around it), `a/.wh..` all of `a`.
+    @Test(arguments: [".wh...", ".wh..", ".wh.", "a/.wh...", "a/.wh..", "a/.wh.", "./a/../.wh..."])
+    func whiteoutsOfNothingOrDotOrDotDotAreRefused(name: String) throws {
+        let sandbox = try Sandbox()
+        defer { removeTree(sandbox.base) }
+        try sandbox.apply([RawTarEntry(name: "a", kind: .directory, mode: 0o755), RawTarEntry(name: "a/x", data: [1])])
+        do {
+            try sandbox.apply([RawTarEntry(name: "a/y", data: [2]), RawTarEntry(name: name)])
+            Issue.record("accepted \(name)")
+        } catch let error as LayerError {
+            let shown = RootedPath.components(name).joined(separator: "/")
+            #expect(error.description.contains("entry \"\(shown)\" refused: invalid whiteout name"), "\(error)")
+            #expect(error.description.contains("layer.tar"), "\(error)")
+        }
+        #expect(try sandbox.canaryIntact())
+        #expect(try readFile(sandbox.root + "/a/x") == [1])
+        #expect(try readFile(sandbox.root + "/a/y") == [2])
+    }
+
+    /// Errors name the layer as the caller says (its layout and digest), not the blob's path, which is a
+    /// workspace copy gone once the build fails: refusals, libarchive failures, failed calls, diff_ids.
+    @Test func errorsNameTheLayerAsGiven() throws {
+        let sandbox = try Sandbox()
+        defer { removeTree(sandbox.base) }
+        let name = #"sha256:abc of image "base" (layout /x)"#
+        func failure(_ bytes: [UInt8], root: String? = nil, diffID: Digest? = nil) -> String {
+            do {
+                try Data(bytes).write(to: URL(fileURLWithPath: sandbox.base + "/blob"))
+                _ = try LayerApplier().apply(
+                    blobAt: sandbox.base + "/blob", mediaType: tarMediaType, expectedDiffID: diffID,
+                    toRoot: root ?? sandbox.root, name: name)
+                return "applied"
+            } catch {
+                return "\(error)"
+            }
+        }
+        try writeRawTar([RawTarEntry(name: "../x", data: [1])], to: sandbox.base + "/hostile.tar")
+        let hostile = try readFile(sandbox.base + "/hostile.tar")
+        let empty = [UInt8](repeating: 0, count: 1024)  // an empty tar: the end-of-archive blocks
+        let cases = [
+            failure(hostile), failure([UInt8](repeating: 0x41, count: 2048)),
+            failure(empty, root: sandbox.base + "/missing"), failure(empty, diffID: Digest.sha256(of: [1])),
+        ]
+        for text in cases {
+            #expect(text.hasPrefix("layer \(name): "), "\(text)")
+            #expect(!text.contains(sandbox.base + "/blob"), "\(text)")
+        }
+        #expect(cases[0].contains(#"entry "../x" refused"#))
+        #expect(cases[2].contains("open \(sandbox.base)/missing"))
+        #expect(cases[3].contains("diff_id mismatch"))
+    }
+
     @Test func refusalNamesLayerAndPath() throws {
         let sandbox = try Sandbox()
         defer { removeTree(sandbox.base) }
@@ -240,6 +348,18 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
             Issue.record("accepted")
         } catch let error as LayerError {
             #expect(error.description.contains("layer.tar") && error.description.contains("../../etc/x"))
+        }
+    }
+
+    @Test func refusedNamesAreEscapedOnceOnOneLine() throws {
+        let sandbox = try Sandbox()
+        defer { removeTree(sandbox.base) }
+        do {
+            try sandbox.apply([RawTarEntry(name: "../a\\b\nc", data: [1])])
+            Issue.record("accepted")
+        } catch let error as LayerError {
+            #expect(error.description.contains(#"entry "../a\\b\nc" refused"#), "\(error)")
+            #expect(!error.description.contains("\n"))
         }
     }
 

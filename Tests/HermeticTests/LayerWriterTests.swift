@@ -198,7 +198,8 @@ import Testing
     @Test(arguments: [
         ("", "is empty"), ("/abs", "is absolute"), ("a/../b", "'..'"), ("a\0b", "NUL"),
         ("a//b", "empty component"), ("a/", "trailing"), ("./a", "'.'"),
-        (String(repeating: "p", count: 4097), "longer than 4096"),
+        (String(repeating: "p", count: 4097), "longer than 4096"), (".wh...", "invalid whiteout name .wh..."),
+        ("a/.wh..", "invalid whiteout name .wh.."), ("a/.wh./b", "invalid whiteout name .wh."),
     ])
     func rejectsInvalidPaths(path: String, reason: String) throws {
         let dir = try makeTemporaryDirectory()

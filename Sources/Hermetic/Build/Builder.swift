@@ -61,6 +61,8 @@ public struct Builder {
                 return try SigningKey(pem: try FileSystem.readFile(path, limit: 1 << 20), source: path)
             } catch let error as SystemError {
                 throw ArgumentError(argument: "--sign-key", value: path, reason: error.description)
+            } catch let error as NotRegularFileError {
+                throw ArgumentError(argument: "--sign-key", value: path, reason: error.description)
             } catch let error as KeyError {
                 throw ArgumentError(argument: "--sign-key", value: path, reason: error.reason)
             }
@@ -180,6 +182,8 @@ public struct Builder {
         do {
             return try FileSystem.readFile(path, limit: DockerfileLimits.maximumFileSize)
         } catch let error as SystemError {
+            throw ArgumentError(argument: "-f", value: displayName, reason: "cannot read the Dockerfile: \(error)")
+        } catch let error as NotRegularFileError {
             throw ArgumentError(argument: "-f", value: displayName, reason: "cannot read the Dockerfile: \(error)")
         }
     }

@@ -231,11 +231,17 @@ struct ImageExporter {
         for layer in images.first?.layers ?? [] {
             _ = try LayerApplier().apply(
                 blobAt: layer.blobPath, mediaType: layer.descriptor.mediaType,
-                expectedDiffID: layer.diffID, toRoot: temporary)
+                expectedDiffID: layer.diffID, toRoot: temporary, name: layer.displayName)
         }
         chmod(temporary, 0o755)
         OutputDestinationCheck.setLocalMarker(temporary)
         done = true
         return temporary
     }
+}
+
+extension LayerRecord {
+    /// How errors name the layer: its digest and where it comes from (an image's layout, or the
+    /// instruction that made it), never the workspace copy that is gone once the build fails.
+    var displayName: String { origin.isEmpty ? descriptor.digest.description : "\(descriptor.digest) \(origin)" }
 }

@@ -166,7 +166,7 @@ extension StageExecutor {
                         target: absolute(target, workingDirectory)))
             case .cache(let target, let id, _, _, _, let mode, let cacheUID, let cacheGID):
                 let directory = try cacheDirectory(id: id, mode: mode, uid: cacheUID, gid: cacheGID)
-                record.cacheMounts.append((id, !(FileSystem.directoryNames(directory) ?? []).isEmpty))
+                record.cacheMounts.append((id, !(FileSystem.directoryByteNames(directory) ?? []).isEmpty))
                 mounts.append(ExtraMount(.bind(source: directory), target: absolute(target, workingDirectory)))
             case .secret(let id, let target, let env, let required, let mode, let secretUID, let secretGID):
                 record.requested.append(("secret", id, required))
@@ -235,7 +235,11 @@ extension StageExecutor {
                 "RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)"
             )
         }
-        return try UpperDirectoryDiff().entries(ofUpperDirectory: upper)
+        do {
+            return try UpperDirectoryDiff().entries(ofUpperDirectory: upper)
+        } catch let error as UpperDirectoryDiff.NameNotUTF8 {
+            throw fail("RUN: the step \(error)")
+        }
     }
 
     /// overlayfs cannot use a directory on overlayfs as its upper layer, which is where a workspace under

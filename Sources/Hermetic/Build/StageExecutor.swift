@@ -7,6 +7,8 @@ struct LayerRecord: Sendable {
     var descriptor: Descriptor
     var diffID: Digest
     var blobPath: String
+    /// Where the layer comes from, for errors (`blobPath` is a workspace copy): see `displayName`.
+    var origin = ""
 }
 
 /// The state of a stage after its instructions ran.
@@ -228,14 +230,18 @@ struct StageExecutor {
             exported.mediaType = MediaType.ociLayerMediaType(forAny: descriptor.mediaType)
             exported.annotations = nil
             exported.urls = nil
-            layers.append(LayerRecord(descriptor: exported, diffID: diffID, blobPath: path))
+            layers.append(
+                LayerRecord(
+                    descriptor: exported, diffID: diffID, blobPath: path,
+                    origin: "of image \"\(reference)\" (layout \(pinned.layoutPath))"))
         }
         return (image, layers)
     }
 
     private func apply(_ layer: LayerRecord, to root: String) throws {
         _ = try LayerApplier().apply(
-            blobAt: layer.blobPath, mediaType: layer.descriptor.mediaType, expectedDiffID: layer.diffID, toRoot: root)
+            blobAt: layer.blobPath, mediaType: layer.descriptor.mediaType, expectedDiffID: layer.diffID, toRoot: root,
+            name: layer.displayName)
     }
 
     /// The root filesystem an image reference unpacks to (for `COPY --from=image`), made once per build.
@@ -385,7 +391,12 @@ struct StageExecutor {
         if let scanner {
             writer.tarObserver = { buffer in scanner.consume(buffer) }
         }
-        let written = try writer.write(entries, into: blobs)
+        let written: WrittenLayer
+        do {
+            written = try writer.write(entries, into: blobs)
+        } catch let error as LayerError {
+            throw DockerfileError(file: file, line: line, message: error.description)
+        }
         if let id = scanner?.found {
             unlink(written.blobPath)
             throw DockerfileError(
@@ -394,7 +405,7 @@ struct StageExecutor {
         }
         let record = LayerRecord(
             descriptor: Descriptor(mediaType: written.mediaType, digest: written.digest, size: written.compressedSize),
-            diffID: written.diffID, blobPath: written.blobPath)
+            diffID: written.diffID, blobPath: written.blobPath, origin: "made by \(file):\(line)")
         try apply(record, to: state.rootfs)
         state.layers.append(record)
         state.config.rootfs.diffIDs.append(written.diffID)

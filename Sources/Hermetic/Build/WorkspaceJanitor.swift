@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Sandbox
 
 #if canImport(Glibc)
@@ -19,20 +20,46 @@ public enum WorkspaceJanitor {
         environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
     }
 
-    /// Installs the signal handlers for this process's workspaces under `parent`; they act as long as the
-    /// caller keeps the returned sources.
-    public static func installSignalHandlers(workspaceParent parent: String) -> [any DispatchSourceSignal] {
-        let queue = DispatchQueue(label: "hermetic.signals")
-        return [SIGINT, SIGTERM, SIGHUP].map { signalNumber in
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
-            source.setEventHandler {
-                cleanUp(owner: getpid(), under: parent)
-                _exit(128 + signalNumber)
+    /// The signal handlers of one build, for as long as the caller keeps it.
+    public final class SignalGuard: @unchecked Sendable {
+        private let lock = NSLock()
+        private var signalled = false
+        private var sources: [any DispatchSourceSignal] = []
+
+        init() {}
+
+        fileprivate func install(workspaceParent parent: String) {
+            let queue = DispatchQueue(label: "hermetic.signals")
+            sources = [SIGINT, SIGTERM, SIGHUP].map { signalNumber in
+                signal(signalNumber, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+                source.setEventHandler { [self] in
+                    // First, so that a build failing because its step was just killed waits in settle()
+                    // for this exit code instead of reporting that failure.
+                    lock.withLock { signalled = true }
+                    cleanUp(owner: getpid(), under: parent)
+                    _exit(128 + signalNumber)
+                }
+                source.resume()
+                return source
             }
-            source.resume()
-            return source
         }
+
+        /// Call when the build has ended, before reporting its result: if a signal is being handled, waits
+        /// for the handler to end the process.
+        public func settle() {
+            guard lock.withLock({ signalled }) else { return }
+            while true { pause() }
+        }
+
+        deinit { sources.forEach { $0.cancel() } }
+    }
+
+    /// Installs the signal handlers for this process's workspaces under `parent`.
+    public static func installSignalHandlers(workspaceParent parent: String) -> SignalGuard {
+        let guardian = SignalGuard()
+        guardian.install(workspaceParent: parent)
+        return guardian
     }
 
     /// Removes what builders that are no longer running left under `parent`.

@@ -90,12 +90,24 @@ public struct BuildContext: Sendable {
         components.isEmpty ? root : root + "/" + components.joined(separator: "/")
     }
 
-    /// Names in an in-tree directory (empty if it is not a directory), sorted.
+    /// Names in an in-tree directory (empty if it is not a directory), sorted. A name that is not valid
+    /// UTF-8 stops the build, naming it, unless .dockerignore excludes it (matched as decoded with U+FFFD):
+    /// layer format 1 stores UTF-8 names only, and leaving the file out would copy less than was asked.
     func listDirectory(_ components: [String]) throws -> [String] {
         let path = host(components)
         var info = stat()
         guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { return [] }
-        return (FileSystem.directoryNames(path) ?? []).sorted()
+        let prefix = components.isEmpty ? "" : components.joined(separator: "/") + "/"
+        do {
+            let names = try FileSystem.directoryNames(strict: path) { lossy in ignore.isExcluded(prefix + lossy) }
+            return (names ?? []).sorted()
+        } catch let error as NonUTF8NameError {
+            let shown = displayable(bytes: Array(prefix.utf8) + error.name)
+            throw SourceError(
+                message:
+                    "\"\(shown)\" in \(isBuildContext ? "the build context" : "the source"): file name is not valid UTF-8 (layers store UTF-8 names\(isBuildContext ? "; rename it or exclude it in .dockerignore" : ""))"
+            )
+        }
     }
 
     /// Every entry below an in-tree directory (not following symlinks), excluding ignored paths, sorted,

@@ -36,9 +36,13 @@ public enum ContextDigest {
     }
 
     static func fileDigest(_ path: String) throws -> Digest {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        // O_NONBLOCK and the check: a file swapped for a FIFO since the walk must not block the build.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
         defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw SystemError("fstat", path: path, errno: errno) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw NotRegularFileError(path: path, mode: info.st_mode) }
         let hasher = SHA256Hasher()
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         while true {

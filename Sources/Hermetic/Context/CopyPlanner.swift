@@ -30,6 +30,19 @@ struct CopyPlanner {
     func entries(for copy: CopyInstruction, owner: (uid: UInt32, gid: UInt32)?, line: Int, file: String) throws
         -> [LayerEntry]
     {
+        do {
+            return try plannedEntries(for: copy, owner: owner, line: line, file: file)
+        } catch let error as BuildContext.SourceError {
+            // Found while walking the source (a name that is not UTF-8…): the instruction's error.
+            throw DockerfileError(file: file, line: line, message: "\(copy.isAdd ? "ADD" : "COPY") failed: \(error)")
+        } catch let error as RootedPath.ResolutionError {
+            throw DockerfileError(file: file, line: line, message: "\(copy.isAdd ? "ADD" : "COPY") failed: \(error)")
+        }
+    }
+
+    private func plannedEntries(
+        for copy: CopyInstruction, owner: (uid: UInt32, gid: UInt32)?, line: Int, file: String
+    ) throws -> [LayerEntry] {
         func fail(_ message: String) -> DockerfileError { DockerfileError(file: file, line: line, message: message) }
         let keyword = copy.isAdd ? "ADD" : "COPY"
         var mode: UInt32?
@@ -143,7 +156,7 @@ struct CopyPlanner {
                     match.components.joined(separator: "/"), inRoot: sourceContext.root)
                 let target = copy.parents ? base + [item.nameForDirectory] : resolvedDestination
                 if !target.isEmpty, RootedPath.status(target, inRoot: destinationRoot) == nil {
-                    collector.add(entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
+                    collector.add(try entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
                 }
                 var firstByInode: [String: String] = [:]
                 for (relative, childInfo) in try sourceContext.walk(directoryComponents) {
@@ -151,7 +164,7 @@ struct CopyPlanner {
                     if !excludes.isEmpty, excludes.isExcluded(relativePath) { continue }
                     let childTarget = target + relative
                     let childHost = sourceContext.host(directoryComponents + relative)
-                    var childEntry = entry(
+                    var childEntry = try entry(
                         for: childInfo, at: childTarget, hostPath: childHost, mode: mode, owner: owner)
                     if (childInfo.st_mode & S_IFMT) == S_IFREG, childInfo.st_nlink > 1 {
                         let inode = "\(childInfo.st_dev):\(childInfo.st_ino)"
@@ -182,7 +195,7 @@ struct CopyPlanner {
                 }
                 continue
             }
-            collector.add(entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
+            collector.add(try entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
         }
         return try collector.finish()
     }
@@ -190,9 +203,7 @@ struct CopyPlanner {
     /// One entry for a file found in the source tree.
     private func entry(
         for info: stat, at target: [String], hostPath: String, mode: UInt32?, owner: (uid: UInt32, gid: UInt32)?
-    )
-        -> LayerEntry
-    {
+    ) throws -> LayerEntry {
         let fromContext = sourceContext.isBuildContext
         var entry = LayerEntry(
             path: target.joined(separator: "/"), kind: .directory,
@@ -202,7 +213,7 @@ struct CopyPlanner {
         switch info.st_mode & S_IFMT {
         case S_IFDIR: entry.kind = .directory
         case S_IFLNK:
-            entry.kind = .symlink(target: (try? RootedPath.readLink(hostPath)) ?? "")
+            entry.kind = .symlink(target: try RootedPath.readLink(hostPath))
             entry.mode = 0o777
         case S_IFIFO: entry.kind = .fifo
         default: entry.kind = .regular(.file(path: hostPath, size: Int64(info.st_size)))
@@ -229,25 +240,27 @@ struct EntryCollector {
         entries[entry.path] = entry
     }
 
+    /// Adds the missing parents of every entry. Each parent is looked at once: the walk up from an entry
+    /// stops at the first parent already known, whose own parents are (or will be) handled from it. Walking
+    /// every ancestor of every entry, re-joining each path, was cubic in depth for a deep tree.
     func finish() throws -> [LayerEntry] {
         var all = entries
         for path in entries.keys {
-            var components = path.split(separator: "/").map(String.init)
-            components.removeLast()
-            while !components.isEmpty {
-                let parent = components.joined(separator: "/")
-                if all[parent] == nil {
-                    if let info = RootedPath.status(components, inRoot: root), (info.st_mode & S_IFMT) == S_IFDIR {
-                        all[parent] = LayerEntry(
-                            path: parent, kind: .directory, mode: UInt32(info.st_mode) & 0o7777,
-                            uid: info.st_uid, gid: info.st_gid, mtime: Int64(info.st_mtim.tv_sec))
-                    } else {
-                        all[parent] = LayerEntry(
-                            path: parent, kind: .directory, mode: 0o755, uid: owner?.uid ?? 0,
-                            gid: owner?.gid ?? 0, mtime: epoch)
-                    }
+            var parent = Substring(path)
+            while let slash = parent.lastIndex(of: "/") {
+                parent = parent[..<slash]
+                let key = String(parent)
+                guard all[key] == nil else { break }
+                let components = parent.split(separator: "/").map(String.init)
+                if let info = RootedPath.status(components, inRoot: root), (info.st_mode & S_IFMT) == S_IFDIR {
+                    all[key] = LayerEntry(
+                        path: key, kind: .directory, mode: UInt32(info.st_mode) & 0o7777,
+                        uid: info.st_uid, gid: info.st_gid, mtime: Int64(info.st_mtim.tv_sec))
+                } else {
+                    all[key] = LayerEntry(
+                        path: key, kind: .directory, mode: 0o755, uid: owner?.uid ?? 0,
+                        gid: owner?.gid ?? 0, mtime: epoch)
                 }
-                components.removeLast()
             }
         }
         return all.values.sorted { $0.path < $1.path }

@@ -64,11 +64,18 @@ public enum RootedPath {
         return resolved
     }
 
+    /// A symlink's target. One that is not valid UTF-8 is an error: decoded with U+FFFD it would name
+    /// another path (and layer format 1 stores UTF-8 targets only).
     public static func readLink(_ path: String) throws -> String {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let length = readlink(path, &buffer, buffer.count - 1)
         guard length >= 0 else { throw SystemError("readlink", path: path, errno: errno) }
-        return String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let bytes = buffer[0..<length].map { UInt8(bitPattern: $0) }
+        guard let target = String(validating: bytes, as: UTF8.self) else {
+            throw ResolutionError(
+                path: displayable(path), reason: "symlink target \"\(displayable(bytes: bytes))\" is not valid UTF-8")
+        }
+        return target
     }
 
     /// lstat of an in-root path; nil when it does not exist.

@@ -36,10 +36,21 @@ public enum FileSystem {
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
-    public static func readFile(_ path: String, limit: Int) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    /// The whole of a regular file (a symlink to one is followed unless `followSymlinks` is false), at most
+    /// `limit` bytes. Anything else is refused before a byte is read: a FIFO would block the read (or the
+    /// open) forever and a device may never end.
+    public static func readFile(_ path: String, limit: Int, followSymlinks: Bool = true) throws -> [UInt8] {
+        // O_NONBLOCK: opening a FIFO with no writer would otherwise wait for one forever.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (followSymlinks ? 0 : O_NOFOLLOW))
         guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
         defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw SystemError("fstat", path: path, errno: errno) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw NotRegularFileError(path: path, mode: info.st_mode)
+        }
+        // A regular file ignores O_NONBLOCK, but clear it so reads are plainly blocking.
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         var result: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -116,36 +127,80 @@ public enum FileSystem {
         return "/" + parts.joined(separator: "/")
     }
 
-    /// Removes a tree without following symlinks. Missing paths are fine. Iterative, so a hostile depth
-    /// (a RUN step can nest directories thousands deep) cannot exhaust the stack.
+    /// Removes a tree without following symlinks; missing paths are fine. Names are handled as bytes
+    /// (`openat`/`unlinkat`), so a name that is not UTF-8 goes too. At most `removalDepth` directories are
+    /// open at once: a subtree deeper than that (a RUN step can nest directories thousands deep) is first
+    /// moved up beside the root's contents, so neither the stack nor the descriptors run out.
     public static func removeTree(_ root: String) {
-        var pending: [(path: String, expanded: Bool)] = [(root, false)]
-        var hoisted = 0
-        while let (path, expanded) = pending.popLast() {
-            var info = stat()
-            guard lstat(path, &info) == 0 else { continue }
-            guard (info.st_mode & S_IFMT) == S_IFDIR else {
-                unlink(path)
-                continue
-            }
-            if expanded {
-                rmdir(path)
-                continue
-            }
-            // A directory that is not writable (e.g. mode 0555 from an image) still has to go.
-            chmod(path, 0o700)
-            pending.append((path, true))
-            for name in directoryNames(path) ?? [] {
-                var child = path + "/" + name
-                // Past 2 KiB, move the subtree up beside the root, so no path ever exceeds PATH_MAX.
-                if child.utf8.count > 2048 {
-                    hoisted += 1
-                    let moved = root + "/.hermetic-hoisted-\(hoisted)"
-                    if rename(child, moved) == 0 { child = moved }
-                }
-                pending.append((child, false))
+        var info = stat()
+        guard lstat(root, &info) == 0 else { return }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else {
+            unlink(root)
+            return
+        }
+        guard let top = openDirectoryForRemoval(AT_FDCWD, Array(root.utf8)) else {
+            rmdir(root)
+            return
+        }
+        defer { rmdir(root) }
+        defer { close(top) }
+        var hoisted: [[UInt8]] = []
+        var counter = 0
+        /// Moves `name` to a free `.hermetic-hoisted-N` directly in the root; nil if it cannot be moved.
+        func hoist(_ name: [UInt8], from directory: Int32) -> [UInt8]? {
+            while true {
+                counter += 1
+                let target = Array(".hermetic-hoisted-\(counter)".utf8)
+                var existing = stat()
+                if fstatat(top, target.cString, &existing, AT_SYMLINK_NOFOLLOW) == 0 { continue }
+                return renameat(directory, name.cString, top, target.cString) == 0 ? target : nil
             }
         }
+        func clear(_ directory: Int32, depth: Int) {
+            for name in directoryNames(descriptor: directory) ?? [] {
+                var status = stat()
+                guard fstatat(directory, name.cString, &status, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                guard (status.st_mode & S_IFMT) == S_IFDIR else {
+                    unlinkat(directory, name.cString, 0)
+                    continue
+                }
+                if depth >= removalDepth {
+                    if let moved = hoist(name, from: directory) { hoisted.append(moved) }
+                    continue
+                }
+                if let child = openDirectoryForRemoval(directory, name) {
+                    clear(child, depth: depth + 1)
+                    close(child)
+                }
+                unlinkat(directory, name.cString, AT_REMOVEDIR)
+            }
+        }
+        clear(top, depth: 1)
+        while let name = hoisted.popLast() {
+            if let child = openDirectoryForRemoval(top, name) {
+                clear(child, depth: 2)
+                close(child)
+            }
+            unlinkat(top, name.cString, AT_REMOVEDIR)
+        }
+    }
+
+    /// Directories `removeTree` holds open at once.
+    static let removalDepth = 32
+
+    /// Opens a directory (never through a symlink) to empty it; one that is not readable (mode 0555 or
+    /// 0000 from an image, for a builder that is not root) is made so first.
+    private static func openDirectoryForRemoval(_ parent: Int32, _ name: [UInt8]) -> Int32? {
+        let flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+        var fd = openat(parent, name.cString, flags)
+        if fd < 0 && errno == EACCES {
+            _ = fchmodat(parent, name.cString, 0o700, 0)
+            fd = openat(parent, name.cString, flags)
+        }
+        guard fd >= 0 else { return nil }
+        // Entries can only be unlinked from a writable directory.
+        _ = fchmod(fd, 0o700)
+        return fd
     }
 
     public static func parentDirectory(of path: String) -> String {
@@ -165,16 +220,54 @@ public enum FileSystem {
 }
 
 extension FileSystem {
-    /// The names in a directory (without `.` and `..`), unsorted; nil when it cannot be opened.
+    /// The names in a directory (without `.` and `..`), unsorted; nil when it cannot be opened. A name that
+    /// is not valid UTF-8 cannot be a Swift `String`: it is left out here, and `directoryNames(strict:)`
+    /// reports it instead.
     public static func directoryNames(_ path: String) -> [String]? {
-        guard let handle = opendir(path) else { return nil }
-        defer { closedir(handle) }
+        directoryByteNames(path).map { names in names.compactMap { String(validating: $0, as: UTF8.self) } }
+    }
+
+    /// The names in a directory as Strings; nil when it cannot be opened. A name that is not valid UTF-8
+    /// throws `NonUTF8NameError` (naming it, escaped) unless `skipping` says it may be left out.
+    public static func directoryNames(
+        strict path: String, skipping mayOmit: (_ lossyName: String) -> Bool = { _ in false }
+    ) throws -> [String]? {
+        guard let raw = directoryByteNames(path) else { return nil }
         var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+        names.reserveCapacity(raw.count)
+        for bytes in raw {
+            if let name = String(validating: bytes, as: UTF8.self) {
+                names.append(name)
+            } else if !mayOmit(String(decoding: bytes, as: UTF8.self)) {
+                throw NonUTF8NameError(directory: path, name: bytes)
             }
-            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// The names in a directory as bytes (without `.` and `..`), unsorted; nil when it cannot be opened.
+    public static func directoryByteNames(_ path: String) -> [[UInt8]]? {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        return directoryNames(descriptor: fd)
+    }
+
+    /// The names in the directory open as `fd` (the descriptor stays open), as bytes.
+    static func directoryNames(descriptor fd: Int32) -> [[UInt8]]? {
+        let copy = dup(fd)
+        guard copy >= 0 else { return nil }
+        guard let stream = fdopendir(copy) else {
+            close(copy)
+            return nil
+        }
+        defer { closedir(stream) }
+        rewinddir(stream)
+        var names: [[UInt8]] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: &entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
+            if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] { continue }
+            names.append(name)
         }
         return names
     }
@@ -212,5 +305,33 @@ extension FileSystem {
             throw SystemError("rename into place", path: path, errno: code)
         }
         if let aside { removeTree(aside) }
+    }
+}
+
+/// A path that had to be a regular file and is not.
+public struct NotRegularFileError: HermeticError {
+    public var path: String
+    public var mode: mode_t
+    /// What it is instead: "a FIFO", "a character device", …
+    public var kind: String {
+        switch mode & S_IFMT {
+        case S_IFIFO: "a FIFO"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFDIR: "a directory"
+        case S_IFSOCK: "a socket"
+        default: "of an unknown type"
+        }
+    }
+    public var description: String { "\(displayable(path)): not a regular file (\(kind))" }
+}
+
+/// A directory entry whose name is not valid UTF-8. Layer format 1 stores UTF-8 names only (and paths
+/// are Swift Strings throughout the builder), so such a file is refused by name instead of left out.
+public struct NonUTF8NameError: HermeticError {
+    public var directory: String
+    public var name: [UInt8]
+    public var description: String {
+        "\(displayable(directory))/\(displayable(bytes: name)): file name is not valid UTF-8"
     }
 }

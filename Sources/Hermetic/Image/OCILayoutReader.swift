@@ -34,9 +34,11 @@ public struct OCILayoutReader: Sendable {
         self.path = path
         let layoutFile: [UInt8]
         do {
-            layoutFile = try FileSystem.readFile(path + "/oci-layout", limit: 64 << 10)
+            layoutFile = try FileSystem.readFile(path + "/oci-layout", limit: 64 << 10, followSymlinks: false)
         } catch {
-            throw LayoutError(layout: path, reason: "no readable oci-layout file (is this an OCI image layout?)")
+            throw LayoutError(
+                layout: path,
+                reason: "no readable oci-layout file (is this an OCI image layout?): \(Self.whyUnreadable(error))")
         }
         struct LayoutMarker: Decodable { var imageLayoutVersion: String }
         guard let marker = try? JSONDecoding.decode(LayoutMarker.self, from: layoutFile),
@@ -46,9 +48,10 @@ public struct OCILayoutReader: Sendable {
         }
         let indexBytes: [UInt8]
         do {
-            indexBytes = try FileSystem.readFile(path + "/index.json", limit: Int(Self.maximumJSONSize))
+            indexBytes = try FileSystem.readFile(
+                path + "/index.json", limit: Int(Self.maximumJSONSize), followSymlinks: false)
         } catch {
-            throw LayoutError(layout: path, reason: "index.json cannot be read (missing, or over 4 MiB)")
+            throw LayoutError(layout: path, reason: "index.json cannot be read: \(Self.whyUnreadable(error))")
         }
         do {
             index = try JSONDecoding.decode(ImageIndex.self, from: indexBytes)
@@ -231,6 +234,18 @@ public struct OCILayoutReader: Sendable {
         guard actual == digest else {
             throw LayoutError(
                 layout: path, digest: digest, reason: "content does not match its digest (it hashes to \(actual))")
+        }
+    }
+
+    /// Why a layout's own file (oci-layout, index.json) could not be read, without repeating the path.
+    static func whyUnreadable(_ error: any Error) -> String {
+        if let error = error as? NotRegularFileError { return "not a regular file (\(error.kind))" }
+        guard let error = error as? SystemError else { return brief(error) }
+        switch error.errno {
+        case ENOENT: return "missing"
+        case ELOOP: return "is a symlink"
+        case EFBIG: return "over 4 MiB"
+        default: return String(cString: strerror(error.errno))
         }
     }
 

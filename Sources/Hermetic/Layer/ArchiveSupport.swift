@@ -15,12 +15,15 @@ public enum LayerError: HermeticError, Equatable {
     /// libarchive reported an error.
     case archive(subject: String, operation: String, message: String)
     /// A layer or archive entry that is refused for safety (escapes, writes through symlinks…).
+    /// `path` is already `displayable(bytes:)` (the raw name need not be UTF-8), so it is printed as is.
     case hostileEntry(layer: String, path: String, reason: String)
     /// The decompressed layer does not hash to the digest the manifest/config promised.
     case diffIDMismatch(layer: String, expected: Digest, actual: Digest)
     /// A bound against hostile input was hit.
     case limitExceeded(layer: String, limit: String)
     case unsupportedMediaType(layer: String, mediaType: String)
+    /// A system call failed while applying the layer (`reason` names the call and the path).
+    case failed(layer: String, reason: String)
 
     public var description: String {
         switch self {
@@ -32,13 +35,15 @@ public enum LayerError: HermeticError, Equatable {
         case .archive(let subject, let operation, let message):
             return "\(displayable(subject)): \(operation): \(message)"
         case .hostileEntry(let layer, let path, let reason):
-            return "layer \(displayable(layer)): entry \"\(displayable(path))\" refused: \(reason)"
+            return "layer \(displayable(layer)): entry \"\(path)\" refused: \(reason)"
         case .diffIDMismatch(let layer, let expected, let actual):
             return "layer \(displayable(layer)): diff_id mismatch: expected \(expected), got \(actual)"
         case .limitExceeded(let layer, let limit):
             return "layer \(displayable(layer)): limit exceeded: \(limit)"
         case .unsupportedMediaType(let layer, let mediaType):
             return "layer \(displayable(layer)): unsupported media type \"\(displayable(mediaType))\""
+        case .failed(let layer, let reason):
+            return "layer \(displayable(layer)): \(reason)"
         }
     }
 }
@@ -51,38 +56,107 @@ public struct LayerLimits: Sendable, Hashable {
     public var maxPathBytes: Int
     /// Maximum bytes of the decompressed stream, and separately the maximum sum of entry sizes.
     public var maxTotalBytes: Int64
+    /// Maximum distinct paths one applied layer names: its entries, the directories its whiteouts are
+    /// in, and every directory above them. The applier remembers each (to keep whiteouts and opaque
+    /// directories off them), so this bounds its memory: deep entries in fresh directories add one path
+    /// per level, and gzip stores thousands of such levels in a few bytes.
+    public var maxPaths: Int
 
-    public init(maxEntries: Int = 1_000_000, maxPathBytes: Int = 4096, maxTotalBytes: Int64 = 64 << 30) {
+    public init(
+        maxEntries: Int = 1_000_000, maxPathBytes: Int = 4096, maxTotalBytes: Int64 = 64 << 30,
+        maxPaths: Int = 2_000_000
+    ) {
         self.maxEntries = maxEntries
         self.maxPathBytes = maxPathBytes
         self.maxTotalBytes = maxTotalBytes
+        self.maxPaths = maxPaths
     }
 
-    /// 1,000,000 entries, 4096-byte paths, 64 GiB decompressed and 64 GiB of file contents.
+    /// 1,000,000 entries, 4096-byte paths, 64 GiB decompressed and 64 GiB of file contents, 2,000,000
+    /// distinct paths per applied layer (twice the entries: room for parents a layer does not list).
     public static let standard = LayerLimits()
 }
 
-/// Escapes control characters and bounds the length so hostile names print on one line.
+/// A name as it is printed in errors and warnings: one line, unambiguous, bounded. A backslash is
+/// doubled, so every other backslash starts an escape: `\n`, `\r`, `\t`; `\xHH` (two hex digits) for
+/// any other control byte or DEL and for each byte that is not valid UTF-8; `\u{HHHH}` for C1 controls,
+/// line/paragraph separators and bidirectional overrides (they could reorder or split the line on a
+/// terminal). After 300 characters the rest is `…`.
 func displayable(_ text: String) -> String {
-    var out = ""
-    var count = 0
+    var display = DisplayText()
     for scalar in text.unicodeScalars {
-        if count >= 300 {
-            out += "…"
-            break
-        }
-        if scalar.value < 0x20 || scalar.value == 0x7f {
-            out += "\\x" + String(scalar.value, radix: 16)
-        } else {
-            out.unicodeScalars.append(scalar)
-        }
-        count += 1
+        guard display.append(scalar) else { break }
     }
-    return out
+    return display.text
 }
 
+/// `displayable` for raw bytes (names read from archives and directories need not be UTF-8).
 func displayable(bytes: [UInt8]) -> String {
-    displayable(String(decoding: bytes, as: UTF8.self))
+    var display = DisplayText()
+    var parser = Unicode.UTF8.ForwardParser()
+    var iterator = bytes.makeIterator()
+    // The parser's results cover the input in order, so `offset` tracks where each one starts.
+    var offset = 0
+    while true {
+        switch parser.parseScalar(from: &iterator) {
+        case .valid(let encoded):
+            offset += encoded.count
+            guard display.append(Unicode.UTF8.decode(encoded)) else { return display.text }
+        case .error(let length):
+            for byte in bytes[offset..<offset + length] {
+                guard display.appendEscaped(byte) else { return display.text }
+            }
+            offset += length
+        case .emptyInput:
+            return display.text
+        }
+    }
+}
+
+/// The output of `displayable`, built one character at a time.
+private struct DisplayText {
+    var text = ""
+    private var count = 0
+    private var truncated = false
+    static let limit = 300
+
+    /// Appends a scalar, escaped if need be; false once the limit is reached (`…` is then written).
+    mutating func append(_ scalar: Unicode.Scalar) -> Bool {
+        guard begin() else { return false }
+        switch scalar.value {
+        case 0x5c: text += "\\\\"
+        case 0x0a: text += "\\n"
+        case 0x0d: text += "\\r"
+        case 0x09: text += "\\t"
+        case 0..<0x20, 0x7f: text += Self.hexByte(UInt8(scalar.value))
+        case 0x80..<0xa0, 0x2028, 0x2029, 0x202a...0x202e, 0x2066...0x2069:
+            text += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+        default: text.unicodeScalars.append(scalar)
+        }
+        return true
+    }
+
+    /// Appends a byte that is not part of valid UTF-8 as `\xHH`.
+    mutating func appendEscaped(_ byte: UInt8) -> Bool {
+        guard begin() else { return false }
+        text += Self.hexByte(byte)
+        return true
+    }
+
+    private mutating func begin() -> Bool {
+        guard count < Self.limit else {
+            if !truncated { text += "…" }
+            truncated = true
+            return false
+        }
+        count += 1
+        return true
+    }
+
+    static func hexByte(_ byte: UInt8) -> String {
+        let digits = Array("0123456789abcdef")
+        return "\\x" + String(digits[Int(byte >> 4)]) + String(digits[Int(byte & 0xf)])
+    }
 }
 
 // MARK: - Thread locale

@@ -4,7 +4,8 @@
 /// - Paths must be normalized (no leading `/`, no empty, `.` or `..` components, no trailing `/`),
 ///   contain no NUL, be at most 4096 bytes, and be unique; otherwise the write fails with
 ///   `LayerError.invalidEntry` naming the path. A path whose parent is present in the same
-///   layer as a non-directory is refused too. Missing parents are not invented.
+///   layer as a non-directory is refused too, and so is a component `.wh.`, `.wh..` or `.wh...`
+///   (a whiteout naming no entry, which appliers refuse). Missing parents are not invented.
 /// - Entries are sorted by path compared component by component as bytes (`a/b` < `a/b/c` <
 ///   `a.b`), so every directory precedes its contents and input order never matters.
 /// - Hardlinks whose target is in the same layer are re-rooted so the group member that sorts
@@ -226,7 +227,9 @@ public struct LayerWriter: Sendable {
         case .bytes(let bytes):
             try bytes.withUnsafeBytes { try tar.writeData($0) }
         case .file(let sourcePath, let size):
-            let fd = open(sourcePath, O_RDONLY | O_CLOEXEC)
+            // O_NONBLOCK: a source swapped for a FIFO since it was planned must not block the open; the
+            // regular-file check below then refuses it (regular files ignore the flag).
+            let fd = open(sourcePath, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
             if fd < 0 { throw SystemError("open", path: sourcePath, errno: errno) }
             defer { close(fd) }
             var status = stat()
@@ -308,6 +311,11 @@ struct LayerPlan {
             if component.isEmpty { throw fail("has an empty component or trailing '/'") }
             if component == [UInt8(ascii: ".")] { throw fail("has a '.' component") }
             if component == [UInt8(ascii: "."), UInt8(ascii: ".")] { throw fail("has a '..' component") }
+            // A whiteout of nothing, of its own directory or of its parent: every applier refuses the layer.
+            if component == Array(".wh.".utf8) || component == Array(".wh..".utf8) || component == Array(".wh...".utf8)
+            {
+                throw fail("has an invalid whiteout name \(String(decoding: component, as: UTF8.self))")
+            }
         }
         return components
     }

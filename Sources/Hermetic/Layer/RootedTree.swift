@@ -23,8 +23,11 @@ final class RootedTree {
     let root: DirectoryDescriptor
     let layer: String
     /// Times of directories whose contents this layer changed, recorded before the first change,
-    /// so they can be restored (the tar does not mention them). Implicit parents get time 0.
-    private(set) var preservedTimes: [[UInt8]: (access: timespec, modification: timespec)] = [:]
+    /// so they can be restored (the tar does not mention them). Keyed by `LayerPaths` node.
+    private(set) var preservedTimes: [Int: (access: timespec, modification: timespec)] = [:]
+    /// Directories this layer created because an entry needed them (the layer does not list them):
+    /// they get time 0. A set, not times, as a hostile layer can make many.
+    private(set) var createdParents: Set<Int> = []
     static let maxDepth = 2048
 
     init(path: String, layer: String) throws {
@@ -38,33 +41,34 @@ final class RootedTree {
         .hostileEntry(layer: layer, path: displayable(bytes: path), reason: reason)
     }
 
-    /// Opens the directory at `components` below the root; missing ones are created (mode 0755,
-    /// time 0) when `create` is set, otherwise nil is returned for a missing directory.
-    func openDirectory(_ components: ArraySlice<[UInt8]>, create: Bool, for entryPath: [UInt8]) throws
-        -> DirectoryDescriptor?
+    /// Opens the directory at `components` below the root. With `nodes` (the `LayerPaths` node of each
+    /// prefix of `components`), missing directories are created (mode 0755, time 0) and recorded;
+    /// without, nil is returned for a missing directory.
+    func openDirectory(_ components: ArraySlice<[UInt8]>, creating nodes: [Int]? = nil, for entryPath: [UInt8])
+        throws -> DirectoryDescriptor?
     {
         if components.count > Self.maxDepth { throw refuse(entryPath, "deeper than \(Self.maxDepth) components") }
+        precondition(nodes.map { $0.count == components.count } ?? true, "one node per component")
         var current = root
-        var walked: [[UInt8]] = []
-        for component in components {
+        for (depth, component) in components.enumerated() {
             var fd = openat(current.fd, component.cString, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if fd < 0 && errno == ENOENT {
-                guard create else { return nil }
-                noteMutation(of: walked, descriptor: current)
+                guard let nodes else { return nil }
+                noteMutation(of: depth == 0 ? LayerPaths.root : nodes[depth - 1], descriptor: current)
                 if mkdirat(current.fd, component.cString, 0o700) != 0 && errno != EEXIST {
+                    let code = errno
                     throw SystemError(
-                        "mkdirat", path: displayable(bytes: joinedPath(walked + [component])), errno: errno)
+                        "mkdirat", path: displayable(bytes: shown(components, through: depth)), errno: code)
                 }
                 fd = openat(current.fd, component.cString, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 if fd >= 0 {
                     fchmod(fd, 0o755)
-                    let zero = timespec(tv_sec: 0, tv_nsec: 0)
-                    preservedTimes[joinedPath(walked + [component])] = (zero, zero)
+                    createdParents.insert(nodes[depth])
                 }
             }
             if fd < 0 {
                 let code = errno
-                let shown = joinedPath(walked + [component])
+                let walked = shown(components, through: depth)
                 if code == ELOOP || code == ENOTDIR {
                     var status = stat()
                     let isLink =
@@ -72,24 +76,28 @@ final class RootedTree {
                         && (UInt32(status.st_mode) & FileTypeBits.mask) == FileTypeBits.symlink
                     throw refuse(
                         entryPath,
-                        "parent \(displayable(bytes: shown)) is \(isLink ? "a symlink" : "not a directory"); not writing through it"
+                        "parent \(displayable(bytes: walked)) is \(isLink ? "a symlink" : "not a directory"); not writing through it"
                     )
                 }
-                throw SystemError("openat", path: displayable(bytes: shown), errno: code)
+                throw SystemError("openat", path: displayable(bytes: walked), errno: code)
             }
             current = DirectoryDescriptor(fd: fd, owned: true)
-            walked.append(component)
         }
         return current
     }
 
-    /// Records `directory`'s times before its contents change for the first time in this layer.
-    func noteMutation(of directory: [[UInt8]], descriptor: DirectoryDescriptor) {
-        let key = joinedPath(directory)
-        guard preservedTimes[key] == nil else { return }
+    /// The first `depth + 1` components joined, for messages.
+    private func shown(_ components: ArraySlice<[UInt8]>, through depth: Int) -> [UInt8] {
+        joinedPath(components.prefix(depth + 1))
+    }
+
+    /// Records the times of the directory of `node` (open as `descriptor`) before its contents change
+    /// for the first time in this layer.
+    func noteMutation(of node: Int, descriptor: DirectoryDescriptor) {
+        guard preservedTimes[node] == nil, !createdParents.contains(node) else { return }
         var status = stat()
         if fstat(descriptor.fd, &status) == 0 {
-            preservedTimes[key] = (status.st_atim, status.st_mtim)
+            preservedTimes[node] = (status.st_atim, status.st_mtim)
         }
     }
 
@@ -103,6 +111,11 @@ final class RootedTree {
 
     /// Removes whatever is at `name` (a whole tree for a directory), never following symlinks.
     func remove(_ name: [UInt8], in directory: DirectoryDescriptor, depth: Int = 0) throws {
+        // Only ever one entry of `directory`: `.`, `..` or a slash would name the directory itself, its
+        // parent (outside the root, at the top) or a path elsewhere.
+        if name.isEmpty || name == [UInt8(ascii: ".")] || name == Array("..".utf8) || name.contains(UInt8(ascii: "/")) {
+            throw refuse(name, "not a single name in its directory; nothing removed")
+        }
         guard let status = try status(of: name, in: directory) else { return }
         if (UInt32(status.st_mode) & FileTypeBits.mask) == FileTypeBits.directory {
             if depth > Self.maxDepth { throw refuse(name, "directory tree deeper than \(Self.maxDepth)") }

@@ -16,6 +16,17 @@ public struct UpperDirectoryDiff {
         self.limits = limits
     }
 
+    /// The step made a name (or a symlink target) that is not valid UTF-8: layer format 1 stores UTF-8
+    /// names only, so the step's layer cannot hold it and the build stops, naming it.
+    public struct NameNotUTF8: HermeticError {
+        /// Already `displayable`.
+        public var path: String
+        public var what = "file name"
+        public var description: String {
+            "made \"\(path)\", whose \(what) is not valid UTF-8 (layers store UTF-8 names)"
+        }
+    }
+
     public func entries(ofUpperDirectory upper: String) throws -> [LayerEntry] {
         var entries: [LayerEntry] = []
         var firstPathByInode: [String: String] = [:]
@@ -35,9 +46,14 @@ public struct UpperDirectoryDiff {
         firstPathByInode: inout [String: String]
     ) throws -> [(directory: String, relative: String)] {
         var subdirectories: [(directory: String, relative: String)] = []
-        guard let names = FileSystem.directoryNames(directory) else {
-            throw SystemError("opendir", path: directory, errno: errno)
+        let listed: [String]?
+        do {
+            listed = try FileSystem.directoryNames(strict: directory)
+        } catch let error as NonUTF8NameError {
+            let prefix = relative.isEmpty ? "" : relative + "/"
+            throw NameNotUTF8(path: displayable(bytes: Array(prefix.utf8) + error.name))
         }
+        guard let names = listed else { throw SystemError("opendir", path: directory, errno: errno) }
         for name in names.sorted() {
             let hostPath = directory + "/" + name
             let path = relative.isEmpty ? name : relative + "/" + name
@@ -76,7 +92,10 @@ public struct UpperDirectoryDiff {
                 var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
                 let length = readlink(hostPath, &buffer, buffer.count - 1)
                 guard length >= 0 else { throw SystemError("readlink", path: hostPath, errno: errno) }
-                let target = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                let bytes = buffer[0..<length].map { UInt8(bitPattern: $0) }
+                guard let target = String(validating: bytes, as: UTF8.self) else {
+                    throw NameNotUTF8(path: displayable(bytes: Array(path.utf8)), what: "symlink target")
+                }
                 entries.append(entry(.symlink(target: target)))
             case S_IFIFO:
                 entries.append(entry(.fifo))

@@ -9,6 +9,8 @@ func loadKeys(_ paths: [String]) throws -> [VerificationKey] {
             return try VerificationKey(pem: try FileSystem.readFile(path, limit: 1 << 20), source: path)
         } catch let error as SystemError {
             throw ArgumentError(argument: "--key", value: path, reason: error.description)
+        } catch let error as NotRegularFileError {
+            throw ArgumentError(argument: "--key", value: path, reason: error.description)
         }
     }
 }

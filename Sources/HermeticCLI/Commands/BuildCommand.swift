@@ -58,11 +58,17 @@ struct BuildCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let environment = ProcessEnvironment.current()
-            let signalSources = WorkspaceJanitor.installSignalHandlers(
+            let signals = WorkspaceJanitor.installSignalHandlers(
                 workspaceParent: WorkspaceJanitor.workspaceParent(environment))
-            defer { signalSources.forEach { $0.cancel() } }
             let options = try makeOptions(environment: environment)
-            let result = try await Builder(options: options, log: BuildLog(mode: options.progress)).build()
+            let result: BuildResult
+            do {
+                result = try await Builder(options: options, log: BuildLog(mode: options.progress)).build()
+            } catch {
+                signals.settle()
+                throw error
+            }
+            signals.settle()
             print(result.imageDigest.description)
         }
     }

@@ -60,6 +60,12 @@ int hermetic_sandbox_abi_version(void) { return 2; }
 
 int hermetic_memfd_create(const char *name) { return (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC); }
 
+int hermetic_unshare_uts(const char *hostname) {
+    if (unshare(CLONE_NEWUTS) != 0) return -errno;
+    if (sethostname(hostname, strlen(hostname)) != 0) return -errno;
+    return 0;
+}
+
 /* ---- helpers usable in the child (async-signal-safe, no allocation) ---- */
 
 static size_t child_strlen(const char *s) {

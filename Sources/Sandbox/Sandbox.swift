@@ -9,6 +9,15 @@ internal import CSandbox
 ///
 /// What it protects against, and how, is in `Sources/Sandbox/Sandbox.docc/ThreatModel.md`.
 public enum Sandbox {
+    /// Moves the calling thread into a new UTS namespace named `hostname`; processes it spawns afterwards
+    /// (posix_spawn runs on the calling thread) see that name. For `hermetic rebuild`'s other environment.
+    public static func enterPrivateHostname(_ hostname: String) throws(SandboxError) {
+        let result = hermetic_unshare_uts(hostname)
+        guard result == 0 else {
+            throw SandboxError.system(call: "unshare(CLONE_NEWUTS)", path: hostname, errno: -result)
+        }
+    }
+
     /// Whether `path` is on overlayfs, which overlayfs cannot use as an upper layer (a workspace under /tmp
     /// inside most containers): the caller then gives the step another filesystem for its upper directory.
     public static func isOnOverlayfs(_ path: String) -> Bool {

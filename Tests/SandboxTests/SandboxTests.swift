@@ -340,6 +340,42 @@ struct SandboxTests {
     }
 }
 
+@Suite("Private hostname")
+struct PrivateHostnameTests {
+    @Test("a process spawned after enterPrivateHostname sees that name; the host's is unchanged")
+    func spawnedProcessSeesThePrivateHostname() throws {
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count)
+        let hostBefore = String(cString: buffer)
+        // On a thread of its own: the namespace stays with the thread that entered it.
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var seen = ""
+        nonisolated(unsafe) var failure: (any Error)?
+        let thread = Thread {
+            do {
+                try Sandbox.enterPrivateHostname("rebuild-probe")
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/bin/uname")
+                process.arguments = ["-n"]
+                let pipe = Pipe()
+                process.standardOutput = pipe
+                try process.run()
+                seen = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+            } catch {
+                failure = error
+            }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        #expect(failure == nil, "\(String(describing: failure))")
+        #expect(seen == "rebuild-probe\n")
+        gethostname(&buffer, buffer.count)
+        #expect(String(cString: buffer) == hostBefore)
+    }
+}
+
 @Suite("SeccompPolicy")
 struct SeccompPolicyTests {
     @Test("refused calls are not allowed; no duplicates; the rendering is stable")

@@ -98,6 +98,9 @@ int hermetic_path_is_on_overlayfs(const char *path);
 
 pid_t hermetic_sandbox_spawn(const struct hermetic_plan *plan, int *report_fd, int *pidfd);
 
+/* unshare(CLONE_NEWUTS) + sethostname for the calling thread only (what it spawns inherits it); -errno. */
+int hermetic_unshare_uts(const char *hostname);
+
 /* memfd_create is missing from Swift's Glibc overlay. */
 int hermetic_memfd_create(const char *name);
 

@@ -1,5 +1,6 @@
 import Foundation
 import Provenance
+import Sandbox
 
 #if canImport(Glibc)
     import Glibc
@@ -39,6 +40,9 @@ public struct Rebuilder {
         /// sha256 of the provenance statement the rebuild followed (the VSA's input attestation).
         public var provenanceDigest: Digest
     }
+
+    /// The hostname the rebuild runs under (a UTS namespace of its own).
+    public static let rebuildHostname = "hermetic-rebuild-elsewhere"
 
     public struct RebuildError: HermeticError {
         public var reason: String
@@ -101,7 +105,7 @@ public struct Rebuilder {
         for secret in secrets { arguments += ["--secret", secret] }
         for entitlement in entitlements { arguments += ["--allow", entitlement] }
 
-        // The different environment: another umask, time zone, locale and temporary directory.
+        // The different environment: another umask, time zone, locale, temporary directory and hostname.
         let tmp = scratch + "/tmp"
         try FileSystem.makeDirectory(tmp)
         let process = Process()
@@ -114,6 +118,7 @@ public struct Rebuilder {
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
+        try Sandbox.enterPrivateHostname(Self.rebuildHostname)
         try process.run()
         let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()

@@ -138,7 +138,22 @@ import Testing
         let precious = scratch.path + "/precious"
         try FileManager.default.createDirectory(atPath: precious, withIntermediateDirectories: true)
         try "keep\n".write(toFile: precious + "/CANARY", atomically: true, encoding: .utf8)
+        // A directory whose only entry has a name that is not UTF-8 is not empty either.
+        let oddOnly = scratch.path + "/odd"
+        try FileManager.default.createDirectory(atPath: oddOnly, withIntermediateDirectories: true)
+        let oddName = Array((oddOnly + "/caf").utf8).map { CChar(bitPattern: $0) } + [CChar(bitPattern: 0xe9), 0]
+        let oddFD = open(oddName, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+        try #require(oddFD >= 0)
+        close(oddFD)
+        let key = scratch.path + "/precious/signing.pem"
+        try #require(try HermeticProcess.hermetic(["key", "generate", "--out", key]).status == 0)
+        let keyBefore = try String(contentsOfFile: key, encoding: .utf8)
         let cases: [([String], String)] = [
+            (["-o", "type=local,dest=\(oddOnly)"], "--output"),
+            (
+                ["-o", "type=oci,dest=\(scratch.path)/out", "--sign-key", key, "--metadata-file", key],
+                "--metadata-file"
+            ),
             (["-o", "type=local,dest=\(context)"], "--output"),
             (["-o", "type=oci,dest=\(scratch.path)"], "--output"),
             (["-o", "type=local,dest=\(context)/src/.."], "--output"),
@@ -158,7 +173,10 @@ import Testing
             #expect(try String(contentsOfFile: precious + "/CANARY", encoding: .utf8) == "keep\n")
             #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"), "\(arguments)")
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted() == ["ctx", "precious"])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted() == ["ctx", "odd", "precious"])
+        #expect(FileSystem.directoryByteNames(oddOnly)?.count == 1)
+        #expect(try String(contentsOfFile: key, encoding: .utf8) == keyBefore)
 
         // What hermetic wrote before, it may replace: an OCI layout, and a local tree it marked (where the
         // filesystem has user xattrs; elsewhere the second build asks for an empty destination).
@@ -288,7 +306,44 @@ extension BadInputTests {
         #expect(lines.count == 1 && lines[0].hasPrefix("error: "), "\(input): \(outcome.standardError)")
         let layoutNamed = input == .indexJSONFIFO || input == .ociLayoutFIFO
         #expect(outcome.standardError.contains(layoutNamed ? layout : named), "\(input): \(outcome.standardError)")
-        #expect(outcome.standardError.contains("not a regular file"), "\(input): \(outcome.standardError)")
+        switch input {
+        case .dockerfileFIFO:
+            // A pipe is a Dockerfile a person may hand over (-f -, -f /dev/stdin); with no writer it is empty.
+            #expect(outcome.standardError.contains("cannot be empty"), "\(input): \(outcome.standardError)")
+        case .signKeyFIFO, .verifyKeyFIFO:
+            break  // keys may come through a pipe too: read as an empty key, refused as one, naming it
+        default:
+            #expect(outcome.standardError.contains("not a regular file"), "\(input): \(outcome.standardError)")
+        }
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"), "\(input)")
+    }
+}
+
+/// The Dockerfile on standard input, as docker build takes it: `-f -` and `-f /dev/stdin` from a pipe.
+@Suite struct DockerfileFromStandardInputTests {
+    @Test func pipedDockerfilesBuildTheSameImage() throws {
+        let scratch = try TemporaryDirectory(prefix: "stdin-")
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try "a\n".write(toFile: context + "/a.txt", atomically: true, encoding: .utf8)
+        try "FROM scratch\nCOPY a.txt /a\n".write(
+            toFile: scratch.path + "/Dockerfile", atomically: true, encoding: .utf8)
+        var digests: [String] = []
+        for flag in ["-", "/dev/stdin"] {
+            let outcome = try HermeticProcess.run(
+                "/bin/sh",
+                [
+                    "-c", "cat \"$1\" | \"$0\" build \"$2\" -f \"$3\" --progress quiet --provenance false -o \"$4\"",
+                    HermeticProcess.binaryPath, scratch.path + "/Dockerfile", context, flag,
+                    "type=oci,dest=\(scratch.path)/out\(digests.count)",
+                ], environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"])
+            #expect(outcome.status == 0, "-f \(flag): \(outcome.standardError)")
+            digests.append(outcome.standardOutput)
+        }
+        let file = try HermeticProcess.hermetic([
+            "build", context, "-f", scratch.path + "/Dockerfile", "--progress", "quiet", "--provenance", "false",
+            "-o", "type=oci,dest=\(scratch.path)/file",
+        ])
+        #expect(digests == [file.standardOutput, file.standardOutput] && file.standardOutput.hasPrefix("sha256:"))
     }
 }

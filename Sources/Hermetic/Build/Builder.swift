@@ -36,13 +36,16 @@ public struct Builder {
         guard FileSystem.isDirectory(contextRoot) else {
             throw ArgumentError(argument: "CONTEXT", value: options.contextDirectory, reason: "not a directory")
         }
-        let dockerfilePath = options.dockerfilePath.map(FileSystem.absolute) ?? contextRoot + "/Dockerfile"
+        // `-f -`: the Dockerfile comes on standard input (as docker build takes it).
+        let dockerfilePath =
+            options.dockerfilePath == "-"
+            ? "/dev/stdin" : options.dockerfilePath.map(FileSystem.absolute) ?? contextRoot + "/Dockerfile"
         let environment = ProcessEnvironment.current()
         let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
         let stateDirectory = options.stateDirectory ?? environment["HERMETIC_STATE_DIR"] ?? "/var/lib/hermetic"
         try OutputDestinationCheck(
             inputs: [contextRoot, dockerfilePath, workspaceParent, stateDirectory]
-                + (options.lockFile.map { [$0] } ?? [])
+                + (options.lockFile.map { [$0] } ?? []) + (options.signKeyPath.map { [$0] } ?? [])
                 + options.namedContexts.values.map { context in
                     switch context {
                     case .ociLayout(let path, _, _): path
@@ -58,7 +61,7 @@ public struct Builder {
         let dockerfile = try Self.parseDockerfile(dockerfileBytes, displayName: options.dockerfilePath ?? "Dockerfile")
         let signingKey = try options.signKeyPath.map { path in
             do {
-                return try SigningKey(pem: try FileSystem.readFile(path, limit: 1 << 20), source: path)
+                return try SigningKey(pem: try FileSystem.readFile(path, limit: 1 << 20, allowPipe: true), source: path)
             } catch let error as SystemError {
                 throw ArgumentError(argument: "--sign-key", value: path, reason: error.description)
             } catch let error as NotRegularFileError {
@@ -180,7 +183,7 @@ public struct Builder {
 
     static func readDockerfile(at path: String, displayName: String) throws -> [UInt8] {
         do {
-            return try FileSystem.readFile(path, limit: DockerfileLimits.maximumFileSize)
+            return try FileSystem.readFile(path, limit: DockerfileLimits.maximumFileSize, allowPipe: true)
         } catch let error as SystemError {
             throw ArgumentError(argument: "-f", value: displayName, reason: "cannot read the Dockerfile: \(error)")
         } catch let error as NotRegularFileError {

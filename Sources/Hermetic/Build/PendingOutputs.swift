@@ -58,7 +58,8 @@ final class PendingOutputs {
 /// Checks every destination before anything is built: it must not be (or hold) an input of the build, two
 /// outputs must not share one, and what is there already must be something a build may replace.
 public struct OutputDestinationCheck {
-    /// Paths the build reads: the context, the Dockerfile, named contexts, the state and work directories.
+    /// Paths the build reads: the context, the Dockerfile, named contexts, secret files, ssh sockets, the lock
+    /// file, the signing key, the state and work directories.
     var inputs: [String]
 
     func check(_ options: BuildOptions) throws {
@@ -98,7 +99,7 @@ public struct OutputDestinationCheck {
                 guard isDirectory else {
                     throw ArgumentError(argument: "--output", value: value, reason: "exists and is not a directory")
                 }
-                guard FileSystem.exists(path + "/oci-layout") || (FileSystem.directoryNames(path) ?? []).isEmpty
+                guard FileSystem.exists(path + "/oci-layout") || FileSystem.directoryByteNames(path)?.isEmpty == true
                 else {
                     throw ArgumentError(
                         argument: "--output", value: value,
@@ -108,7 +109,7 @@ public struct OutputDestinationCheck {
                 guard isDirectory else {
                     throw ArgumentError(argument: "--output", value: value, reason: "exists and is not a directory")
                 }
-                guard Self.hasLocalMarker(path) || (FileSystem.directoryNames(path) ?? []).isEmpty else {
+                guard Self.hasLocalMarker(path) || FileSystem.directoryByteNames(path)?.isEmpty == true else {
                     throw ArgumentError(
                         argument: "--output", value: value,
                         reason: "exists, is not empty and was not written by hermetic; it would be replaced whole")

@@ -39,13 +39,22 @@ public enum FileSystem {
     /// The whole of a regular file (a symlink to one is followed unless `followSymlinks` is false), at most
     /// `limit` bytes. Anything else is refused before a byte is read: a FIFO would block the read (or the
     /// open) forever and a device may never end.
-    public static func readFile(_ path: String, limit: Int, followSymlinks: Bool = true) throws -> [UInt8] {
+    ///
+    /// `allowPipe`: a FIFO or pipe is read too (what a person hands over as `-f -`, `-f /dev/stdin` or
+    /// `--sign-key <(…)`), without blocking: with no writer it reads as empty, and a writer that sends
+    /// nothing for `pipeTimeoutSeconds` is an error.
+    public static func readFile(
+        _ path: String, limit: Int, followSymlinks: Bool = true, allowPipe: Bool = false
+    ) throws -> [UInt8] {
         // O_NONBLOCK: opening a FIFO with no writer would otherwise wait for one forever.
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (followSymlinks ? 0 : O_NOFOLLOW))
         guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw SystemError("fstat", path: path, errno: errno) }
+        if allowPipe && (info.st_mode & S_IFMT) == S_IFIFO {
+            return try readPipe(fd, path: path, limit: limit)
+        }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
             throw NotRegularFileError(path: path, mode: info.st_mode)
         }
@@ -66,6 +75,31 @@ public enum FileSystem {
             result.append(contentsOf: buffer[0..<count])
         }
         return result
+    }
+
+    public static let pipeTimeoutSeconds: Int32 = 60
+
+    private static func readPipe(_ fd: Int32, path: String, limit: Int) throws -> [UInt8] {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            // Read first: with no writer a FIFO reads as end of file at once (poll would wait for one).
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count > 0 {
+                guard result.count + count <= limit else { throw SystemError("read", path: path, errno: EFBIG) }
+                result.append(contentsOf: buffer[0..<count])
+                continue
+            }
+            if count == 0 { return result }
+            if errno == EINTR { continue }
+            guard errno == EAGAIN else { throw SystemError("read", path: path, errno: errno) }
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, pipeTimeoutSeconds * 1000)
+            if ready < 0 && errno != EINTR { throw SystemError("poll", path: path, errno: errno) }
+            if ready == 0 {
+                throw SystemError("read (nothing came for \(pipeTimeoutSeconds) s)", path: path, errno: ETIMEDOUT)
+            }
+        }
     }
 
     /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.

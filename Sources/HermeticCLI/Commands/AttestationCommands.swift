@@ -6,7 +6,8 @@ import Provenance
 func loadKeys(_ paths: [String]) throws -> [VerificationKey] {
     try paths.map { path in
         do {
-            return try VerificationKey(pem: try FileSystem.readFile(path, limit: 1 << 20), source: path)
+            return try VerificationKey(
+                pem: try FileSystem.readFile(path, limit: 1 << 20, allowPipe: true), source: path)
         } catch let error as SystemError {
             throw ArgumentError(argument: "--key", value: path, reason: error.description)
         } catch let error as NotRegularFileError {

@@ -46,7 +46,8 @@ struct RebuildCommand: AsyncParsableCommand {
                 entitlements: allow, executable: executable
             ).run()
             if let signKey {
-                let key = try SigningKey(pem: try FileSystem.readFile(signKey, limit: 1 << 20), source: signKey)
+                let key = try SigningKey(
+                    pem: try FileSystem.readFile(signKey, limit: 1 << 20, allowPipe: true), source: signKey)
                 let summary = VerificationSummary(
                     verifier: .init(
                         id: "https://hermetic.build/rebuilder/v1", version: ["hermetic": HermeticVersion.string]),

@@ -92,7 +92,39 @@ extension SeccompPolicy {
         let merged = seccomp_merge(context.handle, legacy.handle)
         guard merged == 0 else { throw SandboxError.seccomp(call: "seccomp_merge", syscall: nil, code: merged) }
         legacy.owned = false
-        return SeccompProgram(bytes: try export(context), unknownSyscalls: unknown)
+        return SeccompProgram(bytes: x86DirectSocketPrefix() + (try export(context)), unknownSyscalls: unknown)
+    }
+
+    /// Hand-written BPF run before libseccomp's program: the 32-bit x86 ABI's direct `socket` call (359),
+    /// which libseccomp 2.5 does not know by that number, is allowed for `socketFamilies` and refused for
+    /// every other family. Everything else falls through to libseccomp's program, which begins by loading
+    /// the architecture itself, so the accumulator's value on entry does not matter.
+    static func x86DirectSocketPrefix() -> [UInt8] {
+        let load: UInt16 = 0x20  // BPF_LD | BPF_W | BPF_ABS
+        let jumpIfEqual: UInt16 = 0x15  // BPF_JMP | BPF_JEQ | BPF_K
+        let returnValue: UInt16 = 0x06  // BPF_RET | BPF_K
+        let families = socketFamilies.map { UInt32(truncatingIfNeeded: $0) }
+        // 0 ld arch · 1 jeq i386 · 2 ld nr · 3 jeq 359 · 4 ld args[0] · families… · refuse · allow · (libseccomp)
+        let allowIndex = 5 + families.count + 1
+        let end = allowIndex + 1
+        var program: [(UInt16, UInt8, UInt8, UInt32)] = [
+            (load, 0, 0, 4),
+            (jumpIfEqual, 0, UInt8(end - 2), 0x4000_0003),  // AUDIT_ARCH_I386
+            (load, 0, 0, 0),
+            (jumpIfEqual, 0, UInt8(end - 4), x86SocketSyscall),
+            (load, 0, 0, 16),  // low 32 bits of args[0] (the 32-bit ABI has no high ones)
+        ]
+        for (offset, family) in families.enumerated() {
+            program.append((jumpIfEqual, UInt8(allowIndex - (5 + offset) - 1), 0, family))
+        }
+        program.append((returnValue, 0, 0, errnoAction(defaultErrno)))
+        program.append((returnValue, 0, 0, SCMP_ACT_ALLOW))
+        var bytes: [UInt8] = []
+        for (code, jumpTrue, jumpFalse, value) in program {
+            bytes += [UInt8(code & 0xff), UInt8(code >> 8), jumpTrue, jumpFalse]
+            bytes += (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
+        }
+        return bytes
     }
 
     private static func errnoAction(_ code: Int32) -> UInt32 {

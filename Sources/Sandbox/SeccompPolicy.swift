@@ -7,7 +7,7 @@
 /// allow-list, so a careless addition fails loudly.
 public enum SeccompPolicy {
     /// Bumped whenever the meaning of the rendering changes.
-    public static let formatVersion = 2
+    public static let formatVersion = 3
 
     /// errno returned for every call not allowed (EPERM).
     public static let defaultErrno: Int32 = 1
@@ -139,9 +139,12 @@ public enum SeccompPolicy {
         return rules
     }
 
-    /// Left out of the 32-bit x86 ABI's filter: there its family argument cannot be checked (see
-    /// `SeccompCompiler`), so 32-bit programs get EPERM for every new socket.
+    /// Left out of the 32-bit x86 ABI's libseccomp filter: there libseccomp knows `socket` only through the
+    /// `socketcall` multiplexer, whose family argument no filter can read (see `SeccompCompiler`).
+    /// `socketcall(SYS_SOCKET…)` is refused; the direct call, number `x86SocketSyscall`, is allowed for
+    /// `socketFamilies` by a few instructions of our own before libseccomp's program.
     public static let x86ExcludedSyscalls: Set<String> = ["socket"]
+    public static let x86SocketSyscall: UInt32 = 359
 
     /// Must never appear in `allowedSyscalls` (checked by tests): mounting and the new mount API,
     /// namespaces, keys, BPF, tracing, modules, kexec, reboot, swap, clock setting, handle-based opens,
@@ -166,6 +169,9 @@ public enum SeccompPolicy {
         lines += allowedSyscalls.sorted().map { "allow \($0)" }
         lines += conditionalRules.map(\.canonicalText)
         lines += x86ExcludedSyscalls.sorted().map { "x86 exclude \($0)" }
+        lines.append(
+            "x86 direct socket \(x86SocketSyscall) allow families "
+                + socketFamilies.map { String($0) }.joined(separator: ","))
         return lines.joined(separator: "\n") + "\n"
     }
 }

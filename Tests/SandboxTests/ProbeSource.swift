@@ -95,6 +95,8 @@ let probeSource = #"""
         report("i386_socketcall_inet", i386_call(102, 1, (long)socketcall_args, 0));
         report("i386_socket_vsock", i386_call(359, AF_VSOCK, SOCK_STREAM, 0));
         report("i386_socket_inet", i386_call(359, AF_INET, SOCK_STREAM, 0));
+        report("i386_socket_unix", i386_call(359, AF_UNIX, SOCK_STREAM, 0));
+        report("i386_socket_alg", i386_call(359, AF_ALG, SOCK_SEQPACKET, 0));
         report("socket_inet", socket(AF_INET, SOCK_STREAM, 0));
         report("fork", raw_clone(0));
         long r;

@@ -47,6 +47,11 @@ import Testing
         #expect(metadata["containerimage.digest"] as? String == digest)
         #expect(digest.hasPrefix("sha256:") && digest.count == 71)
 
+        // Archives are readable by all, like the other outputs (the test runs the build under umask 022).
+        for archive in ["image.oci.tar", "image.docker.tar"] {
+            let attributes = try FileManager.default.attributesOfItem(atPath: scratch.path + "/" + archive)
+            #expect((attributes[.posixPermissions] as? Int) == 0o644, "\(archive)")
+        }
         let skopeo = try ExternalTools.require("skopeo")
         for reference in [
             "oci:\(scratch.path)/layout:1.0", "oci-archive:\(scratch.path)/image.oci.tar:1.0",

@@ -17,7 +17,8 @@ public enum WorkspaceJanitor {
 
     /// Where workspaces go: `$TMPDIR`, else /tmp.
     public static func workspaceParent(_ environment: [String: String]) -> String {
-        environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        // Absolute: the sandbox takes only absolute paths, and a relative TMPDIR means the current directory's.
+        FileSystem.absolute(environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp")
     }
 
     /// The signal handlers of one build, for as long as the caller keeps it.

@@ -170,6 +170,8 @@ public final class OCILayoutWriter {
         let absolute = FileSystem.absolute(destination)
         let written = try LayerWriter(sourceDateEpoch: 0).writeUncompressedTar(
             entries, into: FileSystem.parentDirectory(of: absolute))
+        // Like every other output: readable by all, whatever the umask.
+        chmod(written.blobPath, 0o644)
         FileSystem.removeTree(stagingDirectory)
         finished = true
         return written.blobPath

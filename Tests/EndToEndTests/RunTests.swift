@@ -412,6 +412,23 @@ import Testing
             environment: ["TMPDIR": temporary])
         #expect(next.status == 0, "\(next.standardError)")
         #expect(!FileManager.default.fileExists(atPath: stale))
+
+        // A workspace whose .owner is locked belongs to a live builder, even one whose pid looks dead from
+        // here (another PID namespace sharing this TMPDIR): it is left alone until the lock goes.
+        let live = temporary + "/" + WorkspaceJanitor.workspacePrefix(pid: gone.processIdentifier) + "live"
+        try FileManager.default.createDirectory(atPath: live, withIntermediateDirectories: true)
+        let lock = try WorkspaceJanitor.lockWorkspace(live)
+        let during = try HermeticProcess.hermetic(
+            ["build", build.context, "--progress", "quiet", "-o", "type=local,dest=\(build.scratch.path)/during"],
+            environment: ["TMPDIR": temporary])
+        #expect(during.status == 0, "\(during.standardError)")
+        #expect(FileManager.default.fileExists(atPath: live + "/.owner"))
+        close(lock)
+        let after = try HermeticProcess.hermetic(
+            ["build", build.context, "--progress", "quiet", "-o", "type=local,dest=\(build.scratch.path)/after"],
+            environment: ["TMPDIR": temporary])
+        #expect(after.status == 0, "\(after.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: live))
     }
 
     /// A step that copies a secret into the filesystem fails the build: the value never reaches a layer.

@@ -91,6 +91,8 @@ public struct Builder {
         let workspace = try FileSystem.makeTemporaryDirectory(
             in: workspaceParent, prefix: WorkspaceJanitor.workspacePrefix())
         defer { FileSystem.removeTree(workspace) }
+        let workspaceLock = try WorkspaceJanitor.lockWorkspace(workspace)
+        defer { close(workspaceLock) }
 
         let runOptions = RunOptions(
             secrets: options.secrets, sshSockets: options.sshSockets,

@@ -63,16 +63,42 @@ public enum WorkspaceJanitor {
         return guardian
     }
 
-    /// Removes what builders that are no longer running left under `parent`.
+    /// Removes what builders that are no longer running left under `parent`. A live builder holds an
+    /// exclusive lock on its workspace's `.owner` file (released by the kernel when it dies, in whatever PID
+    /// namespace it ran); a workspace without one (made in the instant before it was locked) is judged by
+    /// its builder's process id.
     public static func removeStale(under parent: String) {
         var owners = Set<Int32>()
         for name in FileSystem.directoryNames(parent) ?? [] {
-            if let pid = owner(ofWorkspace: name), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH {
-                owners.insert(pid)
+            guard let pid = owner(ofWorkspace: name), pid != getpid() else { continue }
+            let stale: Bool
+            let lockFile = parent + "/" + name + "/" + ownerFileName
+            let fd = open(lockFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+            if fd >= 0 {
+                stale = flock(fd, LOCK_EX | LOCK_NB) == 0
+                close(fd)
+            } else {
+                stale = kill(pid, 0) != 0 && errno == ESRCH
             }
+            if stale { owners.insert(pid) }
         }
         for pid in owners { cleanUp(owner: pid, under: parent) }
         StepCgroups.removeStale()
+    }
+
+    static let ownerFileName = ".owner"
+
+    /// Marks `workspace` as in use for as long as the returned descriptor is open (close it when done).
+    public static func lockWorkspace(_ workspace: String) throws -> Int32 {
+        let path = workspace + "/" + ownerFileName
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw SystemError("create", path: path, errno: errno) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            close(fd)
+            throw SystemError("lock", path: path, errno: code)
+        }
+        return fd
     }
 
     static func owner(ofWorkspace name: String) -> Int32? {

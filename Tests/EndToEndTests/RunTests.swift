@@ -465,6 +465,26 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: build.scratch.path + "/rel").isEmpty)
     }
 
+    /// On a terminal, a step's escape sequences are shown, not obeyed (no retitling or clearing it).
+    @Test func escapeSequencesDoNotReachATerminal() throws {
+        let build = try Build(dockerfile: "FROM busybox\nRUN printf 'A\\033]0;PWNTITLE\\007B\\033[2JC\\n'\n")
+        let script = try ExternalTools.require("script")
+        let command = [
+            HermeticProcess.binaryPath, "build", build.context, "--progress", "plain", "--state-dir",
+            build.scratch.path + "/state", "--build-context",
+            "busybox=oci-layout://\(build.scratch.path)/busybox@\(build.baseDigest)", "-o",
+            "type=local,dest=\(build.scratch.path)/out",
+        ].map { "'\($0)'" }.joined(separator: " ")
+        // util-linux script gives the build a pseudo-terminal and copies what it shows.
+        let outcome = try HermeticProcess.run(
+            script, ["-qec", command, build.scratch.path + "/typescript"],
+            environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TERM": "dumb"])
+        #expect(outcome.status == 0, "\(outcome.standardOutput)")
+        #expect(outcome.standardOutput.contains("A^[]0;PWNTITLE"), "\(outcome.standardOutput)")
+        #expect(!outcome.standardOutput.contains("\u{1b}]0;PWNTITLE"))
+        #expect(!outcome.standardOutput.contains("\u{1b}[2J"))
+    }
+
     @Test func failuresAreOneLineAndKeepNothing() throws {
         let build = try Build(
             dockerfile: """

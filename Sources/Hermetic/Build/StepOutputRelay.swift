@@ -14,6 +14,7 @@ final class StepOutputRelay: @unchecked Sendable {
     private let readEnd: Int32
     private let destination: Int32?
     private let secrets: [[UInt8]]
+    private let toTerminal: Bool
     private let finished = DispatchSemaphore(value: 0)
 
     static let mask = Array("****".utf8)
@@ -28,6 +29,7 @@ final class StepOutputRelay: @unchecked Sendable {
         _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
         self.destination = destination
+        toTerminal = destination.map { isatty($0) == 1 } ?? false
         // Longest first, so a secret that contains another is masked whole.
         self.secrets = secrets.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
         let thread = Thread { [self] in
@@ -63,8 +65,11 @@ final class StepOutputRelay: @unchecked Sendable {
         emit(pending)
     }
 
-    private func emit(_ bytes: [UInt8]) {
-        guard let destination, !bytes.isEmpty else { return }
+    private func emit(_ raw: [UInt8]) {
+        guard let destination, !raw.isEmpty else { return }
+        // On a terminal, a step's escape sequences would drive it (retitle it, clear it, write the clipboard
+        // with OSC 52, fake our own progress lines): ESC is shown as `^[` there.
+        let bytes = toTerminal ? Self.neutralizingEscapes(raw) : raw
         bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
@@ -74,6 +79,16 @@ final class StepOutputRelay: @unchecked Sendable {
                 offset += written
             }
         }
+    }
+
+    static func neutralizingEscapes(_ bytes: [UInt8]) -> [UInt8] {
+        guard bytes.contains(0x1b) else { return bytes }
+        var result: [UInt8] = []
+        result.reserveCapacity(bytes.count + 8)
+        for byte in bytes {
+            if byte == 0x1b { result += [UInt8(ascii: "^"), UInt8(ascii: "[")] } else { result.append(byte) }
+        }
+        return result
     }
 
     /// Every occurrence of each secret replaced by the mask.

@@ -165,6 +165,28 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         #expect(lstatOf(root + "/a")?.st_mtim.tv_sec == 1000)
     }
 
+    /// A whiteout of a directory that entries of the same layer fill: the lower contents go and the layer's
+    /// stay, whether the whiteout comes before those entries or after them.
+    @Test(arguments: [false, true])
+    func whiteoutOfADirectoryTheLayerFillsInEitherOrder(reversed: Bool) throws {
+        let dir = try makeTemporaryDirectory()
+        defer { removeTree(dir) }
+        let root = dir + "/root"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+        try lowerLayer(in: dir, root: root)
+        var upper = [
+            RawTarEntry(name: ".wh.a"), RawTarEntry(name: "a/new", data: [8]), RawTarEntry(name: "d/x", data: [6]),
+        ]
+        upper.append(RawTarEntry(name: ".wh.d"))
+        if reversed { upper.reverse() }
+        try writeRawTar(upper, to: dir + "/upper.tar")
+        _ = try LayerApplier().apply(
+            blobAt: dir + "/upper.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/a") == ["new"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/d") == ["x"])
+        #expect(try readFile(root + "/a/new") == [8])
+    }
+
     /// Whiteouts and opaque directories 1000 levels down mean what they mean at the top, in any order.
     @Test(arguments: [false, true])
     func deepWhiteoutsAndOpaqueDirectoriesInEitherOrder(reversed: Bool) throws {

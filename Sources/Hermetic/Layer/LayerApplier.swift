@@ -262,8 +262,14 @@ private final class LayerApplication {
                 if target.isEmpty || target == [UInt8(ascii: ".")] || target == Array("..".utf8) {
                     throw tree.refuse(path, "invalid whiteout name (it names no entry of its directory)")
                 }
-                if paths.child(of: parentNode, named: target) != nil { return }
                 guard let directory = try tree.openDirectory(parentComponents, for: path) else { return }
+                if let child = paths.child(of: parentNode, named: target) {
+                    // This layer made or changed `target` (an entry below it came first): what it made stays,
+                    // and what the lower layers had there still goes, as when the whiteout comes first.
+                    let fd = openat(directory.fd, target.cString, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    if fd >= 0 { try clearOpaque(DirectoryDescriptor(fd: fd, owned: true), node: child, depth: 0) }
+                    return
+                }
                 if try tree.status(of: target, in: directory) != nil {
                     tree.noteMutation(of: parentNode, descriptor: directory)
                     try tree.remove(target, in: directory)

@@ -66,6 +66,8 @@ import Testing
             [RawTarEntry(name: "s", kind: .symlink, link: "/etc"), RawTarEntry(name: "s/passwd", data: [1])],
             [RawTarEntry(name: "h", kind: .hardlink, link: "../outside")],
             [RawTarEntry(name: "f", data: [1]), RawTarEntry(name: "f/child", data: [1])],
+            [RawTarEntry(name: "f/child", data: [1]), RawTarEntry(name: "f", data: [1])],
+            [RawTarEntry(name: "d/e/f/child", data: [1]), RawTarEntry(name: "d/e", kind: .symlink, link: "x")],
         ]
         for entries in cases {
             let dir = try makeTemporaryDirectory()
@@ -77,5 +79,21 @@ import Testing
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/staging").isEmpty)
         }
+    }
+
+    /// Deep archives: every unlisted parent is made once, whatever the depth (the parent checks walk no
+    /// further up than a known parent).
+    @Test func deepArchivesGetEachUnlistedParentOnce() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { removeTree(dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/staging", withIntermediateDirectories: false)
+        let deep = Array(repeating: "d", count: 1500).joined(separator: "/")
+        let entries = (0..<50).map { RawTarEntry(name: "r\($0)/" + deep + "/f", data: [1]) }
+        try writeRawTar(entries, to: dir + "/deep.tar")
+        let extracted = try ArchiveExtractor().entries(
+            ofArchiveAt: dir + "/deep.tar", stagingDirectory: dir + "/staging")
+        #expect(extracted.count == 50 * (1 + 1500 + 1))
+        #expect(Set(extracted.map(\.path)).count == extracted.count)
+        #expect(extracted.filter { $0.kind == .directory }.count == 50 * 1501)
     }
 }

@@ -79,12 +79,6 @@ public struct ArchiveExtractor: Sendable {
                 guard let entryPath = String(validating: joinedPath(components), as: UTF8.self) else {
                     throw refuse(header.pathname, "name is not valid UTF-8")
                 }
-                for length in 1..<components.count {
-                    let ancestor = String(decoding: joinedPath(components[0..<length]), as: UTF8.self)
-                    if let index = indexByPath[ancestor], result[index].kind != .directory {
-                        throw refuse(header.pathname, "parent \(ancestor) is not a directory in the archive")
-                    }
-                }
                 let kind: LayerEntry.Kind
                 if let link = header.hardlink, !link.isEmpty {
                     guard let target = normalizedArchivePath(link), !target.isEmpty,
@@ -142,21 +136,35 @@ public struct ArchiveExtractor: Sendable {
                     result.append(entry)
                 }
             }
+            // A non-directory with entries below it (in either order). Sorted component by component, an
+            // entry's descendants follow it at once, so one look at the next entry is enough (checking every
+            // ancestor of every entry is quadratic in depth, a hang for a hostile archive).
+            let keys = result.map { entry in entry.path.split(separator: "/").map { Array($0.utf8) } }
+            let order = result.indices.sorted { componentwiseLess(keys[$0], keys[$1]) }
+            for (position, index) in order.enumerated() where result[index].kind != .directory {
+                guard position + 1 < order.count else { break }
+                let next = result[order[position + 1]].path
+                if next.hasPrefix(result[index].path + "/") {
+                    throw refuse(Array(next.utf8), "parent \(result[index].path) is not a directory in the archive")
+                }
+            }
         } catch {
             for file in staged { unlink(file) }
             throw error
         }
-        // Parents the archive did not list.
-        for entry in result {
-            var components = entry.path.split(separator: "/").map(String.init)
-            components.removeLast()
-            var prefix = ""
-            for component in components {
-                prefix = prefix.isEmpty ? component : prefix + "/" + component
-                if indexByPath[prefix] == nil {
-                    indexByPath[prefix] = result.count
-                    result.append(LayerEntry(path: prefix, kind: .directory, mode: 0o755))
-                }
+        // Parents the archive did not list: walking up from each entry only until a parent that is known.
+        for entryIndex in result.indices {
+            var missing: [String] = []
+            var path = result[entryIndex].path
+            while let slash = path.lastIndex(of: "/") {
+                path = String(path[..<slash])
+                if indexByPath[path] != nil { break }
+                missing.append(path)
+                indexByPath[path] = -1
+            }
+            for parent in missing.reversed() {
+                indexByPath[parent] = result.count
+                result.append(LayerEntry(path: parent, kind: .directory, mode: 0o755))
             }
         }
         return result

@@ -211,7 +211,6 @@ extension StageExecutor {
             environment: environment, uid: uid, gid: gid, groups: groups, workingDirectory: workingDirectory,
             hostname: "buildkitsandbox", network: network, mounts: mounts, devPipes: devPipes,
             timeoutSeconds: runOptions.stepTimeoutSeconds)
-        let secretValues = SecretTaint(secrets: runOptions.secrets, environment: runOptions.environment).values()
         let relay = try StepOutputRelay(
             destination: runOptions.showOutput ? 2 : nil, secrets: secretValues.map(\.value))
         let result: SandboxResult

@@ -42,6 +42,8 @@ struct StageExecutor {
     let log: BuildLog
     let lexer: ShellLexer
     let runOptions: RunOptions
+    /// The `--secret` values (read once): masked in step output, searched for in every layer made.
+    let secretValues: [(id: String, value: [UInt8])]
 
     var stages: [Int: StageState] = [:]
     private var imageRoots: [String: String] = [:]
@@ -58,6 +60,7 @@ struct StageExecutor {
         sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions
     ) {
         self.runOptions = runOptions
+        secretValues = SecretTaint(secrets: runOptions.secrets, environment: runOptions.environment).values()
         self.plan = plan
         self.platform = platform
         self.context = context
@@ -385,8 +388,7 @@ struct StageExecutor {
     ) throws {
         let blobs = try nextDirectory("layer")
         // A secret's value never goes into a layer, whichever step put it in the filesystem.
-        let secrets = SecretTaint(secrets: runOptions.secrets, environment: runOptions.environment).values()
-        let scanner = secrets.isEmpty ? nil : SecretStreamScanner(secrets)
+        let scanner = secretValues.isEmpty ? nil : SecretStreamScanner(secretValues)
         var writer = LayerWriter(sourceDateEpoch: sourceDateEpoch)
         if let scanner {
             writer.tarObserver = { buffer in scanner.consume(buffer) }

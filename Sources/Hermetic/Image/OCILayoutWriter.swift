@@ -119,17 +119,8 @@ public final class OCILayoutWriter {
     ///
     /// A `docker` archive holds `manifest.json` and the first manifest's config and layers only: with an
     /// `index.json` beside it, podman takes the tar for an OCI archive and loses the names
-    /// (containers/podman#10809).
-    public func finishArchive(index: ImageIndex, to destination: String, format: ArchiveFormat) throws {
-        let temporary = try finishArchiveStaged(index: index, beside: destination, format: format)
-        guard rename(temporary, FileSystem.absolute(destination)) == 0 else {
-            let code = errno
-            unlink(temporary)
-            throw SystemError("rename into place", path: destination, errno: code)
-        }
-    }
-
-    /// Writes the archive under a temporary name beside `destination` and returns that name.
+    /// (containers/podman#10809). The archive is written under a temporary name beside `destination`, whose
+    /// path is returned: the caller puts it in place (or removes it).
     public func finishArchiveStaged(index: ImageIndex, beside destination: String, format: ArchiveFormat) throws
         -> String
     {

@@ -133,6 +133,13 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         _ = try LayerApplier().apply(blobAt: lower, mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
     }
 
+    /// Writes `entries` as an uncompressed tar (in that order) and applies it over `root`.
+    func applyRawLayer(_ entries: [RawTarEntry], in dir: String, root: String) throws {
+        try writeRawTar(entries, to: dir + "/upper.tar")
+        _ = try LayerApplier().apply(
+            blobAt: dir + "/upper.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+    }
+
     @Test(arguments: [false, true])
     func whiteoutsAndOpaqueDirectoriesInEitherOrder(reversed: Bool) throws {
         let dir = try makeTemporaryDirectory()
@@ -140,7 +147,7 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         let root = dir + "/root"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
         try lowerLayer(in: dir, root: root)
-        var upper = [
+        let upper = [
             RawTarEntry(name: "d/.wh..wh..opq"),
             RawTarEntry(name: "d/sub", kind: .directory, mode: 0o700),
             RawTarEntry(name: "d/new", data: [9]),
@@ -149,10 +156,7 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
             RawTarEntry(name: "same", data: [7]),
             RawTarEntry(name: ".wh.same"),
         ]
-        if reversed { upper.reverse() }
-        try writeRawTar(upper, to: dir + "/upper.tar")
-        _ = try LayerApplier().apply(
-            blobAt: dir + "/upper.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+        try applyRawLayer(reversed ? upper.reversed() : upper, in: dir, root: root)
         let fm = FileManager.default
         #expect(try fm.contentsOfDirectory(atPath: root + "/d").sorted() == ["new", "sub"])
         #expect(try fm.contentsOfDirectory(atPath: root + "/d/sub").isEmpty)
@@ -174,14 +178,11 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
         let root = dir + "/root"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
         try lowerLayer(in: dir, root: root)
-        var upper = [
+        let upper = [
             RawTarEntry(name: ".wh.a"), RawTarEntry(name: "a/new", data: [8]), RawTarEntry(name: "d/x", data: [6]),
+            RawTarEntry(name: ".wh.d"),
         ]
-        upper.append(RawTarEntry(name: ".wh.d"))
-        if reversed { upper.reverse() }
-        try writeRawTar(upper, to: dir + "/upper.tar")
-        _ = try LayerApplier().apply(
-            blobAt: dir + "/upper.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+        try applyRawLayer(reversed ? upper.reversed() : upper, in: dir, root: root)
         #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/a") == ["new"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/d") == ["x"])
         #expect(try readFile(root + "/a/new") == [8])
@@ -203,7 +204,7 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
             ], to: dir + "/lower.tar")
         _ = try LayerApplier().apply(
             blobAt: dir + "/lower.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
-        var upper = [
+        let upper = [
             RawTarEntry(name: bottom + "/new", data: [5]),
             RawTarEntry(name: bottom + "/.wh.new"),  // made by this layer: stays
             RawTarEntry(name: bottom + "/.wh.gone"),
@@ -213,10 +214,7 @@ let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
             RawTarEntry(name: ".wh..wh..opq"),
             RawTarEntry(name: ".wh..wh..opq"),
         ]
-        if reversed { upper.reverse() }
-        try writeRawTar(upper, to: dir + "/upper.tar")
-        _ = try LayerApplier().apply(
-            blobAt: dir + "/upper.tar", mediaType: tarMediaType, expectedDiffID: nil, toRoot: root)
+        try applyRawLayer(reversed ? upper.reversed() : upper, in: dir, root: root)
         let fm = FileManager.default
         #expect(try fm.contentsOfDirectory(atPath: root + "/" + bottom) == ["new"])
         #expect(try readFile(root + "/" + bottom + "/new") == [5])

@@ -173,12 +173,6 @@ public struct StoredAttestations: Sendable {
         }
         return failures
     }
-
-    /// A digest map that holds a well-formed sha256 (other algorithms alone do not pin for us).
-    static func isPinned(_ digest: JSONValue?) -> Bool {
-        guard let hex = digest?["sha256"]?.stringValue else { return false }
-        return (try? Digest(parsing: "sha256:" + hex)) != nil
-    }
 }
 
 /// `hermetic verify`: signature, subject and policy checks; each failure is one line.

@@ -401,7 +401,7 @@ __attribute__((noreturn)) static void child_main(const struct hermetic_plan *pla
     /* Hardening, in order: (fds closed above) capabilities, no_new_privs, working directory, seccomp. */
     int error = drop_bounding_and_ambient(plan->capabilities);
     if (error != 0) child_fail(report, HERMETIC_STAGE_CAPABILITIES, error, -1, "bounding set");
-    if (syscall(SYS_setgroups, plan->group_count, plan->groups) != 0)
+    if (!plan->skip_setgroups && syscall(SYS_setgroups, plan->group_count, plan->groups) != 0)
         child_fail(report, HERMETIC_STAGE_GROUPS, errno, -1, "setgroups");
     if (syscall(SYS_setresgid, plan->gid, plan->gid, plan->gid) != 0)
         child_fail(report, HERMETIC_STAGE_GID, errno, -1, "setresgid");

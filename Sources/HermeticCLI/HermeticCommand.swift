@@ -22,6 +22,16 @@ struct HermeticCommand: AsyncParsableCommand {
     static func main() async {
         do {
             var command = try parseAsRoot()
+            // Building needs root; a user who is not gets a user namespace in which the builder is.
+            let environment = ProcessEnvironment.current()
+            if command is BuildCommand || command is RebuildCommand, RootlessMode.isNeeded(environment: environment) {
+                do {
+                    Glibc.exit(try RootlessMode.relaunch(arguments: CommandLine.arguments, environment: environment))
+                } catch {
+                    writeErrorLine(error.description)
+                    Glibc.exit(1)
+                }
+            }
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -52,7 +52,8 @@ extension Sandbox {
         func relative(_ path: String) -> String { base == "/" ? path : String(path.dropFirst(base.count + 1)) }
         let options =
             "lowerdir=\(lowers.map(relative).joined(separator: ":")),upperdir=\(relative(plan.upperDirectory)),"
-            + "workdir=\(relative(layout.overlayWork)),redirect_dir=off,metacopy=off,index=off,xino=off"
+            + "workdir=\(relative(layout.overlayWork)),redirect_dir=nofollow,metacopy=off,index=off,xino=off"
+            + (UserNamespace.isNested ? ",userxattr" : "")
         guard options.utf8.count < 4000 else {
             throw .invalidPlan(field: "rootLayers", reason: "overlay options exceed one page; use shorter layer paths")
         }
@@ -266,7 +267,8 @@ struct LowerView {
 
     private func isOpaque(_ path: String) -> Bool {
         var value: UInt8 = 0
-        return lgetxattr(path, "trusted.overlay.opaque", &value, 1) == 1 && value == UInt8(ascii: "y")
+        return lgetxattr(path, UserNamespace.overlayXattrPrefix + "opaque", &value, 1) == 1
+            && value == UInt8(ascii: "y")
     }
 }
 

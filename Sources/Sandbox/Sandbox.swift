@@ -97,7 +97,7 @@ public enum Sandbox {
             host_network: plan.network == .host ? 1 : 0, capabilities: dockerDefaultCapabilities,
             seccomp_filter: UnsafeRawPointer(filter), seccomp_filter_length: program.bytes.count,
             cgroup_procs: cgroup.map { arena.string($0.procsFile) }, stdin_fd: stdin ?? -1, stdout_fd: stdout,
-            stderr_fd: stderr, nproc_limit: processLimit)
+            stderr_fd: stderr, nproc_limit: processLimit, skip_setgroups: UserNamespace.allowsSetgroups ? 0 : 1)
 
         let clock = ContinuousClock()
         let start = clock.now

@@ -88,6 +88,9 @@ struct hermetic_plan {
     /* RLIMIT_NPROC for the step when no pids cgroup could be had (0: none). The step keeps neither
        CAP_SYS_RESOURCE nor CAP_SYS_ADMIN, so the kernel enforces it even for uid 0. */
     uint64_t nproc_limit;
+    /* 1 where setgroups(2) is denied (a user namespace whose gid_map the builder wrote itself, after
+       writing "deny" to /proc/PID/setgroups): the step keeps the builder's (single) group instead. */
+    int skip_setgroups;
 };
 
 /* Clones the child in new namespaces and returns its pid (> 0) or -errno. `*report_fd` receives the
@@ -100,6 +103,14 @@ pid_t hermetic_sandbox_spawn(const struct hermetic_plan *plan, int *report_fd, i
 
 /* unshare(CLONE_NEWUTS) + sethostname for the calling thread only (what it spawns inherits it); -errno. */
 int hermetic_unshare_uts(const char *hostname);
+
+/* Rootless mode: clones a child in a new user and mount namespace that waits until one byte arrives on
+   `*release_fd` (written by the caller once the child's uid_map and gid_map are set), then execs `path`.
+   Returns the child's pid or -errno; `*release_fd` is close-on-exec and owned by the caller. */
+pid_t hermetic_userns_spawn(const char *path, const char *const *argv, const char *const *envp, int *release_fd);
+
+/* Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to `child` until it ends; returns its wait status or -errno. */
+int hermetic_forward_signals_and_wait(pid_t child);
 
 /* memfd_create is missing from Swift's Glibc overlay. */
 int hermetic_memfd_create(const char *name);

@@ -25,8 +25,8 @@ public struct Builder {
     /// Why a build cannot start here at all.
     public struct PrivilegeError: HermeticError {
         public var description: String {
-            "hermetic build needs root: it writes every file with its owner and runs RUN in namespaces "
-                + "(a rootless mode is not implemented; run it as root or in a container as root)"
+            "hermetic build needs root, or a user namespace in which it is root: in rootless mode the "
+                + "relaunched builder still was not uid 0 (run it as root)"
         }
     }
 
@@ -42,7 +42,9 @@ public struct Builder {
             ? "/dev/stdin" : options.dockerfilePath.map(FileSystem.absolute) ?? contextRoot + "/Dockerfile"
         let environment = ProcessEnvironment.current()
         let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
-        let stateDirectory = options.stateDirectory ?? environment["HERMETIC_STATE_DIR"] ?? "/var/lib/hermetic"
+        let stateDirectory =
+            options.stateDirectory ?? environment["HERMETIC_STATE_DIR"]
+            ?? RootlessMode.defaultStateDirectory(environment: environment)
         try OutputDestinationCheck(
             inputs: [contextRoot, dockerfilePath, workspaceParent, stateDirectory]
                 + (options.lockFile.map { [$0] } ?? []) + (options.signKeyPath.map { [$0] } ?? [])

@@ -120,6 +120,11 @@ extension StageExecutor {
                 throw fail("USER \(user): \(error)")
             }
         }
+        if let unmapped = Self.unmappedIDs(uid: uid, gid: gid) {
+            throw fail(
+                "USER \(container.user ?? ""): \(unmapped) not mapped in the builder's user namespace (rootless mode: "
+                    + "give the user ranges in /etc/subuid and /etc/subgid, or build as root)")
+        }
         let workingDirectory = container.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
 
         let stepDirectory = try nextDirectory("run")
@@ -238,6 +243,19 @@ extension StageExecutor {
             return try UpperDirectoryDiff().entries(ofUpperDirectory: upper)
         } catch let error as UpperDirectoryDiff.NameNotUTF8 {
             throw fail("RUN: the step \(error)")
+        }
+    }
+
+    /// In a user namespace (rootless mode), which of the step's ids have no host id; nil when all do.
+    static func unmappedIDs(uid: UInt32, gid: UInt32) -> String? {
+        guard UserNamespace.isNested else { return nil }
+        let uidMapped = UserNamespace.mappedIDs("uid_map").contains { $0.contains(uid) }
+        let gidMapped = UserNamespace.mappedIDs("gid_map").contains { $0.contains(gid) }
+        switch (uidMapped, gidMapped) {
+        case (true, true): return nil
+        case (false, true): return "uid \(uid) is"
+        case (true, false): return "gid \(gid) is"
+        case (false, false): return "uid \(uid) and gid \(gid) are"
         }
     }
 

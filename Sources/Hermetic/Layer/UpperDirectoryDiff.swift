@@ -1,4 +1,5 @@
 internal import CArchive
+import Sandbox
 
 #if canImport(Glibc)
     import Glibc
@@ -6,7 +7,7 @@ internal import CArchive
 
 /// Turns an overlayfs upper directory (the changes a RUN step made) into layer entries:
 /// new and changed files as they are, a deleted path (overlay's 0/0 character device) as an OCI
-/// whiteout `.wh.NAME`, a directory made opaque (`trusted.overlay.opaque=y`) as its directory entry plus
+/// whiteout `.wh.NAME`, a directory made opaque (`trusted.overlay.opaque=y`, `user.overlay.opaque` in rootless mode) as its directory entry plus
 /// `.wh..wh..opq`. Hardlinks among the upper files are kept. Mtimes are passed through; the writer
 /// clamps them to SOURCE_DATE_EPOCH.
 public struct UpperDirectoryDiff {
@@ -127,7 +128,7 @@ public struct UpperDirectoryDiff {
 
     static func isOpaque(_ path: String) -> Bool {
         var value = [UInt8](repeating: 0, count: 8)
-        let count = lgetxattr(path, "trusted.overlay.opaque", &value, value.count)
+        let count = lgetxattr(path, UserNamespace.overlayXattrPrefix + "opaque", &value, value.count)
         return count == 1 && value[0] == UInt8(ascii: "y")
     }
 }

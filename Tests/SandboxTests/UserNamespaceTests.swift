@@ -1,0 +1,44 @@
+import Foundation
+import Testing
+
+@testable import Sandbox
+
+/// The parts of rootless mode that read files: subordinate ranges and id maps.
+@Suite struct UserNamespaceTests {
+    @Test func subordinateRangeByNameOrUID() {
+        let text = """
+            # comment:1:2
+            alice:100000:65536
+            1001:200000:1000
+            broken:x:10
+            zero:300000:0
+            bob:400000:65536
+            bob:500000:10
+            """
+        #expect(UserNamespace.subordinateRange(in: text, name: "alice", id: 1000)! == (100000, 65536))
+        #expect(UserNamespace.subordinateRange(in: text, name: nil, id: 1001)! == (200000, 1000))
+        #expect(UserNamespace.subordinateRange(in: text, name: "bob", id: 7)! == (400000, 65536))
+        #expect(UserNamespace.subordinateRange(in: text, name: "broken", id: 3) == nil)
+        #expect(UserNamespace.subordinateRange(in: text, name: "zero", id: 4) == nil)
+        #expect(UserNamespace.subordinateRange(in: text, name: "carol", id: 5) == nil)
+        // A range running past the last id is no range.
+        #expect(UserNamespace.subordinateRange(in: "dave:4294967290:10\n", name: "dave", id: 6) == nil)
+    }
+
+    @Test func mapsAndMembership() {
+        let ranges = UserNamespace.parseMap("         0        999          1\n         1     300000      65536\n")
+        #expect(
+            ranges == [
+                .init(inside: 0, outside: 999, count: 1), .init(inside: 1, outside: 300000, count: 65536),
+            ])
+        #expect(ranges[0].contains(0) && !ranges[0].contains(1))
+        #expect(ranges[1].contains(1) && ranges[1].contains(65536) && !ranges[1].contains(65537))
+        #expect(UserNamespace.parseMap("garbage\n1 2\n") == [])
+    }
+
+    @Test func theTestsRunInTheHostsNamespace() {
+        // Root on the host: the identity map over every id, so overlay markers are trusted.* here.
+        #expect(!UserNamespace.isNested)
+        #expect(UserNamespace.overlayXattrPrefix == "trusted.overlay.")
+    }
+}

@@ -73,9 +73,9 @@ import Testing
         #expect(symlink(cPath(Self.cafe), dir + "/link") == 0)
         #expect(throws: RootedPath.ResolutionError.self) { try RootedPath.readLink(dir + "/link") }
         do {
-            _ = try UpperDirectoryDiff().entries(ofUpperDirectory: dir)
+            _ = try StepDiff().entries(ofUpperDirectory: dir, lower: "/nonexistent-lower")
             Issue.record("accepted")
-        } catch let error as UpperDirectoryDiff.NameNotUTF8 {
+        } catch let error as StepDiff.NameNotUTF8 {
             #expect(
                 error.description == #"made "link", whose symlink target is not valid UTF-8 (layers store UTF-8 names)"#
             )
@@ -88,9 +88,9 @@ import Testing
         try FileManager.default.createDirectory(atPath: upper + "/a/b", withIntermediateDirectories: true)
         try makeFile(upper + "/a/b", Self.cafe)
         do {
-            _ = try UpperDirectoryDiff().entries(ofUpperDirectory: upper)
+            _ = try StepDiff().entries(ofUpperDirectory: upper, lower: "/nonexistent-lower")
             Issue.record("accepted")
-        } catch let error as UpperDirectoryDiff.NameNotUTF8 {
+        } catch let error as StepDiff.NameNotUTF8 {
             #expect(
                 error.description
                     == #"made "a/b/caf\xe9", whose file name is not valid UTF-8 (layers store UTF-8 names)"#)

@@ -136,7 +136,7 @@ extension StageExecutor {
         // A WORKDIR the image names but does not have is created, as BuildKit does; it lands in the layer.
         let resolvedWorkdir = try RootedPath.resolve(workingDirectory, inRoot: state.rootfs)
         if RootedPath.status(resolvedWorkdir, inRoot: state.rootfs) == nil {
-            try FileSystem.makeDirectories(upper + "/" + resolvedWorkdir.joined(separator: "/"))
+            try Self.createWorkingDirectory(resolvedWorkdir, lower: state.rootfs, result: upper, isCopy: false)
         }
 
         // Mounts.
@@ -240,9 +240,40 @@ extension StageExecutor {
             )
         }
         do {
-            return try UpperDirectoryDiff().entries(ofUpperDirectory: upper)
-        } catch let error as UpperDirectoryDiff.NameNotUTF8 {
+            return try StepDiff().entries(ofUpperDirectory: upper, lower: state.rootfs)
+        } catch let error as StepDiff.NameNotUTF8 {
             throw fail("RUN: the step \(error)")
+        }
+    }
+
+    /// Creates a WORKDIR the image lacks (0755, root's), as BuildKit does, so it lands in the step's layer.
+    /// The step's layer must not see the builder's hand: a parent the image has is made in an upper
+    /// directory with the image's owner, mode and times, and in a copy of the root the parent's times are
+    /// put back after the mkdir.
+    static func createWorkingDirectory(_ components: [String], lower: String, result: String, isCopy: Bool) throws {
+        var prefix = ""
+        for component in components {
+            let parent = result + (prefix.isEmpty ? "/" : prefix)
+            prefix += "/" + component
+            var image = stat()
+            let inImage = lstat(lower + prefix, &image) == 0 && (image.st_mode & S_IFMT) == S_IFDIR
+            var existing = stat()
+            if (inImage && isCopy) || lstat(result + prefix, &existing) == 0 { continue }
+            var parentInfo = stat()
+            let hadParent = lstat(parent, &parentInfo) == 0
+            try FileSystem.makeDirectory(result + prefix)
+            if inImage {
+                chmod(result + prefix, image.st_mode & 0o7777)
+                lchown(result + prefix, image.st_uid, image.st_gid)
+                var times = [image.st_atim, image.st_mtim]
+                utimensat(AT_FDCWD, result + prefix, &times, AT_SYMLINK_NOFOLLOW)
+            } else {
+                chmod(result + prefix, 0o755)
+            }
+            if hadParent {
+                var times = [parentInfo.st_atim, parentInfo.st_mtim]
+                utimensat(AT_FDCWD, parent, &times, AT_SYMLINK_NOFOLLOW)
+            }
         }
     }
 

@@ -166,6 +166,21 @@ static int apply_op(const struct hermetic_plan *plan, const struct hermetic_moun
         return *rootfd < 0 ? errno : 0;
     }
 
+    if (op->kind == HERMETIC_OP_BIND_ROOT) {
+        if (mount(op->source, plan->root_path, NULL, MS_BIND, NULL) != 0) return errno;
+        close(*rootfd);
+        *rootfd = open(plan->root_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (*rootfd < 0) return errno;
+        struct hermetic_mount_attr attr;
+        memset(&attr, 0, sizeof attr);
+        if (extra & MS_NOSUID) attr.attr_set |= HERMETIC_MOUNT_ATTR_NOSUID;
+        if (extra & MS_NODEV) attr.attr_set |= HERMETIC_MOUNT_ATTR_NODEV;
+        if (syscall(SYS_mount_setattr, *rootfd, "", AT_EMPTY_PATH, &attr, sizeof attr) == 0) return 0;
+        if (errno != ENOSYS) return errno;
+        if (mount(NULL, plan->root_path, NULL, MS_REMOUNT | MS_BIND | extra, NULL) != 0) return errno;
+        return 0;
+    }
+
     if (op->kind == HERMETIC_OP_MKDIR || op->kind == HERMETIC_OP_FILE || op->kind == HERMETIC_OP_SYMLINK) {
         const char *name = split_parent(op->target, parent, sizeof parent);
         if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) return EINVAL;

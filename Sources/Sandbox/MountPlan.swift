@@ -8,7 +8,7 @@ internal import CSandbox
 struct MountOperation: Equatable {
     enum Kind: UInt32 {
         case overlay = 1
-        case bind, bindReadOnly, proc, tmpfs, devpts, mkdir, file, symlink, remountReadOnly
+        case bind, bindReadOnly, proc, tmpfs, devpts, mkdir, file, symlink, remountReadOnly, bindRoot
 
         var name: String {
             switch self {
@@ -22,6 +22,7 @@ struct MountOperation: Equatable {
             case .file: "file"
             case .symlink: "symlink"
             case .remountReadOnly: "remount-readonly"
+            case .bindRoot: "bind-root"
             }
         }
     }
@@ -45,6 +46,10 @@ extension Sandbox {
     /// a builder-made /dev, builder-owned /etc/hosts and /etc/resolv.conf, then the plan's mounts.
     static func mountOperations(_ plan: SandboxPlan, layout: StepLayout) throws(SandboxError) -> [MountOperation] {
         var ops: [MountOperation] = []
+        if plan.root == .copy {
+            ops.append(.init(kind: .bindRoot, target: ".", source: plan.rootLayers[0], mountFlags: noDev))
+            return try ops + mountOperationsOnRoot(plan, layout: layout)
+        }
         // Every lower dir relative to their common ancestor, so hundreds of layers fit the one page of
         // mount options. Topmost first, as overlayfs wants; the stub layer shadows everything.
         let lowers = [layout.stubs] + plan.rootLayers.reversed()
@@ -59,6 +64,14 @@ extension Sandbox {
         }
         // nodev: device nodes the step creates (it keeps CAP_MKNOD) cannot be opened.
         ops.append(.init(kind: .overlay, target: ".", source: base, data: options, mountFlags: noDev))
+        return try ops + mountOperationsOnRoot(plan, layout: layout)
+    }
+
+    /// Everything after the root itself: /proc, /dev, the hosts files and the plan's mounts.
+    private static func mountOperationsOnRoot(_ plan: SandboxPlan, layout: StepLayout) throws(SandboxError)
+        -> [MountOperation]
+    {
+        var ops: [MountOperation] = []
 
         ops.append(.init(kind: .proc, target: "proc", mountFlags: noSUID | noDev | noExec))
         for path in ["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"] {
@@ -236,6 +249,102 @@ struct StepLayout {
 
     func remove() {
         removeTree(base, depth: 0)
+    }
+
+    /// For a root that is a copy (`RootMechanism.copy`): makes the stub layer's mountpoints in the copy
+    /// itself, with the stubs' metadata. What the copy already has with the right type is used as it is;
+    /// a final component of another type (a symlink, say) is moved aside and put back by `undo`. The
+    /// directory around each change keeps its times, so the step's layer sees nothing of this.
+    func installStubs(into copy: String) throws(SandboxError) -> StubInstallation {
+        var installation = StubInstallation()
+        var pending = [""]
+        var asideCount = 0
+        do throws(SandboxError) {
+            while let relative = pending.popLast() {
+                let names = Sandbox.directoryNames(stubs + (relative.isEmpty ? "" : "/" + relative)).sorted()
+                for name in names.reversed() {
+                    let path = relative.isEmpty ? name : relative + "/" + name
+                    var stub = stat()
+                    guard lstat(stubs + "/" + path, &stub) == 0 else {
+                        throw .system(call: "lstat", path: stubs + "/" + path, errno: errno)
+                    }
+                    let isDirectory = stub.st_mode & S_IFMT == S_IFDIR
+                    var existing = stat()
+                    let target = copy + "/" + path
+                    if lstat(target, &existing) == 0 {
+                        if existing.st_mode & S_IFMT == stub.st_mode & S_IFMT {
+                            if isDirectory { pending.append(path) }
+                            continue
+                        }
+                        asideCount += 1
+                        let aside = base + "/aside-\(asideCount)"
+                        try StubInstallation.keepingParentTimes(target) { () throws(SandboxError) in
+                            guard rename(target, aside) == 0 else {
+                                throw .system(call: "rename", path: target, errno: errno)
+                            }
+                        }
+                        installation.changes.append((path: target, aside: aside))
+                    } else {
+                        installation.changes.append((path: target, aside: nil))
+                    }
+                    try StubInstallation.keepingParentTimes(target) { () throws(SandboxError) in
+                        if isDirectory {
+                            guard mkdir(target, 0o700) == 0 else {
+                                throw .system(call: "mkdir", path: target, errno: errno)
+                            }
+                        } else {
+                            let fd = open(target, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600)
+                            guard fd >= 0 else { throw .system(call: "open", path: target, errno: errno) }
+                            close(fd)
+                        }
+                    }
+                    lchown(target, stub.st_uid, stub.st_gid)
+                    chmod(target, stub.st_mode & 0o7777)
+                    var times = [stub.st_atim, stub.st_mtim]
+                    utimensat(AT_FDCWD, target, &times, AT_SYMLINK_NOFOLLOW)
+                    if isDirectory { pending.append(path) }
+                }
+            }
+        } catch {
+            installation.undo()
+            throw error
+        }
+        return installation
+    }
+}
+
+/// The mountpoints made in a copied root for one step, undone (newest first) once the step is over.
+struct StubInstallation {
+    var changes: [(path: String, aside: String?)] = []
+
+    /// Removes what was made (a directory the step filled stays, as it would in an upper directory) and
+    /// puts back what was moved aside.
+    func undo() {
+        for change in changes.reversed() {
+            keepingParentTimes(change.path) {
+                if rmdir(change.path) != 0 && errno == ENOTDIR { unlink(change.path) }
+            }
+            if let aside = change.aside {
+                keepingParentTimes(change.path) { _ = rename(aside, change.path) }
+            }
+        }
+    }
+
+    private func keepingParentTimes(_ path: String, _ body: () -> Void) {
+        try? Self.keepingParentTimes(path) { () throws(SandboxError) in body() }
+    }
+
+    static func keepingParentTimes(_ path: String, _ body: () throws(SandboxError) -> Void) throws(SandboxError) {
+        let parent = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        var info = stat()
+        let known = lstat(parent.isEmpty ? "/" : parent, &info) == 0
+        defer {
+            if known {
+                var times = [info.st_atim, info.st_mtim]
+                utimensat(AT_FDCWD, parent.isEmpty ? "/" : parent, &times, AT_SYMLINK_NOFOLLOW)
+            }
+        }
+        try body()
     }
 }
 

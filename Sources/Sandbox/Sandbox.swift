@@ -63,6 +63,9 @@ public enum Sandbox {
         let program = try SeccompPolicy.compile()
         let layout = try StepLayout.prepare(plan)
         defer { layout.remove() }
+        let stubs = plan.root == .copy ? try layout.installStubs(into: plan.rootLayers[0]) : nil
+        // After the step's PID namespace is gone (run returns only then), before the caller reads the copy.
+        defer { stubs?.undo() }
         // A pids cgroup where one can be had; otherwise (cgroup v2 without a delegated pids controller, as in
         // many containers) RLIMIT_NPROC set to the uid's current process count plus the limit.
         var cgroup: PidsCgroup?
@@ -227,6 +230,9 @@ public enum Sandbox {
             if layer.contains(where: { $0 == ":" || $0 == "," || $0 == "\\" || $0 == "\n" }) {
                 throw .invalidPlan(field: "rootLayers", reason: "\(layer) contains ':', ',', '\\' or a newline")
             }
+        }
+        if plan.root == .copy && plan.rootLayers.count != 1 {
+            throw .invalidPlan(field: "rootLayers", reason: "a copied root is exactly one directory")
         }
         if plan.rootLayers.count > 400 {
             throw .invalidPlan(field: "rootLayers", reason: "\(plan.rootLayers.count) layers (at most 400)")

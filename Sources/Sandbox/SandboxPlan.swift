@@ -28,6 +28,17 @@ public struct SandboxPlan: Sendable, Equatable {
     public var timeoutSeconds: Int?
     /// Most processes the step may have at once (cgroup pids controller). nil: no limit.
     public var pidsLimit: Int?
+    /// How the root is made: an overlay of `rootLayers` and `upperDirectory` (the default), or, where
+    /// overlayfs cannot be mounted, `rootLayers[0]` itself, a private copy of the stage's filesystem that
+    /// the step changes in place (`upperDirectory` is then unused). Mountpoints the copy lacks are made in
+    /// it for the step and removed afterwards, the directories around them keeping their times.
+    public var root: RootMechanism = .overlay
+
+    public enum RootMechanism: Sendable, Equatable {
+        case overlay
+        case copy
+    }
+
     /// How the pids limit is enforced: a pids cgroup when one can be had, else RLIMIT_NPROC (`.automatic`),
     /// or RLIMIT_NPROC only (`.processLimit`, also for tests of that path).
     public var pidsLimitMechanism: PidsLimitMechanism = .automatic

@@ -23,6 +23,9 @@ enum hermetic_op_kind {
     HERMETIC_OP_FILE = 8,          /* create empty regular file `target` (mode) as a mountpoint */
     HERMETIC_OP_SYMLINK = 9,       /* symlink `target` -> `source` (source is link text) */
     HERMETIC_OP_REMOUNT_READONLY = 10, /* bind `target` onto itself and make it read-only */
+    /* bind host directory `source` (a copy of the root, where overlayfs cannot be mounted) on the root
+       mountpoint, then set `mount_flags` on it; `target` must be "." */
+    HERMETIC_OP_BIND_ROOT = 11,
 };
 
 /* op flags */

@@ -30,6 +30,14 @@ public struct Builder {
         }
     }
 
+    static func runRootMechanism(_ environment: [String: String]) throws(ArgumentError) -> RunRootMechanism {
+        guard let text = environment["HERMETIC_RUN_ROOT"], !text.isEmpty else { return .automatic }
+        guard let mechanism = RunRootMechanism(rawValue: text) else {
+            throw ArgumentError(argument: "HERMETIC_RUN_ROOT", value: text, reason: "must be auto, overlay or copy")
+        }
+        return mechanism
+    }
+
     public func build() async throws -> BuildResult {
         guard geteuid() == 0 else { throw PrivilegeError() }
         let contextRoot = FileSystem.absolute(options.contextDirectory)
@@ -100,7 +108,8 @@ public struct Builder {
             secrets: options.secrets, sshSockets: options.sshSockets,
             entitlements: options.entitlements, stepTimeoutSeconds: options.stepTimeoutSeconds,
             stateDirectory: stateDirectory,
-            showOutput: options.progress != .quiet, environment: environment)
+            showOutput: options.progress != .quiet, environment: environment,
+            rootMechanism: try Self.runRootMechanism(environment))
         var images: [BuiltImage] = []
         var record = BuildRecord()
         for (number, platform) in platforms.enumerated() {

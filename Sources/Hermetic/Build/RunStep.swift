@@ -15,6 +15,15 @@ struct RunOptions: Sendable {
     var showOutput = true
     /// The builder's environment, only for `--secret id=…,env=VAR` values.
     var environment: [String: String] = [:]
+    var rootMechanism: RunRootMechanism = .automatic
+}
+
+/// How a RUN step's root is made (`HERMETIC_RUN_ROOT`, SPEC §2.4): overlayfs, falling back to a copy when
+/// it cannot be mounted (`automatic`), or always one of the two. Either gives the same layer.
+public enum RunRootMechanism: String, Sendable {
+    case automatic = "auto"
+    case overlay
+    case copy
 }
 
 /// What one RUN step did that provenance needs (issue 4): never a secret's value.
@@ -127,17 +136,9 @@ extension StageExecutor {
         }
         let workingDirectory = container.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
 
-        let stepDirectory = try nextDirectory("run")
-        try mountScratchIfNeeded(stepDirectory, line: line)
-        let upper = stepDirectory + "/upper"
-        let work = stepDirectory + "/work"
-        try FileSystem.makeDirectory(upper)
-        try FileSystem.makeDirectory(work)
         // A WORKDIR the image names but does not have is created, as BuildKit does; it lands in the layer.
         let resolvedWorkdir = try RootedPath.resolve(workingDirectory, inRoot: state.rootfs)
-        if RootedPath.status(resolvedWorkdir, inRoot: state.rootfs) == nil {
-            try Self.createWorkingDirectory(resolvedWorkdir, lower: state.rootfs, result: upper, isCopy: false)
-        }
+        let missingWorkdir = RootedPath.status(resolvedWorkdir, inRoot: state.rootfs) == nil ? resolvedWorkdir : nil
 
         // Mounts.
         var mounts: [ExtraMount] = []
@@ -211,20 +212,33 @@ extension StageExecutor {
         }
         self.record.steps.append(record)
 
-        let plan = SandboxPlan(
-            rootLayers: [state.rootfs], upperDirectory: upper, workDirectory: work, argv: argv,
-            environment: environment, uid: uid, gid: gid, groups: groups, workingDirectory: workingDirectory,
-            hostname: "buildkitsandbox", network: network, mounts: mounts, devPipes: devPipes,
-            timeoutSeconds: runOptions.stepTimeoutSeconds)
-        let relay = try StepOutputRelay(
-            destination: runOptions.showOutput ? 2 : nil, secrets: secretValues.map(\.value))
-        let result: SandboxResult
-        do {
-            // When run returns, every process of the step is gone: nothing else holds the pipe's write end.
-            defer { relay.finish() }
-            result = try Sandbox.run(plan, stdout: relay.writeEnd, stderr: relay.writeEnd)
-        } catch {
-            throw fail("RUN could not start: \(error)")
+        var root = try prepareRoot(
+            copy: rootMechanism == .copy, stage: state, missingWorkdir: missingWorkdir, line: line)
+        var result: SandboxResult
+        while true {
+            var plan = SandboxPlan(
+                rootLayers: root.layers, upperDirectory: root.upper, workDirectory: root.work, argv: argv,
+                environment: environment, uid: uid, gid: gid, groups: groups, workingDirectory: workingDirectory,
+                hostname: "buildkitsandbox", network: network, mounts: mounts, devPipes: devPipes,
+                timeoutSeconds: runOptions.stepTimeoutSeconds)
+            plan.root = root.untouched == nil ? .overlay : .copy
+            let relay = try StepOutputRelay(
+                destination: runOptions.showOutput ? 2 : nil, secrets: secretValues.map(\.value))
+            do {
+                // When run returns, every process of the step is gone: nothing else holds the pipe's write end.
+                defer { relay.finish() }
+                result = try Sandbox.run(plan, stdout: relay.writeEnd, stderr: relay.writeEnd)
+                break
+            } catch .childSetup(let step, 0, _, let code) where step == "mount overlay" && rootMechanism == .automatic {
+                // Nothing of the step ran: run it, and the build's later steps, on a copy of the root.
+                log.warning(
+                    "RUN: overlayfs cannot be mounted here (\(String(cString: strerror(code)))): steps run on a copy of the "
+                        + "stage's filesystem instead (slower, same layers)")
+                rootMechanism = .copy
+                root = try prepareRoot(copy: true, stage: state, missingWorkdir: missingWorkdir, line: line)
+            } catch {
+                throw fail("RUN could not start: \(error)")
+            }
         }
         let shown = argv.joined(separator: " ")
         let command = shown.count > 200 ? String(shown.prefix(200)) + "…" : shown
@@ -240,10 +254,48 @@ extension StageExecutor {
             )
         }
         do {
-            return try StepDiff().entries(ofUpperDirectory: upper, lower: state.rootfs)
+            if let untouched = root.untouched {
+                return try StepDiff().entries(ofCopy: root.layers[0], lower: state.rootfs, untouched: untouched)
+            }
+            return try StepDiff().entries(ofUpperDirectory: root.upper, lower: state.rootfs)
         } catch let error as StepDiff.NameNotUTF8 {
             throw fail("RUN: the step \(error)")
         }
+    }
+
+    /// A step's root: `layers` under an overlay with `upper`, or (`untouched` set) `layers[0]`, a copy of
+    /// the stage's filesystem that the step changes in place.
+    struct StepRoot {
+        var layers: [String]
+        var upper: String
+        var work: String
+        var untouched: StepDiff.Untouched?
+    }
+
+    private mutating func prepareRoot(copy: Bool, stage state: StageState, missingWorkdir: [String]?, line: Int)
+        throws -> StepRoot
+    {
+        let stepDirectory = try nextDirectory("run")
+        if !copy { try mountScratchIfNeeded(stepDirectory, line: line) }
+        var root = StepRoot(layers: [state.rootfs], upper: stepDirectory + "/upper", work: stepDirectory + "/work")
+        try FileSystem.makeDirectory(root.upper)
+        try FileSystem.makeDirectory(root.work)
+        if copy {
+            let tree = stepDirectory + "/root"
+            do {
+                root.untouched = try RootCopy().copy(state.rootfs, to: tree)
+            } catch let error as HermeticError {
+                throw DockerfileError(file: file, line: line, message: "RUN: copying the stage's filesystem: \(error)")
+            }
+            root.layers = [tree]
+            // The copy is read for the layer, then removed with the step's scratch mounts.
+            temporaryTrees.append(tree)
+        }
+        if let missingWorkdir {
+            try Self.createWorkingDirectory(
+                missingWorkdir, lower: state.rootfs, result: copy ? root.layers[0] : root.upper, isCopy: copy)
+        }
+        return root
     }
 
     /// Creates a WORKDIR the image lacks (0755, root's), as BuildKit does, so it lands in the step's layer.
@@ -309,6 +361,8 @@ extension StageExecutor {
     mutating func releaseTemporaryMounts() {
         for directory in temporaryMounts.reversed() { umount2(directory, 2) }  // 2: MNT_DETACH
         temporaryMounts.removeAll()
+        for tree in temporaryTrees { FileSystem.removeTree(tree) }
+        temporaryTrees.removeAll()
     }
 
     private func absolute(_ target: String, _ workingDirectory: String) -> String {

@@ -52,6 +52,10 @@ struct StageExecutor {
     var record = BuildRecord()
     /// Scratch filesystems mounted for RUN steps (see `mountScratchIfNeeded`).
     var temporaryMounts: [String] = []
+    /// Copies of a stage's filesystem made for RUN steps (removed with `temporaryMounts`).
+    var temporaryTrees: [String] = []
+    /// How RUN steps get their root: from `RunOptions`, and `.copy` once overlayfs failed in `.automatic`.
+    var rootMechanism: RunRootMechanism
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
 
@@ -60,6 +64,7 @@ struct StageExecutor {
         sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions
     ) {
         self.runOptions = runOptions
+        rootMechanism = runOptions.rootMechanism
         secretValues = SecretTaint(secrets: runOptions.secrets, environment: runOptions.environment).values()
         self.plan = plan
         self.platform = platform

@@ -177,6 +177,15 @@ public struct LayerApplier: Sendable {
         }
         return AppliedLayer(diffID: diffID, entryCount: application.entryCount, warnings: application.warnings)
     }
+
+    /// chown's EINVAL means the id has no mapping in this user namespace (rootless mode): say so.
+    static func ownerFailure(_ call: String, path: [UInt8], uid: uid_t, gid: gid_t, errno code: Int32) -> SystemError {
+        let note =
+            code == EINVAL
+            ? " (owner \(uid):\(gid) is not mapped in the builder's user namespace: rootless mode maps the ids "
+                + "that /etc/subuid and /etc/subgid give the user)" : ""
+        return SystemError(call + note, path: displayable(bytes: path), errno: code)
+    }
 }
 
 /// The state of one layer being applied.
@@ -319,7 +328,7 @@ private final class LayerApplication {
             }
             if preserveOwnership, let (uid, gid) = try ownerIDs(header, path) {
                 if fchownat(parent.fd, name.cString, uid, gid, AT_SYMLINK_NOFOLLOW) != 0 {
-                    throw Self.ownerFailure("fchownat", path: path, uid: uid, gid: gid, errno: errno)
+                    throw LayerApplier.ownerFailure("fchownat", path: path, uid: uid, gid: gid, errno: errno)
                 }
             }
             let time = timespec(tv_sec: time_t(header.mtime), tv_nsec: 0)
@@ -415,21 +424,12 @@ private final class LayerApplication {
         }
     }
 
-    /// chown's EINVAL means the id has no mapping in this user namespace (rootless mode): say so.
-    static func ownerFailure(_ call: String, path: [UInt8], uid: uid_t, gid: gid_t, errno code: Int32) -> SystemError {
-        let note =
-            code == EINVAL
-            ? " (owner \(uid):\(gid) is not mapped in the builder's user namespace: rootless mode maps the ids "
-                + "that /etc/subuid and /etc/subgid give the user)" : ""
-        return SystemError(call + note, path: displayable(bytes: path), errno: code)
-    }
-
     /// Owner, then mode (chown clears setuid), xattrs, then times, all through `fd`. `path` is only
     /// evaluated for a message.
     func applyMetadata(fd: Int32, header: ReadHeader, path: @autoclosure () -> [UInt8]) throws {
         if preserveOwnership, let (uid, gid) = try ownerIDs(header, path()) {
             if fchown(fd, uid, gid) != 0 {
-                throw Self.ownerFailure("fchown", path: path(), uid: uid, gid: gid, errno: errno)
+                throw LayerApplier.ownerFailure("fchown", path: path(), uid: uid, gid: gid, errno: errno)
             }
         }
         if fchmod(fd, mode_t(header.mode & 0o7777)) != 0 {

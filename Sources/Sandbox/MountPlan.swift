@@ -58,7 +58,7 @@ extension Sandbox {
         let options =
             "lowerdir=\(lowers.map(relative).joined(separator: ":")),upperdir=\(relative(plan.upperDirectory)),"
             + "workdir=\(relative(layout.overlayWork)),redirect_dir=nofollow,metacopy=off,index=off,xino=off"
-            + (UserNamespace.isNested ? ",userxattr" : "")
+            + (UserNamespace.isNested ? ",userxattr" : "") + (plan.failOverlayMount ? ",hermetic-fault-injection" : "")
         guard options.utf8.count < 4000 else {
             throw .invalidPlan(field: "rootLayers", reason: "overlay options exceed one page; use shorter layer paths")
         }

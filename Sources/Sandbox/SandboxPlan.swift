@@ -34,6 +34,10 @@ public struct SandboxPlan: Sendable, Equatable {
     /// it for the step and removed afterwards, the directories around them keeping their times.
     public var root: RootMechanism = .overlay
 
+    /// Fault injection for tests of the fallback: the overlay is mounted with an option the kernel
+    /// refuses, so its mount fails in the child as it does where overlayfs is unavailable.
+    public var failOverlayMount = false
+
     public enum RootMechanism: Sendable, Equatable {
         case overlay
         case copy

@@ -47,7 +47,9 @@ import Testing
             baseDigest = try BaseImages.writeLayout(at: scratch.path + "/base", entries: entries, platform: .host)
         }
 
-        func run(_ mechanism: String, output: String, target: String? = nil) throws -> HermeticProcess.Outcome {
+        func run(
+            _ mechanism: String, output: String, target: String? = nil, environment: [String: String] = [:]
+        ) throws -> HermeticProcess.Outcome {
             try HermeticProcess.hermetic(
                 [
                     "build", context, "--progress", "plain", "--source-date-epoch", "1700000000",
@@ -55,7 +57,7 @@ import Testing
                     "--build-context", "base=oci-layout://\(scratch.path)/base@\(baseDigest)",
                     "-o", "type=oci,dest=\(scratch.path)/\(output).oci", "--iidfile", "\(scratch.path)/\(output).iid",
                 ] + (target.map { ["--target", $0] } ?? []),
-                environment: ["HERMETIC_RUN_ROOT": mechanism])
+                environment: environment.merging(["HERMETIC_RUN_ROOT": mechanism]) { $1 })
         }
 
         func digest(_ output: String) -> String? {
@@ -127,6 +129,25 @@ import Testing
         try #require(automatic.status == 0, "\(automatic.standardError)")
         #expect(build.digest("auto") == build.digest("overlay"))
         #expect(!automatic.standardError.contains("overlayfs cannot be mounted"))
+    }
+
+    @Test func whereOverlayCannotBeMountedTheBuildFallsBackToACopy() throws {
+        let build = try Build()
+        let overlay = try build.run("overlay", output: "overlay")
+        try #require(overlay.status == 0, "\(overlay.standardError)")
+        let broken = ["HERMETIC_TEST_FAIL_OVERLAY": "1"]
+        // Forced overlay: the failed mount is the step's error.
+        let refused = try build.run("overlay", output: "refused", environment: broken)
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("RUN could not start: sandbox: step failed at mount overlay"))
+        #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/refused.oci"))
+        // Automatic: one warning, then every step on a copy, and the image the overlay gave.
+        let fallback = try build.run("auto", output: "fallback", environment: broken)
+        try #require(fallback.status == 0, "\(fallback.standardError)")
+        let warnings = fallback.standardError.split(separator: "\n").filter { $0.hasPrefix("warning: ") }
+        #expect(warnings.count == 1, "\(fallback.standardError)")
+        #expect(warnings.first?.contains("overlayfs cannot be mounted here") == true)
+        #expect(build.digest("fallback") == build.digest("overlay"))
     }
 
     @Test func anUnknownMechanismIsOneLine() throws {

@@ -109,7 +109,8 @@ public struct Builder {
             entitlements: options.entitlements, stepTimeoutSeconds: options.stepTimeoutSeconds,
             stateDirectory: stateDirectory,
             showOutput: options.progress != .quiet, environment: environment,
-            rootMechanism: try Self.runRootMechanism(environment))
+            rootMechanism: try Self.runRootMechanism(environment),
+            failOverlayMount: environment["HERMETIC_TEST_FAIL_OVERLAY"] == "1")
         var images: [BuiltImage] = []
         var record = BuildRecord()
         for (number, platform) in platforms.enumerated() {

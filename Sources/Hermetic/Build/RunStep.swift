@@ -16,6 +16,8 @@ struct RunOptions: Sendable {
     /// The builder's environment, only for `--secret id=…,env=VAR` values.
     var environment: [String: String] = [:]
     var rootMechanism: RunRootMechanism = .automatic
+    /// `HERMETIC_TEST_FAIL_OVERLAY=1`: every overlay mount fails (fault injection for the fallback's tests).
+    var failOverlayMount = false
 }
 
 /// How a RUN step's root is made (`HERMETIC_RUN_ROOT`, SPEC §2.4): overlayfs, falling back to a copy when
@@ -222,6 +224,7 @@ extension StageExecutor {
                 hostname: "buildkitsandbox", network: network, mounts: mounts, devPipes: devPipes,
                 timeoutSeconds: runOptions.stepTimeoutSeconds)
             plan.root = root.untouched == nil ? .overlay : .copy
+            plan.failOverlayMount = runOptions.failOverlayMount
             let relay = try StepOutputRelay(
                 destination: runOptions.showOutput ? 2 : nil, secrets: secretValues.map(\.value))
             do {

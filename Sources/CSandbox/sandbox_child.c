@@ -481,7 +481,11 @@ pid_t hermetic_sandbox_spawn(const struct hermetic_plan *plan, int *report_fd, i
     return (pid_t)pid;
 }
 
-/* Parent-side helper (not used between clone and exec). */
+/* Parent-side helpers (not used between clone and exec). */
+int hermetic_open_beneath(int dirfd, const char *path, int flags) {
+    return open_beneath(dirfd, path, (uint64_t)flags);
+}
+
 #include <sys/vfs.h>
 int hermetic_path_is_on_overlayfs(const char *path) {
     struct statfs info;

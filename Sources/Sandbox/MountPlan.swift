@@ -256,7 +256,7 @@ struct StepLayout {
     /// a final component of another type (a symlink, say) is moved aside and put back by `undo`. The
     /// directory around each change keeps its times, so the step's layer sees nothing of this.
     func installStubs(into copy: String) throws(SandboxError) -> StubInstallation {
-        var installation = StubInstallation()
+        var installation = StubInstallation(root: copy)
         var pending = [""]
         var asideCount = 0
         do throws(SandboxError) {
@@ -283,9 +283,9 @@ struct StepLayout {
                                 throw .system(call: "rename", path: target, errno: errno)
                             }
                         }
-                        installation.changes.append((path: target, aside: aside))
+                        installation.changes.append((relative: path, aside: aside))
                     } else {
-                        installation.changes.append((path: target, aside: nil))
+                        installation.changes.append((relative: path, aside: nil))
                     }
                     try StubInstallation.keepingParentTimes(target) { () throws(SandboxError) in
                         if isDirectory {
@@ -315,23 +315,34 @@ struct StepLayout {
 
 /// The mountpoints made in a copied root for one step, undone (newest first) once the step is over.
 struct StubInstallation {
-    var changes: [(path: String, aside: String?)] = []
+    /// The copy, relative to which `changes` are named.
+    let root: String
+    var changes: [(relative: String, aside: String?)] = []
 
     /// Removes what was made (a directory the step filled stays, as it would in an upper directory) and
-    /// puts back what was moved aside.
+    /// puts back what was moved aside. The step has had the copy: every parent is opened beneath the copy
+    /// with no symlink followed (a step may have replaced one with a link out of it), and a change whose
+    /// parent cannot be opened so is left as the step left it.
     func undo() {
+        let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard rootFD >= 0 else { return }
+        defer { close(rootFD) }
         for change in changes.reversed() {
-            keepingParentTimes(change.path) {
-                if rmdir(change.path) != 0 && errno == ENOTDIR { unlink(change.path) }
-            }
-            if let aside = change.aside {
-                keepingParentTimes(change.path) { _ = rename(aside, change.path) }
+            let slash = change.relative.lastIndex(of: "/")
+            let parent = slash.map { String(change.relative[..<$0]) } ?? "."
+            let name = slash.map { String(change.relative[change.relative.index(after: $0)...]) } ?? change.relative
+            let parentFD = hermetic_open_beneath(rootFD, parent, O_RDONLY | O_DIRECTORY)
+            guard parentFD >= 0 else { continue }
+            defer { close(parentFD) }
+            var times = stat()
+            let known = fstat(parentFD, &times) == 0
+            if unlinkat(parentFD, name, AT_REMOVEDIR) != 0 && errno == ENOTDIR { unlinkat(parentFD, name, 0) }
+            if let aside = change.aside { renameat(AT_FDCWD, aside, parentFD, name) }
+            if known {
+                var kept = [times.st_atim, times.st_mtim]
+                futimens(parentFD, &kept)
             }
         }
-    }
-
-    private func keepingParentTimes(_ path: String, _ body: () -> Void) {
-        try? Self.keepingParentTimes(path) { () throws(SandboxError) in body() }
     }
 
     static func keepingParentTimes(_ path: String, _ body: () throws(SandboxError) -> Void) throws(SandboxError) {

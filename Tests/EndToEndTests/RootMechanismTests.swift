@@ -150,6 +150,29 @@ import Testing
         #expect(build.digest("fallback") == build.digest("overlay"))
     }
 
+    /// On a copied root the step has the tree the builder then cleans up: a step that swaps a mountpoint's
+    /// parent for a symlink to a host directory must not make the builder remove or move host files.
+    @Test func aSwappedMountpointParentLeadsNowhereOnTheHost() throws {
+        let build = try Build()
+        let canary = build.scratch.path + "/host-etc"
+        try FileManager.default.createDirectory(atPath: canary, withIntermediateDirectories: true)
+        for name in ["hosts", "resolv.conf"] {
+            try "host \(name)\n".write(toFile: canary + "/" + name, atomically: true, encoding: .utf8)
+        }
+        try """
+        FROM base
+        RUN mv /etc /etc.moved && ln -s \(canary) /etc
+        """.write(toFile: build.context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let outcome = try build.run("copy", output: "swapped")
+        #expect(outcome.status == 0, "\(outcome.standardError)")
+        for name in ["hosts", "resolv.conf"] {
+            #expect(
+                (try? String(contentsOfFile: canary + "/" + name, encoding: .utf8)) == "host \(name)\n",
+                "host file \(name) was changed")
+        }
+        #expect(Set((try? FileManager.default.contentsOfDirectory(atPath: canary)) ?? []) == ["hosts", "resolv.conf"])
+    }
+
     @Test func anUnknownMechanismIsOneLine() throws {
         let build = try Build()
         let outcome = try build.run("vfs", output: "bad")

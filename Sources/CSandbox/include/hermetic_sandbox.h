@@ -115,6 +115,10 @@ pid_t hermetic_userns_spawn(const char *path, const char *const *argv, const cha
 /* Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to `child` until it ends; returns its wait status or -errno. */
 int hermetic_forward_signals_and_wait(pid_t child);
 
+/* openat2(dirfd, path, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) with `flags` and
+   O_CLOEXEC: a path inside a tree a step had, followed through no symlink. Returns an fd or -1 (errno). */
+int hermetic_open_beneath(int dirfd, const char *path, int flags);
+
 /* memfd_create is missing from Swift's Glibc overlay. */
 int hermetic_memfd_create(const char *name);
 

@@ -52,7 +52,9 @@ import Testing
         }
 
         /// Builds as `account` (nil: as root, this process's user), into `output` under the scratch dir.
-        func run(as account: Account?, output: String) throws -> HermeticProcess.Outcome {
+        func run(as account: Account?, output: String, extraEnvironment: [String: String] = [:]) throws
+            -> HermeticProcess.Outcome
+        {
             let arguments = [
                 "build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
                 "--state-dir", scratch.path + "/state-" + output,
@@ -60,6 +62,7 @@ import Testing
                 "-o", "type=oci,dest=\(scratch.path)/\(output).oci", "--iidfile", "\(scratch.path)/\(output).iid",
             ]
             let environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": scratch.path, "TMPDIR": scratch.path]
+                .merging(extraEnvironment) { $1 }
             guard let account else { return try HermeticProcess.hermetic(arguments, environment: environment) }
             // The scratch tree is the user's, as a user's own build directory would be.
             let chown = try HermeticProcess.run(
@@ -114,6 +117,10 @@ import Testing
         #expect(build.owner("rootless.oci/index.json").map { $0.0 } == account.uid)
         // The cache mount persisted under the given state directory, as the user's.
         #expect(build.owner("state-rootless").map { $0.0 } == account.uid)
+        // And on a copied root (where overlayfs cannot be mounted) too.
+        let copied = try build.run(as: account, output: "copied", extraEnvironment: ["HERMETIC_RUN_ROOT": "copy"])
+        try #require(copied.status == 0, "\(copied.standardError)")
+        #expect(build.digest("copied") == digest)
     }
 
     @Test func rootlessWithoutSubordinateIDsRunsRootSteps() throws {

@@ -496,7 +496,19 @@ import Testing
         let lines = outcome.standardError.split(separator: "\n")
         #expect(lines.count == 1 && lines[0].hasPrefix("error: Dockerfile:2:") && lines[0].contains("exit code: 3"))
         #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out"))
+    }
 
+    @Test func theErrorLineStartsAfterAStepsUnfinishedLine() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN printf 'no newline at the end' && exit 4
+                """)
+        let outcome = try build.run(["--progress", "plain"])
+        #expect(outcome.status == 1)
+        let lines = outcome.standardError.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.contains("no newline at the end"), "\(outcome.standardError)")
+        #expect(lines.contains { $0.hasPrefix("error: Dockerfile:2: RUN: process") }, "\(outcome.standardError)")
     }
 
     @Test func networkIsOnlyLoopbackUnlessGranted() throws {

@@ -16,6 +16,8 @@ final class StepOutputRelay: @unchecked Sendable {
     private let secrets: [[UInt8]]
     private let toTerminal: Bool
     private let finished = DispatchSemaphore(value: 0)
+    /// The last byte shown (only the relay thread touches it).
+    private var lastShown: UInt8?
 
     static let mask = Array("****".utf8)
 
@@ -63,6 +65,8 @@ final class StepOutputRelay: @unchecked Sendable {
             }
         }
         emit(pending)
+        // What the builder prints next (progress, its error line) starts on a line of its own.
+        if let lastShown, lastShown != UInt8(ascii: "\n") { emit([UInt8(ascii: "\n")]) }
     }
 
     private func emit(_ raw: [UInt8]) {
@@ -70,6 +74,7 @@ final class StepOutputRelay: @unchecked Sendable {
         // On a terminal, a step's escape sequences would drive it (retitle it, clear it, write the clipboard
         // with OSC 52, fake our own progress lines): ESC is shown as `^[` there.
         let bytes = toTerminal ? Self.neutralizingEscapes(raw) : raw
+        lastShown = bytes.last
         bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {

@@ -20,6 +20,12 @@ struct HermeticCommand: AsyncParsableCommand {
     /// As ArgumentParser's, except that a usage error is one `error:` line (exit 64), like every other
     /// failure; `--help` and `--version` print as usual.
     static func main() async {
+        // Swift reads argv from /proc/self/cmdline: without /proc every command would look like a bare
+        // `hermetic` and print help with exit 0.
+        guard CommandLine.argc > 0 else {
+            writeErrorLine("hermetic cannot read its command line: /proc is not mounted (hermetic needs /proc)")
+            Glibc.exit(1)
+        }
         do {
             var command = try parseAsRoot()
             // Building needs root; a user who is not gets a user namespace in which the builder is.

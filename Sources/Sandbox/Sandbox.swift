@@ -24,6 +24,12 @@ public enum Sandbox {
         hermetic_path_is_on_overlayfs(path) == 1
     }
 
+    /// overlayfs splits its mount options on these, so an overlay cannot name a path holding one (a copied
+    /// root can).
+    public static func canNameInOverlayOptions(_ path: String) -> Bool {
+        !path.contains(where: { $0 == ":" || $0 == "," || $0 == "\\" || $0 == "\n" })
+    }
+
     /// Processes whose real uid is `uid`, host-wide (what RLIMIT_NPROC counts).
     static func processCount(uid: UInt32) -> Int {
         var count = 0
@@ -226,8 +232,7 @@ public enum Sandbox {
             guard layer.hasPrefix("/") else {
                 throw .invalidPlan(field: "rootLayers", reason: "\(layer) is not absolute")
             }
-            // overlayfs splits its options on these.
-            if layer.contains(where: { $0 == ":" || $0 == "," || $0 == "\\" || $0 == "\n" }) {
+            if plan.root == .overlay && !canNameInOverlayOptions(layer) {
                 throw .invalidPlan(field: "rootLayers", reason: "\(layer) contains ':', ',', '\\' or a newline")
             }
         }

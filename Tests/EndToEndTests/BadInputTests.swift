@@ -129,6 +129,21 @@ import Testing
     /// Destinations the build must not touch: an input of the build (the context, or a directory holding it),
     /// a non-empty directory that is not ours, a side file whose directory is missing. Each is refused up
     /// front, with the context and the directory left exactly as they were and no output written.
+    /// Swift reads argv from /proc/self/cmdline: without /proc a build must not pass for a bare `hermetic`.
+    @Test func withoutProcTheCommandFailsInsteadOfPrintingHelp() throws {
+        let outcome = try HermeticProcess.run(
+            try ExternalTools.require("unshare"),
+            [
+                "-m", "--propagation", "private", "/bin/sh", "-c", "umount -l /proc && exec \"$0\" build /nonexistent",
+                HermeticProcess.binaryPath,
+            ])
+        #expect(outcome.status == 1)
+        #expect(
+            outcome.standardError
+                == "error: hermetic cannot read its command line: /proc is not mounted (hermetic needs /proc)\n")
+        #expect(outcome.standardOutput.isEmpty)
+    }
+
     @Test func destinationsThatWouldLoseDataAreRefused() throws {
         let scratch = try TemporaryDirectory(prefix: "destinations-")
         let context = scratch.path + "/ctx"

@@ -173,6 +173,23 @@ import Testing
         #expect(Set((try? FileManager.default.contentsOfDirectory(atPath: canary)) ?? []) == ["hosts", "resolv.conf"])
     }
 
+    @Test func aWorkspaceOverlayfsCannotNameRunsOnACopy() throws {
+        let build = try Build()
+        let overlay = try build.run("overlay", output: "overlay")
+        try #require(overlay.status == 0, "\(overlay.standardError)")
+        let odd = build.scratch.path + "/tmp,with:odd"
+        try FileManager.default.createDirectory(atPath: odd, withIntermediateDirectories: true)
+        let automatic = try build.run("auto", output: "odd", environment: ["TMPDIR": odd])
+        try #require(automatic.status == 0, "\(automatic.standardError)")
+        #expect(build.digest("odd") == build.digest("overlay"))
+        let warnings = automatic.standardError.split(separator: "\n").filter { $0.hasPrefix("warning: ") }
+        #expect(warnings.count == 1 && warnings[0].contains("overlayfs options cannot hold"), "\(warnings)")
+        // Forced overlay cannot: one error line.
+        let forced = try build.run("overlay", output: "odd-forced", environment: ["TMPDIR": odd])
+        #expect(forced.status == 1)
+        #expect(forced.standardError.contains("contains ':', ',', '\\' or a newline"), "\(forced.standardError)")
+    }
+
     @Test func anUnknownMechanismIsOneLine() throws {
         let build = try Build()
         let outcome = try build.run("vfs", output: "bad")

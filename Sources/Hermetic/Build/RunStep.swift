@@ -214,6 +214,12 @@ extension StageExecutor {
         }
         self.record.steps.append(record)
 
+        if rootMechanism == .automatic && !Sandbox.canNameInOverlayOptions(workspace) {
+            log.warning(
+                "RUN: the workspace \(workspace) has ':', ',', '\\' or a newline in its path, which overlayfs options "
+                    + "cannot hold: steps run on a copy of the stage's filesystem instead (slower, same layers)")
+            rootMechanism = .copy
+        }
         var root = try prepareRoot(
             copy: rootMechanism == .copy, stage: state, missingWorkdir: missingWorkdir, line: line)
         var result: SandboxResult

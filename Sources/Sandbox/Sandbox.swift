@@ -103,7 +103,8 @@ public enum Sandbox {
             argv: arena.stringArray(plan.argv), envp: arena.stringArray(plan.environment), uid: plan.uid,
             gid: plan.gid, groups: arena.array(plan.groups), group_count: plan.groups.count,
             working_directory: arena.string(plan.workingDirectory), hostname: arena.string(plan.hostname),
-            host_network: plan.network == .host ? 1 : 0, capabilities: dockerDefaultCapabilities,
+            host_network: plan.network == .host ? 1 : 0,
+            capabilities: BuilderCapabilities.current()?.stepCapabilities ?? dockerDefaultCapabilities,
             seccomp_filter: UnsafeRawPointer(filter), seccomp_filter_length: program.bytes.count,
             cgroup_procs: cgroup.map { arena.string($0.procsFile) }, stdin_fd: stdin ?? -1, stdout_fd: stdout,
             stderr_fd: stderr, nproc_limit: processLimit, skip_setgroups: UserNamespace.allowsSetgroups ? 0 : 1)

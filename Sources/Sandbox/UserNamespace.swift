@@ -177,7 +177,8 @@ public enum UserNamespace {
             let said = String(decoding: output, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
             throw LaunchError(
                 reason:
-                    "\(tool) failed\(said.isEmpty ? "" : ": " + said) (check the user's ranges in /etc/subuid and /etc/subgid)"
+                    "\(tool) failed\(said.isEmpty ? "" : ": " + said) (it needs the user's ranges in /etc/subuid and /etc/subgid, "
+                    + "and CAP_SYS_ADMIN where it runs: inside a container, run it --privileged)"
             )
         }
     }

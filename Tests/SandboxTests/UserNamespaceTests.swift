@@ -42,3 +42,18 @@ import Testing
         #expect(UserNamespace.overlayXattrPrefix == "trusted.overlay.")
     }
 }
+
+@Suite struct BuilderCapabilitiesTests {
+    @Test func statusLinesAreRead() throws {
+        let status =
+            "Name:\tx\nCapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\n"
+            + "CapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\n"
+        let capabilities = try #require(BuilderCapabilities.parse(status))
+        #expect(capabilities.effective == 0xa804_25fb)
+        // Docker's default set is exactly this mask: nothing withheld; the sandbox lacks SYS_ADMIN, NET_ADMIN.
+        #expect(capabilities.withheldFromSteps.isEmpty)
+        #expect(capabilities.missingForSandbox(hostNetwork: false) == ["CAP_SYS_ADMIN", "CAP_NET_ADMIN"])
+        #expect(capabilities.missingForSandbox(hostNetwork: true) == ["CAP_SYS_ADMIN"])
+        #expect(BuilderCapabilities.parse("CapEff:\tzz\n") == nil)
+    }
+}

@@ -214,6 +214,22 @@ extension StageExecutor {
         }
         self.record.steps.append(record)
 
+        if let capabilities = BuilderCapabilities.current() {
+            let missing = capabilities.missingForSandbox(hostNetwork: network == .host)
+            guard missing.isEmpty else {
+                let flags = missing.map { $0.dropFirst("CAP_".count) }.joined(separator: ",")
+                throw fail(
+                    "RUN needs capabilities this builder lacks: \(missing.joined(separator: ", ")) (in a container: run it "
+                        + "--privileged, or with --cap-add=\(flags))")
+            }
+            let withheld = capabilities.withheldFromSteps
+            if !withheld.isEmpty && !warnedAboutCapabilities {
+                warnedAboutCapabilities = true
+                log.warning(
+                    "RUN steps get Docker's default capabilities without \(withheld.joined(separator: ", ")), which this "
+                        + "builder lacks")
+            }
+        }
         if rootMechanism == .automatic && !Sandbox.canNameInOverlayOptions(workspace) {
             log.warning(
                 "RUN: the workspace \(workspace) has ':', ',', '\\' or a newline in its path, which overlayfs options "

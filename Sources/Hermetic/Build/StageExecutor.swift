@@ -56,6 +56,8 @@ struct StageExecutor {
     var temporaryTrees: [String] = []
     /// How RUN steps get their root: from `RunOptions`, and `.copy` once overlayfs failed in `.automatic`.
     var rootMechanism: RunRootMechanism
+    /// Whether the build said that steps get fewer capabilities than Docker's default set.
+    var warnedAboutCapabilities = false
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
 

@@ -57,11 +57,12 @@ final class PidsCgroup {
             if fields[0] == "0" && fields[1].isEmpty { v2Path = String(fields[2]) }
             if fields[1].split(separator: ",").contains("pids") { v1PidsPath = String(fields[2]) }
         }
+        let mounts = CgroupMounts(mountinfo: readSmallFile("/proc/self/mountinfo") ?? "")
         for mount in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
             guard let v2Path, let controllers = readSmallFile(mount + "/cgroup.controllers"),
                 controllers.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids")
             else { continue }
-            let parent = mount + (v2Path == "/" ? "" : v2Path)
+            let parent = mounts.directory(of: v2Path, under: mount)
             // Children only get the controller when the parent hands it down.
             let subtree = readSmallFile(parent + "/cgroup.subtree_control") ?? ""
             if !subtree.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids") {
@@ -70,7 +71,7 @@ final class PidsCgroup {
             return parent
         }
         if let v1PidsPath, access("/sys/fs/cgroup/pids/cgroup.procs", F_OK) == 0 {
-            return "/sys/fs/cgroup/pids" + (v1PidsPath == "/" ? "" : v1PidsPath)
+            return mounts.directory(of: v1PidsPath, under: "/sys/fs/cgroup/pids")
         }
         throw SandboxError.pidsLimitUnavailable(
             reason: "no cgroup v2 pids controller under /sys/fs/cgroup and no cgroup v1 pids hierarchy")
@@ -105,15 +106,18 @@ public enum StepCgroups {
     /// The candidate parents PidsCgroup may use, read only (nothing is enabled here).
     static func directories(owner: Int32?) -> [String] {
         let memberships = readSmallFile("/proc/self/cgroup") ?? ""
+        let mounts = CgroupMounts(mountinfo: readSmallFile("/proc/self/mountinfo") ?? "")
         var parents: [String] = []
         for line in memberships.split(separator: "\n") {
             let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
             guard fields.count == 3 else { continue }
-            let path = fields[2] == "/" ? "" : String(fields[2])
+            let path = String(fields[2])
             if fields[0] == "0" && fields[1].isEmpty {
-                parents += ["/sys/fs/cgroup" + path, "/sys/fs/cgroup/unified" + path]
+                parents += ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].map { mounts.directory(of: path, under: $0) }
             }
-            if fields[1].split(separator: ",").contains("pids") { parents.append("/sys/fs/cgroup/pids" + path) }
+            if fields[1].split(separator: ",").contains("pids") {
+                parents.append(mounts.directory(of: path, under: "/sys/fs/cgroup/pids"))
+            }
         }
         let prefix = owner.map { "hermetic-step-\($0)-" } ?? "hermetic-step-"
         var result: [String] = []
@@ -128,6 +132,31 @@ public enum StepCgroups {
             }
         }
         return result
+    }
+}
+
+/// Where a cgroup of /proc/self/cgroup is in the mounted hierarchy. /proc/self/cgroup names it from the
+/// hierarchy's root, while a container's /sys/fs/cgroup may be mounted from deeper down (its mountinfo
+/// root, e.g. `/libpod_parent/libpod-…` when the container shares the host's cgroup namespace).
+struct CgroupMounts {
+    /// Mountpoint → the hierarchy path mounted there.
+    var roots: [String: String] = [:]
+
+    init(mountinfo: String) {
+        for line in mountinfo.split(separator: "\n") {
+            // ID PARENT MAJ:MIN ROOT MOUNTPOINT … (octal escapes such as \040 never occur in these paths)
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { continue }
+            roots[String(fields[4])] = String(fields[3])
+        }
+    }
+
+    func directory(of path: String, under mountPoint: String) -> String {
+        var relative = Substring(path)
+        if let root = roots[mountPoint], root != "/", path == root || path.hasPrefix(root + "/") {
+            relative = relative.dropFirst(root.count)
+        }
+        return mountPoint + (relative == "/" ? "" : relative)
     }
 }
 

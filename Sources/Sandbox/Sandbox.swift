@@ -143,13 +143,17 @@ public enum Sandbox {
         }
         let duration = clock.now - start
         let refused = cgroup?.refusedForks() ?? 0
+        let usedCgroup = cgroup != nil
         cgroup = nil
 
         if failed { throw childError(failure, operations: operations) }
         let termination: SandboxResult.Termination =
             status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
-        return SandboxResult(
+        var result = SandboxResult(
             termination: termination, timedOut: timedOut, pidsLimitReached: refused > 0, duration: duration)
+        result.pidsLimitEnforced =
+            plan.pidsLimit == nil || usedCgroup || (processLimit > 0 && (plan.uid != 0 || UserNamespace.isNested))
+        return result
     }
 
     /// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,

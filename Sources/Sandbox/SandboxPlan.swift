@@ -116,6 +116,9 @@ public struct SandboxResult: Sendable, Equatable {
     public var timedOut: Bool
     /// A fork was refused by the pids limit at least once.
     public var pidsLimitReached: Bool
+    /// Whether `pidsLimit` bound the step: false when no pids cgroup could be had and the step ran as the
+    /// host's root, which the kernel exempts from RLIMIT_NPROC.
+    public var pidsLimitEnforced = true
     /// From clone to the end of the PID namespace.
     public var duration: Duration
 

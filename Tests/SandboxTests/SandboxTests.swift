@@ -176,9 +176,21 @@ struct SandboxTests {
         }
         let small = try attempt(limit: 16)
         #expect(!small.result.succeeded && small.stderr.contains("can't fork"), "\(small.stdout) \(small.stderr)")
+        #expect(small.result.pidsLimitEnforced)
         let large = try attempt(limit: 200)
         #expect(large.stdout.contains("started 40"), "\(large.stdout) \(large.stderr)")
         #expect(try hostProcesses(containing: "sleep 1000").isEmpty)
+    }
+
+    @Test("a root step with only RLIMIT_NPROC is reported as not limited; with a cgroup it is")
+    func rootWithoutPidsCgroupIsNotLimited() throws {
+        let fixture = try SandboxFixture()
+        var plan = fixture.shell("true")
+        plan.pidsLimit = 16
+        plan.pidsLimitMechanism = .processLimit
+        #expect(try fixture.run(plan).result.pidsLimitEnforced == false)
+        plan.pidsLimitMechanism = .automatic
+        #expect(try fixture.run(plan).result.pidsLimitEnforced == true)
     }
 
     @Test("timeout kills the step and every process in its PID namespace")

@@ -57,3 +57,22 @@ import Testing
         #expect(BuilderCapabilities.parse("CapEff:\tzz\n") == nil)
     }
 }
+
+@Suite struct CgroupMountsTests {
+    @Test func aContainersCgroupIsFoundBelowItsMountRoot() {
+        let mountinfo = """
+            25 30 0:22 / /sys rw - sysfs sysfs rw
+            30 25 0:26 /libpod_parent/libpod-abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+            31 25 0:27 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+            """
+        let mounts = CgroupMounts(mountinfo: mountinfo)
+        #expect(mounts.directory(of: "/libpod_parent/libpod-abc", under: "/sys/fs/cgroup") == "/sys/fs/cgroup")
+        #expect(mounts.directory(of: "/libpod_parent/libpod-abc/x", under: "/sys/fs/cgroup") == "/sys/fs/cgroup/x")
+        #expect(
+            mounts.directory(of: "/libpod_parent/libpod-abcd", under: "/sys/fs/cgroup")
+                == "/sys/fs/cgroup/libpod_parent/libpod-abcd")
+        #expect(mounts.directory(of: "/user.slice", under: "/sys/fs/cgroup/pids") == "/sys/fs/cgroup/pids/user.slice")
+        #expect(mounts.directory(of: "/", under: "/sys/fs/cgroup/pids") == "/sys/fs/cgroup/pids")
+        #expect(mounts.directory(of: "/a", under: "/sys/fs/cgroup/unified") == "/sys/fs/cgroup/unified/a")
+    }
+}

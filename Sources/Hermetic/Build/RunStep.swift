@@ -265,6 +265,12 @@ extension StageExecutor {
                 throw fail("RUN could not start: \(error)")
             }
         }
+        if !result.pidsLimitEnforced && !warnedAboutPidsLimit {
+            warnedAboutPidsLimit = true
+            log.warning(
+                "RUN: no pids cgroup can be made here, and the kernel does not apply RLIMIT_NPROC to root: steps as root "
+                    + "run without a process limit (only --step-timeout bounds them)")
+        }
         let shown = argv.joined(separator: " ")
         let command = shown.count > 200 ? String(shown.prefix(200)) + "…" : shown
         guard result.succeeded else {

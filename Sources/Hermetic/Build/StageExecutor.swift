@@ -58,6 +58,8 @@ struct StageExecutor {
     var rootMechanism: RunRootMechanism
     /// Whether the build said that steps get fewer capabilities than Docker's default set.
     var warnedAboutCapabilities = false
+    /// Whether the build said that root steps run without a process limit here.
+    var warnedAboutPidsLimit = false
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
 

@@ -262,7 +262,7 @@ extension StageExecutor {
                 rootMechanism = .copy
                 root = try prepareRoot(copy: true, stage: state, missingWorkdir: missingWorkdir, line: line)
             } catch {
-                throw fail("RUN could not start: \(error)")
+                throw fail("RUN could not start: \(error)\(Self.hint(for: error))")
             }
         }
         if !result.pidsLimitEnforced && !warnedAboutPidsLimit {
@@ -357,6 +357,20 @@ extension StageExecutor {
                 var times = [parentInfo.st_atim, parentInfo.st_mtim]
                 utimensat(AT_FDCWD, parent, &times, AT_SYMLINK_NOFOLLOW)
             }
+        }
+    }
+
+    /// What the environment is missing when a step's setup is refused, as seen inside containers.
+    static func hint(for error: SandboxError) -> String {
+        guard case .childSetup(let step, _, _, let code) = error, code == EPERM else { return "" }
+        switch step {
+        case "mount proc":
+            return
+                " (a fresh /proc needs the visible one unmasked: in a container, --security-opt unmask=ALL or --privileged)"
+        case "sethostname":
+            return " (the container's seccomp profile refuses it: --security-opt seccomp=unconfined or --privileged)"
+        default:
+            return ""
         }
     }
 

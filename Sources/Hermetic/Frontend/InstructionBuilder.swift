@@ -153,6 +153,10 @@ struct InstructionBuilder {
             guard !words.isEmpty else { throw fail(line, "VOLUME requires at least one argument") }
             return .volume(words)
         case "shell":
+            // BuildKit: nothing at all is "at least one argument"; words that are not JSON are the other error.
+            guard !rest.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw fail(line, "SHELL requires at least one argument")
+            }
             guard let words = try jsonList(rest, line: line) else {
                 throw fail(line, "SHELL requires the arguments to be in JSON form")
             }
@@ -167,7 +171,8 @@ struct InstructionBuilder {
                 throw fail(line, "RUN requires at least one argument")
             }
             if let network = flags.string("network"), !["default", "none", "host"].contains(network) {
-                throw fail(line, "RUN --network=\(network): expected default, none or host")
+                throw fail(
+                    line, "RUN --network=\(network): invalid network mode \"\(network)\" (default, none or host)")
             }
             if let security = flags.string("security"), !["sandbox", "insecure"].contains(security) {
                 throw fail(line, "RUN --security=\(security): expected sandbox or insecure")
@@ -244,8 +249,10 @@ struct InstructionBuilder {
             }
         }
         if flags.string("checksum") != nil {
-            guard isAdd, words.count == 1, words.allSatisfy(Self.isRemote) else {
-                throw fail(line, "ADD --checksum applies to exactly one http(s) source")
+            // BuildKit's texts (convert_copy.go).
+            guard words.count == 1 else { throw fail(line, "checksum can't be specified for multiple sources") }
+            guard isAdd, words.allSatisfy(Self.isRemote) else {
+                throw fail(line, "\(isAdd ? "ADD" : "COPY") --checksum: checksum requires HTTP(S) or Git sources")
             }
         }
         return CopyInstruction(
@@ -265,7 +272,7 @@ struct InstructionBuilder {
     private func healthcheck(_ rest: String, flags: Flags, line: Int) throws(DockerfileError) -> HealthcheckInstruction
     {
         let words = Self.whitespaceWords(rest)
-        guard let first = words.first else { throw fail(line, "HEALTHCHECK requires an argument") }
+        guard let first = words.first else { throw fail(line, "HEALTHCHECK requires at least one argument") }
         var result = HealthcheckInstruction(
             command: nil, interval: flags.string("interval"),
             timeout: flags.string("timeout"), startPeriod: flags.string("start-period"),

@@ -16,9 +16,10 @@ struct InstructionBuilder {
             "from": .string, "chown": .string, "chmod": .string, "link": .bool, "parents": .bool,
             "exclude": .repeated,
         ],
+        // BuildKit's parseAdd: no --from and no --parents (those are COPY's).
         "add": [
-            "from": .string, "chown": .string, "chmod": .string, "link": .bool, "parents": .bool,
-            "exclude": .repeated, "checksum": .string, "keep-git-dir": .bool, "unpack": .bool,
+            "chown": .string, "chmod": .string, "link": .bool, "exclude": .repeated, "checksum": .string,
+            "keep-git-dir": .bool, "unpack": .bool,
         ],
         "run": ["mount": .repeated, "network": .string, "security": .string],
         "healthcheck": [

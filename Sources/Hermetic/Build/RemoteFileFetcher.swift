@@ -73,9 +73,10 @@ struct RemoteFileFetcher {
         return (staged, size)
     }
 
-    /// The file name BuildKit gives a URL source when the destination is a directory: the last path segment.
+    /// The file name BuildKit gives a URL source when the destination is a directory: the last path segment,
+    /// or `__unnamed__` when the path has none (convert_copy.go).
     static func fileName(of url: String) -> String {
         let name = URL(string: url)?.lastPathComponent ?? ""
-        return name.isEmpty || name == "/" ? "download" : name
+        return name.isEmpty || name == "/" || name == "." ? "__unnamed__" : name
     }
 }

@@ -152,7 +152,8 @@ struct InstructionBuilder {
         case "volume":
             let words = try jsonList(rest, line: line) ?? Self.whitespaceWords(rest)
             guard !words.isEmpty else { throw fail(line, "VOLUME requires at least one argument") }
-            return .volume(words)
+            // BuildKit's parseVolume trims each entry (an entry left empty is refused when it is dispatched).
+            return .volume(words.map { $0.trimmingCharacters(in: .whitespaces) })
         case "shell":
             // BuildKit: nothing at all is "at least one argument"; words that are not JSON are the other error.
             guard !rest.trimmingCharacters(in: .whitespaces).isEmpty else {

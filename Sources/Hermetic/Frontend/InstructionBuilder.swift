@@ -425,18 +425,11 @@ struct InstructionBuilder {
     /// A JSON array of strings, or nil if the text is not a JSON array. A JSON array holding anything but
     /// strings is an error, as in BuildKit (it does not fall back to the shell form).
     private func jsonList(_ text: String, line: Int) throws(DockerfileError) -> [String]? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
-        guard trimmed.hasPrefix("["), trimmed.hasSuffix("]"),
-            let items = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [Any]
-        else { return nil }
-        var words: [String] = []
-        for item in items {
-            guard let word = item as? String else {
-                throw fail(line, "when using JSON array syntax, arrays must be comprised of strings only")
-            }
-            words.append(word)
+        switch JSONArrayForm.read(text.trimmingCharacters(in: .whitespaces)) {
+        case .notJSON: return nil
+        case .notStrings: throw fail(line, "when using JSON array syntax, arrays must be comprised of strings only")
+        case .strings(let words): return words
         }
-        return words
     }
 
     /// BuildKit looks for heredocs only in the shell form.

@@ -154,6 +154,11 @@ import Testing
             dockerfile: "FROM base\nCMD [\"x\"]\nENTRYPOINT []\n", usesBase: true,
             expectConfig: ["Cmd": #"["x"]"#, "Entrypoint": nil]),
         Case(
+            name: "COPY --chmod takes symbolic modes, applied to each file's own mode",
+            dockerfile: "FROM scratch\nCOPY --chmod=go-w,u+x f /f\nCOPY --chmod=a+X d /d\nCOPY --chmod=a+x,g+s f /s\n",
+            files: ["f": "x", "d/g": "y"],
+            expectModes: ["f": 0o744, "d": 0o755, "d/g": 0o644, "s": 0o2755]),
+        Case(
             name: "ENV forms", dockerfile: "FROM scratch\nENV A=1 B=\"two words\"\nENV C three words\n",
             expectEnv: ["A=1", "B=two words", "C=three words"]),
     ]

@@ -7,7 +7,7 @@
 /// - several sources (or a wildcard matching several) need a destination that is a directory;
 /// - relative destinations are relative to WORKDIR; symlinks in the destination resolve inside the root;
 /// - owners: build-context files 0:0, files from a stage or image keep theirs, `--chown` overrides;
-/// - `--chmod` (octal) applies to every copied file and directory;
+/// - `--chmod` (octal or symbolic, `FileModeChange`) applies to every copied file and directory;
 /// - missing parent directories are created (0755, owned by the `--chown` owner or root), and existing
 ///   parents are repeated with their current attributes so the layer stands alone;
 /// - hardlinks inside the copied set stay hardlinks, symlinks stay symlinks;
@@ -45,12 +45,18 @@ struct CopyPlanner {
     ) throws -> [LayerEntry] {
         func fail(_ message: String) -> DockerfileError { DockerfileError(file: file, line: line, message: message) }
         let keyword = copy.isAdd ? "ADD" : "COPY"
-        var mode: UInt32?
-        if let chmod = copy.chmod {
-            guard let parsed = UInt32(chmod, radix: 8), parsed <= 0o7777 else {
-                throw fail("\(keyword) --chmod=\(chmod): only octal modes (e.g. 0755) are supported")
+        var mode: FileModeChange?
+        // BuildKit: an empty --chmod is no chmod; its texts for the two kinds of bad value.
+        if let chmod = copy.chmod, !chmod.isEmpty {
+            do {
+                mode = try FileModeChange.parse(chmod)
+            } catch .notOctal {
+                throw fail(
+                    "\(keyword) --chmod=\(chmod): invalid chmod parameter: '\(chmod)'. it should be octal string and between 0 and 07777"
+                )
+            } catch {
+                throw fail("\(keyword) --chmod=\(chmod): invalid syntax")
             }
-            mode = parsed
         }
         let excludes: DockerIgnore
         do {
@@ -125,7 +131,8 @@ struct CopyPlanner {
                 collector.add(
                     LayerEntry(
                         path: target.joined(separator: "/"), kind: .regular(.bytes(Array(heredoc.content.utf8))),
-                        mode: mode ?? 0o644, uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
+                        mode: mode?.apply(to: 0o644, isDirectory: false) ?? 0o644, uid: owner?.uid ?? 0,
+                        gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
                 continue
             }
             if let remote = item.remote {
@@ -133,7 +140,8 @@ struct CopyPlanner {
                 collector.add(
                     LayerEntry(
                         path: target.joined(separator: "/"),
-                        kind: .regular(.file(path: remote.path, size: remote.size)), mode: mode ?? 0o600,
+                        kind: .regular(.file(path: remote.path, size: remote.size)),
+                        mode: mode?.apply(to: 0o600, isDirectory: false) ?? 0o600,
                         uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
                 continue
             }
@@ -202,12 +210,13 @@ struct CopyPlanner {
 
     /// One entry for a file found in the source tree.
     private func entry(
-        for info: stat, at target: [String], hostPath: String, mode: UInt32?, owner: (uid: UInt32, gid: UInt32)?
+        for info: stat, at target: [String], hostPath: String, mode: FileModeChange?, owner: (uid: UInt32, gid: UInt32)?
     ) throws -> LayerEntry {
         let fromContext = sourceContext.isBuildContext
         var entry = LayerEntry(
             path: target.joined(separator: "/"), kind: .directory,
-            mode: mode ?? (UInt32(info.st_mode) & 0o7777),
+            mode: mode?.apply(to: UInt32(info.st_mode) & 0o7777, isDirectory: (info.st_mode & S_IFMT) == S_IFDIR)
+                ?? (UInt32(info.st_mode) & 0o7777),
             uid: owner?.uid ?? (fromContext ? 0 : info.st_uid), gid: owner?.gid ?? (fromContext ? 0 : info.st_gid),
             mtime: fromContext ? sourceDateEpoch : Int64(info.st_mtim.tv_sec))
         switch info.st_mode & S_IFMT {

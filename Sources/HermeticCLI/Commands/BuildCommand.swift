@@ -40,7 +40,9 @@ struct BuildCommand: AsyncParsableCommand {
     var stepTimeout: Int?
     @Option(
         name: .customLong("state-dir"),
-        help: "Where cache mounts persist (default: $HERMETIC_STATE_DIR or /var/lib/hermetic).")
+        help:
+            "Where cache mounts persist (default: $HERMETIC_STATE_DIR, else /var/lib/hermetic; rootless: $XDG_STATE_HOME/hermetic or ~/.local/state/hermetic)."
+    )
     var stateDir: String?
     @Option(help: "Provenance attestation: mode=max (default), mode=min, true or false.")
     var provenance: String?

@@ -177,6 +177,13 @@ struct StepLayout {
                     throw SandboxError.system(call: "mkdir", path: directory, errno: errno)
                 }
             }
+            // The stub layer is the overlay's top: its root is the step's `/`, so it takes the image's.
+            if let top = plan.rootLayers.last, lstat(top, &info) == 0 {
+                chmod(layout.stubs, info.st_mode & 0o7777)
+                lchown(layout.stubs, info.st_uid, info.st_gid)
+                var times = [info.st_atim, info.st_mtim]
+                utimensat(AT_FDCWD, layout.stubs, &times, AT_SYMLINK_NOFOLLOW)
+            }
             var hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             hosts += "127.0.1.1\t\(plan.hostname)\n"
             try writeFile(layout.hostsFile, hosts, create: true)

@@ -21,9 +21,9 @@ import Testing
             baseDigest = try BaseImages.writeBusybox(at: scratch.path + "/busybox")
         }
 
-        func run(_ extra: [String] = [], output: String = "out", environment: [String: String] = [:]) throws
-            -> HermeticProcess.Outcome
-        {
+        func run(
+            _ extra: [String] = [], output: String = "out", environment: [String: String] = [:], umask: String = "022"
+        ) throws -> HermeticProcess.Outcome {
             try HermeticProcess.hermetic(
                 [
                     "build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
@@ -32,7 +32,7 @@ import Testing
                     "-o", "type=local,dest=\(scratch.path)/\(output)", "-o",
                     "type=oci,dest=\(scratch.path)/\(output).oci",
                     "--iidfile", "\(scratch.path)/\(output).iid",
-                ] + extra, environment: environment)
+                ] + extra, environment: environment, umask: umask)
         }
 
         func file(_ output: String, _ path: String) -> String? {
@@ -496,6 +496,27 @@ import Testing
         let lines = outcome.standardError.split(separator: "\n")
         #expect(lines.count == 1 && lines[0].hasPrefix("error: Dockerfile:2:") && lines[0].contains("exit code: 3"))
         #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out"))
+    }
+
+    /// The caller's umask shaped the directories the builder made (the stage root, the sandbox's `/`): under
+    /// 027 a USER step could not enter `/`. The same build under any umask gives the same image.
+    @Test func theCallersUmaskChangesNothing() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                USER app
+                WORKDIR /home/app/new
+                RUN ls / > /dev/null && echo made > made.txt
+                USER root
+                RUN mkdir -p /opt/x && echo y > /opt/x/y
+                """)
+        let usual = try build.run(output: "usual")
+        try #require(usual.status == 0, "\(usual.standardError)")
+        for umask in ["027", "077", "000"] {
+            let other = try build.run(output: "umask-" + umask, umask: umask)
+            try #require(other.status == 0, "umask \(umask): \(other.standardError)")
+            #expect(build.digest("umask-" + umask) == build.digest("usual"), "umask \(umask)")
+        }
     }
 
     @Test func theErrorLineStartsAfterAStepsUnfinishedLine() throws {

@@ -40,6 +40,9 @@ public struct Builder {
 
     public func build() async throws -> BuildResult {
         guard geteuid() == 0 else { throw PrivilegeError() }
+        // Nothing of a build may depend on the caller's umask: the directories the builder makes (a stage's
+        // root, the sandbox's mountpoints) are what RUN steps see. Under 027 a USER step could not enter /.
+        umask(0o022)
         let contextRoot = FileSystem.absolute(options.contextDirectory)
         guard FileSystem.isDirectory(contextRoot) else {
             throw ArgumentError(argument: "CONTEXT", value: options.contextDirectory, reason: "not a directory")

@@ -42,10 +42,13 @@ import Testing
     }
 
     @Test func buildArgsFromTheEnvironment() throws {
-        #expect(try BuildArg(parsing: "A=b=c", environment: [:]) == BuildArg(name: "A", value: "b=c"))
-        #expect(try BuildArg(parsing: "TOKEN", environment: ["TOKEN": "t"]) == BuildArg(name: "TOKEN", value: "t"))
-        #expect(throws: ArgumentError.self) { try BuildArg(parsing: "MISSING", environment: [:]) }
-        #expect(throws: ArgumentError.self) { try BuildArg(parsing: "=x", environment: [:]) }
+        #expect(try BuildArg.parse("A=b=c", environment: [:]) == BuildArg(name: "A", value: "b=c"))
+        #expect(try BuildArg.parse("TOKEN", environment: ["TOKEN": "t"]) == BuildArg(name: "TOKEN", value: "t"))
+        // As buildx: a name alone that the environment lacks passes nothing.
+        #expect(try BuildArg.parse("MISSING", environment: [:]) == nil)
+        #expect(try BuildArg.parse("EMPTY=", environment: [:]) == BuildArg(name: "EMPTY", value: ""))
+        #expect(throws: ArgumentError.self) { try BuildArg.parse("=x", environment: [:]) }
+        #expect(throws: ArgumentError.self) { try BuildArg.parse("A B", environment: [:]) }
     }
 
     @Test func sourceDateEpoch() throws {

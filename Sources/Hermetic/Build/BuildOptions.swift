@@ -51,25 +51,23 @@ public struct BuildArg: Sendable, Hashable {
         self.value = value
     }
 
-    /// `NAME=VALUE`, or `NAME` alone, which takes the value from the environment (as buildx does)
-    /// and is an error when the environment has no such variable.
-    public init(parsing text: String, environment: [String: String]) throws(ArgumentError) {
+    /// `NAME=VALUE`, or `NAME` alone, which takes the value from the environment; nil when the environment
+    /// has no such variable: buildx then passes nothing (its listToMap), so the ARG's default applies.
+    public static func parse(_ text: String, environment: [String: String]) throws(ArgumentError) -> BuildArg? {
+        let name: String
+        let value: String?
         if let eq = text.firstIndex(of: "=") {
             name = String(text[..<eq])
             value = String(text[text.index(after: eq)...])
         } else {
-            guard let fromEnvironment = environment[text] else {
-                throw ArgumentError(
-                    argument: "--build-arg", value: text,
-                    reason: "no value given and no such environment variable")
-            }
             name = text
-            value = fromEnvironment
+            value = environment[text]
         }
         guard !name.isEmpty, !name.contains(where: { $0.isWhitespace }) else {
             throw ArgumentError(
                 argument: "--build-arg", value: text, reason: "the name must be non-empty and have no spaces")
         }
+        return value.map { BuildArg(name: name, value: $0) }
     }
 }
 

@@ -112,8 +112,8 @@ struct BuildCommand: AsyncParsableCommand {
             }
         }
         options.tags = tag
-        options.buildArgs = try buildArg.map { arg throws(ArgumentError) in
-            try BuildArg(parsing: arg, environment: environment)
+        options.buildArgs = try buildArg.compactMap { arg throws(ArgumentError) in
+            try BuildArg.parse(arg, environment: environment)
         }
         options.target = target
         options.platforms = try parsePlatforms(platform)
@@ -203,8 +203,8 @@ struct LockCommand: AsyncParsableCommand {
             let environment = ProcessEnvironment.current()
             var options = BuildOptions(contextDirectory: context)
             options.dockerfilePath = file
-            options.buildArgs = try buildArg.map { arg throws(ArgumentError) in
-                try BuildArg(parsing: arg, environment: environment)
+            options.buildArgs = try buildArg.compactMap { arg throws(ArgumentError) in
+                try BuildArg.parse(arg, environment: environment)
             }
             options.platforms = try parsePlatforms(platform)
             for entry in buildContext {

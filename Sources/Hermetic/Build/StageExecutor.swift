@@ -159,10 +159,11 @@ struct StageExecutor {
         let rootfs = try nextDirectory("rootfs")
         switch stage.base {
         case .scratch:
-            // BuildKit's empty image: only a default PATH in Env.
+            // BuildKit's empty image (emptyImage in image.go): WorkingDir "/" and a default PATH in Env.
             var config = ImageConfig.empty
             var container = ContainerConfig()
             container.env = [Self.defaultPath]
+            container.workingDir = "/"
             config.config = container
             return StageState(
                 rootfs: rootfs, layers: [], config: config, scope: StageScope(environmentLines: [Self.defaultPath]))

@@ -1,0 +1,88 @@
+import Foundation
+import Hermetic
+import TestSupport
+import Testing
+
+/// Points where an audit against BuildKit's dockerfile2llb (convert.go, image.go) found Hermetic
+/// behaving otherwise, checked on real builds by the real binary; the image config is read by skopeo.
+@Suite struct BuildKitParityTests {
+    static let defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    /// One Dockerfile in a fresh context, with base images given as named contexts.
+    struct Build {
+        let scratch: TemporaryDirectory
+        let context: String
+        private var contexts: [String] = []
+
+        init(_ dockerfile: String, files: [String: String] = [:]) throws {
+            scratch = try TemporaryDirectory(prefix: "parity-")
+            context = scratch.path + "/ctx"
+            try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+            try dockerfile.write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+            for (name, text) in files {
+                try text.write(toFile: context + "/" + name, atomically: true, encoding: .utf8)
+            }
+        }
+
+        /// A named context `name`: an image of `entries` whose config Env is `env` (the default PATH when
+        /// empty).
+        mutating func addBase(
+            _ name: String, entries: [LayerEntry] = BaseImages.goldenBaseEntries(), env: [String] = []
+        ) throws {
+            let digest = try BaseImages.writeLayout(at: scratch.path + "/" + name, entries: entries, env: env)
+            contexts += ["--build-context", "\(name)=oci-layout://\(scratch.path)/\(name)@\(digest)"]
+        }
+
+        /// A named context `name` holding the busybox base (for RUN steps).
+        mutating func addBusybox(_ name: String = "busybox") throws {
+            let digest = try BaseImages.writeBusybox(at: scratch.path + "/" + name)
+            contexts += ["--build-context", "\(name)=oci-layout://\(scratch.path)/\(name)@\(digest)"]
+        }
+
+        func run(_ extra: [String] = []) throws -> HermeticProcess.Outcome {
+            try HermeticProcess.hermetic(
+                [
+                    "build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
+                    "--state-dir", scratch.path + "/state", "--output", "type=oci,dest=\(scratch.path)/oci",
+                    "--output", "type=local,dest=\(scratch.path)/fs",
+                ] + contexts + extra)
+        }
+
+        /// The built image's config.json, as skopeo reads it.
+        func imageConfig() throws -> [String: Any] {
+            let skopeo = try ExternalTools.require("skopeo")
+            let inspected = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(scratch.path)/oci"])
+            try #require(inspected.status == 0, "skopeo: \(inspected.standardError)")
+            let json = try JSONSerialization.jsonObject(with: Data(inspected.standardOutput.utf8))
+            return try #require(json as? [String: Any])
+        }
+
+        /// The config's `config` object (what a container runs with).
+        func containerConfig() throws -> [String: Any] {
+            try imageConfig()["config"] as? [String: Any] ?? [:]
+        }
+
+        /// The `created_by` of each history entry, with whether it is marked `empty_layer`.
+        func history() throws -> [(createdBy: String, empty: Bool)] {
+            (try imageConfig()["history"] as? [[String: Any]] ?? []).map {
+                ($0["created_by"] as? String ?? "", $0["empty_layer"] as? Bool ?? false)
+            }
+        }
+
+        func file(_ path: String) -> String? {
+            try? String(contentsOfFile: scratch.path + "/fs/" + path, encoding: .utf8)
+        }
+    }
+
+    // MARK: Image config
+
+    /// BuildKit's emptyImage: `FROM scratch` starts with WorkingDir "/" and the default PATH.
+    @Test func scratchStartsAtTheRootDirectory() throws {
+        let build = try Build("FROM scratch\nLABEL a=b\n")
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        let container = try build.containerConfig()
+        #expect(container["WorkingDir"] as? String == "/")
+        #expect(container["Env"] as? [String] == [Self.defaultPath])
+    }
+}

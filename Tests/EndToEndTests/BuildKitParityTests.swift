@@ -85,4 +85,21 @@ import Testing
         #expect(container["WorkingDir"] as? String == "/")
         #expect(container["Env"] as? [String] == [Self.defaultPath])
     }
+
+    /// BuildKit's dispatchCmd sets ArgsEscaped for both forms; ENTRYPOINT does not, and an inherited value
+    /// stays.
+    @Test(arguments: [
+        ("FROM scratch\nCMD [\"/bin/app\", \"x\"]\n", true),
+        ("FROM scratch\nCMD /bin/app x\n", true),
+        ("FROM scratch\nENTRYPOINT [\"/bin/app\"]\n", false),
+        ("FROM scratch\nENTRYPOINT /bin/app\n", false),
+        ("FROM scratch AS base\nCMD [\"x\"]\nFROM base\nENTRYPOINT [\"/bin/app\"]\n", true),
+    ])
+    func cmdSetsArgsEscaped(dockerfile: String, escaped: Bool) throws {
+        let build = try Build(dockerfile)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        let container = try build.containerConfig()
+        #expect((container["ArgsEscaped"] as? Bool) == (escaped ? true : nil), "\(container)")
+    }
 }

@@ -351,6 +351,9 @@ struct StageExecutor {
         case .cmd(let form):
             // `CMD []` clears the command: BuildKit stores an empty list, which the config leaves out.
             container.cmd = Self.commandLine(form, shell: container.shell).nilIfEmpty
+            // BuildKit's dispatchCmd sets ArgsEscaped for either form, on Linux too (Docker's image spec keeps
+            // the field for Windows); ENTRYPOINT leaves it, and a base image's value stays as it was.
+            container.argsEscaped = true
             state.commandSet = true
         case .entrypoint(let form):
             container.entrypoint = Self.commandLine(form, shell: container.shell).nilIfEmpty

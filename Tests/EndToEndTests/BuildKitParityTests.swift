@@ -102,4 +102,19 @@ import Testing
         let container = try build.containerConfig()
         #expect((container["ArgsEscaped"] as? Bool) == (escaped ? true : nil), "\(container)")
     }
+
+    // MARK: History
+
+    /// BuildKit's dispatchArg commits a history entry (no layer); ours is the source text, so a build
+    /// arg's value stays out.
+    @Test func argAddsAHistoryEntryWithoutItsValue() throws {
+        let build = try Build("FROM scratch\nARG V=default\nARG A=1 B\nLABEL a=b\n")
+        let outcome = try build.run(["--build-arg", "V=given-on-the-command-line"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        let history = try build.history()
+        #expect(history.map(\.createdBy) == ["ARG V=default", "ARG A=1 B", "LABEL a=b"])
+        #expect(history.allSatisfy { $0.empty })
+        let text = String(describing: try build.imageConfig())
+        #expect(!text.contains("given-on-the-command-line"))
+    }
 }

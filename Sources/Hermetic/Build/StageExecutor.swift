@@ -282,6 +282,8 @@ struct StageExecutor {
         case .from:
             throw fail(instruction, "FROM cannot run inside a stage (an ONBUILD trigger of the base image asks for it)")
         case .arg(let declarations):
+            // ARG then adds a history entry like the other config instructions (BuildKit's dispatchArg commits
+            // one); its text is the source line, so a --build-arg value never reaches the history.
             for declaration in declarations {
                 if let given = buildArguments[declaration.name] {
                     state.scope.declareArgument(declaration.name, value: given)
@@ -294,8 +296,6 @@ struct StageExecutor {
                     state.scope.declareArgument(declaration.name, value: global)
                 }
             }
-            state.config.config = container
-            return  // ARG leaves no history entry (as in BuildKit)
         case .env(let pairs):
             for pair in pairs {
                 guard !pair.key.isEmpty else { throw fail(instruction, "ENV names can not be blank") }

@@ -48,10 +48,12 @@ import Testing
                 ] + contexts + extra)
         }
 
-        /// The built image's config.json, as skopeo reads it.
+        /// The built image's config blob as skopeo reads it from the layout (raw: its parsed form drops
+        /// Docker's fields, such as OnBuild).
         func imageConfig() throws -> [String: Any] {
             let skopeo = try ExternalTools.require("skopeo")
-            let inspected = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(scratch.path)/oci"])
+            let inspected = try HermeticProcess.run(
+                skopeo, ["inspect", "--config", "--raw", "oci:\(scratch.path)/oci"])
             try #require(inspected.status == 0, "skopeo: \(inspected.standardError)")
             let json = try JSONSerialization.jsonObject(with: Data(inspected.standardOutput.utf8))
             return try #require(json as? [String: Any])
@@ -116,5 +118,14 @@ import Testing
         #expect(history.allSatisfy { $0.empty })
         let text = String(describing: try build.imageConfig())
         #expect(!text.contains("given-on-the-command-line"))
+    }
+
+    /// BuildKit's dispatchOnbuild stores the trigger and commits no history entry.
+    @Test func onbuildAddsNoHistoryEntry() throws {
+        let build = try Build("FROM scratch\nLABEL a=b\nONBUILD RUN echo later\nSTOPSIGNAL TERM\n")
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(try build.history().map(\.createdBy) == ["LABEL a=b", "STOPSIGNAL TERM"])
+        #expect(try build.containerConfig()["OnBuild"] as? [String] == ["RUN echo later"])
     }
 }

@@ -366,6 +366,9 @@ struct StageExecutor {
                 health, shell: container.shell, line: line, file: file)
         case .onbuild(let trigger):
             container.onBuild = (container.onBuild ?? []) + [trigger]
+            // BuildKit's dispatchOnbuild commits no history entry: only the trigger is stored.
+            state.config.config = container
+            return
         case .run(let run):
             state.config.config = container
             let entries = try runStep(run, instruction: instruction, position: position, stage: stage, state: &state)

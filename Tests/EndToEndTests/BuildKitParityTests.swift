@@ -128,4 +128,24 @@ import Testing
         #expect(try build.history().map(\.createdBy) == ["LABEL a=b", "STOPSIGNAL TERM"])
         #expect(try build.containerConfig()["OnBuild"] as? [String] == ["RUN echo later"])
     }
+
+    // MARK: Build environment
+
+    /// BuildKit's dispatchStages "make sure that PATH is always set": a base whose Env has no PATH gets the
+    /// default, in the config and for expansion; one that has a PATH keeps it.
+    @Test func aBaseWithoutPathGetsTheDefault() throws {
+        var build = try Build("FROM nopath AS first\nLABEL path=$PATH\nFROM ownpath\nLABEL path=$PATH\n")
+        try build.addBase("nopath", env: ["FOO=bar"])
+        try build.addBase("ownpath", env: ["PATH=/opt/bin", "FOO=bar"])
+        var outcome = try build.run(["--target", "first"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        var container = try build.containerConfig()
+        #expect(container["Env"] as? [String] == ["FOO=bar", Self.defaultPath])
+        #expect((container["Labels"] as? [String: String])?["path"] == String(Self.defaultPath.dropFirst(5)))
+        outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        container = try build.containerConfig()
+        #expect(container["Env"] as? [String] == ["PATH=/opt/bin", "FOO=bar"])
+        #expect((container["Labels"] as? [String: String])?["path"] == "/opt/bin")
+    }
 }

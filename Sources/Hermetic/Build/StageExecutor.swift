@@ -195,10 +195,16 @@ struct StageExecutor {
             for layer in layers { try apply(layer, to: rootfs) }
             var config = image.config
             config.history = config.history ?? []
-            if config.config == nil { config.config = ContainerConfig() }
-            return StageState(
-                rootfs: rootfs, layers: layers, config: config,
-                scope: StageScope(environmentLines: config.config?.env ?? []))
+            var container = config.config ?? ContainerConfig()
+            var scope = StageScope(environmentLines: container.env ?? [])
+            // BuildKit's dispatchStages "make sure that PATH is always set": a base without one gets the
+            // default appended, in the config and for the stage's instructions (not on Windows, left to the OS).
+            if !scope.environment.contains(where: { $0.name == "PATH" }), (stagePlatform ?? platform).os != "windows" {
+                container.env = (container.env ?? []) + [Self.defaultPath]
+                scope = StageScope(environmentLines: container.env ?? [])
+            }
+            config.config = container
+            return StageState(rootfs: rootfs, layers: layers, config: config, scope: scope)
         case .namedDirectory(let name):
             throw DockerfileError(
                 file: file, line: stage.from.range.start.line,

@@ -148,4 +148,24 @@ import Testing
         #expect(container["Env"] as? [String] == ["PATH=/opt/bin", "FOO=bar"])
         #expect((container["Labels"] as? [String: String])?["path"] == "/opt/bin")
     }
+
+    /// BuildKit's dispatchState.init: a stage built on another inherits its ARGs, names and values, for
+    /// expansion, RUN and RUN's history.
+    @Test func aStageInheritsTheArgsOfItsBaseStage() throws {
+        var build = try Build(
+            """
+            FROM busybox AS base
+            ARG V=from-base
+            ARG GIVEN
+            FROM base
+            LABEL v=$V given=$GIVEN
+            RUN echo -n "$V:$GIVEN" > /seen
+            """)
+        try build.addBusybox()
+        let outcome = try build.run(["--build-arg", "GIVEN=cli"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(try build.containerConfig()["Labels"] as? [String: String] == ["v": "from-base", "given": "cli"])
+        #expect(build.file("seen") == "from-base:cli")
+        #expect(try build.history().last?.createdBy == "RUN echo -n \"$V:$GIVEN\" > /seen # build args: V GIVEN")
+    }
 }

@@ -88,6 +88,16 @@ import Testing
         #expect(try copySource(text) == .image("inherited"))
     }
 
+    /// A stage built on another expands with that stage's ARGs (BuildKit's dispatchState.init): here a
+    /// `${DIR:?…}` that fails unless DIR came along.
+    @Test func argsCarryIntoAStageBuiltOnIt() throws {
+        let text = "FROM alpine AS base\nARG DIR=/cache\nFROM base\nRUN --mount=type=cache,target=${DIR:?unset} true\n"
+        #expect(failure(text) == "planned, order [0, 1]")
+        #expect(
+            failure("FROM alpine AS base\nFROM base\nRUN --mount=type=cache,target=${DIR:?unset} true\n")
+                == "Dockerfile:3: DIR: unset")
+    }
+
     @Test func globalDefaultsSeeEarlierGlobals() throws {
         let result = try plan("ARG A=x\nARG B=${A}y\nFROM img-$B\n")
         #expect(result.stages[0].base == .image("img-xy"))

@@ -190,9 +190,10 @@ public struct Planner {
         var stageErrors: [Int: any Error] = [:]
         var argumentsByStage: [Int: Set<String>] = [:]
         for index in stages.indices {
+            // A stage built on another starts with its ENV and ARGs, as the executor's does.
             var scope: StageScope
             if case .stage(let parent) = stages[index].base, let parentScope = finalScopes[parent] {
-                scope = StageScope(environment: parentScope.environment)
+                scope = parentScope
             } else {
                 scope = StageScope()
             }

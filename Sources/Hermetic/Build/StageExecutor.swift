@@ -175,9 +175,10 @@ struct StageExecutor {
             for layer in parentState.layers {
                 try apply(layer, to: rootfs)
             }
+            // The stage's ARGs carry over with their values (BuildKit's dispatchState.init appends the base's
+            // buildArgs and starts from its state), as its ENV does.
             var state = parentState
             state.rootfs = rootfs
-            state.scope = StageScope(environment: parentState.scope.environment)
             state.commandSet = false
             return state
         case .image(let reference):

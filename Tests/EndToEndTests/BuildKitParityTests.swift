@@ -33,9 +33,11 @@ import Testing
             contexts += ["--build-context", "\(name)=oci-layout://\(scratch.path)/\(name)@\(digest)"]
         }
 
-        /// A named context `name` holding the busybox base (for RUN steps).
-        mutating func addBusybox(_ name: String = "busybox") throws {
-            let digest = try BaseImages.writeBusybox(at: scratch.path + "/" + name)
+        /// A named context `name` holding the busybox base (for RUN steps), its config Env `env` (the default
+        /// PATH when empty).
+        mutating func addBusybox(_ name: String = "busybox", env: [String] = []) throws {
+            let digest = try BaseImages.writeLayout(
+                at: scratch.path + "/" + name, entries: BaseImages.busyboxEntries(), env: env, platform: .host)
             contexts += ["--build-context", "\(name)=oci-layout://\(scratch.path)/\(name)@\(digest)"]
         }
 
@@ -167,5 +169,40 @@ import Testing
         #expect(try build.containerConfig()["Labels"] as? [String: String] == ["v": "from-base", "given": "cli"])
         #expect(build.file("seen") == "from-base:cli")
         #expect(try build.history().last?.createdBy == "RUN echo -n \"$V:$GIVEN\" > /seen # build args: V GIVEN")
+    }
+
+    /// BuildKit's dispatchArg adds an ARG's value to the build environment (`AddEnv`), not to the config: it
+    /// shadows the base's ENV and an earlier ENV for expansion and RUN, and a later ENV wins again.
+    @Test func argShadowsEnvForExpansionAndRunButNotInTheConfig() throws {
+        var build = try Build(
+            """
+            FROM busybox
+            ARG NAME=from-arg
+            LABEL a=$NAME
+            RUN echo -n $NAME > /a
+            ENV NAME2=from-env
+            ARG NAME2=from-second-arg
+            LABEL b=$NAME2
+            ENV NAME3=from-env
+            ARG NAME3
+            ENV NAME2=from-env-again
+            LABEL c=$NAME2 d=$NAME3
+            RUN echo -n $NAME:$NAME2:$NAME3 > /b
+            """)
+        try build.addBusybox(env: [Self.defaultPath, "NAME=from-image"])
+        let outcome = try build.run(["--build-arg", "NAME3=from-cli"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        let container = try build.containerConfig()
+        #expect(
+            container["Labels"] as? [String: String] == [
+                "a": "from-arg", "b": "from-second-arg", "c": "from-env-again", "d": "from-cli",
+            ])
+        #expect(build.file("a") == "from-arg")
+        #expect(build.file("b") == "from-arg:from-env-again:from-cli")
+        #expect(
+            container["Env"] as? [String] == [
+                Self.defaultPath, "NAME=from-image", "NAME2=from-env-again", "NAME3=from-env",
+            ])
+        #expect(try build.history().last?.createdBy == "RUN echo -n $NAME:$NAME2:$NAME3 > /b # build args: NAME NAME3")
     }
 }

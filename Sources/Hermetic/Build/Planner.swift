@@ -193,7 +193,7 @@ public struct Planner {
             // A stage built on another starts with its ENV and ARGs, as the executor's does.
             var scope: StageScope
             if case .stage(let parent) = stages[index].base, let parentScope = finalScopes[parent] {
-                scope = parentScope
+                scope = StageScope(inheriting: parentScope)
             } else {
                 scope = StageScope()
             }

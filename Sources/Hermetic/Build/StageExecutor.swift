@@ -179,6 +179,7 @@ struct StageExecutor {
             // buildArgs and starts from its state), as its ENV does.
             var state = parentState
             state.rootfs = rootfs
+            state.scope = StageScope(inheriting: parentState.scope)
             state.commandSet = false
             return state
         case .image(let reference):
@@ -504,8 +505,7 @@ struct StageExecutor {
     /// saw (BuildKit and Buildah write `|N NAME=value …`, which leaks values).
     static func historyText(_ instruction: Instruction, scope: StageScope) -> String {
         guard case .run = instruction.kind else { return instruction.original }
-        let shadowed = Set(scope.environment.map(\.name))
-        let names = scope.arguments.filter { $0.value != nil && !shadowed.contains($0.name) }.map(\.name)
+        let names = scope.argumentsInEffect
         return names.isEmpty
             ? instruction.original : instruction.original + " # build args: " + names.joined(separator: " ")
     }

@@ -205,4 +205,14 @@ import Testing
             ])
         #expect(try build.history().last?.createdBy == "RUN echo -n $NAME:$NAME2:$NAME3 > /b # build args: NAME NAME3")
     }
+
+    /// BuildKit's dispatchArg adds nothing for an ARG without a value, a build arg or a global value, so the
+    /// name keeps its earlier value; with a global value it takes that one.
+    @Test func argWithoutAValueKeepsTheEarlierValue() throws {
+        let build = try Build(
+            "ARG G=global\nFROM scratch\nARG X=1\nARG X\nARG G=stage\nARG G\nLABEL x=$X g=$G\n")
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(try build.containerConfig()["Labels"] as? [String: String] == ["x": "1", "g": "global"])
+    }
 }

@@ -50,4 +50,15 @@ import Testing
         #expect(child.argumentNames == ["NAME", "ONLY_ARG"])
         #expect(child.environmentLines == ["PATH=/bin", "NAME=env"])
     }
+
+    /// BuildKit's dispatchArg adds nothing for an ARG without a value: the name keeps the value it had.
+    @Test func argWithoutAValueKeepsTheEarlierValue() {
+        var scope = StageScope()
+        scope.declareArgument("X", value: "1")
+        scope.declareArgument("X", value: nil)
+        #expect(scope.lookup("X") == "1")
+        #expect(scope.argumentsInEffect == ["X"])
+        scope.declareArgument("NEVER", value: nil)
+        #expect(scope.lookup("NEVER") == nil)
+    }
 }

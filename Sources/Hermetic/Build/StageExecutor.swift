@@ -298,6 +298,7 @@ struct StageExecutor {
                 } else if let value = declaration.defaultValue {
                     state.scope.declareArgument(declaration.name, value: value)
                 } else {
+                    // The global value, if any; with none the name keeps what it had (see declareArgument).
                     let global =
                         plan.globalArguments.last(where: { $0.name == declaration.name })?.value
                         ?? plan.predefinedArguments[declaration.name]

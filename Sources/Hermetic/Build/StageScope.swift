@@ -58,19 +58,11 @@ public struct StageScope: Sendable {
 
     /// ARG: a value (a default, a build arg or the global value) goes to the build environment only, where it
     /// shadows an ENV of that name until the next ENV sets it (BuildKit's dispatchArg AddEnv). Without a
-    /// value, an earlier ARG's value of the name is cleared.
+    /// value nothing changes there (BuildKit adds nothing), so an earlier value of the name stays.
     public mutating func declareArgument(_ name: String, value: String?) {
         argumentNames.removeAll { $0 == name }
         argumentNames.append(name)
-        if let value {
-            setVariable(name, value, fromArgument: true)
-        } else if lookupVariable(name)?.fromArgument == true {
-            variables.removeAll { $0.name == name }
-        }
-    }
-
-    private func lookupVariable(_ name: String) -> Variable? {
-        variables.last(where: { $0.name == name })
+        if let value { setVariable(name, value, fromArgument: true) }
     }
 
     private mutating func setVariable(_ name: String, _ value: String, fromArgument: Bool) {

@@ -215,4 +215,29 @@ import Testing
         try #require(outcome.status == 0, "\(outcome.standardError)")
         #expect(try build.containerConfig()["Labels"] as? [String: String] == ["x": "1", "g": "global"])
     }
+
+    // MARK: Errors
+
+    static let copyFromVariable =
+        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"
+
+    /// BuildKit refuses variables in `--from` in every stage, needed or not (COPY: toCommand; RUN --mount:
+    /// parseMount), and in an ONBUILD trigger (at the FROM that runs it).
+    @Test(arguments: [
+        (
+            "FROM scratch AS unneeded\nARG SRC=x\nCOPY --from=$SRC a b\nFROM scratch\nLABEL a=b\n",
+            "Dockerfile:3: \(copyFromVariable)"
+        ),
+        ("FROM scratch AS base\nONBUILD COPY --from=${SRC} a b\nFROM base\n", "Dockerfile:3: \(copyFromVariable)"),
+        (
+            "FROM scratch AS unneeded\nRUN --mount=type=bind,from=$SRC,target=/x true\nFROM scratch\n",
+            "Dockerfile:2: 'from' doesn't support variable expansion, define alias stage instead"
+        ),
+    ])
+    func fromRefusesVariables(dockerfile: String, error: String) throws {
+        let build = try Build(dockerfile)
+        let outcome = try build.run()
+        #expect(outcome.status == 1)
+        #expect(outcome.standardError == "error: \(error)\n")
+    }
 }

@@ -183,9 +183,14 @@ public struct Planner {
                     instructions: raw.body, sources: [:], mountSources: [:], dependencies: []))
         }
 
-        // Resolve `--from` references, expanding them as the stage's own ARG/ENV scope stands at that point.
-        // A stage's own errors (a bad ARG default, an invalid `--from` index) only matter if the target
-        // needs it: BuildKit dispatches only the stages the target reaches.
+        // BuildKit refuses variables in `--from` for every stage, needed or not, before it plans any (COPY
+        // in toCommand, RUN --mount when the instruction is parsed).
+        for stage in stages {
+            for instruction in stage.instructions { try Self.checkFromValues(instruction, lexer: lexer, file: file) }
+        }
+
+        // Resolve `--from` references as written. A stage's own errors (a bad ARG default, an invalid `--from`
+        // index) only matter if the target needs it: BuildKit dispatches only the stages the target reaches.
         var finalScopes: [Int: StageScope] = [:]
         var stageErrors: [Int: any Error] = [:]
         var argumentsByStage: [Int: Set<String>] = [:]
@@ -223,8 +228,8 @@ public struct Planner {
                     case .copy(let copy):
                         if let fromText = copy.from {
                             let source = try resolveSource(
-                                try expand(fromText, at: instruction, lookup: scope.lookup),
-                                at: instruction, stageIndex: index, indexByName: indexByName, stageCount: stages.count)
+                                fromText, at: instruction, stageIndex: index, indexByName: indexByName,
+                                stageCount: stages.count)
                             stages[index].sources[position] = source
                             if case .stage(let other) = source { dependencies.insert(other) }
                         }
@@ -334,6 +339,37 @@ public struct Planner {
         }
         if text.lowercased() == "scratch" { return .scratch }
         return .image(text)
+    }
+
+    static let copyFromVariableMessage =
+        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"
+
+    /// BuildKit's rules for `--from` values that use variables: COPY's (and our ADD's) value must be unchanged
+    /// by expanding it with no variables set (toCommand), a RUN mount's `from=` must hold no `$` before its
+    /// last character (instructions' parseMount). Instructions of ONBUILD triggers are checked too.
+    static func checkFromValues(_ instruction: Instruction, lexer: ShellLexer, file: String) throws {
+        let line = instruction.range.start.line
+        switch instruction.kind {
+        case .copy(let copy):
+            guard let from = copy.from else { return }
+            let expanded: String
+            do {
+                expanded = try lexer.processWord(from, lookup: { _ in nil })
+            } catch {
+                throw DockerfileError(file: file, line: line, message: "\(error)")
+            }
+            guard expanded == from else {
+                throw DockerfileError(file: file, line: line, message: copyFromVariableMessage)
+            }
+        case .run(let run):
+            for mount in run.mounts where RunMount.rawFromUsesVariable(mount) {
+                throw DockerfileError(
+                    file: file, line: line,
+                    message: "'from' doesn't support variable expansion, define alias stage instead")
+            }
+        default:
+            return
+        }
     }
 
     private func expand(_ word: String, at instruction: Instruction, lookup: (String) -> String?) throws -> String {

@@ -130,6 +130,7 @@ struct StageExecutor {
                 }
                 for var instruction in parsed.instructions {
                     instruction.range = stage.from.range
+                    try Planner.checkFromValues(instruction, lexer: lexer, file: file)
                     switch instruction.kind {
                     case .from, .onbuild, .maintainer:
                         throw DockerfileError(

@@ -240,4 +240,18 @@ import Testing
         #expect(outcome.status == 1)
         #expect(outcome.standardError == "error: \(error)\n")
     }
+
+    /// BuildKit dispatches stages in file order: a needed stage that copies from a later one fails before
+    /// anything is built.
+    @Test func copyFromALaterStageIsAnError() throws {
+        let build = try Build(
+            "FROM scratch AS first\nCOPY --from=later /f /f\nFROM scratch AS later\nCOPY f /f\nFROM first\n",
+            files: ["f": "f"])
+        let outcome = try build.run()
+        #expect(outcome.status == 1)
+        #expect(
+            outcome.standardError
+                == "error: Dockerfile:2: cannot copy from stage \"later\", it needs to be defined before current stage \"first\"\n"
+        )
+    }
 }

@@ -225,6 +225,21 @@ import Testing
                 == "Dockerfile:2: circular dependency detected on stage: 0")
     }
 
+    /// BuildKit dispatches stages in file order: COPY from a stage defined later fails when the stage that
+    /// copies is needed, named as BuildKit names stages (`stage-N` when unnamed).
+    @Test func copyFromALaterStageIsAnError() {
+        let text = "FROM alpine AS a\nCOPY --from=B x y\nFROM alpine AS b\n"
+        #expect(
+            failure(text, target: "a")
+                == "Dockerfile:2: cannot copy from stage \"B\", it needs to be defined before current stage \"a\"")
+        #expect(failure(text) == "planned, order [1]")
+        let unnamed = "FROM alpine\nCOPY --from=1 x y\nFROM alpine\nFROM alpine\nCOPY --from=0 x y\n"
+        #expect(
+            failure(unnamed)
+                == "Dockerfile:2: cannot copy from stage \"1\", it needs to be defined before current stage \"stage-0\""
+        )
+    }
+
     @Test func stageIndexOutOfRange() {
         #expect(
             failure("FROM alpine\nCOPY --from=3 x y\n")

@@ -193,6 +193,9 @@ public struct Planner {
         // index) only matter if the target needs it: BuildKit dispatches only the stages the target reaches.
         var finalScopes: [Int: StageScope] = [:]
         var stageErrors: [Int: any Error] = [:]
+        // BuildKit dispatches stages in file order, so a COPY from a later stage fails when its stage is
+        // dispatched; kept apart from stageErrors so that a cycle through it is still reported as one.
+        var laterStageErrors: [Int: DockerfileError] = [:]
         var argumentsByStage: [Int: Set<String>] = [:]
         for index in stages.indices {
             // A stage built on another starts with its ENV and ARGs, as the executor's does.
@@ -231,7 +234,16 @@ public struct Planner {
                                 fromText, at: instruction, stageIndex: index, indexByName: indexByName,
                                 stageCount: stages.count)
                             stages[index].sources[position] = source
-                            if case .stage(let other) = source { dependencies.insert(other) }
+                            if case .stage(let other) = source {
+                                dependencies.insert(other)
+                                if other > index, laterStageErrors[index] == nil {
+                                    laterStageErrors[index] = DockerfileError(
+                                        file: file, line: instruction.range.start.line,
+                                        message:
+                                            "cannot copy from stage \"\(fromText)\", it needs to be defined before current stage \"\(stages[index].displayName)\""
+                                    )
+                                }
+                            }
                         }
                     case .run(let run):
                         for (mountIndex, text) in run.mounts.enumerated() {
@@ -300,6 +312,11 @@ public struct Planner {
             stack[stack.count - 1].next += 1
             let dependency = dependencies[top.next]
             if state[dependency] != true { try enter(dependency) }
+        }
+        // The first needed stage, in file order, that copies from a later one.
+        if let first = order.sorted().first(where: { laterStageErrors[$0] != nil }), let error = laterStageErrors[first]
+        {
+            throw error
         }
         for index in order { usedArguments.formUnion(argumentsByStage[index] ?? []) }
 

@@ -254,4 +254,39 @@ import Testing
                 == "error: Dockerfile:2: cannot copy from stage \"later\", it needs to be defined before current stage \"first\"\n"
         )
     }
+
+    // MARK: Ownership
+
+    /// BuildKit's readUser: `--chown=NAME` takes the gid of NAME's passwd entry, a number is its own gid, and
+    /// WORKDIR's mkdir reads the current USER the same way.
+    @Test func ownersAreReadAsBuildKitsReadUserReadsThem() throws {
+        var build = try Build(
+            """
+            FROM base
+            COPY --chown=bob a.txt /by-name
+            COPY --chown=1001 a.txt /by-number
+            COPY --chown=bob:nogroup a.txt /with-group
+            USER 1001
+            WORKDIR /numeric
+            USER bob
+            WORKDIR /named
+            """, files: ["a.txt": "a"])
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nbob:x:1001:50:Bob:/home/bob:/bin/sh\n"
+        var entries = BaseImages.goldenBaseEntries().filter { $0.path != "etc/passwd" }
+        entries.append(
+            LayerEntry(
+                path: "etc/passwd", kind: .regular(.bytes(Array(passwd.utf8))), mode: 0o644, mtime: 1_600_000_000))
+        try build.addBase("base", entries: entries)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        let expected = [
+            "by-name": "1001:50", "by-number": "1001:1001", "with-group": "1001:65534", "numeric": "1001:1001",
+            "named": "1001:50",
+        ]
+        for (path, owner) in expected {
+            var info = stat()
+            #expect(lstat(build.scratch.path + "/fs/" + path, &info) == 0, "\(path)")
+            #expect("\(info.st_uid):\(info.st_gid)" == owner, "\(path)")
+        }
+    }
 }

@@ -323,12 +323,12 @@ struct StageExecutor {
         case .workdir(let path):
             let resolved = Self.joinWorkdir(container.workingDir, path)
             container.workingDir = resolved
-            // BuildKit creates a missing WORKDIR owned by the current USER.
+            // BuildKit creates a missing WORKDIR owned by the current USER, read as a `--chown` value (its
+            // mkdir takes `llb.WithUser(USER)`): `USER 1001` gives 1001:1001, a name its passwd uid and gid.
             var owner: (uid: UInt32, gid: UInt32) = (0, 0)
             if let user = container.user, !user.isEmpty {
                 do {
-                    let resolvedUser = try UserDatabase(root: state.rootfs).resolveUser(user)
-                    owner = (resolvedUser.uid, resolvedUser.gid)
+                    owner = try UserDatabase(root: state.rootfs).resolveOwner(user)
                 } catch {
                     throw fail(instruction, "WORKDIR \(path): USER \(user): \(error)")
                 }

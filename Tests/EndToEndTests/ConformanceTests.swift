@@ -132,7 +132,7 @@ import Testing
             dockerfile: "FROM scratch\nARG V=default\nLABEL v=$V\n", arguments: ["--build-arg", "V=cli"],
             expectLabels: ["v": "cli"]),
         Case(
-            name: "ENV wins over ARG", dockerfile: "FROM scratch\nARG V=arg\nENV V=env\nLABEL v=$V\n",
+            name: "a later ENV wins over an ARG", dockerfile: "FROM scratch\nARG V=arg\nENV V=env\nLABEL v=$V\n",
             arguments: ["--build-arg", "V=cli"], expectLabels: ["v": "env"]),
         Case(
             name: "expansion modifiers",

@@ -183,16 +183,25 @@ public struct Planner {
                     instructions: raw.body, sources: [:], mountSources: [:], dependencies: []))
         }
 
-        // Resolve `--from` references, expanding them as the stage's own ARG/ENV scope stands at that point.
-        // A stage's own errors (a bad ARG default, an invalid `--from` index) only matter if the target
-        // needs it: BuildKit dispatches only the stages the target reaches.
+        // BuildKit refuses variables in `--from` for every stage, needed or not, before it plans any (COPY
+        // in toCommand, RUN --mount when the instruction is parsed).
+        for stage in stages {
+            for instruction in stage.instructions { try Self.checkFromValues(instruction, lexer: lexer, file: file) }
+        }
+
+        // Resolve `--from` references as written. A stage's own errors (a bad ARG default, an invalid `--from`
+        // index) only matter if the target needs it: BuildKit dispatches only the stages the target reaches.
         var finalScopes: [Int: StageScope] = [:]
         var stageErrors: [Int: any Error] = [:]
+        // BuildKit dispatches stages in file order, so a COPY from a later stage fails when its stage is
+        // dispatched; kept apart from stageErrors so that a cycle through it is still reported as one.
+        var laterStageErrors: [Int: DockerfileError] = [:]
         var argumentsByStage: [Int: Set<String>] = [:]
         for index in stages.indices {
+            // A stage built on another starts with its ENV and ARGs, as the executor's does.
             var scope: StageScope
             if case .stage(let parent) = stages[index].base, let parentScope = finalScopes[parent] {
-                scope = StageScope(environment: parentScope.environment)
+                scope = StageScope(inheriting: parentScope)
             } else {
                 scope = StageScope()
             }
@@ -222,10 +231,19 @@ public struct Planner {
                     case .copy(let copy):
                         if let fromText = copy.from {
                             let source = try resolveSource(
-                                try expand(fromText, at: instruction, lookup: scope.lookup),
-                                at: instruction, stageIndex: index, indexByName: indexByName, stageCount: stages.count)
+                                fromText, at: instruction, stageIndex: index, indexByName: indexByName,
+                                stageCount: stages.count)
                             stages[index].sources[position] = source
-                            if case .stage(let other) = source { dependencies.insert(other) }
+                            if case .stage(let other) = source {
+                                dependencies.insert(other)
+                                if other > index, laterStageErrors[index] == nil {
+                                    laterStageErrors[index] = DockerfileError(
+                                        file: file, line: instruction.range.start.line,
+                                        message:
+                                            "cannot copy from stage \"\(fromText)\", it needs to be defined before current stage \"\(stages[index].displayName)\""
+                                    )
+                                }
+                            }
                         }
                     case .run(let run):
                         for (mountIndex, text) in run.mounts.enumerated() {
@@ -295,6 +313,11 @@ public struct Planner {
             let dependency = dependencies[top.next]
             if state[dependency] != true { try enter(dependency) }
         }
+        // The first needed stage, in file order, that copies from a later one.
+        if let first = order.sorted().first(where: { laterStageErrors[$0] != nil }), let error = laterStageErrors[first]
+        {
+            throw error
+        }
         for index in order { usedArguments.formUnion(argumentsByStage[index] ?? []) }
 
         let unused = buildArguments.keys.filter {
@@ -333,6 +356,37 @@ public struct Planner {
         }
         if text.lowercased() == "scratch" { return .scratch }
         return .image(text)
+    }
+
+    static let copyFromVariableMessage =
+        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"
+
+    /// BuildKit's rules for `--from` values that use variables: COPY's value must be unchanged
+    /// by expanding it with no variables set (toCommand), a RUN mount's `from=` must hold no `$` before its
+    /// last character (instructions' parseMount). Instructions of ONBUILD triggers are checked too.
+    static func checkFromValues(_ instruction: Instruction, lexer: ShellLexer, file: String) throws {
+        let line = instruction.range.start.line
+        switch instruction.kind {
+        case .copy(let copy):
+            guard let from = copy.from else { return }
+            let expanded: String
+            do {
+                expanded = try lexer.processWord(from, lookup: { _ in nil })
+            } catch {
+                throw DockerfileError(file: file, line: line, message: "\(error)")
+            }
+            guard expanded == from else {
+                throw DockerfileError(file: file, line: line, message: copyFromVariableMessage)
+            }
+        case .run(let run):
+            for mount in run.mounts where RunMount.rawFromUsesVariable(mount) {
+                throw DockerfileError(
+                    file: file, line: line,
+                    message: "'from' doesn't support variable expansion, define alias stage instead")
+            }
+        default:
+            return
+        }
     }
 
     private func expand(_ word: String, at instruction: Instruction, lookup: (String) -> String?) throws -> String {

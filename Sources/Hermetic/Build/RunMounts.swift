@@ -12,6 +12,17 @@ enum RunMount: Equatable {
         var description: String
     }
 
+    /// Whether the `from=` field of a `--mount` value as written holds a `$` before its last character:
+    /// BuildKit's parseMount refuses that before anything is expanded.
+    static func rawFromUsesVariable(_ text: String) -> Bool {
+        for field in text.split(separator: ",") {
+            guard let eq = field.firstIndex(of: "="), field[..<eq].lowercased() == "from" else { continue }
+            let value = field[field.index(after: eq)...]
+            if let dollar = value.firstIndex(of: "$"), value.index(after: dollar) != value.endIndex { return true }
+        }
+        return false
+    }
+
     static func parse(_ text: String) throws -> RunMount {
         var fields: [String: String] = [:]
         var flags = Set<String>()

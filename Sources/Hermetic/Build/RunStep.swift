@@ -99,14 +99,10 @@ extension StageExecutor {
         }
         guard !argv.isEmpty else { throw fail("RUN: empty command") }
 
-        // The environment: ENV, then ARGs in scope not shadowed by ENV, then proxy build args.
-        var environment: [String] = scope.environmentLines
-        var names = Set(scope.environment.map(\.name))
-        for argument in scope.arguments where !names.contains(argument.name) {
-            guard let value = argument.value else { continue }
-            environment.append("\(argument.name)=\(value)")
-            names.insert(argument.name)
-        }
+        // The environment: the stage's build environment (ENV and ARGs with a value, the last to set a name
+        // winning), then proxy build args.
+        var environment: [String] = scope.variableLines
+        var names = Set(scope.variables.map(\.name))
         // BuildKit appends the proxy variables after the step's own; the runtime keeps the last of a name.
         for entry in Planner.proxyEnvironment(buildArguments) {
             let name = String(entry.prefix { $0 != "=" })

@@ -134,6 +134,7 @@ struct StageExecutor {
                 }
                 for var instruction in parsed.instructions {
                     instruction.range = stage.from.range
+                    try Planner.checkFromValues(instruction, lexer: lexer, file: file)
                     switch instruction.kind {
                     case .from, .onbuild, .maintainer:
                         throw DockerfileError(
@@ -163,10 +164,11 @@ struct StageExecutor {
         let rootfs = try nextDirectory("rootfs")
         switch stage.base {
         case .scratch:
-            // BuildKit's empty image: only a default PATH in Env.
+            // BuildKit's empty image (emptyImage in image.go): WorkingDir "/" and a default PATH in Env.
             var config = ImageConfig.empty
             var container = ContainerConfig()
             container.env = [Self.defaultPath]
+            container.workingDir = "/"
             config.config = container
             return StageState(
                 rootfs: rootfs, layers: [], config: config, scope: StageScope(environmentLines: [Self.defaultPath]))
@@ -178,9 +180,11 @@ struct StageExecutor {
             for layer in parentState.layers {
                 try apply(layer, to: rootfs)
             }
+            // The stage's ARGs carry over with their values (BuildKit's dispatchState.init appends the base's
+            // buildArgs and starts from its state), as its ENV does.
             var state = parentState
             state.rootfs = rootfs
-            state.scope = StageScope(environment: parentState.scope.environment)
+            state.scope = StageScope(inheriting: parentState.scope)
             state.commandSet = false
             return state
         case .image(let reference):
@@ -198,10 +202,16 @@ struct StageExecutor {
             for layer in layers { try apply(layer, to: rootfs) }
             var config = image.config
             config.history = config.history ?? []
-            if config.config == nil { config.config = ContainerConfig() }
-            return StageState(
-                rootfs: rootfs, layers: layers, config: config,
-                scope: StageScope(environmentLines: config.config?.env ?? []))
+            var container = config.config ?? ContainerConfig()
+            var scope = StageScope(environmentLines: container.env ?? [])
+            // BuildKit's dispatchStages "make sure that PATH is always set": a base without one gets the
+            // default appended, in the config and for the stage's instructions (not on Windows, left to the OS).
+            if !scope.environment.contains(where: { $0.name == "PATH" }), (stagePlatform ?? platform).os != "windows" {
+                container.env = (container.env ?? []) + [Self.defaultPath]
+                scope = StageScope(environmentLines: container.env ?? [])
+            }
+            config.config = container
+            return StageState(rootfs: rootfs, layers: layers, config: config, scope: scope)
         case .namedDirectory(let name):
             throw DockerfileError(
                 file: file, line: stage.from.range.start.line,
@@ -285,20 +295,21 @@ struct StageExecutor {
         case .from:
             throw fail(instruction, "FROM cannot run inside a stage (an ONBUILD trigger of the base image asks for it)")
         case .arg(let declarations):
+            // ARG then adds a history entry like the other config instructions (BuildKit's dispatchArg commits
+            // one); its text is the source line, so a --build-arg value never reaches the history.
             for declaration in declarations {
                 if let given = buildArguments[declaration.name] {
                     state.scope.declareArgument(declaration.name, value: given)
                 } else if let value = declaration.defaultValue {
                     state.scope.declareArgument(declaration.name, value: value)
                 } else {
+                    // The global value, if any; with none the name keeps what it had (see declareArgument).
                     let global =
                         plan.globalArguments.last(where: { $0.name == declaration.name })?.value
                         ?? plan.predefinedArguments[declaration.name]
                     state.scope.declareArgument(declaration.name, value: global)
                 }
             }
-            state.config.config = container
-            return  // ARG leaves no history entry (as in BuildKit)
         case .env(let pairs):
             for pair in pairs {
                 guard !pair.key.isEmpty else { throw fail(instruction, "ENV names can not be blank") }
@@ -316,12 +327,12 @@ struct StageExecutor {
         case .workdir(let path):
             let resolved = Self.joinWorkdir(container.workingDir, path)
             container.workingDir = resolved
-            // BuildKit creates a missing WORKDIR owned by the current USER.
+            // BuildKit creates a missing WORKDIR owned by the current USER, read as a `--chown` value (its
+            // mkdir takes `llb.WithUser(USER)`): `USER 1001` gives 1001:1001, a name its passwd uid and gid.
             var owner: (uid: UInt32, gid: UInt32) = (0, 0)
             if let user = container.user, !user.isEmpty {
                 do {
-                    let resolvedUser = try UserDatabase(root: state.rootfs).resolveUser(user)
-                    owner = (resolvedUser.uid, resolvedUser.gid)
+                    owner = try UserDatabase(root: state.rootfs).resolveOwner(user)
                 } catch {
                     throw fail(instruction, "WORKDIR \(path): USER \(user): \(error)")
                 }
@@ -354,6 +365,9 @@ struct StageExecutor {
         case .cmd(let form):
             // `CMD []` clears the command: BuildKit stores an empty list, which the config leaves out.
             container.cmd = Self.commandLine(form, shell: container.shell).nilIfEmpty
+            // BuildKit's dispatchCmd sets ArgsEscaped for either form, on Linux too (Docker's image spec keeps
+            // the field for Windows); ENTRYPOINT leaves it, and a base image's value stays as it was.
+            container.argsEscaped = true
             state.commandSet = true
         case .entrypoint(let form):
             container.entrypoint = Self.commandLine(form, shell: container.shell).nilIfEmpty
@@ -366,6 +380,9 @@ struct StageExecutor {
                 health, shell: container.shell, line: line, file: file)
         case .onbuild(let trigger):
             container.onBuild = (container.onBuild ?? []) + [trigger]
+            // BuildKit's dispatchOnbuild commits no history entry: only the trigger is stored.
+            state.config.config = container
+            return
         case .run(let run):
             state.config.config = container
             let entries = try runStep(run, instruction: instruction, position: position, stage: stage, state: &state)
@@ -494,8 +511,7 @@ struct StageExecutor {
     /// saw (BuildKit and Buildah write `|N NAME=value …`, which leaks values).
     static func historyText(_ instruction: Instruction, scope: StageScope) -> String {
         guard case .run = instruction.kind else { return instruction.original }
-        let shadowed = Set(scope.environment.map(\.name))
-        let names = scope.arguments.filter { $0.value != nil && !shadowed.contains($0.name) }.map(\.name)
+        let names = scope.argumentsInEffect
         return names.isEmpty
             ? instruction.original : instruction.original + " # build args: " + names.joined(separator: " ")
     }

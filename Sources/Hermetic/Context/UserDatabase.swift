@@ -36,13 +36,16 @@ public struct UserDatabase: Sendable {
         }
     }
 
-    /// `--chown` rules (BuildKit): `user[:group]`, each a name or a number; without a group the gid is the
-    /// uid (Dockerfile reference: "a UID without GID will use the same numeric UID as the GID").
+    /// The owner of files BuildKit's file operations make (`--chown`, and WORKDIR's mkdir as the current USER),
+    /// as its readUser finds it: `user[:group]`, each a name or a number; without a group, a user name takes
+    /// its passwd entry's gid, a numeric uid is its own gid (Dockerfile reference: "a UID without GID will use
+    /// the same numeric UID as the GID").
     public func resolveOwner(_ spec: String) throws -> (uid: UInt32, gid: UInt32) {
         let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
         let uid = try userID(parts[0], spec: spec)
-        let gid = parts.count == 2 ? try groupID(parts[1], spec: spec) : uid
-        return (uid, gid)
+        if parts.count == 2 { return (uid, try groupID(parts[1], spec: spec)) }
+        if UInt32(parts[0]) != nil { return (uid, uid) }
+        return (uid, users.first { $0.name == parts[0] }?.gid ?? uid)
     }
 
     /// `USER` rules (Docker): `user[:group]`; without a group, a named user gets its passwd primary group,

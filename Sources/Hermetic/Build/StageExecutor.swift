@@ -360,7 +360,7 @@ struct StageExecutor {
             }
             container.volumes = volumes
         case .stopSignal(let signal):
-            guard Self.isValidSignal(signal) else { throw fail(instruction, "invalid STOPSIGNAL \"\(signal)\"") }
+            guard Self.isValidSignal(signal) else { throw fail(instruction, "STOPSIGNAL: invalid signal: \(signal)") }
             container.stopSignal = signal
         case .cmd(let form):
             // `CMD []` clears the command: BuildKit stores an empty list, which the config leaves out.
@@ -537,17 +537,20 @@ struct StageExecutor {
         }
     }
 
+    /// moby/sys signal.ParseSignal, which BuildKit uses: any non-zero integer, or a name of its Linux map
+    /// (case-insensitive, `SIG` optional), the real-time ones as `RTMIN`, `RTMIN+1`…`+15`, `RTMAX-14`…`-1`,
+    /// `RTMAX`.
     static func isValidSignal(_ signal: String) -> Bool {
-        if let number = Int(signal) { return number > 0 && number < 65 }
-        let name = signal.uppercased().hasPrefix("SIG") ? String(signal.uppercased().dropFirst(3)) : signal.uppercased()
+        if let number = Int(signal) { return number != 0 }
+        let upper = signal.uppercased()
+        let name = upper.hasPrefix("SIG") ? String(upper.dropFirst(3)) : upper
         let names: Set<String> = [
             "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE",
             "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU",
-            "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+            "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX",
         ]
-        if names.contains(name) { return true }
-        if name.hasPrefix("RTMIN") || name.hasPrefix("RTMAX") { return true }
-        return false
+        let realTime = (1...15).map { "RTMIN+\($0)" } + (1...14).map { "RTMAX-\($0)" }
+        return names.contains(name) || realTime.contains(name)
     }
 }
 

@@ -244,12 +244,13 @@ import Testing
         #expect(
             failure("FROM alpine\nCOPY --from=3 x y\n")
                 == "Dockerfile:2: invalid stage index 3: the Dockerfile has 1 stage(s)")
+        #expect(failure("FROM alpine\nCOPY --from=-1 x y\n") == "Dockerfile:2: invalid stage index -1")
     }
 
     @Test func unknownTarget() {
         #expect(
             failure("FROM alpine AS a\n", target: "nope")
-                == "--target \"nope\": failed to reach build target nope in Dockerfile: no stage has that name"
+                == "--target \"nope\": target stage \"nope\" could not be found in Dockerfile"
         )
     }
 

@@ -279,7 +279,7 @@ public struct Planner {
             guard let found = indexByName[target.lowercased()] else {
                 throw ArgumentError(
                     argument: "--target", value: target,
-                    reason: "failed to reach build target \(target) in \(file): no stage has that name")
+                    reason: "target stage \"\(target)\" could not be found in \(file)")
             }
             targetIndex = found
         } else {
@@ -340,6 +340,11 @@ public struct Planner {
                     message: "circular dependency detected on stage: \(text)")
             }
             return .stage(byName)
+        }
+        // BuildKit reads the value with strconv.Atoi: a negative number is an index too, and never valid.
+        if text.count > 1, text.first == "-", text.dropFirst().allSatisfy({ $0.isASCII && $0.isNumber }) {
+            throw DockerfileError(
+                file: dockerfile.file, line: instruction.range.start.line, message: "invalid stage index \(text)")
         }
         if !text.isEmpty, text.allSatisfy(\.isASCII), text.allSatisfy(\.isNumber) {
             guard let number = Int(text), number < stageCount else {

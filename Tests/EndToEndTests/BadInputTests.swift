@@ -18,6 +18,9 @@ import Testing
 
     static let cases: [Case] = [
         Case(
+            name: "WORKDIR expanding to nothing", dockerfile: "FROM scratch\nARG EMPTY\nWORKDIR $EMPTY\n",
+            expected: ["Dockerfile:3:", "normalizing workdir: cannot normalize nothing"]),
+        Case(
             name: "unknown instruction", dockerfile: "FROM scratch\nFROBNICATE x\n",
             expected: ["Dockerfile:2:", "FROBNICATE"]),
         Case(

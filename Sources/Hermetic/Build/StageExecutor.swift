@@ -325,6 +325,8 @@ struct StageExecutor {
         case .user(let user):
             container.user = user
         case .workdir(let path):
+            // BuildKit's NormalizeWorkdir refuses an empty path (a WORKDIR whose variables expand to nothing).
+            guard !path.isEmpty else { throw fail(instruction, "normalizing workdir: cannot normalize nothing") }
             let resolved = Self.joinWorkdir(container.workingDir, path)
             container.workingDir = resolved
             // BuildKit creates a missing WORKDIR owned by the current USER, read as a `--chown` value (its

@@ -159,6 +159,11 @@ import Testing
             files: ["f": "x", "d/g": "y"],
             expectModes: ["f": 0o744, "d": 0o755, "d/g": 0o644, "s": 0o2755]),
         Case(
+            name: "ARG defaults on one line see the ARGs before them; ENV values see the ENV before the line",
+            dockerfile:
+                "FROM scratch\nARG A=1 B=$A\nARG C=${B}x\nENV E=old\nENV E=new F=$E\nLABEL a=$A b=$B c=$C f=$F\n",
+            expectLabels: ["a": "1", "b": "1", "c": "1x", "f": "old"]),
+        Case(
             name: "ENV forms", dockerfile: "FROM scratch\nENV A=1 B=\"two words\"\nENV C three words\n",
             expectEnv: ["A=1", "B=two words", "C=three words"]),
     ]

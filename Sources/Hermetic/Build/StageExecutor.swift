@@ -301,7 +301,15 @@ struct StageExecutor {
                 if let given = buildArguments[declaration.name] {
                     state.scope.declareArgument(declaration.name, value: given)
                 } else if let value = declaration.defaultValue {
-                    state.scope.declareArgument(declaration.name, value: value)
+                    // Expanded now, so `ARG A=1 B=$A` gives B the A just declared (BuildKit's dispatchArg).
+                    let scope = state.scope
+                    let expanded: String
+                    do {
+                        expanded = try lexer.processWord(value, lookup: { scope.lookup($0) })
+                    } catch {
+                        throw fail(instruction, "\(error)")
+                    }
+                    state.scope.declareArgument(declaration.name, value: expanded)
                 } else {
                     // The global value, if any; with none the name keeps what it had (see declareArgument).
                     let global =

@@ -1,6 +1,6 @@
 /// Which parts of each instruction are expanded, as BuildKit does: ADD/COPY (sources, destination and
 /// the --from, --chown, --chmod, --exclude, --checksum values; heredoc bodies when the delimiter was not
-/// quoted), ENV and LABEL (keys and values), ARG (names and defaults), EXPOSE (into words), FROM (image and
+/// quoted), ENV and LABEL (keys and values), EXPOSE (into words), FROM (image and
 /// --platform), STOPSIGNAL, USER, VOLUME and WORKDIR. RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, ONBUILD and
 /// MAINTAINER are left as written (the shell, or a later build, expands them).
 extension Instruction {
@@ -26,12 +26,10 @@ extension Instruction {
             from.image = try word(from.image)
             if let platform = from.platform { from.platform = try word(platform) }
             copy.kind = .from(from)
-        case .arg(let declarations):
-            copy.kind = .arg(
-                try declarations.map { declaration throws(DockerfileError) in
-                    ArgDeclaration(
-                        name: try word(declaration.name), defaultValue: try declaration.defaultValue.map(word))
-                })
+        case .arg:
+            // BuildKit's dispatchArg expands each default in turn, after the ARGs before it on the same line
+            // are set, and never the names: the executor does it (StageExecutor, `.arg`).
+            break
         case .env(let list): copy.kind = .env(try pairs(list))
         case .label(let list): copy.kind = .label(try pairs(list))
         case .expose(let ports):

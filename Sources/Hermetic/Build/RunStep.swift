@@ -130,7 +130,8 @@ extension StageExecutor {
         if let unmapped = Self.unmappedIDs(uid: uid, gid: gid) {
             throw fail(
                 "USER \(container.user ?? ""): \(unmapped) not mapped in the builder's user namespace (rootless mode: "
-                    + "give the user ranges in /etc/subuid and /etc/subgid, or build as root)")
+                    + "give the user ranges in /etc/subuid and /etc/subgid and install newuidmap (Debian's uidmap), "
+                    + "or build as root)")
         }
         let workingDirectory = container.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
 

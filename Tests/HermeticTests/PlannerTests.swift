@@ -227,6 +227,16 @@ import Testing
 
     /// BuildKit dispatches stages in file order: COPY from a stage defined later fails when the stage that
     /// copies is needed, named as BuildKit names stages (`stage-N` when unnamed).
+    /// BuildKit's dispatchRunMounts: a RUN mount from a stage not yet dispatched fails the same way.
+    @Test func mountFromALaterStageIsAnError() {
+        let text = "FROM alpine AS a\nRUN --mount=type=bind,from=b,target=/src true\nFROM alpine AS b\n"
+        #expect(
+            failure(text, target: "a")
+                == "Dockerfile:2: cannot mount from stage \"b\" to \"/src\", stage needs to be defined before current command"
+        )
+        #expect(failure(text) == "planned, order [1]")
+    }
+
     @Test func copyFromALaterStageIsAnError() {
         let text = "FROM alpine AS a\nCOPY --from=B x y\nFROM alpine AS b\n"
         #expect(

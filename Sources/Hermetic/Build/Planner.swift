@@ -250,9 +250,14 @@ public struct Planner {
                             let expandedText = try expand(text, at: instruction, lookup: scope.lookup)
                             guard let mount = try? RunMount.parse(expandedText) else { continue }
                             var from: String?
+                            var target = ""
                             switch mount {
-                            case .bind(_, _, let value, _): from = value
-                            case .cache(_, _, _, let value, _, _, _, _): from = value
+                            case .bind(let mountTarget, _, let value, _):
+                                from = value
+                                target = mountTarget
+                            case .cache(let mountTarget, _, _, let value, _, _, _, _):
+                                from = value
+                                target = mountTarget
                             default: break
                             }
                             guard let from else { continue }
@@ -260,7 +265,17 @@ public struct Planner {
                                 from, at: instruction, stageIndex: index,
                                 indexByName: indexByName, stageCount: stages.count)
                             stages[index].mountSources["\(position):\(mountIndex)"] = source
-                            if case .stage(let other) = source { dependencies.insert(other) }
+                            if case .stage(let other) = source {
+                                dependencies.insert(other)
+                                // BuildKit's dispatchRunMounts: a mounted stage must be dispatched already.
+                                if other > index, laterStageErrors[index] == nil {
+                                    laterStageErrors[index] = DockerfileError(
+                                        file: file, line: instruction.range.start.line,
+                                        message:
+                                            "cannot mount from stage \"\(from)\" to \"\(target)\", stage needs to be defined before current command"
+                                    )
+                                }
+                            }
                         }
                     default:
                         break

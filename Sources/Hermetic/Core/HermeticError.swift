@@ -49,7 +49,15 @@ public struct SystemError: HermeticError {
         self.errno = errno
     }
     public var description: String {
-        "\(operation) \(path): \(String(cString: strerror(errno)))"
+        "\(operation) \(Self.shortened(path)): \(String(cString: strerror(errno)))"
+    }
+
+    /// A path a hostile tree made thousands of bytes long stays readable in the one error line: its start
+    /// and end, and how long it was.
+    static func shortened(_ path: String) -> String {
+        let count = path.utf8.count
+        guard count > 400 else { return path }
+        return "\(path.prefix(160))…(\(count) bytes)…\(path.suffix(160))"
     }
 }
 

@@ -519,6 +519,29 @@ import Testing
         }
     }
 
+    /// The second run finds the cache the first one filled: the image, and its attestation, are the same, so
+    /// the index digest is too.
+    @Test func aWarmCacheMountKeepsTheDigest() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN --mount=type=cache,target=/cache echo run >> /cache/log && echo built > /built
+                """)
+        let first = try build.run(output: "first")
+        try #require(first.status == 0, "\(first.standardError)")
+        let second = try build.run(output: "second")
+        try #require(second.status == 0, "\(second.standardError)")
+        #expect(build.digest("first")?.hasPrefix("sha256:") == true)
+        #expect(build.digest("second") == build.digest("first"))
+        // The cache did persist between the runs.
+        let logs = try FileManager.default.subpathsOfDirectory(atPath: build.scratch.path + "/state")
+            .filter { $0.hasSuffix("/log") || $0 == "log" }
+        let log = try logs.first.map {
+            try String(contentsOfFile: build.scratch.path + "/state/" + $0, encoding: .utf8)
+        }
+        #expect(log == "run\nrun\n", "\(logs)")
+    }
+
     @Test func theErrorLineStartsAfterAStepsUnfinishedLine() throws {
         let build = try Build(
             dockerfile: """

@@ -99,8 +99,10 @@ struct ProvenanceBuilder {
             byproducts? += try record.steps.map { step in
                 let annotations: [String: JSONValue] = [
                     "instruction": .string("\(dockerfilePath):\(step.line)"), "network": .string(step.network),
-                    "cacheMounts": .array(
-                        step.cacheMounts.map { .object(["id": .string($0.id), "hadData": .bool($0.hadData)]) }),
+                    // Which caches, not whether they were warm: the same build run again with the cache its first
+                    // run filled must give the same attestation, so the same image index digest. A warm cache
+                    // that changes a layer changes the image anyway; `--require-hermetic` refuses warm caches.
+                    "cacheMounts": .array(step.cacheMounts.map { .object(["id": .string($0.id)]) }),
                     "secrets": .array(step.secretIDs.map { .string($0) }),
                     "ssh": .array(step.sshIDs.map { .string($0) }),
                     "seccompPolicy": .string(Self.seccompPolicyDigest.description),

@@ -19,9 +19,13 @@ public struct BuildContext: Sendable {
 
     /// A source that matched: its path in the tree (components) and its lstat.
     public struct Match: Sendable {
+        /// Where the source is in the tree, symlinks followed.
         public var components: [String]
         public var info: stat
         public var hostPath: String
+        /// The name it is copied under into a directory: its last component as written, so a symlink
+        /// `foo -> bar` copies as `foo` (BuildKit follows the link for the content only).
+        public var name: String
     }
 
     public struct SourceError: HermeticError {
@@ -54,7 +58,10 @@ public struct BuildContext: Sendable {
                         "\"\(source)\": not found in \(isBuildContext ? "the build context" : "the source") (or excluded by .dockerignore)"
                 )
             }
-            return [Match(components: resolved, info: info, hostPath: host(resolved))]
+            let written = parts.last.flatMap { $0 == "." || $0 == ".." ? nil : $0 }
+            return [
+                Match(components: resolved, info: info, hostPath: host(resolved), name: written ?? resolved.last ?? "")
+            ]
         }
         for part in parts where Self.hasWildcard(part) && !Glob.isWellFormed(part) {
             throw SourceError(message: "\"\(source)\": syntax error in pattern")
@@ -78,7 +85,7 @@ public struct BuildContext: Sendable {
             guard !ignore.isExcluded(components.joined(separator: "/")),
                 let info = RootedPath.status(components, inRoot: root)
             else { return nil }
-            return Match(components: components, info: info, hostPath: host(components))
+            return Match(components: components, info: info, hostPath: host(components), name: components.last ?? "")
         }
         // BuildKit's Dockerfile frontend copies with AllowEmptyWildcard: a pattern matching nothing copies nothing.
         return matches

@@ -110,7 +110,7 @@ struct CopyPlanner {
                 throw fail("\(keyword) failed: \(error)")
             }
             for match in matches {
-                let name = match.components.last ?? ""
+                let name = match.name
                 let prefix = copy.parents ? Array(match.components.dropLast()) : []
                 items.append(Item(match: match, nameForDirectory: name, parentsPrefix: prefix))
             }

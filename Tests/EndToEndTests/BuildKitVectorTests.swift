@@ -1,0 +1,43 @@
+import Foundation
+import Hermetic
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Cases from BuildKit's frontend/dockerfile/dockerfile_test.go, rebuilt on a local context.
+@Suite struct BuildKitVectorTests {
+    /// Builds `dockerfile` in a context made by `prepare`, into a local output; returns it and the outcome.
+    static func build(
+        _ dockerfile: String, prepare: (String) throws -> Void = { _ in }, extra: [String] = [],
+        dockerfileName: String = "Dockerfile"
+    ) throws -> (scratch: TemporaryDirectory, outcome: HermeticProcess.Outcome, out: String) {
+        let scratch = try TemporaryDirectory(prefix: "vector-")
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try dockerfile.write(toFile: context + "/" + dockerfileName, atomically: true, encoding: .utf8)
+        try prepare(context)
+        let out = scratch.path + "/out"
+        let outcome = try HermeticProcess.hermetic(
+            ["build", context, "--progress", "quiet", "--source-date-epoch", "1", "-o", "type=local,dest=\(out)"]
+                + extra)
+        return (scratch, outcome, out)
+    }
+
+    /// testCopySymlinks: a symlink source copied into a directory keeps its own name, with the target's bytes.
+    @Test func copySymlinks() throws {
+        let (scratch, outcome, out) = try Self.build(
+            "FROM scratch\nCOPY foo /d/\nCOPY foo /x\n",
+            prepare: { context in
+                try "bar-contents".write(toFile: context + "/bar", atomically: true, encoding: .utf8)
+                #expect(symlink("bar", context + "/foo") == 0)
+            })
+        _ = scratch
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect((try? String(contentsOfFile: out + "/d/foo", encoding: .utf8)) == "bar-contents")
+        #expect(!FileManager.default.fileExists(atPath: out + "/d/bar"))
+        #expect((try? String(contentsOfFile: out + "/x", encoding: .utf8)) == "bar-contents")
+    }
+}

@@ -40,4 +40,28 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: out + "/d/bar"))
         #expect((try? String(contentsOfFile: out + "/x", encoding: .utf8)) == "bar-contents")
     }
+
+    /// testDockerfileLowercase: with no `Dockerfile`, a lowercase `dockerfile` is the default.
+    @Test func dockerfileLowercase() throws {
+        let (scratch, outcome, out) = try Self.build(
+            "FROM scratch\nCOPY <<EOF /x\nlower\nEOF\n", dockerfileName: "dockerfile")
+        _ = scratch
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect((try? String(contentsOfFile: out + "/x", encoding: .utf8)) == "lower\n")
+    }
+
+    /// testDockerignoreInvalid: a `!` that excludes nothing is refused, naming the file and line.
+    @Test func dockerignoreInvalid() throws {
+        let (scratch, outcome, _) = try Self.build(
+            "FROM scratch\nCOPY . /\n",
+            prepare: { context in
+                try "a\n!\n".write(toFile: context + "/.dockerignore", atomically: true, encoding: .utf8)
+            })
+        _ = scratch
+        #expect(outcome.status == 1)
+        #expect(outcome.standardError.hasPrefix("error: "), "\(outcome.standardError)")
+        #expect(
+            outcome.standardError.hasSuffix("/ctx/.dockerignore:2: invalid pattern \"!\"\n"), "\(outcome.standardError)"
+        )
+    }
 }

@@ -30,6 +30,13 @@ public struct Builder {
         }
     }
 
+    /// `CONTEXT/Dockerfile`, else `CONTEXT/dockerfile` when only that exists (BuildKit's dockerui does the same).
+    static func defaultDockerfile(in contextRoot: String) -> String {
+        let upper = contextRoot + "/Dockerfile"
+        let lower = contextRoot + "/dockerfile"
+        return !FileSystem.exists(upper) && FileSystem.exists(lower) ? lower : upper
+    }
+
     static func runRootMechanism(_ environment: [String: String]) throws(ArgumentError) -> RunRootMechanism {
         guard let text = environment["HERMETIC_RUN_ROOT"], !text.isEmpty else { return .automatic }
         guard let mechanism = RunRootMechanism(rawValue: text) else {
@@ -50,7 +57,7 @@ public struct Builder {
         // `-f -`: the Dockerfile comes on standard input (as docker build takes it).
         let dockerfilePath =
             options.dockerfilePath == "-"
-            ? "/dev/stdin" : options.dockerfilePath.map(FileSystem.absolute) ?? contextRoot + "/Dockerfile"
+            ? "/dev/stdin" : options.dockerfilePath.map(FileSystem.absolute) ?? Self.defaultDockerfile(in: contextRoot)
         let environment = ProcessEnvironment.current()
         let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
         let stateDirectory =
@@ -70,8 +77,9 @@ public struct Builder {
         ).check(options)
         let startedOn = RFC3339.format(Int64(time(nil)))
         let dockerfileBytes = try Self.readDockerfile(
-            at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
-        let dockerfile = try Self.parseDockerfile(dockerfileBytes, displayName: options.dockerfilePath ?? "Dockerfile")
+            at: dockerfilePath, displayName: options.dockerfilePath ?? FileSystem.baseName(dockerfilePath))
+        let dockerfile = try Self.parseDockerfile(
+            dockerfileBytes, displayName: options.dockerfilePath ?? FileSystem.baseName(dockerfilePath))
         let signingKey = try options.signKeyPath.map { path in
             do {
                 return try SigningKey(pem: try FileSystem.readFile(path, limit: 1 << 20, allowPipe: true), source: path)

@@ -16,7 +16,8 @@ public struct LockWriter {
 
     public func writeLockFile() throws -> Written {
         let contextRoot = FileSystem.absolute(options.contextDirectory)
-        let dockerfilePath = options.dockerfilePath.map(FileSystem.absolute) ?? contextRoot + "/Dockerfile"
+        let dockerfilePath =
+            options.dockerfilePath.map(FileSystem.absolute) ?? Builder.defaultDockerfile(in: contextRoot)
         let dockerfile = try Builder.loadDockerfile(
             at: dockerfilePath, displayName: options.dockerfilePath ?? "Dockerfile")
         let path = options.lockFile ?? contextRoot + "/hermetic.lock"

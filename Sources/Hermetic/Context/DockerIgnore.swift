@@ -36,6 +36,8 @@ public struct DockerIgnore: Sendable {
             if line.hasPrefix("!") {
                 exclusion = true
                 line = String(line.dropFirst()).trimmingCharacters(in: .whitespaces)
+                // moby/patternmatcher: a `!` excluding nothing is an illegal exclusion pattern.
+                guard !line.isEmpty else { throw PatternError(file: file, line: number, pattern: "!") }
             }
             let cleaned = RootedPath.components(line).joined(separator: "/")
             let pattern = cleaned.isEmpty ? "." : cleaned

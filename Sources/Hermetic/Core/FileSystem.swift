@@ -237,6 +237,11 @@ public enum FileSystem {
         return fd
     }
 
+    /// The last component of `path` (the path itself when it has no `/`).
+    public static func baseName(_ path: String) -> String {
+        path.split(separator: "/").last.map(String.init) ?? path
+    }
+
     public static func parentDirectory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         if slash == path.startIndex { return "/" }

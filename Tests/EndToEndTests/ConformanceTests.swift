@@ -164,6 +164,15 @@ import Testing
                 "FROM scratch\nARG A=1 B=$A\nARG C=${B}x\nENV E=old\nENV E=new F=$E\nLABEL a=$A b=$B c=$C f=$F\n",
             expectLabels: ["a": "1", "b": "1", "c": "1x", "f": "old"]),
         Case(
+            name: "COPY of a stage's directory creates the destination as root (testCopyChownExistingDir)",
+            dockerfile:
+                "FROM scratch AS source\nCOPY --chown=100:200 dir /dir\nFROM scratch\nCOPY --from=source /dir /dir\n",
+            files: ["dir/f": "f"], expectOwners: ["dir": "0:0", "dir/f": "100:200"]),
+        Case(
+            name: "--chmod also sets the parents COPY creates (testCopyChmod)",
+            dockerfile: "FROM scratch\nCOPY --chmod=777 foo /parent/foo\nCOPY --chmod=770 foo /parent/sub/foo\n",
+            files: ["foo": "x"], expectModes: ["parent": 0o777, "parent/sub": 0o770, "parent/sub/foo": 0o770]),
+        Case(
             name: "ENV forms", dockerfile: "FROM scratch\nENV A=1 B=\"two words\"\nENV C three words\n",
             expectEnv: ["A=1", "B=two words", "C=three words"]),
     ]

@@ -123,7 +123,7 @@ struct CopyPlanner {
         }
         let intoDirectory = endsWithSlash || destinationExistsAsDirectory || many || copy.parents
 
-        var collector = EntryCollector(root: destinationRoot, epoch: sourceDateEpoch, owner: owner)
+        var collector = EntryCollector(root: destinationRoot, epoch: sourceDateEpoch, owner: owner, chmod: mode)
         for item in items {
             let base = resolvedDestination + item.parentsPrefix
             if let heredoc = item.heredoc {
@@ -164,7 +164,10 @@ struct CopyPlanner {
                     match.components.joined(separator: "/"), inRoot: sourceContext.root)
                 let target = copy.parents ? base + [item.nameForDirectory] : resolvedDestination
                 if !target.isEmpty, RootedPath.status(target, inRoot: destinationRoot) == nil {
-                    collector.add(try entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
+                    // Only the contents are copied: BuildKit creates the directory itself as root (or the
+                    // --chown owner), not as the source directory's owner (testCopyChownExistingDir).
+                    collector.add(
+                        try entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner ?? (0, 0)))
                 }
                 var firstByInode: [String: String] = [:]
                 for (relative, childInfo) in try sourceContext.walk(directoryComponents) {
@@ -237,12 +240,15 @@ struct EntryCollector {
     let root: String
     let epoch: Int64
     let owner: (uid: UInt32, gid: UInt32)?
+    /// `--chmod`, which BuildKit's copy also gives the parent directories it creates (testCopyChmod).
+    let chmod: FileModeChange?
     private var entries: [String: LayerEntry] = [:]
 
-    init(root: String, epoch: Int64, owner: (uid: UInt32, gid: UInt32)?) {
+    init(root: String, epoch: Int64, owner: (uid: UInt32, gid: UInt32)?, chmod: FileModeChange? = nil) {
         self.root = root
         self.epoch = epoch
         self.owner = owner
+        self.chmod = chmod
     }
 
     mutating func add(_ entry: LayerEntry) {
@@ -267,8 +273,8 @@ struct EntryCollector {
                         uid: info.st_uid, gid: info.st_gid, mtime: Int64(info.st_mtim.tv_sec))
                 } else {
                     all[key] = LayerEntry(
-                        path: key, kind: .directory, mode: 0o755, uid: owner?.uid ?? 0,
-                        gid: owner?.gid ?? 0, mtime: epoch)
+                        path: key, kind: .directory, mode: chmod?.apply(to: 0o755, isDirectory: true) ?? 0o755,
+                        uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: epoch)
                 }
             }
         }

@@ -43,10 +43,10 @@ import Testing
                 """,
             expected: [
                 "gid_map: {gidmap} [exit 0]",
-                "id: uid=0(root) gid=0(root) [exit 0]",
+                "id: uid=0(root) gid=0(root) groups=0(root) [exit 0]",
                 "caps: CapEff:\t00000000a80425fb|CapBnd:\t00000000a80425fb [exit 0]",
                 "app-uid_map: {uidmap} [exit 0]",
-                "app-id: uid=1000(app) gid=1000(app) groups=50(staff) [exit 0]",
+                "app-id: uid=1000(app) gid=1000(app) groups=50(staff),1000(app) [exit 0]",
             ]),
         Probe(
             name: "mount and the new mount API are refused",

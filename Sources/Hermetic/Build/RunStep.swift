@@ -120,12 +120,10 @@ extension StageExecutor {
         var uid: UInt32 = 0
         var gid: UInt32 = 0
         var groups: [UInt32] = []
-        if let user = container.user, !user.isEmpty {
-            do {
-                (uid, gid, groups) = try UserDatabase(root: state.rootfs).resolveUser(user)
-            } catch {
-                throw fail("USER \(user): \(error)")
-            }
+        do {
+            (uid, gid, groups) = try UserDatabase(root: state.rootfs).resolveUser(container.user ?? "")
+        } catch {
+            throw fail("USER \(container.user ?? ""): \(error)")
         }
         if let unmapped = Self.unmappedIDs(uid: uid, gid: gid) {
             throw fail(

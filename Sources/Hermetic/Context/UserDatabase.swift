@@ -50,16 +50,23 @@ public struct UserDatabase: Sendable {
 
     /// `USER` rules (Docker): `user[:group]`; without a group, a named user gets its passwd primary group,
     /// a numeric uid gets its passwd primary group if it has an entry, else gid 0.
+    /// A RUN step's ids as BuildKit's executor takes them (oci.GetUser, runc's GetExecUser): no USER is
+    /// root; `uid:gid` in numbers is taken as it is; otherwise the user is looked up, and without an
+    /// explicit group its gid is the passwd entry's and its supplementary groups are those of /etc/group
+    /// that list its name. The primary gid always leads the group list (BuildKit's ensureAdditionalGids).
     public func resolveUser(_ spec: String) throws -> (uid: UInt32, gid: UInt32, groups: [UInt32]) {
-        let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-        let uid = try userID(parts[0], spec: spec)
+        if spec.isEmpty && !users.contains(where: { $0.name == "root" }) { return (0, 0, [0]) }
+        let text = spec.isEmpty ? "root" : spec
+        let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        if parts.count == 2, let uid = UInt32(parts[0]), let gid = UInt32(parts[1]) { return (uid, gid, [gid]) }
+        let uid = try userID(parts[0], spec: text)
         let account = users.first { $0.uid == uid && (UInt32(parts[0]) != nil || $0.name == parts[0]) }
-        let gid = parts.count == 2 ? try groupID(parts[1], spec: spec) : (account?.gid ?? 0)
-        let supplementary =
-            account.map { user in
-                groups.filter { $0.members.contains(user.name) }.map(\.gid).filter { $0 != gid }
-            } ?? []
-        return (uid, gid, supplementary)
+        let gid = parts.count == 2 ? try groupID(parts[1], spec: text) : (account?.gid ?? 0)
+        var supplementary: [UInt32] = []
+        if parts.count == 1, let account {
+            supplementary = groups.filter { $0.members.contains(account.name) }.map(\.gid)
+        }
+        return (uid, gid, supplementary.contains(gid) ? supplementary : [gid] + supplementary)
     }
 
     private func userID(_ text: String, spec: String) throws -> UInt32 {

@@ -173,6 +173,11 @@ import Testing
             dockerfile: "FROM scratch\nCOPY --chmod=777 foo /parent/foo\nCOPY --chmod=770 foo /parent/sub/foo\n",
             files: ["foo": "x"], expectModes: ["parent": 0o777, "parent/sub": 0o770, "parent/sub/foo": 0o770]),
         Case(
+            name: "COPY --parents keeps the parents after a /./ pivot (testCopyRelativeParents)",
+            dockerfile: "FROM scratch\nCOPY --parents test/a/b/./c/d /out/\nCOPY --parents test/a/b/c /all/\n",
+            files: ["test/a/b/c/d/e/f": "f"],
+            expectFiles: ["out/c/d/e/f": "f", "all/test/a/b/c/d/e/f": "f"], expectAbsent: ["out/test", "out/a"]),
+        Case(
             name: "ENV forms", dockerfile: "FROM scratch\nENV A=1 B=\"two words\"\nENV C three words\n",
             expectEnv: ["A=1", "B=two words", "C=three words"]),
     ]

@@ -109,9 +109,15 @@ struct CopyPlanner {
             } catch {
                 throw fail("\(keyword) failed: \(error)")
             }
+            // `--parents` keeps each match's parent directories, from the first `/./` on when the source has
+            // one (BuildKit's pivot: `a/./b/c` lands as `b/c`).
+            let pivot =
+                copy.parents
+                ? source.range(of: "/./").map { RootedPath.components(String(source[..<$0.lowerBound])) } : nil
             for match in matches {
                 let name = match.name
-                let prefix = copy.parents ? Array(match.components.dropLast()) : []
+                var prefix = copy.parents ? Array(match.components.dropLast()) : []
+                if let pivot, prefix.starts(with: pivot) { prefix.removeFirst(pivot.count) }
                 items.append(Item(match: match, nameForDirectory: name, parentsPrefix: prefix))
             }
         }

@@ -97,7 +97,10 @@ extension Sandbox {
         ops.append(.init(kind: .symlink, target: "dev/ptmx", source: "pts/ptmx"))
         ops.append(.init(kind: .mkdir, target: "dev/shm", mode: 0o1777))
         ops.append(
-            .init(kind: .tmpfs, target: "dev/shm", data: "mode=1777,size=65536k", mountFlags: noSUID | noDev | noExec))
+            .init(
+                kind: .tmpfs, target: "dev/shm",
+                data: "mode=1777,size=" + (plan.devShmSize.map { String($0) } ?? "65536k"),
+                mountFlags: noSUID | noDev | noExec))
         ops.append(.init(kind: .symlink, target: "dev/fd", source: "/proc/self/fd"))
         for (index, name) in ["stdin", "stdout", "stderr"].enumerated() {
             ops.append(.init(kind: .symlink, target: "dev/" + name, source: "/proc/self/fd/\(index)"))
@@ -117,7 +120,7 @@ extension Sandbox {
                 kind: .bindReadOnly, target: "etc/resolv.conf", source: layout.resolvConfFile,
                 mountFlags: noSUID | noDev | noExec))
 
-        for mount in plan.mounts {
+        for mount in plan.mounts where !mount.isDevShm {
             let target = try relativeTarget(mount.target)
             switch mount.kind {
             case .tmpfs(let size):
@@ -195,7 +198,7 @@ struct StepLayout {
             try layout.makeStub("dev", directory: true, lower: lower)
             try layout.makeStub("etc/hosts", directory: false, lower: lower)
             try layout.makeStub("etc/resolv.conf", directory: false, lower: lower)
-            for mount in plan.mounts {
+            for mount in plan.mounts where !mount.isDevShm {
                 let target = try Sandbox.relativeTarget(mount.target)
                 var isDirectory = true
                 switch mount.kind {

@@ -255,7 +255,7 @@ public enum Sandbox {
         if let timeout = plan.timeoutSeconds, timeout <= 0 {
             throw .invalidPlan(field: "timeoutSeconds", reason: "must be positive")
         }
-        for mount in plan.mounts {
+        for mount in plan.mounts where !mount.isDevShm {
             _ = try relativeTarget(mount.target)
             switch mount.kind {
             case .bind(let source), .bindReadOnly(let source):

@@ -102,6 +102,23 @@ public struct ExtraMount: Sendable, Equatable {
         self.kind = kind
         self.target = target
     }
+
+    /// A tmpfs at /dev/shm (BuildKit allows it, to size shared memory): it replaces the sandbox's own
+    /// /dev/shm tmpfs instead of being mounted over the builder-made /dev.
+    public var isDevShm: Bool {
+        guard case .tmpfs = kind else { return false }
+        return target.split(separator: "/").filter { $0 != "." } == ["dev", "shm"]
+    }
+}
+
+extension SandboxPlan {
+    /// The size of a `RUN --mount=type=tmpfs,target=/dev/shm` (the last one), if any.
+    var devShmSize: Int? {
+        for mount in mounts.reversed() where mount.isDevShm {
+            if case .tmpfs(let size) = mount.kind { return size }
+        }
+        return nil
+    }
 }
 
 /// How a step ended. A command that ran and failed is a result, not an error.

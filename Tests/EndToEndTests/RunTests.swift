@@ -542,6 +542,27 @@ import Testing
         #expect(log == "run\nrun\n", "\(logs)")
     }
 
+    /// BuildKit's testMountTmpfsSize: a tmpfs at /dev/shm sizes the step's shared memory; other mounts there
+    /// stay refused.
+    @Test func aTmpfsAtDevShmSizesIt() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox
+                RUN --mount=type=tmpfs,target=/dev/shm,size=128m mount | grep /dev/shm > /tmpfssize
+                RUN mount | grep /dev/shm > /default
+                """)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(
+            build.file("out", "tmpfssize")?.contains("size=131072k") == true, "\(build.file("out", "tmpfssize") ?? "")")
+        #expect(build.file("out", "default")?.contains("size=65536k") == true)
+        let bind = try Build(dockerfile: "FROM busybox\nRUN --mount=type=bind,target=/dev/shm true\n")
+        let refused = try bind.run()
+        #expect(refused.status == 1)
+        #expect(
+            refused.standardError.contains("target /dev/shm is reserved by the sandbox"), "\(refused.standardError)")
+    }
+
     @Test func theErrorLineStartsAfterAStepsUnfinishedLine() throws {
         let build = try Build(
             dockerfile: """

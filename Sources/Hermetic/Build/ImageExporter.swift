@@ -168,7 +168,11 @@ struct ImageExporter {
             manifests: names.map { name in
                 var descriptor = exported.topDescriptor
                 var annotations: [String: String] = [:]
-                if let name { annotations["org.opencontainers.image.ref.name"] = Self.ociRefName(name) }
+                if let name {
+                    annotations["org.opencontainers.image.ref.name"] = Self.ociRefName(name)
+                    // As BuildKit's OCI exporter: containerd (and podman) find an image by its full name.
+                    annotations["io.containerd.image.name"] = Self.normalizedName(name)
+                }
                 if let runRecordDigest { annotations[Self.runRecordAnnotation] = runRecordDigest.description }
                 descriptor.annotations = annotations.isEmpty ? nil : annotations
                 return descriptor
@@ -181,6 +185,19 @@ struct ImageExporter {
             return String(tag[tag.index(after: colon)...])
         }
         return tag
+    }
+
+    /// A `-t` name as Docker normalizes it: `repo:tag` → `docker.io/library/repo:tag`, `org/repo` →
+    /// `docker.io/org/repo:latest`; a first component with a `.` or `:`, or `localhost`, is a registry.
+    static func normalizedName(_ tag: String) -> String {
+        let components = tag.split(separator: "/", maxSplits: 1).map(String.init)
+        var name = tag
+        if components.count == 1 {
+            name = "docker.io/library/" + tag
+        } else if let first = components.first, !first.contains("."), !first.contains(":"), first != "localhost" {
+            name = "docker.io/" + tag
+        }
+        return dockerRepoTag(name)
     }
 
     static func dockerRepoTag(_ tag: String) -> String {

@@ -64,4 +64,24 @@ import Testing
             outcome.standardError.hasSuffix("/ctx/.dockerignore:2: invalid pattern \"!\"\n"), "\(outcome.standardError)"
         )
     }
+
+    /// testCopySocket: a Unix socket in the context is copied as an empty regular file.
+    @Test func copySocket() throws {
+        let (scratch, outcome, out) = try Self.build(
+            "FROM scratch\nCOPY . /\n",
+            prepare: { context in
+                let socket = try HermeticProcess.run(
+                    "/usr/bin/env",
+                    [
+                        "python3", "-c", "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
+                        context + "/socket.sock",
+                    ])
+                try #require(socket.status == 0, "\(socket.standardError)")
+            })
+        _ = scratch
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        var info = stat()
+        #expect(lstat(out + "/socket.sock", &info) == 0)
+        #expect((info.st_mode & S_IFMT) == S_IFREG && info.st_size == 0)
+    }
 }

@@ -24,6 +24,11 @@ public enum ContextDigest {
                 type = "l"
                 link = try RootedPath.readLink(host)
             case S_IFIFO: type = "p"
+            // COPY takes these too (a socket as an empty file, a device as a device): the digest covers them.
+            case S_IFSOCK: type = "s"
+            case S_IFCHR, S_IFBLK:
+                type = (info.st_mode & S_IFMT) == S_IFCHR ? "c" : "b"
+                link = "\(StepDiff.major(info.st_rdev)):\(StepDiff.minor(info.st_rdev))"
             case S_IFREG:
                 size = Int64(info.st_size)
                 content = try fileDigest(host).hex

@@ -236,11 +236,11 @@ public struct Planner {
                             stages[index].sources[position] = source
                             if case .stage(let other) = source {
                                 dependencies.insert(other)
+                                // BuildKit dispatches stages in file order.
                                 if other > index, laterStageErrors[index] == nil {
-                                    laterStageErrors[index] = DockerfileError(
-                                        file: file, line: instruction.range.start.line,
-                                        message:
-                                            "cannot copy from stage \"\(fromText)\", it needs to be defined before current stage \"\(stages[index].displayName)\""
+                                    laterStageErrors[index] = fail(
+                                        instruction,
+                                        "cannot copy from stage \"\(fromText)\", it needs to be defined before current stage \"\(stages[index].displayName)\""
                                     )
                                 }
                             }
@@ -269,10 +269,9 @@ public struct Planner {
                                 dependencies.insert(other)
                                 // BuildKit's dispatchRunMounts: a mounted stage must be dispatched already.
                                 if other > index, laterStageErrors[index] == nil {
-                                    laterStageErrors[index] = DockerfileError(
-                                        file: file, line: instruction.range.start.line,
-                                        message:
-                                            "cannot mount from stage \"\(from)\" to \"\(target)\", stage needs to be defined before current command"
+                                    laterStageErrors[index] = fail(
+                                        instruction,
+                                        "cannot mount from stage \"\(from)\" to \"\(target)\", stage needs to be defined before current command"
                                     )
                                 }
                             }
@@ -342,6 +341,10 @@ public struct Planner {
             file: file, escape: dockerfile.directives.escape, stages: stages, globalArguments: globals,
             predefinedArguments: predefinedArguments,
             target: targetIndex, buildOrder: order, unusedBuildArguments: unused)
+    }
+
+    private func fail(_ instruction: Instruction, _ message: String) -> DockerfileError {
+        DockerfileError(file: dockerfile.file, line: instruction.range.start.line, message: message)
     }
 
     private func resolveSource(

@@ -563,6 +563,25 @@ import Testing
             refused.standardError.contains("target /dev/shm is reserved by the sandbox"), "\(refused.standardError)")
     }
 
+    /// BuildKit's testOnBuildInheritedStageWithFrom: an ONBUILD COPY --from=STAGE of a base stage copies
+    /// from that stage of the Dockerfile (it was looked up as an image).
+    @Test func onbuildCopyFromAStage() throws {
+        let build = try Build(
+            dockerfile: """
+                FROM busybox AS src
+                RUN mkdir -p /in && echo -n 12 > /in/file
+                FROM busybox AS base
+                ONBUILD COPY --from=src /in/file /out/foo
+                FROM base AS mid
+                RUN cp /out/foo /out/bar
+                FROM scratch
+                COPY --from=mid /out/bar /
+                """)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out", "bar") == "12")
+    }
+
     @Test func theErrorLineStartsAfterAStepsUnfinishedLine() throws {
         let build = try Build(
             dockerfile: """

@@ -23,6 +23,9 @@ public struct PlannedStage: Sendable {
     public var sources: [Int: StageSource]
     /// For RUN instructions: `RUN --mount=…,from=X` sources, keyed by "position:mountIndex".
     public var mountSources: [String: StageSource] = [:]
+    /// The stages that ONBUILD `COPY --from=X` triggers of a base stage name, keyed by X as written: they run
+    /// in this stage, and X is a stage of this Dockerfile (BuildKit's initOnBuildTriggers).
+    public var triggerSources: [String: StageSource] = [:]
     /// Stages this one needs built first (its base and its `--from` stages), ascending.
     public var dependencies: [Int]
 
@@ -208,6 +211,21 @@ public struct Planner {
             var dependencies = Set<Int>()
             if case .stage(let parent) = stages[index].base { dependencies.insert(parent) }
             do {
+                if case .stage(let parent) = stages[index].base {
+                    for trigger in stages[parent].instructions {
+                        guard case .onbuild(let text) = trigger.kind,
+                            let parsed = try? DockerfileParser.parse(Array(text.utf8), file: file),
+                            parsed.instructions.count == 1, case .copy(let copy) = parsed.instructions[0].kind,
+                            let from = copy.from
+                        else { continue }
+                        let source = try resolveSource(
+                            from, at: trigger, stageIndex: index, indexByName: indexByName, stageCount: stages.count)
+                        if case .stage(let other) = source {
+                            dependencies.insert(other)
+                            stages[index].triggerSources[from] = source
+                        }
+                    }
+                }
                 for (position, instruction) in stages[index].instructions.enumerated() {
                     switch instruction.kind {
                     case .arg(let declarations):

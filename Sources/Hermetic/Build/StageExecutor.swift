@@ -458,7 +458,9 @@ struct StageExecutor {
         stage: PlannedStage, state: StageState
     ) async throws -> [LayerEntry] {
         let line = instruction.range.start.line
-        let source = position.flatMap { stage.sources[$0] } ?? (copy.from.map { StageSource.image($0) })
+        let source =
+            position.flatMap { stage.sources[$0] } ?? copy.from.flatMap { stage.triggerSources[$0] }
+            ?? (copy.from.map { StageSource.image($0) })
         let sourceRoot: String
         var sourceContext: BuildContext
         switch source {

@@ -16,11 +16,9 @@ public struct BuilderCapabilities: Sendable, Equatable {
         self.bounding = bounding
     }
 
-    /// This process's sets; nil when /proc/self/status cannot be read.
-    public static func current() -> BuilderCapabilities? {
-        guard let status = readSmallFile("/proc/self/status") else { return nil }
-        return parse(status)
-    }
+    /// This process's sets, read once (they do not change while it builds); nil when /proc/self/status
+    /// cannot be read.
+    public static let current: BuilderCapabilities? = readSmallFile("/proc/self/status").flatMap(parse)
 
     static func parse(_ status: String) -> BuilderCapabilities? {
         var values: [String: UInt64] = [:]

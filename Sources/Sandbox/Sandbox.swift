@@ -104,7 +104,7 @@ public enum Sandbox {
             gid: plan.gid, groups: arena.array(plan.groups), group_count: plan.groups.count,
             working_directory: arena.string(plan.workingDirectory), hostname: arena.string(plan.hostname),
             host_network: plan.network == .host ? 1 : 0,
-            capabilities: BuilderCapabilities.current()?.stepCapabilities ?? dockerDefaultCapabilities,
+            capabilities: BuilderCapabilities.current?.stepCapabilities ?? dockerDefaultCapabilities,
             seccomp_filter: UnsafeRawPointer(filter), seccomp_filter_length: program.bytes.count,
             cgroup_procs: cgroup.map { arena.string($0.procsFile) }, stdin_fd: stdin ?? -1, stdout_fd: stdout,
             stderr_fd: stderr, nproc_limit: processLimit, skip_setgroups: UserNamespace.allowsSetgroups ? 0 : 1)
@@ -286,7 +286,7 @@ public enum Sandbox {
 }
 
 /// Owns the C copies of every string and array the child reads; freed after the spawn.
-private final class CArena {
+final class CArena {
     private var allocations: [UnsafeMutableRawPointer] = []
 
     func string(_ value: String) -> UnsafePointer<CChar> {

@@ -27,17 +27,16 @@ public enum UserNamespace {
     }
 
     /// Whether this process runs in a user namespace other than the host's: its uid_map is not the
-    /// identity over every id.
-    public static var isNested: Bool {
-        mappedIDs("uid_map") != [IDRange(inside: 0, outside: 0, count: UInt32.max)]
-    }
+    /// identity over every id. Read once: a process never changes its user namespace here, and the upper
+    /// directory's walk asks for every directory.
+    public static let isNested: Bool = mappedIDs("uid_map") != [IDRange(inside: 0, outside: 0, count: UInt32.max)]
 
     /// The xattr prefix of overlayfs's markers. `trusted.*` needs CAP_SYS_ADMIN in the host's namespace,
     /// so in a user namespace the overlay is mounted with `userxattr` and uses `user.overlay.*`.
-    public static var overlayXattrPrefix: String { isNested ? "user.overlay." : "trusted.overlay." }
+    public static let overlayXattrPrefix: String = isNested ? "user.overlay." : "trusted.overlay."
 
     /// Whether setgroups(2) is allowed here ("deny" is written before an unprivileged gid_map).
-    static var allowsSetgroups: Bool { readSmallFile("/proc/self/setgroups")?.hasPrefix("deny") != true }
+    static let allowsSetgroups: Bool = readSmallFile("/proc/self/setgroups")?.hasPrefix("deny") != true
 
     /// The ranges of this namespace's ids that map to host ids (`uid_map` or `gid_map`).
     public static func mappedIDs(_ file: String) -> [IDRange] {
@@ -92,10 +91,12 @@ public enum UserNamespace {
         }
 
         var releaseFD: Int32 = -1
-        let pid = withCStrings([executable] + arguments.dropFirst()) { argv in
-            withCStrings(environment) { envp in
-                executable.withCString { hermetic_userns_spawn($0, constant(argv), constant(envp), &releaseFD) }
-            }
+        let arena = CArena()
+        // The arena owns the strings until the child has them (no earlier release at the last use).
+        let pid = withExtendedLifetime(arena) {
+            hermetic_userns_spawn(
+                arena.string(executable), arena.stringArray([executable] + arguments.dropFirst()),
+                arena.stringArray(environment), &releaseFD)
         }
         guard pid > 0 else {
             throw LaunchError(
@@ -153,10 +154,15 @@ public enum UserNamespace {
         posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
         posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
         var child: pid_t = 0
-        let spawned = withCStrings([tool] + arguments) { argv in
-            withCStrings(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]) { envp in
-                posix_spawn(&child, tool, &actions, nil, argv, envp)
-            }
+        let arena = CArena()
+        // posix_spawn's prototype takes `char *const[]`; it writes nothing through them.
+        func mutable(_ array: UnsafePointer<UnsafePointer<CChar>?>) -> UnsafePointer<UnsafeMutablePointer<CChar>?> {
+            UnsafeRawPointer(array).assumingMemoryBound(to: UnsafeMutablePointer<CChar>?.self)
+        }
+        let spawned = withExtendedLifetime(arena) {
+            posix_spawn(
+                &child, tool, &actions, nil, mutable(arena.stringArray([tool] + arguments)),
+                mutable(arena.stringArray(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])))
         }
         close(pipeFDs[1])
         defer { close(pipeFDs[0]) }
@@ -191,18 +197,4 @@ public enum UserNamespace {
         else { return nil }
         return String(cString: name)
     }
-}
-
-/// Calls `body` with a NULL-terminated C array of `strings`, valid only during the call.
-private func withCStrings<Result>(
-    _ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> Result
-) -> Result {
-    let copies: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
-    defer { copies.forEach { free($0) } }
-    return copies.withUnsafeBufferPointer { body($0.baseAddress!) }
-}
-
-/// The same array as C's `const char *const *`.
-private func constant(_ array: UnsafePointer<UnsafeMutablePointer<CChar>?>) -> UnsafePointer<UnsafePointer<CChar>?> {
-    UnsafeRawPointer(array).assumingMemoryBound(to: UnsafePointer<CChar>?.self)
 }

@@ -209,7 +209,7 @@ extension StageExecutor {
         }
         self.record.steps.append(record)
 
-        if let capabilities = BuilderCapabilities.current() {
+        if let capabilities = BuilderCapabilities.current {
             let missing = capabilities.missingForSandbox(hostNetwork: network == .host)
             guard missing.isEmpty else {
                 let flags = missing.map { $0.dropFirst("CAP_".count) }.joined(separator: ",")

@@ -28,7 +28,7 @@ public enum ContextDigest {
             case S_IFSOCK: type = "s"
             case S_IFCHR, S_IFBLK:
                 type = (info.st_mode & S_IFMT) == S_IFCHR ? "c" : "b"
-                link = "\(StepDiff.major(info.st_rdev)):\(StepDiff.minor(info.st_rdev))"
+                link = "\(FileSystem.deviceMajor(info.st_rdev)):\(FileSystem.deviceMinor(info.st_rdev))"
             case S_IFREG:
                 size = Int64(info.st_size)
                 content = try fileDigest(host).hex

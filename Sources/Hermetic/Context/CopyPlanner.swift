@@ -237,9 +237,11 @@ struct CopyPlanner {
         // A socket cannot be in a layer: BuildKit's copy makes it an empty regular file (testCopySocket).
         case S_IFSOCK: entry.kind = .regular(.bytes([]))
         case S_IFCHR:
-            entry.kind = .characterDevice(major: StepDiff.major(info.st_rdev), minor: StepDiff.minor(info.st_rdev))
+            entry.kind = .characterDevice(
+                major: FileSystem.deviceMajor(info.st_rdev), minor: FileSystem.deviceMinor(info.st_rdev))
         case S_IFBLK:
-            entry.kind = .blockDevice(major: StepDiff.major(info.st_rdev), minor: StepDiff.minor(info.st_rdev))
+            entry.kind = .blockDevice(
+                major: FileSystem.deviceMajor(info.st_rdev), minor: FileSystem.deviceMinor(info.st_rdev))
         default: entry.kind = .regular(.file(path: hostPath, size: Int64(info.st_size)))
         }
         return entry

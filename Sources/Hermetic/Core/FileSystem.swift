@@ -237,6 +237,16 @@ public enum FileSystem {
         return fd
     }
 
+    /// A `dev_t`'s major and minor numbers in glibc's encoding (its `major`/`minor` macros are not imported
+    /// into Swift): for the device entries of RUN layers, COPY sources and the context digest.
+    public static func deviceMajor(_ device: dev_t) -> UInt32 {
+        UInt32(truncatingIfNeeded: ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff))
+    }
+
+    public static func deviceMinor(_ device: dev_t) -> UInt32 {
+        UInt32(truncatingIfNeeded: (device & 0xff) | ((device >> 12) & ~0xff))
+    }
+
     /// The last component of `path` (the path itself when it has no `/`).
     public static func baseName(_ path: String) -> String {
         path.split(separator: "/").last.map(String.init) ?? path

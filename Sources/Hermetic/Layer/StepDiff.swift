@@ -172,10 +172,13 @@ public struct StepDiff {
             return Self.entry(path, info, .fifo)
         case S_IFCHR:
             return Self.entry(
-                path, info, .characterDevice(major: Self.major(info.st_rdev), minor: Self.minor(info.st_rdev)))
+                path, info,
+                .characterDevice(
+                    major: FileSystem.deviceMajor(info.st_rdev), minor: FileSystem.deviceMinor(info.st_rdev)))
         case S_IFBLK:
             return Self.entry(
-                path, info, .blockDevice(major: Self.major(info.st_rdev), minor: Self.minor(info.st_rdev)))
+                path, info,
+                .blockDevice(major: FileSystem.deviceMajor(info.st_rdev), minor: FileSystem.deviceMinor(info.st_rdev)))
         default:
             return nil  // sockets have no place in a layer
         }
@@ -263,15 +266,6 @@ public struct StepDiff {
     static func sameMetadata(_ a: stat, _ b: stat) -> Bool {
         (a.st_mode & 0o7777) == (b.st_mode & 0o7777) && a.st_uid == b.st_uid && a.st_gid == b.st_gid
             && a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec
-    }
-
-    /// glibc's `dev_t` encoding (the `major`/`minor` macros are not imported into Swift).
-    static func major(_ device: dev_t) -> UInt32 {
-        UInt32(truncatingIfNeeded: ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff))
-    }
-
-    static func minor(_ device: dev_t) -> UInt32 {
-        UInt32(truncatingIfNeeded: (device & 0xff) | ((device >> 12) & ~0xff))
     }
 
     static func isOpaque(_ path: String) -> Bool {

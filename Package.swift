@@ -23,13 +23,19 @@ let package = Package(
         .systemLibrary(
             name: "COpenSSLCrypto", pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CDeflate", pkgConfig: "libdeflate",
+            providers: [.apt(["libdeflate-dev"])]),
+        .systemLibrary(
+            name: "CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]),
         .target(name: "Provenance", dependencies: ["COpenSSLCrypto"]),
         // The sandbox's child side: C that runs between clone and exec, where no Swift may run.
         .target(name: "CSandbox", path: "Sources/CSandbox", publicHeadersPath: "include"),
         .target(name: "Sandbox", dependencies: ["CSandbox", "CSeccomp"]),
         .target(
             name: "Hermetic",
-            dependencies: ["CArchive", "COpenSSLCrypto", "Provenance", "Sandbox"]),
+            dependencies: ["CArchive", "CDeflate", "CZstd", "COpenSSLCrypto", "Provenance", "Sandbox"]),
         .executableTarget(
             name: "HermeticCLI",
             dependencies: [

@@ -47,7 +47,8 @@ import Testing
     }
 
     /// Golden digests: computed once in another process, so PIDs, clocks and the temp name
-    /// do not leak into the bytes.
+    /// do not leak into the bytes. The blob digest was reproduced by a separate C program that cuts the
+    /// tar every 1 MiB and gzips each piece with libdeflate level 6 (SPEC §3).
     @Test func matchesGoldenDigests() throws {
         let dir = try makeTemporaryDirectory()
         defer { removeTree(dir) }
@@ -60,7 +61,7 @@ import Testing
                 LayerEntry(path: "é", kind: .symlink(target: "a"), mode: 0o777),
             ], into: dir)
         #expect(layer.diffID.description == "sha256:62334c37f117c26e4521c8da5e20aef45df3826ff1ad24c86f9c06a676fda77c")
-        #expect(layer.digest.description == "sha256:cb4de88205f4bd1714288fc2ae2a1f819274106666c12dbd68250492d0072cbb")
+        #expect(layer.digest.description == "sha256:52886be56e4999bf6504b0c90cdde963042d5f6c2a48871e3b71776b970cc49f")
     }
 
     @Test func clampsMtimesAndWritesNumericOwners() throws {
@@ -103,7 +104,7 @@ import Testing
         let blob = try readFile(layer.blobPath)
         #expect(Array(blob.prefix(4)) == [0x1f, 0x8b, 0x08, 0x00])  // FLG 0: no FNAME/FEXTRA/FCOMMENT
         #expect(Array(blob[4..<8]) == [0, 0, 0, 0])
-        #expect(blob[9] == 3)
+        #expect(blob[9] == 0xff)  // OS "unknown", as libdeflate writes it
     }
 
     @Test func diffIDIsTheHashOfTheDecompressedBlob() throws {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Everything a build needs from the person running it, already parsed and validated.
 /// The CLI fills it from `docker buildx build`-style flags; tests fill it directly.
 public struct BuildOptions: Sendable {
@@ -37,6 +39,11 @@ public struct BuildOptions: Sendable {
     public var attestFile: String?
     /// `--require-hermetic`: fail if any RUN step had network access or read a non-empty cache mount.
     public var requireHermetic = false
+    /// `--compression`/`--compression-level` (or an output's `compression=` keys): how exported layers
+    /// this build makes are compressed. Layers of steps that no output carries are never compressed.
+    public var compression: LayerCompression = .default
+    /// `--jobs`: how many threads compress; never changes a byte of the output.
+    public var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
     public init(contextDirectory: String) {
         self.contextDirectory = contextDirectory

@@ -18,7 +18,9 @@ struct BuildRecord: Sendable {
         var stage: String
         var line: Int
         var createdBy: String
+        /// The blob as exported (compressed), or the tar itself for a layer no output carries.
         var digest: Digest
+        var mediaType = MediaType.layerTar
         var diffID: Digest
     }
 

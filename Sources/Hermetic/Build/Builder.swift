@@ -152,7 +152,10 @@ public struct Builder {
             let failures = BuildChecks.hermeticityFailures(record, file: dockerfile.file)
             guard failures.isEmpty else { throw HermeticityError(failures: failures) }
         }
-        let exporter = ImageExporter(images: images, tags: options.tags, sourceDateEpoch: options.sourceDateEpoch)
+        let exporter = try ImageExporter(
+            images: images, tags: options.tags, sourceDateEpoch: options.sourceDateEpoch
+        ).compressingMadeLayers(options.compression, workers: options.jobs, into: workspace)
+        record.layers = exporter.describingExported(record.layers)
         var exported = try exporter.assemble(stagingParent: workspace)
         var envelopes: [DSSEEnvelope] = []
         if let mode = options.provenance {

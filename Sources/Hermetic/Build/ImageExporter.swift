@@ -101,6 +101,50 @@ struct ImageExporter {
         var rootfs: RootFS
     }
 
+    /// The exporter for the same images with every layer this build made compressed with `compression`
+    /// into `directory` (each distinct layer once, whichever platforms share it). Layers of steps that no
+    /// output carries were never handed here, so they are never compressed.
+    func compressingMadeLayers(_ compression: LayerCompression, workers: Int, into directory: String) throws
+        -> ImageExporter
+    {
+        guard compression != .uncompressed else { return self }
+        let writer = LayerWriter(sourceDateEpoch: sourceDateEpoch, compression: compression, workers: workers)
+        var compressed: [Digest: LayerRecord] = [:]
+        var result = self
+        for imageIndex in result.images.indices {
+            for layerIndex in result.images[imageIndex].layers.indices {
+                let layer = result.images[imageIndex].layers[layerIndex]
+                guard layer.madeByBuild, layer.descriptor.mediaType == MediaType.layerTar else { continue }
+                if let done = compressed[layer.diffID] {
+                    result.images[imageIndex].layers[layerIndex] = done
+                    continue
+                }
+                let written = try writer.compressTar(at: layer.blobPath, diffID: layer.diffID, into: directory)
+                var replaced = layer
+                replaced.descriptor = Descriptor(
+                    mediaType: written.mediaType, digest: written.digest, size: written.compressedSize)
+                replaced.blobPath = written.blobPath
+                compressed[layer.diffID] = replaced
+                result.images[imageIndex].layers[layerIndex] = replaced
+            }
+        }
+        return result
+    }
+
+    /// The records of the layers this build made, with the blob each has in the outputs (compressed),
+    /// for the provenance; layers no output carries keep their tar's digest.
+    func describingExported(_ made: [BuildRecord.LayerMade]) -> [BuildRecord.LayerMade] {
+        var exported: [Digest: Descriptor] = [:]
+        for layer in images.flatMap(\.layers) where layer.madeByBuild { exported[layer.diffID] = layer.descriptor }
+        return made.map { layer in
+            guard let descriptor = exported[layer.diffID] else { return layer }
+            var described = layer
+            described.digest = descriptor.digest
+            described.mediaType = descriptor.mediaType
+            return described
+        }
+    }
+
     /// Computes every blob and digest; writes nothing outside `stagingParent`.
     func assemble(stagingParent: String) throws -> ExportedImage {
         var manifests: [(Platform, ImageManifest, Descriptor)] = []

@@ -39,6 +39,26 @@ struct ProvenanceBuilder {
         }
     }
 
+    /// What the person chose (`--compression`, `--compression-level`): a rebuild passes it again.
+    static func compressionParameter(_ compression: LayerCompression) -> JSONValue {
+        switch compression {
+        case .uncompressed: return .object(["type": .string("uncompressed")])
+        case .gzip(let level): return .object(["type": .string("gzip"), "level": .int(Int64(level))])
+        case .zstd(let level): return .object(["type": .string("zstd"), "level": .int(Int64(level))])
+        }
+    }
+
+    /// How those bytes are made (SPEC §3, Compression): the libraries whose versions fix the blob bytes.
+    static func compressionScheme(_ compression: LayerCompression) -> String {
+        switch compression {
+        case .uncompressed: return "none"
+        case .gzip(let level):
+            return "gzip level \(level): a member per 1 MiB of tar, libdeflate \(LayerCompression.deflateVersion)"
+        case .zstd(let level):
+            return "zstd level \(level): a frame per 1 MiB of tar, libzstd \(LayerCompression.zstdVersion)"
+        }
+    }
+
     func buildDefinition() throws -> InTotoStatement {
         var external: [String: JSONValue] = [
             "dockerfile": .object([
@@ -53,12 +73,13 @@ struct ProvenanceBuilder {
             "entitlements": .array(options.entitlements.map(\.rawValue).sorted().map { .string($0) }),
             "sourceDateEpoch": .int(options.sourceDateEpoch),
             "context": .object(["digest": .object(["sha256": .string(contextDigest.hex)])]),
+            "compression": Self.compressionParameter(options.compression),
         ]
         if let target = options.target { external["target"] = .string(target) }
         let internalParameters: JSONValue = .object([
             "builderVersion": .string(HermeticVersion.string),
             "layerFormat": .string(HermeticVersion.layerFormat),
-            "compression": .string("gzip level 6 (zlib through libarchive), no name, mtime 0"),
+            "compression": .string(Self.compressionScheme(options.compression)),
             "sandbox": .object([
                 "seccompPolicy": .object(["sha256": .string(Self.seccompPolicyDigest.hex)]),
                 "namespaces": .array(["mount", "pid", "network", "uts", "ipc", "cgroup"].map { .string($0) }),
@@ -88,7 +109,7 @@ struct ProvenanceBuilder {
         if mode == .max {
             byproducts = record.layers.map { layer in
                 ResourceDescriptor(
-                    name: "layer", digest: ["sha256": layer.digest.hex], mediaType: MediaType.layerGzip,
+                    name: "layer", digest: ["sha256": layer.digest.hex], mediaType: layer.mediaType,
                     annotations: [
                         "diffID": .string(layer.diffID.description),
                         "instruction": .string("\(dockerfilePath):\(layer.line)"),

@@ -72,6 +72,12 @@ public struct Rebuilder {
         ]
         if case .int(let epoch)? = external["sourceDateEpoch"] { arguments += ["--source-date-epoch", String(epoch)] }
         if let stage = external["target"]?.stringValue { arguments += ["--target", stage] }
+        if let compression = external["compression"]?["type"]?.stringValue {
+            arguments += ["--compression", compression]
+            if case .int(let level)? = external["compression"]?["level"] {
+                arguments += ["--compression-level", String(level)]
+            }
+        }
         if case .array(let platforms)? = external["platforms"] {
             arguments += ["--platform", platforms.compactMap(\.stringValue).joined(separator: ",")]
         }

@@ -9,6 +9,9 @@ struct LayerRecord: Sendable {
     var blobPath: String
     /// Where the layer comes from, for errors (`blobPath` is a workspace copy): see `displayName`.
     var origin = ""
+    /// Made by this build, so an uncompressed tar until the exporter compresses it (a base image's
+    /// layers keep the blob they came as).
+    var madeByBuild = false
 }
 
 /// The state of a stage after its instructions ran.
@@ -425,7 +428,8 @@ struct StageExecutor {
         let blobs = try nextDirectory("layer")
         // A secret's value never goes into a layer, whichever step put it in the filesystem.
         let scanner = secretValues.isEmpty ? nil : SecretStreamScanner(secretValues)
-        var writer = LayerWriter(sourceDateEpoch: sourceDateEpoch)
+        // Uncompressed: a layer is compressed only if it is exported (ImageExporter.compressingMadeLayers).
+        var writer = LayerWriter(sourceDateEpoch: sourceDateEpoch, compression: .uncompressed)
         if let scanner {
             writer.tarObserver = { buffer in scanner.consume(buffer) }
         }
@@ -443,7 +447,7 @@ struct StageExecutor {
         }
         let record = LayerRecord(
             descriptor: Descriptor(mediaType: written.mediaType, digest: written.digest, size: written.compressedSize),
-            diffID: written.diffID, blobPath: written.blobPath, origin: "made by \(file):\(line)")
+            diffID: written.diffID, blobPath: written.blobPath, origin: "made by \(file):\(line)", madeByBuild: true)
         try apply(record, to: state.rootfs)
         state.layers.append(record)
         state.config.rootfs.diffIDs.append(written.diffID)

@@ -32,14 +32,16 @@
 ///   file's size differs from `size` the write fails (`LayerError.sourceSizeChanged`).
 /// - The archive ends with two 512-byte zero blocks and is not padded to a record size.
 ///
-/// Compression
-/// - gzip (RFC 1952) through libarchive's gzip filter (zlib) at level 6: header
-///   `1f 8b 08 00 00000000 00 03` — no FNAME, no FEXTRA/FCOMMENT, MTIME 0, OS 3 — followed by the
-///   deflate stream of the tar and the CRC32/ISIZE trailer; no padding after it.
-/// - diff_id = sha256 of the tar bytes, digest = sha256 of the gzip bytes, both hashed as
+/// Compression (`LayerCompression`, default gzip level 6; see `ChunkedCompressor`)
+/// - The tar is cut every 1 MiB; each chunk is one gzip member (RFC 1952, libdeflate: header
+///   `1f 8b 08 00 00000000 XFL ff` — no FNAME/FEXTRA/FCOMMENT, MTIME 0, OS 255) or one zstd frame
+///   (content size, no checksum, no dictionary id), concatenated in order; no padding after them.
+///   The bytes do not depend on the number of threads.
+/// - diff_id = sha256 of the tar bytes, digest = sha256 of the blob bytes, both hashed as
 ///   they are produced.
-/// - Media type `application/vnd.oci.image.layer.v1.tar+gzip`.
+/// - Media types `application/vnd.oci.image.layer.v1.tar+gzip`, `…tar+zstd`, `…tar`.
 internal import CArchive
+import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -66,57 +68,93 @@ public struct LayerWriter: Sendable {
     public static let tarMediaType = "application/vnd.oci.image.layer.v1.tar"
     /// Longest accepted entry path or link target, in bytes.
     public static let maxPathBytes = 4096
-    static let gzipLevel = 6
 
     public var sourceDateEpoch: Int64
+    public var compression: LayerCompression
+    /// Threads that compress; the blob's bytes do not depend on it.
+    public var workers: Int
     /// Sees every byte of the tar as it is written (for the secret scan); it does not change them.
     public var tarObserver: (@Sendable (UnsafeRawBufferPointer) -> Void)?
 
-    public init(sourceDateEpoch: Int64, tarObserver: (@Sendable (UnsafeRawBufferPointer) -> Void)? = nil) {
+    public init(
+        sourceDateEpoch: Int64, compression: LayerCompression = .default,
+        workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+        tarObserver: (@Sendable (UnsafeRawBufferPointer) -> Void)? = nil
+    ) {
         self.sourceDateEpoch = sourceDateEpoch
+        self.compression = compression
+        self.workers = max(1, workers)
         self.tarObserver = tarObserver
     }
 
-    /// Writes `entries` as a gzip-compressed layer into a new temporary file in `directory`.
-    /// On error no file is left behind.
+    /// Writes `entries` as a layer compressed with `compression` into a new temporary file in
+    /// `directory`. On error no file is left behind.
     public func write(_ entries: [LayerEntry], into directory: String) throws -> WrittenLayer {
+        if compression == .uncompressed { return try writeUncompressedTar(entries, into: directory) }
         let plan = try LayerPlan(entries)
         let locale = UTF8ThreadLocale()
         defer { withExtendedLifetime(locale) {} }
         let output = try TemporaryBlob(in: directory)
         do {
             let blobHasher = SHA256Hasher()
-            let gzip = try ArchiveWriter(subject: output.path)
-            try gzip.check(archive_write_add_filter_gzip(gzip.handle), "archive_write_add_filter_gzip")
-            try gzip.check(archive_write_set_format_raw(gzip.handle), "archive_write_set_format_raw")
-            try gzip.check(
-                archive_write_set_options(
-                    gzip.handle, "gzip:compression-level=\(Self.gzipLevel),gzip:!timestamp"),
-                "archive_write_set_options")
-            try gzip.check(
-                archive_write_set_bytes_in_last_block(gzip.handle, 1), "archive_write_set_bytes_in_last_block")
-            try gzip.open { buffer in
+            let compressor = try ChunkedCompressor(compression, workers: workers) { buffer in
                 blobHasher.update(buffer)
                 try output.write(buffer)
             }
-            let rawEntry = try ArchiveEntryHandle()
-            archive_entry_set_filetype(rawEntry.handle, FileTypeBits.regular)
-            archive_entry_copy_pathname(rawEntry.handle, "layer.tar")
-            try gzip.check(archive_write_header(gzip.handle, rawEntry.handle), "archive_write_header")
-
             let tarHasher = SHA256Hasher()
             try writeTar(plan, subject: output.path) { buffer in
                 tarHasher.update(buffer)
                 tarObserver?(buffer)
-                try gzip.writeData(buffer)
+                try compressor.write(buffer)
             }
-            try gzip.check(archive_write_finish_entry(gzip.handle), "archive_write_finish_entry")
-            try gzip.check(archive_write_close(gzip.handle), "archive_write_close")
+            try compressor.finish()
             try output.finish()
             return WrittenLayer(
                 diffID: tarHasher.finalize(), digest: blobHasher.finalize(),
                 compressedSize: Int64(blobHasher.byteCount), uncompressedSize: Int64(tarHasher.byteCount),
-                blobPath: output.path, mediaType: Self.gzipMediaType)
+                blobPath: output.path, mediaType: compression.mediaType)
+        } catch {
+            output.discard()
+            throw error
+        }
+    }
+
+    /// Compresses the layer tar at `path`, whose sha256 must be `diffID` (checked as it streams), with
+    /// `compression` into a new temporary file in `directory`. On error no file is left behind.
+    public func compressTar(at path: String, diffID: Digest, into directory: String) throws -> WrittenLayer {
+        let input = open(path, O_RDONLY | O_CLOEXEC)
+        if input < 0 { throw SystemError("open", path: path, errno: errno) }
+        defer { close(input) }
+        let output = try TemporaryBlob(in: directory)
+        do {
+            let blobHasher = SHA256Hasher()
+            let compressor = try ChunkedCompressor(compression, workers: workers) { buffer in
+                blobHasher.update(buffer)
+                try output.write(buffer)
+            }
+            let tarHasher = SHA256Hasher()
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+            defer { buffer.deallocate() }
+            while true {
+                let count = read(input, buffer.baseAddress, buffer.count)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    throw SystemError("read", path: path, errno: errno)
+                }
+                if count == 0 { break }
+                let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+                tarHasher.update(chunk)
+                try compressor.write(chunk)
+            }
+            try compressor.finish()
+            try output.finish()
+            let actual = tarHasher.finalize()
+            guard actual == diffID else {
+                throw LayerError.diffIDMismatch(layer: path, expected: diffID, actual: actual)
+            }
+            return WrittenLayer(
+                diffID: diffID, digest: blobHasher.finalize(), compressedSize: Int64(blobHasher.byteCount),
+                uncompressedSize: Int64(tarHasher.byteCount), blobPath: output.path, mediaType: compression.mediaType)
         } catch {
             output.discard()
             throw error
@@ -134,6 +172,7 @@ public struct LayerWriter: Sendable {
             let hasher = SHA256Hasher()
             try writeTar(plan, subject: output.path) { buffer in
                 hasher.update(buffer)
+                tarObserver?(buffer)
                 try output.write(buffer)
             }
             try output.finish()

@@ -56,6 +56,12 @@ struct BuildCommand: AsyncParsableCommand {
         name: .customLong("require-hermetic"),
         help: "Fail if any RUN step had network access or read a non-empty cache mount.")
     var requireHermetic = false
+    @Option(help: "How exported layers are compressed: gzip (default), zstd or uncompressed.")
+    var compression: String?
+    @Option(name: .customLong("compression-level"), help: "gzip 0-9 (default 6), zstd 1-19 (default 3).")
+    var compressionLevel: Int?
+    @Option(help: "Threads that compress layers (default: the number of cores); the output does not depend on it.")
+    var jobs: Int?
 
     func run() async throws {
         try await reportingErrors {
@@ -180,6 +186,22 @@ struct BuildCommand: AsyncParsableCommand {
         options.signKeyPath = signKey
         options.attestFile = attestFile
         options.requireHermetic = requireHermetic
+        do {
+            options.compression = try LayerCompression(name: compression ?? "gzip", level: compressionLevel)
+        } catch {
+            if case .unknown(let name) = error {
+                throw ArgumentError(argument: "--compression", value: name, reason: error.description)
+            }
+            throw ArgumentError(
+                argument: "--compression-level", value: compressionLevel.map(String.init) ?? "",
+                reason: error.description)
+        }
+        if let jobs {
+            guard jobs > 0 else {
+                throw ArgumentError(argument: "--jobs", value: String(jobs), reason: "must be a positive number")
+            }
+            options.jobs = jobs
+        }
         return options
     }
 }

@@ -22,6 +22,17 @@ public enum HermeticProcess {
     ) throws -> Outcome {
         var env = environment
         if env["PATH"] == nil { env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin" }
+        // Every build starts cold unless its test names a state directory: one test's cached steps must
+        // never make another test's build pass (or two builds of one test agree) without running.
+        var coldState: TemporaryDirectory?
+        if arguments.first == "build", env["HERMETIC_STATE_DIR"] == nil,
+            !arguments.contains(where: { $0 == "--state-dir" || $0.hasPrefix("--state-dir=") })
+        {
+            let state = try TemporaryDirectory(prefix: "hermetic-test-state-")
+            env["HERMETIC_STATE_DIR"] = state.path
+            coldState = state
+        }
+        defer { withExtendedLifetime(coldState) {} }
         return try run(
             "/bin/sh", ["-c", "umask \(umask) && exec \"$0\" \"$@\"", binaryPath] + arguments,
             environment: env, currentDirectory: currentDirectory)

@@ -30,7 +30,8 @@ import Testing
                 try ExternalTools.require("setpriv"),
                 prefix + [
                     HermeticProcess.binaryPath, "build", context, "--progress", "quiet", "--source-date-epoch", "1",
-                    "--state-dir", scratch.path + "/state",
+                    // --no-cache: each build's RUN steps must run under the capabilities it has.
+                    "--state-dir", scratch.path + "/state", "--no-cache",
                     "--build-context", "busybox=oci-layout://\(scratch.path)/busybox@\(baseDigest)",
                     "-o", "type=oci,dest=\(scratch.path)/\(output).oci", "--iidfile", "\(scratch.path)/\(output).iid",
                 ], environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"])

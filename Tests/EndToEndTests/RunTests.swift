@@ -272,9 +272,10 @@ import Testing
                     && !FileManager.default.fileExists(atPath: build.scratch.path + "/out/" + gone + "/in.txt"))
         }
         #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/out/run/secrets/token"))
-        // The cache id cannot leave the state directory, and it persists.
+        // The cache id cannot leave the state directory, and it persists (--no-cache: the step runs again
+        // rather than being a hit of the build cache).
         #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/escape"))
-        let again = try build.run(["--secret", "id=token,src=\(secretFile)"], output: "again")
+        let again = try build.run(["--secret", "id=token,src=\(secretFile)", "--no-cache"], output: "again")
         try #require(again.status == 0, "\(again.standardError)")
         #expect(build.file("again", "cache-copy") == "cached\ncached\n")
         // No trace of the secret in any output: layers (decompressed), config, logs, the state directory.
@@ -529,7 +530,8 @@ import Testing
                 """)
         let first = try build.run(output: "first")
         try #require(first.status == 0, "\(first.standardError)")
-        let second = try build.run(output: "second")
+        // --no-cache: the step runs again, on the cache mount its first run filled.
+        let second = try build.run(["--no-cache"], output: "second")
         try #require(second.status == 0, "\(second.standardError)")
         #expect(build.digest("first")?.hasPrefix("sha256:") == true)
         #expect(build.digest("second") == build.digest("first"))
@@ -619,7 +621,8 @@ extension RunTests {
         let first = try build.run(["--require-hermetic"], output: "first")
         try #require(first.status == 0, "\(first.standardError)")
         #expect(first.standardError.contains("SecretsUsedInArgOrEnv") && first.standardError.contains("API_TOKEN"))
-        let second = try build.run(["--require-hermetic"], output: "second")
+        // --no-cache: the step runs on the warm cache mount (a hit would replay the cold run's record, rightly).
+        let second = try build.run(["--require-hermetic", "--no-cache"], output: "second")
         #expect(second.status != 0)
         #expect(second.standardError.contains("--require-hermetic") && second.standardError.contains("id warm"))
         #expect(!FileManager.default.fileExists(atPath: build.scratch.path + "/second"))

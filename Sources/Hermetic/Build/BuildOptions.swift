@@ -17,7 +17,10 @@ public struct BuildOptions: Sendable {
     public var iidFile: String?
     public var metadataFile: String?
     public var progress: ProgressMode = .plain
+    /// `--no-cache`: no step reads the build cache (results are still stored for later builds).
     public var noCache = false
+    /// `--no-cache-filter`: stages (names or indexes) whose steps do not read the build cache.
+    public var noCacheFilter: [String] = []
     public var sourceDateEpoch: Int64 = 0
     /// `hermetic.lock` path; nil means `<context>/hermetic.lock` when that file exists.
     public var lockFile: String?

@@ -122,6 +122,9 @@ public struct Builder {
             showOutput: options.progress != .quiet, environment: environment,
             rootMechanism: try Self.runRootMechanism(environment),
             failOverlayMount: environment["HERMETIC_TEST_FAIL_OVERLAY"] == "1")
+        let store = try ContentStore(stateDirectory: stateDirectory)
+        let cacheSettings = StepCacheSettings(
+            store: store, readNothing: options.noCache, stagesNotRead: Set(options.noCacheFilter))
         var images: [BuiltImage] = []
         var record = BuildRecord()
         for (number, platform) in platforms.enumerated() {
@@ -138,6 +141,7 @@ public struct Builder {
                 plan: plan, platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log, runOptions: runOptions)
+            executor.stepCache = cacheSettings
             do {
                 images.append(try await executor.buildTarget())
             } catch {
@@ -154,7 +158,7 @@ public struct Builder {
         }
         let exporter = try ImageExporter(
             images: images, tags: options.tags, sourceDateEpoch: options.sourceDateEpoch
-        ).compressingMadeLayers(options.compression, workers: options.jobs, into: workspace)
+        ).compressingMadeLayers(options.compression, workers: options.jobs, into: workspace, store: store)
         record.layers = exporter.describingExported(record.layers)
         var exported = try exporter.assemble(stagingParent: workspace)
         var envelopes: [DSSEEnvelope] = []

@@ -104,31 +104,50 @@ struct ImageExporter {
     /// The exporter for the same images with every layer this build made compressed with `compression`
     /// into `directory` (each distinct layer once, whichever platforms share it). Layers of steps that no
     /// output carries were never handed here, so they are never compressed.
-    func compressingMadeLayers(_ compression: LayerCompression, workers: Int, into directory: String) throws
-        -> ImageExporter
-    {
+    func compressingMadeLayers(
+        _ compression: LayerCompression, workers: Int, into directory: String, store: ContentStore? = nil
+    ) throws -> ImageExporter {
         guard compression != .uncompressed else { return self }
         let writer = LayerWriter(sourceDateEpoch: sourceDateEpoch, compression: compression, workers: workers)
+        let scheme = Self.compressionScheme(compression)
         var compressed: [Digest: LayerRecord] = [:]
         var result = self
         for imageIndex in result.images.indices {
             for layerIndex in result.images[imageIndex].layers.indices {
                 let layer = result.images[imageIndex].layers[layerIndex]
                 guard layer.madeByBuild, layer.descriptor.mediaType == MediaType.layerTar else { continue }
-                if let done = compressed[layer.diffID] {
-                    result.images[imageIndex].layers[layerIndex] = done
-                    continue
+                if compressed[layer.diffID] == nil {
+                    var replaced = layer
+                    if let store, let stored = store.compressedLayer(diffID: layer.diffID, scheme: scheme) {
+                        replaced.descriptor = stored
+                        replaced.blobPath = store.blobPath(stored.digest)
+                    } else {
+                        let written = try writer.compressTar(
+                            at: layer.blobPath, diffID: layer.diffID, into: store?.temporaryDirectory ?? directory)
+                        replaced.descriptor = Descriptor(
+                            mediaType: written.mediaType, digest: written.digest, size: written.compressedSize)
+                        replaced.blobPath = written.blobPath
+                        if let store {
+                            replaced.blobPath = try store.adopt(fileAt: written.blobPath, as: written.digest)
+                            try store.storeCompressedLayer(replaced.descriptor, diffID: layer.diffID, scheme: scheme)
+                        }
+                    }
+                    compressed[layer.diffID] = replaced
                 }
-                let written = try writer.compressTar(at: layer.blobPath, diffID: layer.diffID, into: directory)
-                var replaced = layer
-                replaced.descriptor = Descriptor(
-                    mediaType: written.mediaType, digest: written.digest, size: written.compressedSize)
-                replaced.blobPath = written.blobPath
-                compressed[layer.diffID] = replaced
-                result.images[imageIndex].layers[layerIndex] = replaced
+                result.images[imageIndex].layers[layerIndex] = compressed[layer.diffID] ?? layer
             }
         }
         return result
+    }
+
+    /// Names a compression with the library version that fixes its bytes, so a stored blob is reused only
+    /// where compressing again would give the same bytes.
+    static func compressionScheme(_ compression: LayerCompression) -> String {
+        switch compression {
+        case .uncompressed: return "tar"
+        case .gzip(let level): return "gzip\(level)-libdeflate\(LayerCompression.deflateVersion)"
+        case .zstd(let level): return "zstd\(level)-libzstd\(LayerCompression.zstdVersion)"
+        }
     }
 
     /// The records of the layers this build made, with the blob each has in the outputs (compressed),

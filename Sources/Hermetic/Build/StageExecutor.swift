@@ -22,6 +22,8 @@ struct StageState {
     var scope: StageScope
     /// Set once CMD is given in this stage: ENTRYPOINT then keeps it (BuildKit's rule).
     var commandSet = false
+    /// The cache key of the last RUN/COPY/ADD, or of the stage's start (its base): the next step's parent.
+    var cacheKey: CacheKey?
 }
 
 /// An image ready to export for one platform.
@@ -65,6 +67,8 @@ struct StageExecutor {
     var warnedAboutPidsLimit = false
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
+    /// The build cache (nil: steps always run and nothing is kept).
+    var stepCache: StepCacheSettings?
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
@@ -174,7 +178,8 @@ struct StageExecutor {
             container.workingDir = "/"
             config.config = container
             return StageState(
-                rootfs: rootfs, layers: [], config: config, scope: StageScope(environmentLines: [Self.defaultPath]))
+                rootfs: rootfs, layers: [], config: config, scope: StageScope(environmentLines: [Self.defaultPath]),
+                cacheKey: CacheKey(digest: Digest.sha256(of: Array("scratch".utf8))))
         case .stage(let parent):
             guard let parentState = stages[parent] else {
                 throw DockerfileError(
@@ -214,7 +219,9 @@ struct StageExecutor {
                 scope = StageScope(environmentLines: container.env ?? [])
             }
             config.config = container
-            return StageState(rootfs: rootfs, layers: layers, config: config, scope: scope)
+            return StageState(
+                rootfs: rootfs, layers: layers, config: config, scope: scope,
+                cacheKey: CacheKey(digest: Digest.sha256(of: Array("image \(image.manifestDescriptor.digest)".utf8))))
         case .namedDirectory(let name):
             throw DockerfileError(
                 file: file, line: stage.from.range.start.line,
@@ -398,17 +405,47 @@ struct StageExecutor {
             return
         case .run(let run):
             state.config.config = container
-            let entries = try runStep(run, instruction: instruction, position: position, stage: stage, state: &state)
-            if !entries.isEmpty {
-                try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
-                emptyLayer = false
+            let key = try cacheKey(
+                for: instruction, heredocs: run.heredocs, state: state,
+                inputs: try runInputs(run, position: position, scope: state.scope, line: line))
+            let replay = try replayCachedStep(
+                key, stage: stage, state: &state, line: line, createdBy: instruction.original)
+            state.cacheKey = key
+            if replay.hit {
+                emptyLayer = !replay.madeLayer
+            } else {
+                let stepsBefore = record.steps.count
+                let entries = try runStep(
+                    run, instruction: instruction, position: position, stage: stage, state: &state)
+                if !entries.isEmpty {
+                    try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
+                    emptyLayer = false
+                }
+                releaseTemporaryMounts()
+                try storeCachedStep(
+                    key, state: state, madeLayer: !entries.isEmpty,
+                    run: record.steps.count > stepsBefore ? record.steps.last : nil)
             }
-            releaseTemporaryMounts()
         case .copy(let copy):
             state.config.config = container
             let entries = try await copyEntries(
                 expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state)
-            try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
+            var sourceStage: Int?
+            if case .stage(let index)? = position.flatMap({ stage.sources[$0] })
+                ?? copy.from.flatMap({ stage.triggerSources[$0] })
+            {
+                sourceStage = index
+            }
+            let key = try cacheKey(
+                for: instruction, heredocs: copy.heredocs, state: state,
+                inputs: [try entriesDigest(entries, sourceStage: sourceStage)])
+            let replay = try replayCachedStep(
+                key, stage: stage, state: &state, line: line, createdBy: instruction.original)
+            state.cacheKey = key
+            if !replay.hit {
+                try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
+                try storeCachedStep(key, state: state, madeLayer: true, run: nil)
+            }
             container = state.config.config ?? container
             emptyLayer = false
         }
@@ -425,7 +462,8 @@ struct StageExecutor {
         _ entries: [LayerEntry], to state: inout StageState, line: Int,
         createdBy: String = ""
     ) throws {
-        let blobs = try nextDirectory("layer")
+        // With a cache, the tar is written inside the store and moved into it once it is known clean.
+        let blobs = try stepCache?.store.temporaryDirectory ?? nextDirectory("layer")
         // A secret's value never goes into a layer, whichever step put it in the filesystem.
         let scanner = secretValues.isEmpty ? nil : SecretStreamScanner(secretValues)
         // Uncompressed: a layer is compressed only if it is exported (ImageExporter.compressingMadeLayers).
@@ -433,7 +471,7 @@ struct StageExecutor {
         if let scanner {
             writer.tarObserver = { buffer in scanner.consume(buffer) }
         }
-        let written: WrittenLayer
+        var written: WrittenLayer
         do {
             written = try writer.write(entries, into: blobs)
         } catch let error as LayerError {
@@ -445,16 +483,24 @@ struct StageExecutor {
                 file: file, line: line,
                 message: "the value of secret \(id) would be written into this step's layer; refusing to write it")
         }
+        if let store = stepCache?.store {
+            written.blobPath = try store.adopt(fileAt: written.blobPath, as: written.diffID)
+        }
         let record = LayerRecord(
             descriptor: Descriptor(mediaType: written.mediaType, digest: written.digest, size: written.compressedSize),
             diffID: written.diffID, blobPath: written.blobPath, origin: "made by \(file):\(line)", madeByBuild: true)
-        try apply(record, to: state.rootfs)
-        state.layers.append(record)
-        state.config.rootfs.diffIDs.append(written.diffID)
+        try commitLayer(record, to: &state, line: line, createdBy: createdBy)
+    }
+
+    /// Applies a layer this build made (or found in its cache) to the stage and records it.
+    mutating func commitLayer(_ layer: LayerRecord, to state: inout StageState, line: Int, createdBy: String) throws {
+        try apply(layer, to: state.rootfs)
+        state.layers.append(layer)
+        state.config.rootfs.diffIDs.append(layer.diffID)
         self.record.layers.append(
             BuildRecord.LayerMade(
                 platform: platform.description, stage: currentStage, line: line,
-                createdBy: createdBy, digest: written.digest, diffID: written.diffID))
+                createdBy: createdBy, digest: layer.descriptor.digest, diffID: layer.diffID))
     }
 
     private mutating func copyEntries(

@@ -24,7 +24,12 @@ struct BuildCommand: AsyncParsableCommand {
     @Option(name: .customLong("metadata-file"), help: "Write build result metadata (JSON) to this file.")
     var metadataFile: String?
     @Option(help: "plain, tty, quiet or auto.") var progress: String = "auto"
-    @Flag(name: .customLong("no-cache"), help: "Do not use any cache.") var noCache = false
+    @Flag(name: .customLong("no-cache"), help: "Run every step; read nothing from the build cache.") var noCache =
+        false
+    @Option(
+        name: .customLong("no-cache-filter"),
+        help: "Stages whose steps do not read the build cache, comma-separated (repeatable).")
+    var noCacheFilter: [String] = []
     @Option(
         name: .customLong("source-date-epoch"), help: "Timestamps in the image (default: $SOURCE_DATE_EPOCH, else 0).")
     var sourceDateEpoch: String?
@@ -138,6 +143,7 @@ struct BuildCommand: AsyncParsableCommand {
         }
         options.progress = mode
         options.noCache = noCache
+        options.noCacheFilter = noCacheFilter.flatMap { $0.split(separator: ",").map(String.init) }
         options.sourceDateEpoch = try SourceDateEpoch.resolve(flag: sourceDateEpoch, environment: environment)
         options.lockFile = lockFile
         for entry in secret {

@@ -116,6 +116,35 @@ import Testing
         let clean = try fixture.verify([untouched, "--allow-unsigned"])
         #expect(clean.status == 0, "\(clean.standardError)")
     }
+
+    /// Carried Dockerfile bytes that do not match the recorded digest fail verify (and rebuild would not use
+    /// them).
+    @Test func carriedDockerfileBytesMustMatchTheirDigest() throws {
+        let fixture = try Fixture()
+        let outside = fixture.path("outside.Dockerfile")
+        try "FROM base\nCOPY app.txt /app.txt\n".write(toFile: outside, atomically: true, encoding: .utf8)
+        try #require(try fixture.build("img", ["-f", outside]).status == 0)
+        try ProvenanceRewriter.rewrite(layout: fixture.path("img")) { statement in
+            guard var predicate = statement["predicate"] as? [String: Any],
+                var definition = predicate["buildDefinition"] as? [String: Any],
+                var external = definition["externalParameters"] as? [String: Any],
+                var dockerfile = external["dockerfile"] as? [String: Any]
+            else { return }
+            dockerfile["content"] = Data("FROM base\nRUN evil\n".utf8).base64EncodedString()
+            external["dockerfile"] = dockerfile
+            definition["externalParameters"] = external
+            predicate["buildDefinition"] = definition
+            statement["predicate"] = predicate
+        }
+        let forgedDigest = Digest.sha256(of: Array("FROM base\nRUN evil\n".utf8))
+        let outcome = try fixture.verify([fixture.path("img"), "--allow-unsigned"])
+        #expect(outcome.status == 1)
+        #expect(
+            outcome.standardError.contains(
+                "the provenance's externalParameters.dockerfile: content has \(forgedDigest), but the recorded digest is"
+            ),
+            "\(outcome.standardError)")
+    }
 }
 
 /// Rewrites the (unsigned) provenance statement of a layout written by hermetic build, then every blob above

@@ -255,6 +255,10 @@ public struct AttestationVerifier {
         failures += stored.layoutFailures()
         let predicate = statement.predicate
         let external = predicate["buildDefinition"]?["externalParameters"]
+        // The Dockerfile's bytes, when carried, must be the ones its recorded digest names.
+        if let dockerfile = external?["dockerfile"] {
+            do { _ = try DockerfileSource(recorded: dockerfile) } catch { failures.append("\(error)") }
+        }
         for (key, value) in expectedArgs.sorted(by: { $0.key < $1.key }) {
             let actual = external?["buildArgs"]?[key]?.stringValue
             if actual != value {

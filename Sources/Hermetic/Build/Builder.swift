@@ -156,10 +156,11 @@ public struct Builder {
         var exported = try exporter.assemble(stagingParent: workspace)
         var envelopes: [DSSEEnvelope] = []
         if let mode = options.provenance {
+            let source = DockerfileSource(
+                given: options.dockerfilePath, resolved: dockerfilePath, contextRoot: contextRoot,
+                bytes: dockerfileBytes)
             let provenance = ProvenanceBuilder(
-                dockerfilePath: options.dockerfilePath.map { Self.contextRelative($0, contextRoot: contextRoot) }
-                    ?? "Dockerfile",
-                dockerfileDigest: Digest.sha256(of: dockerfileBytes), contextDigest: try ContextDigest.compute(context),
+                dockerfile: source, contextDigest: try ContextDigest.compute(context),
                 options: options, platforms: platforms, record: record,
                 manifests: exported.manifests.map { ($0.platform, $0.descriptor.digest) }, mode: mode)
             let definition = try CanonicalJSON.encode(try provenance.buildDefinition())
@@ -167,8 +168,10 @@ public struct Builder {
                 provenance.runRecord(
                     definitionDigest: Digest.sha256(of: definition), invocationID: Self.invocationID(),
                     startedOn: startedOn, finishedOn: RFC3339.format(Int64(time(nil)))))
+            // The Dockerfile's bytes are in the definition as base64, where a plain search would miss them.
             try SecretTaint(secrets: options.secrets, environment: environment).check(
                 [("the provenance", definition), ("the run record", runRecord)]
+                    + (source.content.map { [("the Dockerfile the provenance carries", $0)] } ?? [])
                     + (try images.map { ("the image config", try CanonicalJSON.encode($0.config)) }))
             var definitionEnvelope = DSSEEnvelope(payload: definition, payloadType: InTotoStatement.payloadType)
             var runEnvelope = DSSEEnvelope(payload: runRecord, payloadType: InTotoStatement.payloadType)
@@ -227,14 +230,6 @@ public struct Builder {
             throw DockerfileError(file: displayName, line: 1, message: "the Dockerfile cannot be empty")
         }
         return try DockerfileParser.parse(bytes, file: displayName)
-    }
-
-    /// The Dockerfile's path as provenance records it: relative to the context when inside it (host paths
-    /// differ between machines and would make the statement irreproducible), else its file name.
-    static func contextRelative(_ path: String, contextRoot: String) -> String {
-        let absolute = FileSystem.absolute(path)
-        if absolute.hasPrefix(contextRoot + "/") { return String(absolute.dropFirst(contextRoot.count + 1)) }
-        return absolute.split(separator: "/").last.map(String.init) ?? path
     }
 
     /// A random version-4 UUID for the run record.

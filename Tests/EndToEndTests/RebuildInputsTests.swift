@@ -5,7 +5,7 @@ import TestSupport
 import Testing
 
 /// `hermetic rebuild` of builds whose Dockerfile is not in the context (`-f -`, `-f ../docker/Dockerfile`),
-/// `rebuild -f`, end to end through the real binary.
+/// `rebuild -f`, and a mismatch in an intermediate stage, end to end through the real binary.
 @Suite(.serialized) struct RebuildInputsTests {
     struct Fixture {
         let scratch: TemporaryDirectory
@@ -180,5 +180,38 @@ import Testing
                 == "error: the value of secret tok appears in the Dockerfile the provenance carries; refusing to write it\n",
             "\(built.standardError)")
         #expect(!FileManager.default.fileExists(atPath: fixture.path("image")))
+    }
+
+    /// A difference born in an intermediate stage: the report names that stage and its step, then the layer
+    /// of the image it reaches, with that layer's files.
+    @Test func anIntermediateStageMismatchNamesTheStageAndItsLine() throws {
+        let fixture = try Fixture()
+        try """
+        FROM base AS builder
+        COPY data.txt /data.txt
+        RUN od -An -tx8 -N8 /dev/urandom > /stamp
+        FROM base
+        COPY --from=builder /stamp /app/stamp
+
+        """.write(toFile: fixture.context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let built = try HermeticProcess.hermetic(fixture.buildArguments("image"), currentDirectory: fixture.context)
+        try #require(built.status == 0, "\(built.standardError)")
+        let rebuilt = try fixture.rebuild("image")
+        #expect(rebuilt.status == 1)
+        let lines = rebuilt.standardError.split(separator: "\n").map(String.init)
+        #expect(
+            lines.contains {
+                $0.hasPrefix("the layer made by Dockerfile:3 (RUN ") && $0.contains(" in stage builder differs")
+            },
+            "\(rebuilt.standardError)")
+        #expect(
+            lines.contains(
+                "  stage builder is not part of the image, so its layers are not kept: the build first differs at Dockerfile:3"
+            ), "\(rebuilt.standardError)")
+        #expect(
+            lines.contains { $0.hasPrefix("it reaches the image through the layer made by Dockerfile:5 (COPY ") },
+            "\(rebuilt.standardError)")
+        #expect(lines.contains { $0.hasPrefix("  app/stamp: was file") }, "\(rebuilt.standardError)")
+        #expect(!rebuilt.standardError.contains("not at hand"), "\(rebuilt.standardError)")
     }
 }

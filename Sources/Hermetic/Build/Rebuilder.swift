@@ -216,16 +216,36 @@ public struct Rebuilder {
         guard !before.isEmpty else {
             return ["the image differs; the provenance has no per-layer records (built with --provenance mode=min)"]
         }
+        var findings: [String] = []
         for (index, (a, b)) in zip(before, after).enumerated() {
             let digestA = a["digest"]?["sha256"]?.stringValue ?? ""
             let digestB = b["digest"]?["sha256"]?.stringValue ?? ""
             guard digestA != digestB else { continue }
             let instruction = a["annotations"]?["instruction"]?.stringValue ?? "?"
             let createdBy = a["annotations"]?["createdBy"]?.stringValue ?? ""
-            var findings = [
-                "the layer made by \(instruction) (\(createdBy)) differs (layer #\(index + 1) of those this build made): sha256:\(digestA) was rebuilt as sha256:\(digestB)"
-            ]
-            if a["annotations"]?["diffID"] == b["annotations"]?["diffID"] {
+            let change = "sha256:\(digestA) was rebuilt as sha256:\(digestB)"
+            let sameDiffID = a["annotations"]?["diffID"] == b["annotations"]?["diffID"]
+            // A layer of an intermediate stage is in neither layout: name its stage and step, then follow the
+            // difference to the first layer of the image itself, whose files can be compared.
+            guard FileSystem.exists(rebuiltLayout + "/blobs/sha256/" + digestB) else {
+                guard findings.isEmpty else { continue }
+                let stage = a["annotations"]?["stage"]?.stringValue ?? "?"
+                findings.append(
+                    "the layer made by \(instruction) (\(createdBy)) in stage \(stage) differs (layer #\(index + 1) of those this build made): \(change)"
+                )
+                findings.append(
+                    sameDiffID
+                        ? "  the uncompressed layers (diff_ids) agree: only the compressed bytes differ"
+                        : "  stage \(stage) is not part of the image, so its layers are not kept: the build first differs at \(instruction)"
+                )
+                continue
+            }
+            findings.append(
+                findings.isEmpty
+                    ? "the layer made by \(instruction) (\(createdBy)) differs (layer #\(index + 1) of those this build made): \(change)"
+                    : "it reaches the image through the layer made by \(instruction) (\(createdBy)), which differs too: \(change)"
+            )
+            if sameDiffID {
                 findings.append("the uncompressed layers (diff_ids) agree: only the compressed bytes differ")
                 return findings
             }
@@ -233,6 +253,9 @@ public struct Rebuilder {
                 originalDigest: digestA, rebuiltDigest: digestB, rebuiltLayout: rebuiltLayout,
                 scratch: scratch)
             return findings
+        }
+        if !findings.isEmpty {
+            return findings + ["no layer of the image itself differs: its config or manifest does"]
         }
         if before.count != after.count {
             return ["the rebuild made \(after.count) layers, the original \(before.count)"]

@@ -7,6 +7,8 @@ public struct LayoutError: HermeticError {
     public var layout: String
     public var digest: Digest?
     public var reason: String
+    /// The reason when a pinned digest is nowhere under the layout's index.json.
+    public static let notInLayout = "not found in this layout"
     public var description: String {
         digest.map { "image layout \(layout): blob \($0): \(reason)" } ?? "image layout \(layout): \(reason)"
     }
@@ -91,7 +93,7 @@ public struct OCILayoutReader: Sendable {
         if let digest {
             start =
                 try findDescriptor(digest, in: index, depth: 0)
-                ?? { throw LayoutError(layout: path, digest: digest, reason: "not found in this layout") }()
+                ?? { throw LayoutError(layout: path, digest: digest, reason: LayoutError.notInLayout) }()
         } else {
             start = try topLevelDescriptor(tag: tag)
         }

@@ -4,7 +4,8 @@ import Provenance
 import TestSupport
 import Testing
 
-/// A lock pin that the layout does not hold names the lock file and the line.
+/// A lock pin that the layout does not hold names the lock file and the line; `--iidfile` and
+/// `--metadata-file` hold the digest the help and SPEC say (the image index's when provenance is on).
 @Suite(.serialized) struct PinAndImageIDTests {
     @Test func aStaleLockPinNamesTheLockFileAndTheLine() throws {
         let scratch = try TemporaryDirectory(prefix: "stale-lock-")
@@ -43,5 +44,60 @@ import Testing
             pinnedByContext.standardError
                 == "error: Dockerfile:1: image \"base\": --build-context pins \(pinned) but oci-layout://\(current) does not hold it\n",
             "\(pinnedByContext.standardError)")
+    }
+
+    @Test func theImageIDFileHoldsTheIndexDigestWithProvenanceAndTheManifestDigestWithout() throws {
+        let scratch = try TemporaryDirectory(prefix: "iidfile-")
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try "FROM base\nCOPY app.txt /app.txt\n".write(
+            toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        try "app\n".write(toFile: context + "/app.txt", atomically: true, encoding: .utf8)
+        let base = try BaseImages.writeGoldenBase(at: scratch.path + "/base")
+        func build(_ name: String, _ extra: [String]) throws -> (
+            iid: String, metadata: [String: String], top: Descriptor
+        ) {
+            let outcome = try HermeticProcess.hermetic(
+                [
+                    "build", context, "--progress", "quiet", "--build-context",
+                    "base=oci-layout://\(scratch.path)/base@\(base)", "-o", "type=oci,dest=\(scratch.path)/\(name)",
+                    "--iidfile", "\(scratch.path)/\(name).iid", "--metadata-file", "\(scratch.path)/\(name).json",
+                ] + extra)
+            try #require(outcome.status == 0, "\(outcome.standardError)")
+            let iid = try String(contentsOfFile: "\(scratch.path)/\(name).iid", encoding: .utf8)
+            #expect(outcome.standardOutput == iid + "\n", "stdout prints the same digest")
+            let metadata = try JSONDecoder().decode(
+                [String: String].self, from: Data(contentsOf: URL(fileURLWithPath: "\(scratch.path)/\(name).json")))
+            let top = try #require(try OCILayoutReader(path: "\(scratch.path)/\(name)").index.manifests.first)
+            return (iid, metadata, top)
+        }
+        // The help says which digest it is.
+        let help = try HermeticProcess.hermetic(["build", "--help"])
+        #expect(
+            help.standardOutput.replacingOccurrences(of: "\n", with: " ").split(separator: " ").joined(separator: " ")
+                .contains(
+                    "the image index's when there is one (provenance on, the default, or several platforms), else the manifest's"
+                ),
+            "\(help.standardOutput)")
+
+        let attested = try build("attested", [])
+        #expect(attested.top.mediaType == MediaType.imageIndex)
+        #expect(attested.iid == attested.top.digest.description)
+        #expect(attested.metadata["containerimage.digest"] == attested.iid)
+        #expect(attested.metadata["containerimage.descriptor.mediaType"] == MediaType.imageIndex)
+
+        let plain = try build("plain", ["--provenance", "false"])
+        #expect(plain.top.mediaType == MediaType.imageManifest)
+        #expect(plain.iid == plain.top.digest.description)
+        #expect(plain.metadata["containerimage.digest"] == plain.iid)
+        // The config digest is the one-platform image's, with or without the index around it.
+        #expect(plain.metadata["containerimage.config.digest"] != nil)
+        #expect(attested.metadata["containerimage.config.digest"] == plain.metadata["containerimage.config.digest"])
+        // The index of the attested build holds that same manifest.
+        let index = try JSONDecoder().decode(
+            ImageIndex.self,
+            from: Data(
+                contentsOf: URL(fileURLWithPath: "\(scratch.path)/attested/blobs/sha256/\(attested.top.digest.hex)")))
+        #expect(index.manifests.contains { $0.digest.description == plain.iid })
     }
 }

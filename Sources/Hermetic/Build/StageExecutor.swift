@@ -219,16 +219,6 @@ struct StageExecutor {
         }
     }
 
-    static func missingPinMessage(_ reference: String, _ pinned: ImageResolver.PinnedImage) -> String {
-        let digest = pinned.digest.map(\.description) ?? "?"
-        let layout = "oci-layout://\(pinned.layoutPath)"
-        guard pinned.pinnedBy != "the Dockerfile", pinned.pinnedBy != "--build-context" else {
-            return "image \"\(reference)\": \(pinned.pinnedBy) pins \(digest) but \(layout) does not hold it"
-        }
-        return
-            "image \"\(reference)\": \(pinned.pinnedBy) pins \(digest) but \(layout) does not hold it (run hermetic lock again)"
-    }
-
     /// Resolves an image reference to a pinned image, copies and verifies its blobs into the workspace.
     private mutating func loadImage(_ reference: String, line: Int, platform wanted: Platform? = nil) throws -> (
         ResolvedImage, [LayerRecord]
@@ -246,7 +236,7 @@ struct StageExecutor {
         } catch let error as LayoutError where error.reason == LayoutError.notInLayout && error.digest == pinned.digest
         {
             // Name the pin's source and the line: the layout is fine, the pin (often a stale lock) is not.
-            throw DockerfileError(file: file, line: line, message: Self.missingPinMessage(reference, pinned))
+            throw DockerfileError(file: file, line: line, message: pinned.notInLayoutMessage)
         }
         let use = BuildRecord.ImageUse(
             reference: reference, pinnedDigest: pinned.digest,

@@ -1,0 +1,121 @@
+import Foundation
+import Hermetic
+import TestSupport
+import Testing
+
+/// Shapes that Dockerfiles of public projects use and that BuildKit builds, end to end through the real
+/// binary on a busybox base made by the test: RUN mounts without a target, empty `--chown` parts, quoted
+/// ADD sources, refusals only where the target needs them, and every error naming its Dockerfile line.
+@Suite struct RealWorldDockerfileTests {
+    /// One Dockerfile in a fresh context, with the busybox base as the named context `busybox`.
+    struct Build {
+        let scratch: TemporaryDirectory
+        let context: String
+        let baseDigest: Digest
+
+        init(_ dockerfile: String, files: [String: String] = [:]) throws {
+            scratch = try TemporaryDirectory(prefix: "realworld-")
+            context = scratch.path + "/ctx"
+            try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+            try dockerfile.write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+            for (name, text) in files {
+                let path = context + "/" + name
+                try FileManager.default.createDirectory(
+                    atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+            }
+            baseDigest = try BaseImages.writeBusybox(at: scratch.path + "/busybox")
+        }
+
+        func run(_ extra: [String] = []) throws -> HermeticProcess.Outcome {
+            try HermeticProcess.hermetic(
+                [
+                    "build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
+                    "--state-dir", scratch.path + "/state",
+                    "--build-context", "busybox=oci-layout://\(scratch.path)/busybox@\(baseDigest)",
+                    "-o", "type=local,dest=\(scratch.path)/out",
+                ] + extra)
+        }
+
+        func file(_ path: String) -> String? {
+            try? String(contentsOfFile: scratch.path + "/out/" + path, encoding: .utf8)
+        }
+
+        func exists(_ path: String) -> Bool {
+            var info = stat()
+            return lstat(scratch.path + "/out/" + path, &info) == 0
+        }
+    }
+
+    /// The one line a failed build printed, without its `error: ` prefix.
+    static func errorLine(_ outcome: HermeticProcess.Outcome) -> String {
+        let lines = outcome.standardError.split(separator: "\n").filter { $0.hasPrefix("error: ") }
+        return lines.last.map { String($0.dropFirst("error: ".count)) } ?? "no error line in: \(outcome.standardError)"
+    }
+
+    // MARK: RUN --mount without target=
+
+    /// BuildKit's dispatchRunMounts joins the target to the working directory, so a bind, cache or tmpfs
+    /// mount without `target=` lands on it (docker/compose: `RUN --mount=from=binary ls`; buildkit:
+    /// `RUN --mount=ro`); nothing of the mount reaches the layer.
+    @Test func mountWithoutTargetLandsOnTheWorkingDirectory() throws {
+        let build = try Build(
+            """
+            FROM busybox AS binary
+            RUN mkdir -p /out && echo built > /out/tool
+            FROM busybox
+            WORKDIR /src
+            RUN --mount=from=binary,source=/out ls > /from-stage && cat tool >> /from-stage
+            RUN --mount=ro cat hello.txt > /from-context
+            RUN --mount=type=tmpfs touch scratch-file && ls > /tmpfs-listing
+            RUN ls -A /src > /left-in-src
+            """,
+            files: ["hello.txt": "hello from the context\n"])
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("from-stage") == "tool\nbuilt\n")
+        #expect(build.file("from-context") == "hello from the context\n")
+        #expect(build.file("tmpfs-listing") == "scratch-file\n")
+        #expect(build.file("left-in-src") == "")
+    }
+
+    /// A cache mount without `id=` is named by its target as written, cleaned (BuildKit's
+    /// `path.Clean(mount.Target)`): `/c/` and `/c` are one cache, and one without a target is `.` wherever the
+    /// working directory is.
+    @Test func cacheMountIDIsTheCleanedTarget() throws {
+        let build = try Build(
+            """
+            FROM busybox
+            RUN --mount=type=cache,target=/c/ echo one > /c/f
+            RUN --mount=type=cache,target=/c cat /c/f > /seen-by-target
+            WORKDIR /a
+            RUN --mount=type=cache echo two > f
+            WORKDIR /b
+            RUN --mount=type=cache cat f > /seen-without-target
+            RUN --mount=type=cache,target=. cat f > /seen-with-dot
+            """)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("seen-by-target") == "one\n")
+        #expect(build.file("seen-without-target") == "two\n")
+        #expect(build.file("seen-with-dot") == "two\n")
+    }
+
+    /// A target that comes to `/` is refused with BuildKit's words, naming the line: no WORKDIR, an explicit
+    /// `/`, or a relative path that climbs to it.
+    @Test(arguments: [
+        ("RUN --mount=ro true", "RUN --mount=ro: invalid mount target \"/\""),
+        ("RUN --mount=type=cache,target=/ true", "RUN --mount=type=cache,target=/: invalid mount target \"/\""),
+        (
+            "WORKDIR /src\nRUN --mount=type=tmpfs,target=.. true",
+            "RUN --mount=type=tmpfs,target=..: invalid mount target \"/\""
+        ),
+    ])
+    func mountOnTheRootIsRefused(step: String, message: String) throws {
+        let build = try Build("FROM busybox\n\(step)\n")
+        let outcome = try build.run()
+        #expect(outcome.status == 1)
+        let line = step.split(separator: "\n").count + 1
+        #expect(Self.errorLine(outcome) == "Dockerfile:\(line): \(message)")
+    }
+}

@@ -118,4 +118,33 @@ import Testing
         let line = step.split(separator: "\n").count + 1
         #expect(Self.errorLine(outcome) == "Dockerfile:\(line): \(message)")
     }
+
+    // MARK: --chown with empty parts
+
+    /// BuildKit's llb.WithUser marshals an empty user or group name as id 0: `--chown=${U}:${G}` with both
+    /// empty is 0:0, `1000:` is 1000:0, `:1000` is 0:1000; an empty `--chown` (as written or expanded) is no
+    /// --chown at all (dispatchCopy), so a stage's file keeps its owner.
+    @Test func emptyChownPartsAreRoot() throws {
+        let build = try Build(
+            """
+            FROM busybox AS owned
+            RUN echo x > /f && chown 1234:4321 /f
+            FROM busybox
+            ARG U
+            ARG G
+            COPY --chown=${U}:${G} a /both-empty
+            COPY --chown=1000: a /group-empty
+            COPY --chown=:1000 a /user-empty
+            COPY --from=owned --chown= /f /chown-empty
+            COPY --from=owned --chown=$U /f /chown-expands-empty
+            RUN stat -c '%n %u:%g' /both-empty /group-empty /user-empty /chown-empty /chown-expands-empty > /owners
+            """,
+            files: ["a": "a\n"])
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(
+            build.file("owners")
+                == "/both-empty 0:0\n/group-empty 1000:0\n/user-empty 0:1000\n/chown-empty 1234:4321\n"
+                + "/chown-expands-empty 1234:4321\n")
+    }
 }

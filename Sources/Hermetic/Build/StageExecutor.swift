@@ -485,7 +485,8 @@ struct StageExecutor {
             throw fail(instruction, "COPY --from=scratch: scratch has no files")
         }
         var owner: (uid: UInt32, gid: UInt32)?
-        if let chown = copy.chown {
+        // BuildKit's dispatchCopy takes an empty --chown (as written or expanded) as no --chown at all.
+        if let chown = copy.chown, !chown.isEmpty {
             do {
                 owner = try UserDatabase(root: state.rootfs).resolveOwner(chown)
             } catch {

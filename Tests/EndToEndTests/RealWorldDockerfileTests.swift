@@ -147,4 +147,78 @@ import Testing
                 == "/both-empty 0:0\n/group-empty 1000:0\n/user-empty 0:1000\n/chown-empty 1234:4321\n"
                 + "/chown-expands-empty 1234:4321\n")
     }
+
+    // MARK: ADD sources as the shell lexer reads them
+
+    /// BuildKit expands and unquotes a source before it classifies it: a quoted URL with `--checksum` is
+    /// fetched (from a server the test runs on 127.0.0.1), not refused as a local path.
+    @Test func aQuotedURLIsFetched() throws {
+        let served = try TemporaryDirectory(prefix: "realworld-served-")
+        let payload = Array("fetched through a quoted URL\n".utf8)
+        try Data(payload).write(to: URL(fileURLWithPath: served.path + "/x.txt"))
+        let server = try RemoteSourceTests.LoopbackServer(directory: served.path)
+        let checksum = Digest.sha256(of: payload)
+        let build = try Build(
+            """
+            FROM busybox
+            ADD --checksum=\(checksum) "http://127.0.0.1:\(server.port)/x.txt" /quoted.txt
+            ARG URL='http://127.0.0.1:\(server.port)/x.txt'
+            ADD --checksum=\(checksum) '$URL' /single-quoted-as-written.txt
+            """)
+        let outcome = try build.run()
+        #expect(outcome.status == 1)
+        // Single quotes keep `$URL` as written, as BuildKit's lexer does: a local path, not in the context.
+        #expect(Self.errorLine(outcome) == "Dockerfile:4: ADD --checksum: checksum requires HTTP(S) or Git sources")
+
+        let fetched = try Build(
+            """
+            FROM busybox
+            ADD --checksum=\(checksum) "http://127.0.0.1:\(server.port)/x.txt" /quoted.txt
+            ARG URL=http://127.0.0.1:\(server.port)/x.txt
+            ADD --checksum=\(checksum) "$URL" /double-quoted-variable.txt
+            """)
+        let good = try fetched.run()
+        try #require(good.status == 0, "\(good.standardError)")
+        #expect(fetched.file("quoted.txt") == "fetched through a quoted URL\n")
+        #expect(fetched.file("double-quoted-variable.txt") == "fetched through a quoted URL\n")
+    }
+
+    /// A quoted git URL is a git source: refused as one (it slipped past and failed with `--checksum must
+    /// be sha256:<64 hex>`, although no --checksum was given).
+    @Test func aQuotedGitURLIsRefusedAsAGitSource() throws {
+        let build = try Build("FROM busybox\nADD \"https://github.com/docker/compose.git#v2.24.0\" /src\n")
+        let outcome = try build.run()
+        #expect(outcome.status == 1)
+        #expect(
+            Self.errorLine(outcome)
+                == "Dockerfile:2: ADD https://github.com/docker/compose.git#v2.24.0: git sources are not supported "
+                + "by a hermetic build (check the repository out and pass it as --build-context NAME=DIR, then "
+                + "COPY --from=NAME)")
+    }
+
+    /// SPEC: a stage the target does not need never fails the build, so a git source or an unpinned URL in
+    /// another stage does not stop `--target`; building the stage that has it still fails, before any step.
+    @Test func refusedSourcesOnlyFailAStageTheTargetNeeds() throws {
+        let build = try Build(
+            """
+            FROM busybox AS app
+            COPY main.sh /app/
+            RUN sh /app/main.sh > /app/out
+            FROM busybox AS docs
+            ADD https://github.com/docker/docs.git /docs
+            ADD https://example.invalid/unpinned.tgz /x
+            FROM app AS release
+            COPY --from=docs /docs /docs
+            """,
+            files: ["main.sh": "echo built\n"])
+        let app = try build.run(["--target", "app", "--progress", "plain"])
+        try #require(app.status == 0, "\(app.standardError)")
+        #expect(app.standardError.contains("COPY main.sh /app/"), "plain progress names the steps")
+        #expect(build.file("app/out") == "built\n")
+
+        let release = try build.run(["--target", "release", "--progress", "plain"])
+        #expect(release.status == 1)
+        #expect(Self.errorLine(release).hasPrefix("Dockerfile:5: ADD https://github.com/docker/docs.git: git sources"))
+        #expect(!release.standardError.contains("main.sh"), "a step ran before the refusal")
+    }
 }

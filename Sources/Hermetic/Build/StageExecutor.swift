@@ -458,6 +458,9 @@ struct StageExecutor {
         stage: PlannedStage, state: StageState
     ) async throws -> [LayerEntry] {
         let line = instruction.range.start.line
+        // The planner checked what it could expand; a variable from the base image's ENV or an ONBUILD
+        // trigger is only known here.
+        if let violation = copy.sourceRuleViolation() { throw fail(instruction, violation) }
         let source =
             position.flatMap { stage.sources[$0] } ?? copy.from.flatMap { stage.triggerSources[$0] }
             ?? (copy.from.map { StageSource.image($0) })

@@ -221,4 +221,18 @@ import Testing
         #expect(Self.errorLine(release).hasPrefix("Dockerfile:5: ADD https://github.com/docker/docs.git: git sources"))
         #expect(!release.standardError.contains("main.sh"), "a step ran before the refusal")
     }
+
+    /// SPEC §8's way to build a file whose ADD names a git repository: the checkout as a directory context,
+    /// copied without its `.git` as ADD would.
+    @Test func aGitSourceBuildsFromACheckoutContext() throws {
+        let build = try Build("FROM busybox\nCOPY --from=compose --exclude=.git / /src\nRUN cat /src/VERSION\n")
+        let checkout = build.scratch.path + "/compose-checkout"
+        try FileManager.default.createDirectory(atPath: checkout + "/.git", withIntermediateDirectories: true)
+        try "ref: refs/heads/main\n".write(toFile: checkout + "/.git/HEAD", atomically: true, encoding: .utf8)
+        try "v2.24.0\n".write(toFile: checkout + "/VERSION", atomically: true, encoding: .utf8)
+        let outcome = try build.run(["--build-context", "compose=\(checkout)"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("src/VERSION") == "v2.24.0\n")
+        #expect(!build.exists("src/.git"))
+    }
 }

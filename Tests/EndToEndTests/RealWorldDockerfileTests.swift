@@ -235,4 +235,39 @@ import Testing
         #expect(build.file("src/VERSION") == "v2.24.0\n")
         #expect(!build.exists("src/.git"))
     }
+
+    // MARK: Every error names its line
+
+    /// Errors met while an instruction runs name its Dockerfile line, as every other error does (a WORKDIR
+    /// onto a file said only `WORKDIR /src/ui: Not a directory`).
+    @Test(arguments: [
+        ("FROM busybox\nCOPY a /src/ui\nWORKDIR /src/ui\n", "Dockerfile:3: WORKDIR /src/ui: Not a directory"),
+        (
+            "FROM busybox\nRUN ln -s loop /loop\nWORKDIR /loop/x\n",
+            "Dockerfile:3: resolve WORKDIR /loop/x: Too many levels of symbolic links"
+        ),
+        ("FROM busybox\nRUN ln -s /etc/passwd/nope /w\nWORKDIR /w\n", "Dockerfile:3: WORKDIR /w: Not a directory"),
+    ])
+    func executionErrorsNameTheLine(dockerfile: String, expected: String) throws {
+        let build = try Build(dockerfile, files: ["a": "a\n"])
+        let outcome = try build.run()
+        #expect(outcome.status == 1)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1, "\(outcome.standardError)")
+        #expect(Self.errorLine(outcome) == expected)
+    }
+
+    /// An archive ADD extracts, and what goes wrong in it names the line too.
+    @Test func aBadArchiveNamesTheLine() throws {
+        let build = try Build("FROM busybox\nCOPY a /a\nADD evil.tar /x/\n", files: ["a": "a\n"])
+        let tar = RawTar.archive([RawTar.Entry(name: "ok", data: [1]), RawTar.Entry(name: "../../escape", data: [1])])
+        try Data(tar).write(to: URL(fileURLWithPath: build.context + "/evil.tar"))
+        let outcome = try build.run()
+        #expect(outcome.status == 1)
+        #expect(outcome.standardError.split(separator: "\n").count == 1, "\(outcome.standardError)")
+        #expect(
+            Self.errorLine(outcome)
+                == "Dockerfile:3: layer \(build.context)/evil.tar: entry \"../../escape\" refused: '..' leaves the "
+                + "archive root")
+    }
 }

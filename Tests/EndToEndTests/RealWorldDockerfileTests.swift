@@ -27,14 +27,14 @@ import Testing
             baseDigest = try BaseImages.writeBusybox(at: scratch.path + "/busybox")
         }
 
-        func run(_ extra: [String] = []) throws -> HermeticProcess.Outcome {
+        func run(_ extra: [String] = [], environment: [String: String] = [:]) throws -> HermeticProcess.Outcome {
             try HermeticProcess.hermetic(
                 [
                     "build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
                     "--state-dir", scratch.path + "/state",
                     "--build-context", "busybox=oci-layout://\(scratch.path)/busybox@\(baseDigest)",
                     "-o", "type=local,dest=\(scratch.path)/out",
-                ] + extra)
+                ] + extra, environment: environment)
         }
 
         func file(_ path: String) -> String? {

@@ -1,0 +1,172 @@
+import Foundation
+import Hermetic
+import TestSupport
+import Testing
+
+/// Dockerfiles shaped like those of public Go, Python, Node and C projects, built on a busybox base by the
+/// real binary: multi-stage builds, heredocs, cache/bind/tmpfs mounts, COPY --link/--chmod/--parents/
+/// --exclude, ARG in FROM and $BUILDPLATFORM. Each checks what the image holds, not only that it built.
+@Suite struct RealWorldBatteryTests {
+    typealias Build = RealWorldDockerfileTests.Build
+
+    /// A Go project's pattern: the base from a global ARG, a builder on $BUILDPLATFORM, the source bound
+    /// at the working directory, a module cache, the result copied into scratch.
+    @Test func goStyleCrossBuild() throws {
+        let build = try Build(
+            """
+            # syntax=docker/dockerfile:1
+            ARG BASE_IMAGE=busybox
+            ARG APP_VERSION=dev
+
+            FROM --platform=$BUILDPLATFORM ${BASE_IMAGE} AS build
+            ARG TARGETOS TARGETARCH
+            ARG APP_VERSION
+            WORKDIR /src
+            RUN --mount=type=cache,target=/root/.cache/go-build \\
+                --mount=type=bind,target=. \\
+                mkdir -p /out && cp main.go /out/app \\
+                && echo "$TARGETOS/$TARGETARCH $APP_VERSION" > /out/platform \\
+                && date > /root/.cache/go-build/stamp
+
+            FROM build AS test
+            RUN --mount=type=cache,target=/root/.cache/go-build test -f /root/.cache/go-build/stamp && touch /tested
+
+            FROM scratch AS release
+            COPY --from=build /out/ /
+            ENTRYPOINT ["/app"]
+            """,
+            files: ["main.go": "package main\n", "go.mod": "module x\n"])
+        let outcome = try build.run(["--build-arg", "APP_VERSION=1.2.3"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("app") == "package main\n")
+        #expect(build.file("platform") == "linux/\(Self.hostArchitecture) 1.2.3\n")
+        let test = try build.run(["--target", "test"])
+        try #require(test.status == 0, "\(test.standardError)")
+        #expect(build.exists("tested"))
+    }
+
+    static var hostArchitecture: String {
+        #if arch(x86_64)
+            "amd64"
+        #elseif arch(arm64)
+            "arm64"
+        #else
+            "unknown"
+        #endif
+    }
+
+    /// A Python project's pattern: heredoc files and scripts, `<<-` with tabs, a heredoc run by another
+    /// interpreter, a non-root user made in the image, and --chown by name.
+    @Test func pythonStyleHeredocsAndUser() throws {
+        let build = try Build(
+            """
+            FROM busybox
+            ENV APP_HOME=/app NAME=world
+            WORKDIR $APP_HOME
+            RUN echo 'svc:x:10001:10001::/home/svc:/bin/sh' >> /etc/passwd && echo 'svc:x:10001:' >> /etc/group
+            COPY --chown=svc:svc <<EOF config.ini
+            [main]
+            name=${NAME}
+            EOF
+            COPY --chmod=0755 <<'EOF' /usr/local/bin/entry
+            #!/bin/sh
+            echo "hello $NAME"
+            EOF
+            RUN <<EOT
+            set -e
+            echo first > /app/first
+            echo second >> /app/first
+            EOT
+            RUN <<-EOF
+            \techo tabbed > /app/tabbed
+            \tEOF
+            RUN <<EOF sh -e
+            echo "run by sh -e" > /app/by-sh
+            EOF
+            USER svc
+            RUN id -un > /tmp/whoami && test "$(cat /tmp/whoami)" = svc
+            USER root
+            RUN stat -c '%U:%G %a' /app/config.ini /usr/local/bin/entry > /app/modes && /usr/local/bin/entry > /app/entry
+            """)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("app/config.ini") == "[main]\nname=world\n")
+        #expect(build.file("app/first") == "first\nsecond\n")
+        #expect(build.file("app/tabbed") == "tabbed\n")
+        #expect(build.file("app/by-sh") == "run by sh -e\n")
+        #expect(build.file("app/modes") == "svc:svc 644\nroot:root 755\n")
+        #expect(build.file("app/entry") == "hello world\n")
+    }
+
+    /// A Node monorepo's pattern: manifests first with --parents, sources with --exclude, a locked npm
+    /// cache, a tmpfs for scratch files, a symbolic --chmod, COPY --link into a later stage.
+    @Test func nodeStyleMonorepo() throws {
+        let build = try Build(
+            """
+            FROM busybox AS deps
+            WORKDIR /repo
+            COPY --parents packages/*/package.json ./
+            RUN --mount=type=cache,target=/root/.npm,sharing=locked \\
+                --mount=type=tmpfs,target=/tmp \\
+                find . -name package.json | sort > /repo/manifests && echo tmp > /tmp/scratch
+
+            FROM deps AS build
+            COPY --exclude=**/*.md --exclude=**/test/** . .
+            COPY --chmod=u+x,go+rx scripts/run.sh /usr/local/bin/run
+            RUN find packages -type f | sort > /repo/files && ls /tmp > /repo/tmp-listing
+
+            FROM busybox
+            COPY --link --from=build /repo /srv
+            COPY --link --from=build /usr/local/bin/run /usr/local/bin/run
+            RUN stat -c '%a' /usr/local/bin/run > /srv/run-mode
+            """,
+            files: [
+                "packages/a/package.json": "{}\n", "packages/a/index.js": "a\n", "packages/a/README.md": "r\n",
+                "packages/b/package.json": "{}\n", "packages/b/test/b.test.js": "t\n", "packages/b/lib.js": "b\n",
+                "scripts/run.sh": "#!/bin/sh\n", "README.md": "top\n",
+            ])
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("srv/manifests") == "./packages/a/package.json\n./packages/b/package.json\n")
+        #expect(
+            build.file("srv/files")
+                == "packages/a/index.js\npackages/a/package.json\npackages/b/lib.js\npackages/b/package.json\n")
+        #expect(build.file("srv/tmp-listing") == "")
+        #expect(build.file("srv/run-mode") == "755\n")
+        #expect(!build.exists("srv/README.md"))
+    }
+
+    /// Docker's Go template: files bound one by one at relative targets, a relative cache target, a secret
+    /// as a file and as an environment variable; none of the mount points lands in the layer.
+    @Test func dockerInitGoTemplate() throws {
+        let build = try Build(
+            """
+            ARG BASE=busybox
+            FROM ${BASE:-nothing} AS build
+            WORKDIR /src
+            RUN --mount=type=cache,target=go/pkg/mod/ \\
+                --mount=type=bind,source=go.sum,target=go.sum \\
+                --mount=type=bind,source=go.mod,target=go.mod \\
+                cat go.mod go.sum > /modules && touch go/pkg/mod/downloaded
+            RUN --mount=type=cache,target=go/pkg/mod/ ls go/pkg/mod > /cached
+            RUN --mount=type=secret,id=netrc,target=/root/.netrc \\
+                --mount=type=secret,id=token,env=TOKEN \\
+                wc -c < /root/.netrc > /netrc-size && echo ${#TOKEN} > /token-length
+            RUN ls -A /src > /left-in-src
+
+            FROM scratch
+            COPY --from=build --chown=root:root /modules /cached /netrc-size /token-length /left-in-src /out/
+            """,
+            files: ["go.mod": "module example.com/app\n", "go.sum": "sum\n", "netrc": "machine x\n"])
+        let outcome = try build.run(
+            [
+                "--secret", "id=netrc,src=\(build.context)/netrc", "--secret", "id=token,env=TOKEN_VALUE",
+            ], environment: ["TOKEN_VALUE": "t0k3n"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("out/modules") == "module example.com/app\nsum\n")
+        #expect(build.file("out/cached") == "downloaded\n")
+        #expect(build.file("out/netrc-size") == "10\n")
+        #expect(build.file("out/token-length") == "5\n")
+        #expect(build.file("out/left-in-src") == "")
+    }
+}

@@ -270,4 +270,15 @@ import Testing
                 == "Dockerfile:3: layer \(build.context)/evil.tar: entry \"../../escape\" refused: '..' leaves the "
                 + "archive root")
     }
+
+    /// A COPY whose destination's parent is a file fails, as BuildKit's copy fails its MkdirAll
+    /// (`mkdir /f: not a directory`); the file is never turned into a directory.
+    @Test(arguments: ["COPY a /f/x", "COPY a /f/", "COPY d /f/sub/", "ADD a /f/x", "COPY d /f"])
+    func copyBelowAFileFails(step: String) throws {
+        let build = try Build("FROM busybox\nCOPY a /f\n\(step)\n", files: ["a": "a\n", "d/inner": "i\n"])
+        let outcome = try build.run()
+        #expect(outcome.status == 1, "\(step): \(outcome.standardError)")
+        let keyword = step.prefix { $0 != " " }
+        #expect(Self.errorLine(outcome) == "Dockerfile:3: \(keyword) failed: mkdir /f: not a directory")
+    }
 }

@@ -169,4 +169,69 @@ import Testing
         #expect(build.file("out/token-length") == "5\n")
         #expect(build.file("out/left-in-src") == "")
     }
+
+    /// A C project's pattern: a pipefail SHELL, a release tarball ADDed with --chown and extracted, a cache
+    /// owned by the build user, a relative WORKDIR, .dockerignore, and the runtime config.
+    @Test func cStyleReleaseBuild() throws {
+        let build = try Build(
+            """
+            FROM busybox AS builder
+            SHELL ["/bin/sh", "-o", "pipefail", "-c"]
+            ARG PREFIX=/usr/local
+            ENV CFLAGS="-O2 -g" \\
+                PATH=$PREFIX/sbin:$PATH
+            WORKDIR /build
+            ADD --chown=1000:1000 release.tar.gz ./
+            WORKDIR src
+            USER 1000:1000
+            RUN --mount=type=cache,target=/home/app/.ccache,uid=1000,gid=1000 \\
+                --network=none \\
+                echo "$CFLAGS" | tr -d ' ' > built && cat hello.c >> built && touch /home/app/.ccache/obj
+            RUN --mount=type=cache,target=/home/app/.ccache,uid=1000,gid=1000 ls /home/app/.ccache > cache-listing
+            USER root
+            COPY . /ctx/
+            RUN ls -A /ctx > /build/src/ctx-listing && stat -c '%u:%g' /build/src/hello.c > /build/src/owner \\
+                && pwd > /build/src/pwd && echo "$PATH" > /build/src/path
+
+            FROM busybox
+            COPY --from=0 /build/src/ /opt/app/
+            EXPOSE 8080/tcp 9090
+            VOLUME ["/data"]
+            HEALTHCHECK --interval=30s CMD wget -q -O- http://localhost:8080/ || exit 1
+            STOPSIGNAL SIGQUIT
+            USER 1000
+            ENTRYPOINT ["/opt/app/run"]
+            CMD ["--port", "8080"]
+            """,
+            files: [".dockerignore": "*.log\nsecret/\n", "debug.log": "x\n", "secret/key": "k\n", "notes.txt": "n\n"])
+        try makeTarball(
+            at: build.context + "/release.tar.gz", files: ["src/hello.c": "int main(void){return 0;}\n"],
+            scratch: build.scratch.path)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("opt/app/built") == "-O2-g\nint main(void){return 0;}\n")
+        #expect(build.file("opt/app/cache-listing") == "obj\n")
+        #expect(build.file("opt/app/ctx-listing") == ".dockerignore\nDockerfile\nnotes.txt\nrelease.tar.gz\n")
+        #expect(build.file("opt/app/owner") == "1000:1000\n")
+        #expect(build.file("opt/app/pwd") == "/build/src\n")
+        #expect(
+            build.file("opt/app/path")
+                == "/usr/local/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
+    }
+
+    /// A gzipped tarball made by the system's tar from `files` (directories 0755, files 0644), as a
+    /// project's release tarball is.
+    func makeTarball(at path: String, files: [String: String], scratch: String) throws {
+        let tree = scratch + "/tarball-tree"
+        for (name, text) in files {
+            let file = tree + "/" + name
+            try FileManager.default.createDirectory(
+                atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+        }
+        let tar = try ExternalTools.require("tar")
+        let outcome = try HermeticProcess.run(
+            tar, ["--owner=0", "--group=0", "--mode=u=rwX,go=rX", "-czf", path, "-C", tree, "."])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+    }
 }

@@ -219,6 +219,44 @@ import Testing
                 == "/usr/local/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
     }
 
+    /// Debian-style package steps and BuildKit's own Dockerfile shapes: two locked caches, a read-write
+    /// bind whose writes are discarded, several heredocs in one COPY, a heredoc fed to a program, ARG
+    /// defaults that use other ARGs, and `--mount=target=.` of another stage.
+    @Test func packagingAndHeredocShapes() throws {
+        let build = try Build(
+            """
+            ARG ALPINE_VERSION=3.19
+            ARG BASE=busybox
+            FROM ${BASE} AS gen
+            ARG ALPINE_VERSION
+            ARG TAG=v${ALPINE_VERSION}-custom
+            WORKDIR /gen
+            COPY <<EOF1 <<EOF2 ./
+            one $TAG
+            EOF1
+            two
+            EOF2
+            RUN <<EOF awk '{ print toupper($0) }' > /gen/upper
+            shout
+            EOF
+
+            FROM busybox
+            RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\
+                --mount=type=cache,target=/var/lib/apt,sharing=locked \\
+                echo pkg >> /var/cache/apt/archives && cat /var/cache/apt/archives > /installed
+            RUN --mount=type=bind,target=/src,rw echo scribble > /src/Dockerfile && cat /src/Dockerfile > /wrote
+            WORKDIR /out
+            RUN --mount=from=gen,source=/gen,target=. cat EOF1 EOF2 upper > /generated
+            RUN --mount=type=bind,target=/src cat /src/Dockerfile | head -1 > /context-unchanged
+            """)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("installed") == "pkg\n")
+        #expect(build.file("wrote") == "scribble\n")
+        #expect(build.file("context-unchanged") == "ARG ALPINE_VERSION=3.19\n")
+        #expect(build.file("generated") == "one v3.19-custom\ntwo\nSHOUT\n")
+    }
+
     /// A gzipped tarball made by the system's tar from `files` (directories 0755, files 0644), as a
     /// project's release tarball is.
     func makeTarball(at path: String, files: [String: String], scratch: String) throws {

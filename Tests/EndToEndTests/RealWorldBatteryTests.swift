@@ -257,6 +257,34 @@ import Testing
         #expect(build.file("generated") == "one v3.19-custom\ntwo\nSHOUT\n")
     }
 
+    /// Files as editors and generators write them: CRLF line ends, a UTF-8 byte order mark, parser
+    /// directives, comments and blank lines inside continuations, ONBUILD in a base stage, same-line ENV
+    /// references, EXPOSE from a variable.
+    @Test func editorAndStyleVariants() throws {
+        let text = """
+            \u{FEFF}# syntax=docker/dockerfile:1.7
+            # check=skip=JSONArgsRecommended
+            FROM busybox AS Base
+            ONBUILD COPY hello.txt /onbuild/
+            ENV A=1
+            ENV A=2 B=$A
+            ARG PORT=8080
+            EXPOSE $PORT
+            RUN echo "a=$A b=$B" > /env \\
+                # a comment inside the continuation
+            \\
+                && echo continued >> /env
+
+            FROM base
+            RUN cat /onbuild/hello.txt >> /env
+            CMD exec /bin/sh -c 'echo hi'
+            """
+        let build = try Build(text.replacingOccurrences(of: "\n", with: "\r\n"), files: ["hello.txt": "hello\n"])
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("env") == "a=2 b=1\ncontinued\nhello\n")
+    }
+
     /// A gzipped tarball made by the system's tar from `files` (directories 0755, files 0644), as a
     /// project's release tarball is.
     func makeTarball(at path: String, files: [String: String], scratch: String) throws {

@@ -285,6 +285,55 @@ import Testing
         #expect(build.file("env") == "a=2 b=1\ncontinued\nhello\n")
     }
 
+    /// Wildcard and JSON-form copies as Node and Python projects write them: `package*.json ./`,
+    /// `requirements*.txt`, a name with a space, a directory symlink in the context, a local ADD of a
+    /// directory and of an archive left packed.
+    @Test func wildcardAndJSONFormCopies() throws {
+        let build = try Build(
+            """
+            FROM busybox
+            WORKDIR /usr/src/app
+            COPY package*.json ./
+            COPY requirements*.txt /py/
+            COPY ["docs/read me.txt", "/docs/"]
+            COPY ["assets", "/assets"]
+            ADD config /etc/app/
+            ADD --unpack=false vendor.tar.gz /vendor/
+            RUN ls -A /usr/src/app /py /docs /assets /etc/app /vendor > /listing
+            """,
+            files: [
+                "package.json": "{}\n", "package-lock.json": "{}\n", "requirements.txt": "flask\n",
+                "docs/read me.txt": "r\n", "assets/logo.svg": "<svg/>\n", "config/app.yaml": "a: 1\n",
+            ])
+        try makeTarball(at: build.context + "/vendor.tar.gz", files: ["lib.js": "x\n"], scratch: build.scratch.path)
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        // busybox ls lists its arguments in name order.
+        #expect(
+            build.file("listing")
+                == """
+                /assets:
+                logo.svg
+
+                /docs:
+                read me.txt
+
+                /etc/app:
+                app.yaml
+
+                /py:
+                requirements.txt
+
+                /usr/src/app:
+                package-lock.json
+                package.json
+
+                /vendor:
+                vendor.tar.gz
+
+                """)
+    }
+
     /// A gzipped tarball made by the system's tar from `files` (directories 0755, files 0644), as a
     /// project's release tarball is.
     func makeTarball(at path: String, files: [String: String], scratch: String) throws {

@@ -334,6 +334,36 @@ import Testing
                 """)
     }
 
+    /// Java and OpenShift shapes: a jar picked by wildcard from another stage into a file name, group
+    /// permissions equal to the user's (`--chmod=g=u`), an arbitrary uid without a passwd entry, and a
+    /// cache mounted inside a read-only bind of the context (Node's node_modules cache; its mount point must
+    /// exist in the context, as runc under BuildKit cannot make one inside a read-only bind either).
+    @Test func javaAndOpenShiftShapes() throws {
+        let build = try Build(
+            """
+            FROM busybox AS build
+            WORKDIR /app
+            RUN mkdir -p target && echo jar > target/app-1.0.jar && echo src > target/app-1.0-sources.txt
+            RUN --mount=type=bind,target=/src \\
+                --mount=type=cache,target=/src/node_modules \\
+                touch /src/node_modules/installed && ls /src/node_modules > /app/modules
+
+            FROM busybox
+            COPY --from=build /app/target/*.jar app.jar
+            COPY --from=build --chown=1001:0 --chmod=g=u /app/modules /opt/modules
+            USER 1001
+            RUN id -u > /tmp/uid && id -g >> /tmp/uid && cat /tmp/uid
+            USER 0
+            RUN stat -c '%a %u:%g' /opt/modules > /modes && cat /tmp/uid >> /modes
+            """,
+            files: ["node_modules/.keep": ""])
+        let outcome = try build.run()
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(build.file("app.jar") == "jar\n")
+        #expect(build.file("opt/modules") == "installed\n")
+        #expect(build.file("modes") == "664 1001:0\n1001\n0\n")
+    }
+
     /// A gzipped tarball made by the system's tar from `files` (directories 0755, files 0644), as a
     /// project's release tarball is.
     func makeTarball(at path: String, files: [String: String], scratch: String) throws {

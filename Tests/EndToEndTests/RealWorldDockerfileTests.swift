@@ -281,4 +281,16 @@ import Testing
         let keyword = step.prefix { $0 != " " }
         #expect(Self.errorLine(outcome) == "Dockerfile:3: \(keyword) failed: mkdir /f: not a directory")
     }
+
+    /// SPEC §8: a --chown name the stage does not have is an error, not BuildKit's silent root.
+    @Test(arguments: [
+        ("nosuchuser", "unable to find user nosuchuser: no matching entries in passwd file"),
+        ("app:nosuchgroup", "unable to find group nosuchgroup: no matching entries in group file"),
+    ])
+    func anUnknownChownNameIsAnError(chown: String, message: String) throws {
+        let build = try Build("FROM busybox\nCOPY --chown=\(chown) a /a\n", files: ["a": "a\n"])
+        let outcome = try build.run()
+        #expect(outcome.status == 1)
+        #expect(Self.errorLine(outcome) == "Dockerfile:2: COPY --chown=\(chown): \(message)")
+    }
 }

@@ -141,7 +141,7 @@ struct StageExecutor {
                             file: file, line: stage.from.range.start.line,
                             message: "the base image's ONBUILD trigger \"\(instruction.original)\" is not allowed")
                     default:
-                        try await execute(instruction, position: nil, in: stage, state: &state)
+                        try await executeNamingLine(instruction, position: nil, in: stage, state: &state)
                     }
                 }
             }
@@ -150,9 +150,23 @@ struct StageExecutor {
             log.step(
                 "\(stage.index) [\(stage.displayName) \(position + 2)/\(steps)] \(Self.firstLine(instruction.original))"
             )
-            try await execute(instruction, position: position, in: stage, state: &state)
+            try await executeNamingLine(instruction, position: position, in: stage, state: &state)
         }
         stages[stage.index] = state
+    }
+
+    /// Runs one instruction. An error that names no Dockerfile line yet (a file system call that failed, a
+    /// WORKDIR onto a file, a layer that cannot be applied) is given this instruction's, as all others have.
+    private mutating func executeNamingLine(
+        _ instruction: Instruction, position: Int?, in stage: PlannedStage, state: inout StageState
+    ) async throws {
+        do {
+            try await execute(instruction, position: position, in: stage, state: &state)
+        } catch let error as DockerfileError {
+            throw error
+        } catch let error as any HermeticError {
+            throw fail(instruction, error.description)
+        }
     }
 
     /// Progress shows an instruction's first line; heredoc bodies and continuations stay out of it.
@@ -465,6 +479,9 @@ struct StageExecutor {
         stage: PlannedStage, state: StageState
     ) async throws -> [LayerEntry] {
         let line = instruction.range.start.line
+        // The planner checked what it could expand; a variable from the base image's ENV or an ONBUILD
+        // trigger is only known here.
+        if let violation = copy.sourceRuleViolation() { throw fail(instruction, violation) }
         let source =
             position.flatMap { stage.sources[$0] } ?? copy.from.flatMap { stage.triggerSources[$0] }
             ?? (copy.from.map { StageSource.image($0) })
@@ -492,7 +509,8 @@ struct StageExecutor {
             throw fail(instruction, "COPY --from=scratch: scratch has no files")
         }
         var owner: (uid: UInt32, gid: UInt32)?
-        if let chown = copy.chown {
+        // BuildKit's dispatchCopy takes an empty --chown (as written or expanded) as no --chown at all.
+        if let chown = copy.chown, !chown.isEmpty {
             do {
                 owner = try UserDatabase(root: state.rootfs).resolveOwner(chown)
             } catch {

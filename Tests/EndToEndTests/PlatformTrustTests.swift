@@ -33,15 +33,22 @@ import Testing
             let path = scratch.path + "/" + name
             let digest = try BaseImages.writePlatformLayout(
                 at: path,
-                images: images.map {
-                    BaseImages.PlatformImage(entries: entries, config: $0.config, label: $0.label, onBuild: onBuild)
+                images: images.map { image in
+                    // Each image says what its config is, so a test sees which one a build took.
+                    let marker = LayerEntry(
+                        path: "etc/platform", kind: .regular(.bytes(Array("\(image.config)\n".utf8))), mode: 0o644)
+                    return BaseImages.PlatformImage(
+                        entries: entries + [marker], config: image.config, label: image.label, onBuild: onBuild)
                 }, top: top)
             return (path, digest)
         }
 
-        func build(_ arguments: [String], progress: String = "quiet") throws -> HermeticProcess.Outcome {
+        func build(_ arguments: [String], progress: String = "quiet", local: Bool = false) throws
+            -> HermeticProcess.Outcome
+        {
             try HermeticProcess.hermetic(
-                ["build", context, "--progress", progress, "-o", "type=oci,dest=\(output)"] + arguments)
+                ["build", context, "--progress", progress, "-o", "type=\(local ? "local" : "oci"),dest=\(output)"]
+                    + arguments)
         }
 
         /// The platform of the built image's config for `platform`.
@@ -117,6 +124,28 @@ import Testing
         let built = try fixture.build(["--platform", Self.foreign.description] + Self.context("base", honest))
         try #require(built.status == 0, "\(built.standardError)")
         #expect(try fixture.builtPlatform(Self.foreign) == Self.foreign)
+    }
+
+    /// Variants as containerd's matcher, kept to one architecture: a base of a lower variant serves a
+    /// higher one, never the reverse, and an index gives the best variant that serves.
+    @Test func variantsFollowContainerdsMatcher() throws {
+        let fixture = try Fixture("FROM base\nCOPY a.txt /a.txt\n")
+        let v3 = Platform(os: "linux", architecture: "amd64", variant: "v3")
+        let newer = try fixture.layout("v3", [(v3, nil)], top: .manifests)
+        Self.expectRefused(
+            try fixture.build(["--platform", "linux/amd64"] + Self.context("base", newer)),
+            "Dockerfile:1: FROM base: the image in oci-layout://\(newer.path) is linux/amd64/v3, not the requested linux/amd64",
+            fixture)
+
+        let arm = { (variant: String) in Platform(os: "linux", architecture: "arm", variant: variant) }
+        let arms = try fixture.layout(
+            "arms", [(arm("v5"), arm("v5")), (arm("v7"), arm("v7")), (arm("v6"), arm("v6"))], top: .index)
+        for (requested, taken) in [("linux/arm/v8", "linux/arm/v7"), ("linux/arm/v6", "linux/arm/v6")] {
+            try? FileManager.default.removeItem(atPath: fixture.output)
+            let built = try fixture.build(["--platform", requested] + Self.context("base", arms), local: true)
+            try #require(built.status == 0, "\(built.standardError)")
+            #expect(try String(contentsOfFile: fixture.output + "/etc/platform", encoding: .utf8) == taken + "\n")
+        }
     }
 
     /// `FROM --platform=` (after expansion) asks for that platform, and a malformed or empty one is refused
@@ -202,13 +231,17 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: fixture.output))
     }
 
+    /// Names are normalised as containerd's Parse: `aarch64`, `x86_64`, `armhf`, any case, and a lone OS
+    /// (`linux`) taking the host's architecture.
     @Test func platformNamesAreNormalised() throws {
         let fixture = try Fixture("FROM scratch\nCOPY a.txt /a.txt\n")
-        let built = try fixture.build(["--platform", "Linux/AARCH64,x86_64,armhf"])
+        let other = Self.host.architecture == "amd64" ? "Linux/AARCH64" : "linux/X86_64"
+        let built = try fixture.build(["--platform", "\(other),armhf,linux"])
         try #require(built.status == 0, "\(built.standardError)")
-        #expect(try fixture.builtPlatform(Platform(os: "linux", architecture: "arm64")).architecture == "arm64")
-        #expect(try fixture.builtPlatform(Platform(os: "linux", architecture: "amd64")).architecture == "amd64")
-        #expect(try fixture.builtPlatform(Platform(os: "linux", architecture: "arm", variant: "v7")).variant == "v7")
+        #expect(try fixture.builtPlatform(Self.foreign) == Self.foreign)
+        #expect(try fixture.builtPlatform(Self.host) == Self.host)
+        let arm = Platform(os: "linux", architecture: "arm", variant: "v7")
+        #expect(try fixture.builtPlatform(arm) == arm)
     }
 
     /// A RUN for an architecture this host cannot execute is refused at planning, before any step of any

@@ -120,8 +120,32 @@ import Testing
         let refused = try fixture.build(["--platform", Self.foreign.description] + Self.context("base", lying))
         Self.expectRefused(refused, Self.mismatch("FROM base", lying.path, found: Self.host), fixture)
 
+        let single = try fixture.layout("single", [(Self.host, Self.host)], top: .index)
+        Self.expectRefused(
+            try fixture.build(["--platform", Self.foreign.description] + Self.context("base", single)),
+            "Dockerfile:1: FROM base: the image index in oci-layout://\(single.path) has no image for \(Self.foreign) (it has \(Self.host))",
+            fixture)
+
         let honest = try fixture.layout("honest", [(Self.host, Self.host), (Self.foreign, Self.foreign)], top: .index)
         let built = try fixture.build(["--platform", Self.foreign.description] + Self.context("base", honest))
+        try #require(built.status == 0, "\(built.standardError)")
+        #expect(try fixture.builtPlatform(Self.foreign) == Self.foreign)
+    }
+
+    /// The image is labelled with the platform of the target stage's content: with `--platform`, a target
+    /// stage built for another platform (`FROM --platform=$BUILDPLATFORM`) is refused; without, the image
+    /// takes the target stage's platform (as BuildKit labels an implicit target).
+    @Test func targetStageOfAnotherPlatformIsNotRelabelled() throws {
+        let fixture = try Fixture("FROM --platform=$BUILDPLATFORM base\nCOPY a.txt /a.txt\n")
+        let multi = try fixture.layout("multi", [(Self.host, Self.host), (Self.foreign, Self.foreign)], top: .index)
+        Self.expectRefused(
+            try fixture.build(["--platform", Self.foreign.description] + Self.context("base", multi)),
+            "Dockerfile:1: the target stage \"stage-0\" is built for \(Self.host), not the requested \(Self.foreign) (set by FROM --platform)",
+            fixture)
+
+        try "FROM --platform=\(Self.foreign) base AS tools\nFROM tools\nCOPY a.txt /a.txt\n".write(
+            toFile: fixture.context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let built = try fixture.build(Self.context("base", multi))
         try #require(built.status == 0, "\(built.standardError)")
         #expect(try fixture.builtPlatform(Self.foreign) == Self.foreign)
     }

@@ -125,25 +125,29 @@ public struct Builder {
         var images: [BuiltImage] = []
         var record = BuildRecord()
         // Every platform is planned, and its RUN steps checked against this host, before any step runs.
-        var plans: [BuildPlan] = []
+        var plans: [(plan: BuildPlan, label: Platform)] = []
         for platform in platforms {
             let planner = Planner(
                 dockerfile: dockerfile, buildArguments: buildArguments,
                 predefinedArguments: PredefinedArguments.values(target: platform, build: .host))
             let plan = try planner.plan(target: options.target)
-            try StagePlatforms(plan: plan, target: platform).checkRunSteps(in: plan)
-            plans.append(plan)
+            let stagePlatforms = try StagePlatforms(plan: plan, target: platform)
+            try stagePlatforms.checkRunSteps(in: plan)
+            let label = try stagePlatforms.imagePlatform(
+                of: plan, target: platform, explicit: !options.platforms.isEmpty)
+            plans.append((plan, label))
         }
-        if let unused = plans.first?.unusedBuildArguments, !unused.isEmpty {
+        if let unused = plans.first?.plan.unusedBuildArguments, !unused.isEmpty {
             log.warning("build args not consumed by any ARG: \(unused.joined(separator: ", "))")
         }
-        for (number, (platform, plan)) in zip(platforms, plans).enumerated() {
+        for (number, (platform, (plan, label))) in zip(platforms, plans).enumerated() {
             let platformWorkspace = workspace + "/p\(number)"
             try FileSystem.makeDirectory(platformWorkspace)
             var executor = StageExecutor(
                 plan: plan, platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log, runOptions: runOptions)
+            executor.imagePlatform = label
             do {
                 images.append(try await executor.buildTarget())
             } catch {

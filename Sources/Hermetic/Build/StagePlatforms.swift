@@ -36,6 +36,24 @@ struct StagePlatforms {
         }
     }
 
+    /// The platform the image is labelled with. With `--platform` (`explicit`), the requested one, which the
+    /// target stage must serve: a target stage built for another platform (its `FROM --platform`, or its
+    /// base stage's) is refused rather than labelled with a platform its content is not (BuildKit labels it
+    /// with the requested one). Without, the target stage's own, as BuildKit labels an implicit target.
+    func imagePlatform(of plan: BuildPlan, target: Platform, explicit: Bool) throws -> Platform {
+        guard let own = byStage[plan.target] else { return target }
+        guard explicit else { return own }
+        guard own.serves(target) else {
+            let stage = plan.stages[plan.target]
+            throw DockerfileError(
+                file: plan.file, line: stage.from.range.start.line,
+                message:
+                    "the target stage \"\(stage.displayName)\" is built for \(own), not the requested \(target) (set by FROM --platform)"
+            )
+        }
+        return target
+    }
+
     /// Refuses the first RUN of a needed stage whose platform `host` does not run natively.
     func checkRunSteps(in plan: BuildPlan, host: Platform = .host) throws {
         for index in plan.buildOrder {

@@ -110,7 +110,9 @@ public struct OCILayoutReader: Sendable {
                 descriptor.platform.flatMap { $0.serves(platform) ? (descriptor, $0.rank(serving: platform)) : nil }
             }
             guard let chosen = candidates.min(by: { $0.1 < $1.1 })?.0 else {
-                throw LayoutError(layout: path, digest: start.digest, reason: "no image for platform \(platform)")
+                // Attestation manifests (unknown/unknown) are no image for anyone.
+                let available = nested.manifests.compactMap { $0.platform?.normalized }.filter { $0.os != "unknown" }
+                throw PlatformMismatchError(layout: path, requested: platform, finding: .noEntry(available: available))
             }
             start = chosen
         }
@@ -127,12 +129,10 @@ public struct OCILayoutReader: Sendable {
         // single-platform layout) was never chosen by platform, and its label is not its content.
         let content = Platform(os: config.os, architecture: config.architecture, variant: config.variant)
         guard content.serves(platform) else {
-            throw PlatformMismatchError(
-                layout: path, found: content.normalized, requested: platform, byDescriptor: false)
+            throw PlatformMismatchError(layout: path, requested: platform, finding: .content(content.normalized))
         }
         if let labelled = start.platform, !labelled.serves(platform) {
-            throw PlatformMismatchError(
-                layout: path, found: labelled.normalized, requested: platform, byDescriptor: true)
+            throw PlatformMismatchError(layout: path, requested: platform, finding: .label(labelled.normalized))
         }
         return ResolvedImage(
             manifestDescriptor: start, manifest: manifest, configDescriptor: manifest.config, config: config)

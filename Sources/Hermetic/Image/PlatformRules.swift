@@ -177,15 +177,29 @@ extension Platform {
     }
 }
 
-/// A base image whose content (its config, or its descriptor's platform) is not the platform asked for.
+/// A base image whose content (its config, or its descriptor's platform) is not the platform asked for, or
+/// an image index with no entry for it.
 public struct PlatformMismatchError: HermeticError {
+    public enum Finding: Sendable {
+        /// The config says this platform.
+        case content(Platform)
+        /// The descriptor is labelled with this platform (its config may say otherwise).
+        case label(Platform)
+        /// An index whose entries are these platforms, none serving the request.
+        case noEntry(available: [Platform])
+    }
     public var layout: String
-    public var found: Platform
     public var requested: Platform
-    /// Whether it was the descriptor's label (not the config) that disagreed.
-    public var byDescriptor: Bool
+    public var finding: Finding
     public var description: String {
-        let what = byDescriptor ? "is labelled \(found) in its index" : "is \(found)"
-        return "the image in oci-layout://\(layout) \(what), not the requested \(requested)"
+        let image = "the image in oci-layout://\(layout)"
+        switch finding {
+        case .content(let found): return "\(image) is \(found), not the requested \(requested)"
+        case .label(let found): return "\(image) is labelled \(found) in its index, not the requested \(requested)"
+        case .noEntry(let available):
+            let listed =
+                available.isEmpty ? "none names a platform" : available.map(\.description).joined(separator: ", ")
+            return "the image index in oci-layout://\(layout) has no image for \(requested) (it has \(listed))"
+        }
     }
 }

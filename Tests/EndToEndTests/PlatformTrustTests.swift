@@ -89,6 +89,26 @@ import Testing
         #expect(try fixture.builtPlatform(Self.host) == Self.host)
     }
 
+    /// A layout as `skopeo copy` writes it (index.json points at the manifest, with no platform), made by
+    /// skopeo itself from a busybox layout for this host.
+    @Test func skopeoCopiedLayoutIsJudgedByItsConfig() throws {
+        let skopeo = try ExternalTools.require("skopeo")
+        let fixture = try Fixture("FROM base\nCOPY a.txt /a.txt\n")
+        try BaseImages.writeBusybox(at: fixture.scratch.path + "/busybox")
+        let copied = fixture.scratch.path + "/copied"
+        let copy = try HermeticProcess.run(
+            skopeo, ["copy", "oci:\(fixture.scratch.path)/busybox:latest", "oci:\(copied):latest"])
+        try #require(copy.status == 0, "\(copy.standardError)")
+        let top = try OCILayoutReader(path: copied).topLevelDescriptor(tag: "latest")
+        #expect(top.platform == nil && MediaType.isManifest(top.mediaType))
+        let pinned = ["--build-context", "base=oci-layout://\(copied)@\(top.digest)"]
+        Self.expectRefused(
+            try fixture.build(["--platform", Self.foreign.description] + pinned),
+            Self.mismatch("FROM base", copied, found: Self.host), fixture)
+        let native = try fixture.build(pinned)
+        #expect(native.status == 0, "\(native.standardError)")
+    }
+
     /// A descriptor without a platform is judged by its config, and a label that disagrees with the config
     /// is refused too.
     @Test func unlabelledOrMislabelledDescriptorIsJudgedByItsContent() throws {

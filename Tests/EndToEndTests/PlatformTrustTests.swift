@@ -152,21 +152,25 @@ import Testing
         #expect(try fixture.builtPlatform(Self.foreign) == Self.foreign)
     }
 
-    /// The image is labelled with the platform of the target stage's content: with `--platform`, a target
-    /// stage built for another platform (`FROM --platform=$BUILDPLATFORM`) is refused; without, the image
-    /// takes the target stage's platform (as BuildKit labels an implicit target).
+    /// The image is labelled with the target platform, so the target stage must be built for it: a target
+    /// stage of another platform (`FROM --platform=$BUILDPLATFORM`, or a stage built on one) is refused,
+    /// with `--platform` and without (then the target is the host's, and the message says how to ask).
     @Test func targetStageOfAnotherPlatformIsNotRelabelled() throws {
         let fixture = try Fixture("FROM --platform=$BUILDPLATFORM base\nCOPY a.txt /a.txt\n")
         let multi = try fixture.layout("multi", [(Self.host, Self.host), (Self.foreign, Self.foreign)], top: .index)
         Self.expectRefused(
             try fixture.build(["--platform", Self.foreign.description] + Self.context("base", multi)),
-            "Dockerfile:1: the target stage \"stage-0\" is built for \(Self.host), not the requested \(Self.foreign) (set by FROM --platform)",
+            "Dockerfile:1: the target stage \"stage-0\" is built for \(Self.host) by FROM --platform, not the requested \(Self.foreign)",
             fixture)
 
         try "FROM --platform=\(Self.foreign) base AS tools\nFROM tools\nCOPY a.txt /a.txt\n".write(
             toFile: fixture.context + "/Dockerfile", atomically: true, encoding: .utf8)
-        let built = try fixture.build(Self.context("base", multi))
-        try #require(built.status == 0, "\(built.standardError)")
+        Self.expectRefused(
+            try fixture.build(Self.context("base", multi)),
+            "Dockerfile:2: the target stage \"stage-1\" is built for \(Self.foreign) by FROM --platform, not the default \(Self.host) (this host's; pass --platform \(Self.foreign) to build for it)",
+            fixture)
+        let asked = try fixture.build(["--platform", Self.foreign.description] + Self.context("base", multi))
+        try #require(asked.status == 0, "\(asked.standardError)")
         #expect(try fixture.builtPlatform(Self.foreign) == Self.foreign)
     }
 
@@ -195,7 +199,8 @@ import Testing
     /// `FROM --platform=` (after expansion) asks for that platform, and a malformed or empty one is refused
     /// with the Dockerfile line.
     @Test func fromPlatformIsCheckedAndParsed() throws {
-        let fixture = try Fixture("FROM --platform=\(Self.foreign) base\nCOPY a.txt /a.txt\n")
+        let fixture = try Fixture(
+            "FROM --platform=\(Self.foreign) base AS tools\nFROM scratch\nCOPY --from=tools /etc/passwd /passwd\n")
         let base = try fixture.layout("base", [(Self.host, Self.host)], top: .manifests)
         Self.expectRefused(
             try fixture.build(Self.context("base", base)), Self.mismatch("FROM base", base.path, found: Self.host),

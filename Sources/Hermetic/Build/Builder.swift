@@ -125,7 +125,7 @@ public struct Builder {
         var images: [BuiltImage] = []
         var record = BuildRecord()
         // Every platform is planned, and its RUN steps checked against this host, before any step runs.
-        var plans: [(plan: BuildPlan, label: Platform)] = []
+        var plans: [BuildPlan] = []
         for platform in platforms {
             let planner = Planner(
                 dockerfile: dockerfile, buildArguments: buildArguments,
@@ -133,21 +133,19 @@ public struct Builder {
             let plan = try planner.plan(target: options.target)
             let stagePlatforms = try StagePlatforms(plan: plan, target: platform)
             try stagePlatforms.checkRunSteps(in: plan)
-            let label = try stagePlatforms.imagePlatform(
-                of: plan, target: platform, explicit: !options.platforms.isEmpty)
-            plans.append((plan, label))
+            try stagePlatforms.checkTargetStage(of: plan, target: platform, requested: !options.platforms.isEmpty)
+            plans.append(plan)
         }
-        if let unused = plans.first?.plan.unusedBuildArguments, !unused.isEmpty {
+        if let unused = plans.first?.unusedBuildArguments, !unused.isEmpty {
             log.warning("build args not consumed by any ARG: \(unused.joined(separator: ", "))")
         }
-        for (number, (platform, (plan, label))) in zip(platforms, plans).enumerated() {
+        for (number, (platform, plan)) in zip(platforms, plans).enumerated() {
             let platformWorkspace = workspace + "/p\(number)"
             try FileSystem.makeDirectory(platformWorkspace)
             var executor = StageExecutor(
                 plan: plan, platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log, runOptions: runOptions)
-            executor.imagePlatform = label
             do {
                 images.append(try await executor.buildTarget())
             } catch {

@@ -64,8 +64,6 @@ struct StageExecutor {
     private var currentStage = ""
     /// The platform each needed stage builds for (its RUN steps run for it).
     private var stagePlatforms: [Int: Platform] = [:]
-    /// The platform the image is labelled with, when not `platform` (`StagePlatforms.imagePlatform`).
-    var imagePlatform: Platform?
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
@@ -95,13 +93,12 @@ struct StageExecutor {
         guard let target = stages[plan.target] else {
             throw DockerfileError(file: file, line: 1, message: "internal: target stage was not built")
         }
-        let label = imagePlatform ?? platform
         var config = target.config
-        config.architecture = label.architecture
-        config.os = label.os
-        config.variant = label.variant
+        config.architecture = platform.architecture
+        config.os = platform.os
+        config.variant = platform.variant
         config.created = RFC3339.format(sourceDateEpoch)
-        return BuiltImage(platform: label, config: config, layers: target.layers, rootfs: target.rootfs)
+        return BuiltImage(platform: platform, config: config, layers: target.layers, rootfs: target.rootfs)
     }
 
     mutating func nextDirectory(_ label: String) throws -> String {

@@ -36,22 +36,20 @@ struct StagePlatforms {
         }
     }
 
-    /// The platform the image is labelled with. With `--platform` (`explicit`), the requested one, which the
-    /// target stage must serve: a target stage built for another platform (its `FROM --platform`, or its
-    /// base stage's) is refused rather than labelled with a platform its content is not (BuildKit labels it
-    /// with the requested one). Without, the target stage's own, as BuildKit labels an implicit target.
-    func imagePlatform(of plan: BuildPlan, target: Platform, explicit: Bool) throws -> Platform {
-        guard let own = byStage[plan.target] else { return target }
-        guard explicit else { return own }
-        guard own.serves(target) else {
-            let stage = plan.stages[plan.target]
-            throw DockerfileError(
-                file: plan.file, line: stage.from.range.start.line,
-                message:
-                    "the target stage \"\(stage.displayName)\" is built for \(own), not the requested \(target) (set by FROM --platform)"
-            )
-        }
-        return target
+    /// The image is labelled with the target platform, so the target stage must serve it: a target stage
+    /// built for another platform (its `FROM --platform`, or its base stage's) is refused rather than
+    /// labelled with a platform its content is not. BuildKit labels it with the requested platform, or
+    /// with the stage's own when none was requested; here the target is then the host's, which the
+    /// message says, with the `--platform` that builds that stage's image.
+    func checkTargetStage(of plan: BuildPlan, target: Platform, requested: Bool) throws {
+        guard let own = byStage[plan.target], !own.serves(target) else { return }
+        let stage = plan.stages[plan.target]
+        let wanted =
+            requested
+            ? "the requested \(target)" : "the default \(target) (this host's; pass --platform \(own) to build for it)"
+        throw DockerfileError(
+            file: plan.file, line: stage.from.range.start.line,
+            message: "the target stage \"\(stage.displayName)\" is built for \(own) by FROM --platform, not \(wanted)")
     }
 
     /// Refuses the first RUN of a needed stage whose platform `host` does not run natively.

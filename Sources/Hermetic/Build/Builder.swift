@@ -124,14 +124,22 @@ public struct Builder {
             failOverlayMount: environment["HERMETIC_TEST_FAIL_OVERLAY"] == "1")
         var images: [BuiltImage] = []
         var record = BuildRecord()
-        for (number, platform) in platforms.enumerated() {
+        // Every platform is planned, and its RUN steps checked against this host, before any step runs.
+        var plans: [BuildPlan] = []
+        for platform in platforms {
             let planner = Planner(
                 dockerfile: dockerfile, buildArguments: buildArguments,
                 predefinedArguments: PredefinedArguments.values(target: platform, build: .host))
             let plan = try planner.plan(target: options.target)
-            if number == 0, !plan.unusedBuildArguments.isEmpty {
-                log.warning("build args not consumed by any ARG: \(plan.unusedBuildArguments.joined(separator: ", "))")
-            }
+            let stagePlatforms = try StagePlatforms(plan: plan, target: platform)
+            try stagePlatforms.checkRunSteps(in: plan)
+            try stagePlatforms.checkTargetStage(of: plan, target: platform, requested: !options.platforms.isEmpty)
+            plans.append(plan)
+        }
+        if let unused = plans.first?.unusedBuildArguments, !unused.isEmpty {
+            log.warning("build args not consumed by any ARG: \(unused.joined(separator: ", "))")
+        }
+        for (number, (platform, plan)) in zip(platforms, plans).enumerated() {
             let platformWorkspace = workspace + "/p\(number)"
             try FileSystem.makeDirectory(platformWorkspace)
             var executor = StageExecutor(

@@ -62,6 +62,8 @@ struct StageExecutor {
     var warnedAboutPidsLimit = false
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
+    /// The platform each needed stage builds for (its RUN steps run for it).
+    private var stagePlatforms: [Int: Platform] = [:]
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
@@ -84,6 +86,7 @@ struct StageExecutor {
     var file: String { plan.file }
 
     mutating func buildTarget() async throws -> BuiltImage {
+        stagePlatforms = try StagePlatforms(plan: plan, target: platform).byStage
         for index in plan.buildOrder {
             try await runStage(plan.stages[index])
         }
@@ -203,16 +206,9 @@ struct StageExecutor {
             return state
         case .image(let reference):
             // `FROM --platform=…` picks the base for that platform (e.g. `$BUILDPLATFORM` for cross tools).
-            var stagePlatform: Platform?
-            if let text = stage.platform, !text.isEmpty {
-                do {
-                    stagePlatform = try Platform(parsing: text)
-                } catch {
-                    throw DockerfileError(
-                        file: file, line: stage.from.range.start.line, message: "FROM --platform=\(text): \(error)")
-                }
-            }
-            let (image, layers) = try loadImage(reference, line: stage.from.range.start.line, platform: stagePlatform)
+            let stagePlatform = try StagePlatforms.fromPlatform(of: stage, file: file)
+            let (image, layers) = try loadImage(
+                reference, line: stage.from.range.start.line, platform: stagePlatform, naming: "FROM \(reference)")
             for layer in layers { try apply(layer, to: rootfs) }
             var config = image.config
             config.history = config.history ?? []
@@ -234,9 +230,10 @@ struct StageExecutor {
     }
 
     /// Resolves an image reference to a pinned image, copies and verifies its blobs into the workspace.
-    private mutating func loadImage(_ reference: String, line: Int, platform wanted: Platform? = nil) throws -> (
-        ResolvedImage, [LayerRecord]
-    ) {
+    /// `naming` names the instruction in an error (`FROM base`, `--from=base`).
+    private mutating func loadImage(_ reference: String, line: Int, platform wanted: Platform?, naming: String) throws
+        -> (ResolvedImage, [LayerRecord])
+    {
         let pinned: ImageResolver.PinnedImage
         do {
             pinned = try resolver.resolve(reference)
@@ -251,6 +248,8 @@ struct StageExecutor {
         {
             // Name the pin's source and the line: the layout is fine, the pin (often a stale lock) is not.
             throw DockerfileError(file: file, line: line, message: pinned.notInLayoutMessage)
+        } catch let error as PlatformMismatchError {
+            throw DockerfileError(file: file, line: line, message: "\(naming): \(error)")
         }
         let use = BuildRecord.ImageUse(
             reference: reference, pinnedDigest: pinned.digest,
@@ -290,7 +289,7 @@ struct StageExecutor {
     /// The root filesystem an image reference unpacks to (for `COPY --from=image`), made once per build.
     mutating func imageRoot(_ reference: String, line: Int) throws -> String {
         if let root = imageRoots[reference] { return root }
-        let (_, layers) = try loadImage(reference, line: line)
+        let (_, layers) = try loadImage(reference, line: line, platform: nil, naming: "--from=\(reference)")
         let root = try nextDirectory("image-rootfs")
         for layer in layers { try apply(layer, to: root) }
         imageRoots[reference] = root
@@ -415,6 +414,8 @@ struct StageExecutor {
             state.config.config = container
             return
         case .run(let run):
+            // Checked at planning too; here for a RUN that an ONBUILD trigger of the base brings in.
+            try StagePlatforms.checkRunnable(stagePlatforms[stage.index] ?? platform, line: line, file: file)
             state.config.config = container
             let entries = try runStep(run, instruction: instruction, position: position, stage: stage, state: &state)
             if !entries.isEmpty {

@@ -181,13 +181,30 @@ public struct AttestationVerifier {
     public var requirePinned = false
     public var requireNoNetwork = false
     public var expectedArgs: [String: String] = [:]
+    /// `--allow-unsigned`: an unsigned provenance (or, without keys, a signed one) passes on its other checks,
+    /// and the report says that no signature was checked.
+    public var allowUnsigned = false
+    /// The failure an unsigned provenance gives without `allowUnsigned`.
+    public static let unsignedFailure = "the provenance is not signed"
 
     public init(keys: [VerificationKey]) {
         self.keys = keys
     }
 
+    /// What `verify` found: one line per failure, and, when no signature was checked, why not.
+    public struct Report: Sendable {
+        public var failures: [String]
+        /// nil when a signature verified; else why none was checked (only with `allowUnsigned`).
+        public var uncheckedSignature: String?
+    }
+
     public func failures(of stored: StoredAttestations) throws -> [String] {
+        try report(of: stored).failures
+    }
+
+    public func report(of stored: StoredAttestations) throws -> Report {
         var failures: [String] = []
+        var unchecked: String?
         // DSSE: the payload type must be one we support; a signature that does not verify with a given key
         // is skipped, and the envelope holds when at least one does.
         if stored.definition.payloadType != InTotoStatement.payloadType {
@@ -197,7 +214,18 @@ public struct AttestationVerifier {
         }
         let checks = try stored.definition.verify(with: keys)
         if checks.isEmpty {
-            failures.append("the provenance is not signed")
+            if allowUnsigned {
+                unchecked = "the provenance is not signed"
+            } else {
+                failures.append(Self.unsignedFailure)
+            }
+        } else if keys.isEmpty && allowUnsigned {
+            let ids = checks.map { check -> String in
+                switch check {
+                case .valid(let id), .invalid(let id), .unknownKey(let id): id
+                }
+            }
+            unchecked = "no --key was given for its signature by key \(ids.joined(separator: ", "))"
         } else if !checks.contains(where: { if case .valid = $0 { true } else { false } }) {
             let reasons = checks.map { check -> String in
                 switch check {
@@ -213,7 +241,10 @@ public struct AttestationVerifier {
             failures.append("the statement's _type is \"\(statement.type)\", not \(InTotoStatement.type)")
         }
         guard statement.predicateType == SLSAProvenance.predicateType else {
-            return failures + ["the statement's predicateType is \(statement.predicateType), not SLSA provenance v1"]
+            return Report(
+                failures: failures
+                    + ["the statement's predicateType is \(statement.predicateType), not SLSA provenance v1"],
+                uncheckedSignature: unchecked)
         }
         if let manifests = stored.imageManifests {
             let subjects = Set(statement.subject.compactMap { $0.digest?["sha256"] })
@@ -224,6 +255,10 @@ public struct AttestationVerifier {
         failures += stored.layoutFailures()
         let predicate = statement.predicate
         let external = predicate["buildDefinition"]?["externalParameters"]
+        // The Dockerfile's bytes, when carried, must be the ones its recorded digest names.
+        if let dockerfile = external?["dockerfile"] {
+            do { _ = try DockerfileSource(recorded: dockerfile) } catch { failures.append("\(error)") }
+        }
         for (key, value) in expectedArgs.sorted(by: { $0.key < $1.key }) {
             let actual = external?["buildArgs"]?[key]?.stringValue
             if actual != value {
@@ -239,7 +274,9 @@ public struct AttestationVerifier {
         }
         if requireNoNetwork {
             guard case .array(let byproducts)? = predicate["runDetails"]?["byproducts"] else {
-                return failures + ["the provenance has no per-step records (built with --provenance mode=min)"]
+                return Report(
+                    failures: failures + ["the provenance has no per-step records (built with --provenance mode=min)"],
+                    uncheckedSignature: unchecked)
             }
             for step in byproducts where step["name"]?.stringValue == "run-step" {
                 if step["annotations"]?["network"]?.stringValue != "none" {
@@ -248,7 +285,7 @@ public struct AttestationVerifier {
                 }
             }
         }
-        return failures
+        return Report(failures: failures, uncheckedSignature: unchecked)
     }
 
     /// A digest map that holds a well-formed sha256 (other algorithms alone do not pin for us).

@@ -127,14 +127,22 @@ public struct Builder {
             store: store, readNothing: options.noCache, stagesNotRead: Set(options.noCacheFilter))
         var images: [BuiltImage] = []
         var record = BuildRecord()
-        for (number, platform) in platforms.enumerated() {
+        // Every platform is planned, and its RUN steps checked against this host, before any step runs.
+        var plans: [BuildPlan] = []
+        for platform in platforms {
             let planner = Planner(
                 dockerfile: dockerfile, buildArguments: buildArguments,
                 predefinedArguments: PredefinedArguments.values(target: platform, build: .host))
             let plan = try planner.plan(target: options.target)
-            if number == 0, !plan.unusedBuildArguments.isEmpty {
-                log.warning("build args not consumed by any ARG: \(plan.unusedBuildArguments.joined(separator: ", "))")
-            }
+            let stagePlatforms = try StagePlatforms(plan: plan, target: platform)
+            try stagePlatforms.checkRunSteps(in: plan)
+            try stagePlatforms.checkTargetStage(of: plan, target: platform, requested: !options.platforms.isEmpty)
+            plans.append(plan)
+        }
+        if let unused = plans.first?.unusedBuildArguments, !unused.isEmpty {
+            log.warning("build args not consumed by any ARG: \(unused.joined(separator: ", "))")
+        }
+        for (number, (platform, plan)) in zip(platforms, plans).enumerated() {
             let platformWorkspace = workspace + "/p\(number)"
             try FileSystem.makeDirectory(platformWorkspace)
             var executor = StageExecutor(
@@ -163,10 +171,11 @@ public struct Builder {
         var exported = try exporter.assemble(stagingParent: workspace)
         var envelopes: [DSSEEnvelope] = []
         if let mode = options.provenance {
+            let source = DockerfileSource(
+                given: options.dockerfilePath, resolved: dockerfilePath, contextRoot: contextRoot,
+                bytes: dockerfileBytes)
             let provenance = ProvenanceBuilder(
-                dockerfilePath: options.dockerfilePath.map { Self.contextRelative($0, contextRoot: contextRoot) }
-                    ?? "Dockerfile",
-                dockerfileDigest: Digest.sha256(of: dockerfileBytes), contextDigest: try ContextDigest.compute(context),
+                dockerfile: source, contextDigest: try ContextDigest.compute(context),
                 options: options, platforms: platforms, record: record,
                 manifests: exported.manifests.map { ($0.platform, $0.descriptor.digest) }, mode: mode)
             let definition = try CanonicalJSON.encode(try provenance.buildDefinition())
@@ -174,8 +183,10 @@ public struct Builder {
                 provenance.runRecord(
                     definitionDigest: Digest.sha256(of: definition), invocationID: Self.invocationID(),
                     startedOn: startedOn, finishedOn: RFC3339.format(Int64(time(nil)))))
+            // The Dockerfile's bytes are in the definition as base64, where a plain search would miss them.
             try SecretTaint(secrets: options.secrets, environment: environment).check(
                 [("the provenance", definition), ("the run record", runRecord)]
+                    + (source.content.map { [("the Dockerfile the provenance carries", $0)] } ?? [])
                     + (try images.map { ("the image config", try CanonicalJSON.encode($0.config)) }))
             var definitionEnvelope = DSSEEnvelope(payload: definition, payloadType: InTotoStatement.payloadType)
             var runEnvelope = DSSEEnvelope(payload: runRecord, payloadType: InTotoStatement.payloadType)
@@ -234,14 +245,6 @@ public struct Builder {
             throw DockerfileError(file: displayName, line: 1, message: "the Dockerfile cannot be empty")
         }
         return try DockerfileParser.parse(bytes, file: displayName)
-    }
-
-    /// The Dockerfile's path as provenance records it: relative to the context when inside it (host paths
-    /// differ between machines and would make the statement irreproducible), else its file name.
-    static func contextRelative(_ path: String, contextRoot: String) -> String {
-        let absolute = FileSystem.absolute(path)
-        if absolute.hasPrefix(contextRoot + "/") { return String(absolute.dropFirst(contextRoot.count + 1)) }
-        return absolute.split(separator: "/").last.map(String.init) ?? path
     }
 
     /// A random version-4 UUID for the run record.

@@ -104,3 +104,14 @@ public struct LockFileError: HermeticError {
     public var reason: String
     public var description: String { "\(path): \(reason)" }
 }
+
+extension ImageResolver.PinnedImage {
+    /// The pinned digest is nowhere in the layout: names the pin's source (a stale lock file, most often),
+    /// not the layout, which is fine.
+    var notInLayoutMessage: String {
+        let text =
+            "image \"\(reference)\": \(pinnedBy) pins \(digest.map(\.description) ?? "?") but oci-layout://\(layoutPath) does not hold it"
+        return pinnedBy == "the Dockerfile" || pinnedBy == "--build-context"
+            ? text : text + " (run hermetic lock again)"
+    }
+}

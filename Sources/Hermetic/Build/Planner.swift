@@ -247,6 +247,7 @@ public struct Planner {
                             scope.setEnvironment(key, try expand(pair.value, at: instruction, lookup: scope.lookup))
                         }
                     case .copy(let copy):
+                        try checkSources(copy, at: instruction, lookup: scope.lookup)
                         if let fromText = copy.from {
                             let source = try resolveSource(
                                 fromText, at: instruction, stageIndex: index, indexByName: indexByName,
@@ -428,6 +429,25 @@ public struct Planner {
         default:
             return
         }
+    }
+
+    /// BuildKit's dispatchCopy rules on the sources as expanded and unquoted (a quoted URL is a URL). Thrown
+    /// into the stage's errors, so only a stage the target needs fails. A source this scope cannot expand
+    /// (a variable of the base image's ENV) is left to the executor, which checks again.
+    private func checkSources(_ copy: CopyInstruction, at instruction: Instruction, lookup: (String) -> String?)
+        throws
+    {
+        var expanded = copy
+        let heredocNames = Set(copy.heredocs.map(\.name))
+        for (index, source) in copy.sources.enumerated() where !heredocNames.contains(source) {
+            guard let word = try? lexer.processWord(source, lookup: lookup) else { return }
+            expanded.sources[index] = word
+        }
+        if let checksum = copy.checksum {
+            guard let word = try? lexer.processWord(checksum, lookup: lookup) else { return }
+            expanded.checksum = word
+        }
+        if let violation = expanded.sourceRuleViolation() { throw fail(instruction, violation) }
     }
 
     private func expand(_ word: String, at instruction: Instruction, lookup: (String) -> String?) throws -> String {

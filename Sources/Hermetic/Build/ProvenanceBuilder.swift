@@ -17,8 +17,7 @@ struct ProvenanceBuilder {
     static let builderID = "https://hermetic.build/builder/v1"
     static let runRecordType = "https://hermetic.build/run-record/v1"
 
-    var dockerfilePath: String
-    var dockerfileDigest: Digest
+    var dockerfile: DockerfileSource
     var contextDigest: Digest
     var options: BuildOptions
     var platforms: [Platform]
@@ -61,9 +60,7 @@ struct ProvenanceBuilder {
 
     func buildDefinition() throws -> InTotoStatement {
         var external: [String: JSONValue] = [
-            "dockerfile": .object([
-                "path": .string(dockerfilePath), "digest": .object(["sha256": .string(dockerfileDigest.hex)]),
-            ]),
+            "dockerfile": dockerfile.parameter,
             "platforms": .array(platforms.map { .string($0.description) }),
             "buildArgs": .object(
                 Dictionary(
@@ -88,7 +85,7 @@ struct ProvenanceBuilder {
         ])
         var dependencies: [ResourceDescriptor] = [
             ResourceDescriptor(name: "context", digest: ["sha256": contextDigest.hex]),
-            ResourceDescriptor(name: "dockerfile", digest: ["sha256": dockerfileDigest.hex]),
+            ResourceDescriptor(name: "dockerfile", digest: ["sha256": dockerfile.digest.hex]),
         ]
         for image in record.images.sorted(by: { ($0.reference, $0.manifestDigest) < ($1.reference, $1.manifestDigest) })
         {
@@ -112,14 +109,14 @@ struct ProvenanceBuilder {
                     name: "layer", digest: ["sha256": layer.digest.hex], mediaType: layer.mediaType,
                     annotations: [
                         "diffID": .string(layer.diffID.description),
-                        "instruction": .string("\(dockerfilePath):\(layer.line)"),
+                        "instruction": .string("\(dockerfile.path):\(layer.line)"),
                         "createdBy": .string(layer.createdBy), "stage": .string(layer.stage),
                         "platform": .string(layer.platform),
                     ])
             }
             byproducts? += try record.steps.map { step in
                 let annotations: [String: JSONValue] = [
-                    "instruction": .string("\(dockerfilePath):\(step.line)"), "network": .string(step.network),
+                    "instruction": .string("\(dockerfile.path):\(step.line)"), "network": .string(step.network),
                     // Which caches, not whether they were warm: the same build run again with the cache its first
                     // run filled must give the same attestation, so the same image index digest. A warm cache
                     // that changes a layer changes the image anyway; `--require-hermetic` refuses warm caches.

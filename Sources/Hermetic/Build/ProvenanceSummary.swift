@@ -19,9 +19,11 @@ public enum ProvenanceSummary {
             "builder       \(string(predicate["runDetails"]?["builder"]?["id"])) \(string(predicate["runDetails"]?["builder"]?["version"]?["hermetic"]))"
         )
         lines.append("build type    \(string(definition?["buildType"]))")
+        let dockerfile = external?["dockerfile"]
+        var origin = dockerfile?["origin"]?.stringValue.map { " (\($0)" } ?? ""
+        if !origin.isEmpty { origin += dockerfile?["content"] == nil ? ")" : ", its bytes carried)" }
         lines.append(
-            "dockerfile    \(string(external?["dockerfile"]?["path"])) sha256:\(string(external?["dockerfile"]?["digest"]?["sha256"]))"
-        )
+            "dockerfile    \(string(dockerfile?["path"])) sha256:\(string(dockerfile?["digest"]?["sha256"]))\(origin)")
         lines.append("target        \(string(external?["target"]))")
         if case .array(let platforms)? = external?["platforms"] {
             lines.append("platforms     \(platforms.compactMap(\.stringValue).joined(separator: ", "))")

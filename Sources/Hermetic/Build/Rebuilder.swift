@@ -12,6 +12,8 @@ import Sandbox
 public struct Rebuilder {
     public var target: String
     public var contextDirectory: String
+    /// `rebuild -f`: the Dockerfile to use, checked against the recorded digest.
+    public var dockerfile: String?
     public var namedContexts: [String: NamedContext]
     public var secrets: [String]
     public var entitlements: [String]
@@ -19,11 +21,12 @@ public struct Rebuilder {
     public var executable: String
 
     public init(
-        target: String, contextDirectory: String, namedContexts: [String: NamedContext], secrets: [String],
-        entitlements: [String], executable: String
+        target: String, contextDirectory: String, dockerfile: String? = nil, namedContexts: [String: NamedContext],
+        secrets: [String], entitlements: [String], executable: String
     ) {
         self.target = target
         self.contextDirectory = contextDirectory
+        self.dockerfile = dockerfile
         self.namedContexts = namedContexts
         self.secrets = secrets
         self.entitlements = entitlements
@@ -63,10 +66,16 @@ public struct Rebuilder {
         let context = scratch + "/elsewhere/context"
         try FileSystem.makeDirectories(context)
         try copyTree(from: FileSystem.absolute(contextDirectory), to: context)
-        let dockerfile = external["dockerfile"]?["path"]?.stringValue ?? "Dockerfile"
+        let input = try dockerfileInput(
+            recorded: try DockerfileSource(recorded: external["dockerfile"]), contextCopy: context)
+        var standardInput = FileHandle.nullDevice
+        if let bytes = input.standardInput {
+            try FileSystem.writeAtomically(bytes, to: scratch + "/stdin-Dockerfile")
+            standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: scratch + "/stdin-Dockerfile"))
+        }
 
         var arguments = [
-            "build", context, "-f", context + "/" + dockerfile, "--progress", "quiet",
+            "build", context, "-f", input.argument, "--progress", "quiet",
             "-o", "type=oci,dest=\(scratch)/image", "--attest-file", "\(scratch)/attest.jsonl", "--state-dir",
             scratch + "/state",
         ]
@@ -124,6 +133,7 @@ public struct Rebuilder {
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
+        process.standardInput = standardInput
         try Sandbox.enterPrivateHostname(Self.rebuildHostname)
         try process.run()
         let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
@@ -148,6 +158,56 @@ public struct Rebuilder {
             provenanceDigest: Digest.sha256(of: try stored.definition.payloadBytes()))
     }
 
+    /// The rebuild's `-f` value, and the bytes to give it on standard input when that is `-`: the person's
+    /// `-f`, else the file in the context copy, else the bytes the provenance carries (a `-f -` build). Each
+    /// is checked against the recorded digest first.
+    func dockerfileInput(recorded: DockerfileSource, contextCopy: String) throws -> (
+        argument: String, standardInput: [UInt8]?
+    ) {
+        func checked(_ bytes: [UInt8], _ what: String) throws -> [UInt8] {
+            let actual = Digest.sha256(of: bytes)
+            guard actual == recorded.digest else {
+                throw RebuildError(
+                    reason: "\(what) has \(actual), but the provenance records the Dockerfile as \(recorded.digest)")
+            }
+            return bytes
+        }
+        func read(_ path: String, _ what: String) throws -> [UInt8] {
+            do {
+                return try FileSystem.readFile(path, limit: DockerfileLimits.maximumFileSize, allowPipe: true)
+            } catch {
+                throw RebuildError(reason: "\(what): cannot read the Dockerfile: \(error)")
+            }
+        }
+        if let dockerfile {
+            let bytes = try checked(try read(dockerfile, "-f \(dockerfile)"), "-f \(dockerfile)")
+            // A `-f -` build is rebuilt from standard input again, so that it records the same origin.
+            return recorded.origin == .stdin ? ("-", bytes) : (FileSystem.absolute(dockerfile), nil)
+        }
+        switch recorded.origin {
+        case .stdin:
+            guard let content = recorded.content else {
+                throw RebuildError(
+                    reason:
+                        "the Dockerfile was read from standard input and the provenance does not carry it; pass -f PATH"
+                )
+            }
+            return ("-", content)
+        case .outsideContext:
+            throw RebuildError(
+                reason: "the Dockerfile was read from \(recorded.path) outside the context; pass -f PATH")
+        case .context:
+            let path = contextCopy + "/" + recorded.path
+            let shown = FileSystem.absolute(contextDirectory) + "/" + recorded.path
+            guard FileSystem.exists(path) else {
+                throw RebuildError(
+                    reason: "the Dockerfile \(recorded.path) is not in the context \(contextDirectory); pass -f PATH")
+            }
+            _ = try checked(try read(path, shown), shown)
+            return (path, nil)
+        }
+    }
+
     /// Finds the first differing layer and what differs in it.
     private func explain(original: InTotoStatement, rebuilt: InTotoStatement, rebuiltLayout: String, scratch: String)
         throws
@@ -162,16 +222,36 @@ public struct Rebuilder {
         guard !before.isEmpty else {
             return ["the image differs; the provenance has no per-layer records (built with --provenance mode=min)"]
         }
+        var findings: [String] = []
         for (index, (a, b)) in zip(before, after).enumerated() {
             let digestA = a["digest"]?["sha256"]?.stringValue ?? ""
             let digestB = b["digest"]?["sha256"]?.stringValue ?? ""
             guard digestA != digestB else { continue }
             let instruction = a["annotations"]?["instruction"]?.stringValue ?? "?"
             let createdBy = a["annotations"]?["createdBy"]?.stringValue ?? ""
-            var findings = [
-                "the layer made by \(instruction) (\(createdBy)) differs (layer #\(index + 1) of those this build made): sha256:\(digestA) was rebuilt as sha256:\(digestB)"
-            ]
-            if a["annotations"]?["diffID"] == b["annotations"]?["diffID"] {
+            let change = "sha256:\(digestA) was rebuilt as sha256:\(digestB)"
+            let sameDiffID = a["annotations"]?["diffID"] == b["annotations"]?["diffID"]
+            // A layer of an intermediate stage is in neither layout: name its stage and step, then follow the
+            // difference to the first layer of the image itself, whose files can be compared.
+            guard FileSystem.exists(rebuiltLayout + "/blobs/sha256/" + digestB) else {
+                guard findings.isEmpty else { continue }
+                let stage = a["annotations"]?["stage"]?.stringValue ?? "?"
+                findings.append(
+                    "the layer made by \(instruction) (\(createdBy)) in stage \(stage) differs (layer #\(index + 1) of those this build made): \(change)"
+                )
+                findings.append(
+                    sameDiffID
+                        ? "  the uncompressed layers (diff_ids) agree: only the compressed bytes differ"
+                        : "  stage \(stage) is not part of the image, so its layers are not kept: the build first differs at \(instruction)"
+                )
+                continue
+            }
+            findings.append(
+                findings.isEmpty
+                    ? "the layer made by \(instruction) (\(createdBy)) differs (layer #\(index + 1) of those this build made): \(change)"
+                    : "it reaches the image through the layer made by \(instruction) (\(createdBy)), which differs too: \(change)"
+            )
+            if sameDiffID {
                 findings.append("the uncompressed layers (diff_ids) agree: only the compressed bytes differ")
                 return findings
             }
@@ -179,6 +259,9 @@ public struct Rebuilder {
                 originalDigest: digestA, rebuiltDigest: digestB, rebuiltLayout: rebuiltLayout,
                 scratch: scratch)
             return findings
+        }
+        if !findings.isEmpty {
+            return findings + ["no layer of the image itself differs: its config or manifest does"]
         }
         if before.count != after.count {
             return ["the rebuild made \(after.count) layers, the original \(before.count)"]

@@ -77,25 +77,22 @@ enum RunMount: Equatable {
         if let unknown = (Set(fields.keys).union(flags)).subtracting(allowed).sorted().first {
             throw ParseError(description: "--mount type=\(type): unknown option \"\(unknown)\"")
         }
-        func requireTarget() throws -> String {
-            guard let target, !target.isEmpty else {
-                throw ParseError(description: "--mount type=\(type) needs target=")
-            }
-            return target
-        }
+        // BuildKit's dispatchRunMounts joins a bind, cache or tmpfs target to the working directory, so a
+        // missing target is the working directory itself (`RUN --mount=from=binary ls`).
+        func requireTarget() -> String { target ?? "" }
         switch type {
         case "bind":
             return .bind(
-                target: try requireTarget(), source: fields["source"] ?? fields["src"] ?? "/", from: fields["from"],
+                target: requireTarget(), source: fields["source"] ?? fields["src"] ?? "/", from: fields["from"],
                 readWrite: try bool("rw") || bool("readwrite"))
         case "cache":
-            let target = try requireTarget()
+            let target = requireTarget()
             let sharing = fields["sharing"] ?? "shared"
             guard ["shared", "private", "locked"].contains(sharing) else {
                 throw ParseError(description: "--mount sharing=\(sharing): expected shared, private or locked")
             }
             return .cache(
-                target: target, id: fields["id"] ?? target, sharing: sharing, from: fields["from"],
+                target: target, id: fields["id"] ?? cleanPath(target), sharing: sharing, from: fields["from"],
                 source: fields["source"] ?? fields["src"], mode: try octal("mode"), uid: try number("uid"),
                 gid: try number("gid"))
         case "tmpfs":
@@ -106,7 +103,7 @@ enum RunMount: Equatable {
                 }
                 size = parsed
             }
-            return .tmpfs(target: try requireTarget(), sizeBytes: size)
+            return .tmpfs(target: requireTarget(), sizeBytes: size)
         case "secret":
             let id = fields["id"] ?? target.map { String($0.split(separator: "/").last ?? "") } ?? ""
             guard !id.isEmpty else { throw ParseError(description: "--mount type=secret needs id= or target=") }
@@ -116,6 +113,37 @@ enum RunMount: Equatable {
         default:
             return .ssh(id: fields["id"] ?? "default", target: target, required: try bool("required"))
         }
+    }
+}
+
+extension RunMount {
+    /// Where a bind, cache or tmpfs mount lands: its target joined to the step's working directory, as
+    /// BuildKit's dispatchRunMounts does; a result of `/` is refused with BuildKit's words.
+    static func mountPoint(_ target: String, workingDirectory: String) throws -> String {
+        let joined = cleanPath(target.hasPrefix("/") ? target : workingDirectory + "/" + target)
+        guard joined != "/" else { throw ParseError(description: "invalid mount target \"/\"") }
+        return joined
+    }
+
+    /// Go's path.Clean: `.` and `..` resolved lexically, slashes collapsed, `.` for an empty path (BuildKit
+    /// names a cache mount without id= by its cleaned target, so `--mount=type=cache` alone is id `.`).
+    static func cleanPath(_ path: String) -> String {
+        let rooted = path.hasPrefix("/")
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") where part != "." {
+            if part == ".." {
+                if let last = parts.last, last != ".." {
+                    parts.removeLast()
+                } else if !rooted {
+                    parts.append(part)
+                }
+                continue
+            }
+            parts.append(part)
+        }
+        let joined = parts.joined(separator: "/")
+        if rooted { return "/" + joined }
+        return joined.isEmpty ? "." : joined
     }
 }
 

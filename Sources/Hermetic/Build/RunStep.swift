@@ -157,8 +157,11 @@ extension StageExecutor {
             let key = position.map { "\($0):\(mountIndex)" }
             switch mount {
             case .tmpfs(let target, let size):
-                mounts.append(ExtraMount(.tmpfs(sizeBytes: size), target: absolute(target, workingDirectory)))
+                mounts.append(
+                    ExtraMount(
+                        .tmpfs(sizeBytes: size), target: try mountPoint(target, workingDirectory, text, line: line)))
             case .bind(let target, let source, let from, let readWrite):
+                let point = try mountPoint(target, workingDirectory, text, line: line)
                 let root = try mountSourceRoot(from: from, key: key, line: line)
                 let materialized = try materializeBindSource(
                     root: root, source: source, readWrite: readWrite,
@@ -166,11 +169,13 @@ extension StageExecutor {
                 mounts.append(
                     ExtraMount(
                         readWrite ? .bind(source: materialized) : .bindReadOnly(source: materialized),
-                        target: absolute(target, workingDirectory)))
+                        target: point))
             case .cache(let target, let id, _, _, _, let mode, let cacheUID, let cacheGID):
+                let point = try mountPoint(target, workingDirectory, text, line: line)
                 let directory = try cacheDirectory(id: id, mode: mode, uid: cacheUID, gid: cacheGID)
                 record.cacheMounts.append((id, !(FileSystem.directoryByteNames(directory) ?? []).isEmpty))
-                mounts.append(ExtraMount(.bind(source: directory), target: absolute(target, workingDirectory)))
+                mounts.append(
+                    ExtraMount(.bind(source: directory), target: point))
             case .secret(let id, let target, let env, let required, let mode, let secretUID, let secretGID):
                 record.requested.append(("secret", id, required))
                 guard let source = runOptions.secrets[id] else {
@@ -407,6 +412,14 @@ extension StageExecutor {
 
     private func absolute(_ target: String, _ workingDirectory: String) -> String {
         target.hasPrefix("/") ? target : Self.joinWorkdir(workingDirectory, target)
+    }
+
+    private func mountPoint(_ target: String, _ workingDirectory: String, _ text: String, line: Int) throws -> String {
+        do {
+            return try RunMount.mountPoint(target, workingDirectory: workingDirectory)
+        } catch {
+            throw DockerfileError(file: file, line: line, message: "RUN --mount=\(text): \(error)")
+        }
     }
 
     /// The tree a bind or cache mount reads: the build context (default), a stage, an image or a directory.

@@ -69,6 +69,8 @@ struct StageExecutor {
     private var currentStage = ""
     /// The build cache (nil: steps always run and nothing is kept).
     var stepCache: StepCacheSettings?
+    /// The platform each needed stage builds for (its RUN steps run for it).
+    private var stagePlatforms: [Int: Platform] = [:]
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
@@ -91,6 +93,7 @@ struct StageExecutor {
     var file: String { plan.file }
 
     mutating func buildTarget() async throws -> BuiltImage {
+        stagePlatforms = try StagePlatforms(plan: plan, target: platform).byStage
         for index in plan.buildOrder {
             try await runStage(plan.stages[index])
         }
@@ -148,7 +151,7 @@ struct StageExecutor {
                             file: file, line: stage.from.range.start.line,
                             message: "the base image's ONBUILD trigger \"\(instruction.original)\" is not allowed")
                     default:
-                        try await execute(instruction, position: nil, in: stage, state: &state)
+                        try await executeNamingLine(instruction, position: nil, in: stage, state: &state)
                     }
                 }
             }
@@ -157,9 +160,23 @@ struct StageExecutor {
             log.step(
                 "\(stage.index) [\(stage.displayName) \(position + 2)/\(steps)] \(Self.firstLine(instruction.original))"
             )
-            try await execute(instruction, position: position, in: stage, state: &state)
+            try await executeNamingLine(instruction, position: position, in: stage, state: &state)
         }
         stages[stage.index] = state
+    }
+
+    /// Runs one instruction. An error that names no Dockerfile line yet (a file system call that failed, a
+    /// WORKDIR onto a file, a layer that cannot be applied) is given this instruction's, as all others have.
+    private mutating func executeNamingLine(
+        _ instruction: Instruction, position: Int?, in stage: PlannedStage, state: inout StageState
+    ) async throws {
+        do {
+            try await execute(instruction, position: position, in: stage, state: &state)
+        } catch let error as DockerfileError {
+            throw error
+        } catch let error as any HermeticError {
+            throw fail(instruction, error.description)
+        }
     }
 
     /// Progress shows an instruction's first line; heredoc bodies and continuations stay out of it.
@@ -197,16 +214,9 @@ struct StageExecutor {
             return state
         case .image(let reference):
             // `FROM --platform=…` picks the base for that platform (e.g. `$BUILDPLATFORM` for cross tools).
-            var stagePlatform: Platform?
-            if let text = stage.platform, !text.isEmpty {
-                do {
-                    stagePlatform = try Platform(parsing: text)
-                } catch {
-                    throw DockerfileError(
-                        file: file, line: stage.from.range.start.line, message: "FROM --platform=\(text): \(error)")
-                }
-            }
-            let (image, layers) = try loadImage(reference, line: stage.from.range.start.line, platform: stagePlatform)
+            let stagePlatform = try StagePlatforms.fromPlatform(of: stage, file: file)
+            let (image, layers) = try loadImage(
+                reference, line: stage.from.range.start.line, platform: stagePlatform, naming: "FROM \(reference)")
             for layer in layers { try apply(layer, to: rootfs) }
             var config = image.config
             config.history = config.history ?? []
@@ -230,9 +240,10 @@ struct StageExecutor {
     }
 
     /// Resolves an image reference to a pinned image, copies and verifies its blobs into the workspace.
-    private mutating func loadImage(_ reference: String, line: Int, platform wanted: Platform? = nil) throws -> (
-        ResolvedImage, [LayerRecord]
-    ) {
+    /// `naming` names the instruction in an error (`FROM base`, `--from=base`).
+    private mutating func loadImage(_ reference: String, line: Int, platform wanted: Platform?, naming: String) throws
+        -> (ResolvedImage, [LayerRecord])
+    {
         let pinned: ImageResolver.PinnedImage
         do {
             pinned = try resolver.resolve(reference)
@@ -240,7 +251,16 @@ struct StageExecutor {
             throw DockerfileError(file: file, line: line, message: error.description)
         }
         let reader = try OCILayoutReader(path: pinned.layoutPath)
-        let image = try reader.resolveImage(reference: pinned.tag, digest: pinned.digest, platform: wanted ?? platform)
+        let image: ResolvedImage
+        do {
+            image = try reader.resolveImage(reference: pinned.tag, digest: pinned.digest, platform: wanted ?? platform)
+        } catch let error as LayoutError where error.reason == LayoutError.notInLayout && error.digest == pinned.digest
+        {
+            // Name the pin's source and the line: the layout is fine, the pin (often a stale lock) is not.
+            throw DockerfileError(file: file, line: line, message: pinned.notInLayoutMessage)
+        } catch let error as PlatformMismatchError {
+            throw DockerfileError(file: file, line: line, message: "\(naming): \(error)")
+        }
         let use = BuildRecord.ImageUse(
             reference: reference, pinnedDigest: pinned.digest,
             manifestDigest: image.manifestDescriptor.digest, pinnedBy: pinned.pinnedBy)
@@ -279,7 +299,7 @@ struct StageExecutor {
     /// The root filesystem an image reference unpacks to (for `COPY --from=image`), made once per build.
     mutating func imageRoot(_ reference: String, line: Int) throws -> String {
         if let root = imageRoots[reference] { return root }
-        let (_, layers) = try loadImage(reference, line: line)
+        let (_, layers) = try loadImage(reference, line: line, platform: nil, naming: "--from=\(reference)")
         let root = try nextDirectory("image-rootfs")
         for layer in layers { try apply(layer, to: root) }
         imageRoots[reference] = root
@@ -404,6 +424,8 @@ struct StageExecutor {
             state.config.config = container
             return
         case .run(let run):
+            // Checked at planning too; here for a RUN that an ONBUILD trigger of the base brings in.
+            try StagePlatforms.checkRunnable(stagePlatforms[stage.index] ?? platform, line: line, file: file)
             state.config.config = container
             let key = try cacheKey(
                 for: instruction, heredocs: run.heredocs, state: state,
@@ -508,6 +530,9 @@ struct StageExecutor {
         stage: PlannedStage, state: StageState
     ) async throws -> [LayerEntry] {
         let line = instruction.range.start.line
+        // The planner checked what it could expand; a variable from the base image's ENV or an ONBUILD
+        // trigger is only known here.
+        if let violation = copy.sourceRuleViolation() { throw fail(instruction, violation) }
         let source =
             position.flatMap { stage.sources[$0] } ?? copy.from.flatMap { stage.triggerSources[$0] }
             ?? (copy.from.map { StageSource.image($0) })
@@ -535,7 +560,8 @@ struct StageExecutor {
             throw fail(instruction, "COPY --from=scratch: scratch has no files")
         }
         var owner: (uid: UInt32, gid: UInt32)?
-        if let chown = copy.chown {
+        // BuildKit's dispatchCopy takes an empty --chown (as written or expanded) as no --chown at all.
+        if let chown = copy.chown, !chown.isEmpty {
             do {
                 owner = try UserDatabase(root: state.rootfs).resolveOwner(chown)
             } catch {

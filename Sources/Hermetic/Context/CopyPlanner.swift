@@ -37,6 +37,8 @@ struct CopyPlanner {
             throw DockerfileError(file: file, line: line, message: "\(copy.isAdd ? "ADD" : "COPY") failed: \(error)")
         } catch let error as RootedPath.ResolutionError {
             throw DockerfileError(file: file, line: line, message: "\(copy.isAdd ? "ADD" : "COPY") failed: \(error)")
+        } catch let error as PlanError {
+            throw DockerfileError(file: file, line: line, message: "\(copy.isAdd ? "ADD" : "COPY") failed: \(error)")
         }
     }
 
@@ -249,7 +251,8 @@ struct CopyPlanner {
 }
 
 /// Collects entries by path (a later one replaces an earlier one, as a later copy overwrites) and adds
-/// every parent directory: existing ones with their current attributes, missing ones as 0755.
+/// every parent directory: existing ones with their current attributes, missing ones as 0755; a parent
+/// that exists as something else than a directory (or a symlink) is an error.
 struct EntryCollector {
     let root: String
     let epoch: Int64
@@ -281,7 +284,12 @@ struct EntryCollector {
                 let key = String(parent)
                 guard all[key] == nil else { break }
                 let components = parent.split(separator: "/").map(String.init)
-                if let info = RootedPath.status(components, inRoot: root), (info.st_mode & S_IFMT) == S_IFDIR {
+                let existing = RootedPath.status(components, inRoot: root)
+                if let info = existing, ![S_IFDIR, S_IFLNK].contains(info.st_mode & S_IFMT) {
+                    // BuildKit's copy fails its MkdirAll here; a file is never turned into a directory.
+                    throw CopyPlanner.PlanError(message: "mkdir /\(key): not a directory")
+                }
+                if let info = existing, (info.st_mode & S_IFMT) == S_IFDIR {
                     all[key] = LayerEntry(
                         path: key, kind: .directory, mode: UInt32(info.st_mode) & 0o7777,
                         uid: info.st_uid, gid: info.st_gid, mtime: Int64(info.st_mtim.tv_sec))

@@ -39,12 +39,17 @@ public struct UserDatabase: Sendable {
     /// The owner of files BuildKit's file operations make (`--chown`, and WORKDIR's mkdir as the current USER),
     /// as its readUser finds it: `user[:group]`, each a name or a number; without a group, a user name takes
     /// its passwd entry's gid, a numeric uid is its own gid (Dockerfile reference: "a UID without GID will use
-    /// the same numeric UID as the GID").
+    /// the same numeric UID as the GID"). An empty user or group is id 0, as BuildKit's llb.WithUser marshals
+    /// an empty name (`:` is 0:0, `1000:` is 1000:0, `:1000` is 0:1000).
+    /// `root` is id 0 without a lookup, as BuildKit's parseUID takes it (`COPY --chown=root:root` into a
+    /// stage without /etc/passwd, such as scratch).
     public func resolveOwner(_ spec: String) throws -> (uid: UInt32, gid: UInt32) {
-        let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-        let uid = try userID(parts[0], spec: spec)
-        if parts.count == 2 { return (uid, try groupID(parts[1], spec: spec)) }
-        if UInt32(parts[0]) != nil { return (uid, uid) }
+        let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map {
+            $0 == "root" ? "0" : String($0)
+        }
+        let uid = parts[0].isEmpty ? 0 : try userID(parts[0], spec: spec)
+        if parts.count == 2 { return (uid, parts[1].isEmpty ? 0 : try groupID(parts[1], spec: spec)) }
+        if parts[0].isEmpty || UInt32(parts[0]) != nil { return (uid, uid) }
         return (uid, users.first { $0.name == parts[0] }?.gid ?? uid)
     }
 

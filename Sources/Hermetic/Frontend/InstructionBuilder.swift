@@ -240,35 +240,19 @@ struct InstructionBuilder {
             )
         }
         let destination = words.removeLast()
-        let isAdd = keyword == "add"
-        for source in words where Self.isRemote(source) {
-            guard isAdd else { throw fail(line, "COPY cannot fetch \(source): use ADD --checksum=sha256:…") }
-            if source.hasPrefix("git@") || source.hasSuffix(".git") || source.contains(".git#") {
-                throw fail(line, "ADD \(source): git sources are not supported by a hermetic build")
-            }
-            guard flags.string("checksum") != nil else {
-                throw fail(line, "ADD \(source) requires --checksum=sha256:… (remote inputs must be pinned)")
-            }
-        }
-        if flags.string("checksum") != nil {
-            // BuildKit's texts (convert_copy.go).
-            guard words.count == 1 else { throw fail(line, "checksum can't be specified for multiple sources") }
-            guard isAdd, words.allSatisfy(Self.isRemote) else {
-                throw fail(line, "\(isAdd ? "ADD" : "COPY") --checksum: checksum requires HTTP(S) or Git sources")
-            }
-        }
+        // What a source names (a URL, a git repository) is judged once it is expanded and unquoted, when its
+        // stage is planned or run (CopyInstruction.sourceRuleViolation), as BuildKit's dispatchCopy does.
         return CopyInstruction(
-            isAdd: isAdd, sources: words, destination: destination, heredocs: heredocs,
+            isAdd: keyword == "add", sources: words, destination: destination, heredocs: heredocs,
             from: flags.string("from"), chown: flags.string("chown"), chmod: flags.string("chmod"),
             link: flags.bool("link") ?? false, parents: flags.bool("parents") ?? false, excludes: flags.all("exclude"),
             checksum: flags.string("checksum"), keepGitDir: flags.bool("keep-git-dir") ?? false,
             unpack: flags.bool("unpack"))
     }
 
+    /// Whether an expanded COPY/ADD source names something over the network (HTTP(S) or git).
     static func isRemote(_ source: String) -> Bool {
-        let lower = source.lowercased()
-        return lower.hasPrefix("http://") || lower.hasPrefix("https://") || lower.hasPrefix("git@")
-            || lower.hasPrefix("git://")
+        CopySourceKind(of: source) != .local
     }
 
     private func healthcheck(_ rest: String, flags: Flags, line: Int) throws(DockerfileError) -> HealthcheckInstruction

@@ -47,51 +47,6 @@ public struct Platform: Codable, Sendable, Hashable, CustomStringConvertible {
         self.variant = variant
     }
 
-    public struct ParseError: HermeticError {
-        public var text: String
-        public var reason: String
-        public var description: String { "platform \"\(text)\": \(reason)" }
-    }
-
-    /// `os/arch[/variant]`, or `arch` alone meaning linux.
-    public init(parsing text: String) throws {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map { $0.lowercased() }
-        guard (1...3).contains(parts.count), parts.allSatisfy({ !$0.isEmpty }),
-            parts.allSatisfy({ $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") } })
-        else {
-            throw ParseError(text: text, reason: "expected os/arch[/variant]")
-        }
-        if parts.count == 1 {
-            self.init(os: "linux", architecture: parts[0])
-        } else {
-            self.init(os: parts[0], architecture: parts[1], variant: parts.count == 3 ? parts[2] : nil)
-        }
-        guard ["linux", "windows", "darwin", "freebsd"].contains(os) else {
-            throw ParseError(text: text, reason: "unknown operating system \"\(os)\"")
-        }
-        normalize()
-    }
-
-    private mutating func normalize() {
-        switch architecture {
-        case "x86_64", "x86-64": architecture = "amd64"
-        case "aarch64": architecture = "arm64"
-        case "i386", "i686": architecture = "386"
-        case "armhf": architecture = "arm"; variant = variant ?? "v7"
-        case "armel": architecture = "arm"; variant = variant ?? "v6"
-        default: break
-        }
-        if architecture == "arm64", variant == "v8" || variant == "8" { variant = nil }
-        if architecture == "arm" {
-            switch variant {
-            case nil, "7": variant = "v7"
-            case "5", "6", "8": variant = "v" + (variant ?? "")
-            default: break
-            }
-        }
-        if architecture == "amd64", variant == "v1" { variant = nil }
-    }
-
     /// The machine the builder runs on.
     public static var host: Platform {
         #if arch(x86_64)
@@ -105,13 +60,6 @@ public struct Platform: Codable, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         variant.map { "\(os)/\(architecture)/\($0)" } ?? "\(os)/\(architecture)"
-    }
-
-    /// Whether an image for `self` serves a build for `wanted` (same os and architecture; variants match
-    /// when both are given).
-    public func matches(_ wanted: Platform) -> Bool {
-        os == wanted.os && architecture == wanted.architecture
-            && (variant == nil || wanted.variant == nil || variant == wanted.variant)
     }
 }
 

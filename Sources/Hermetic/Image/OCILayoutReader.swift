@@ -7,6 +7,8 @@ public struct LayoutError: HermeticError {
     public var layout: String
     public var digest: Digest?
     public var reason: String
+    /// The reason when a pinned digest is nowhere under the layout's index.json.
+    public static let notInLayout = "not found in this layout"
     public var description: String {
         digest.map { "image layout \(layout): blob \($0): \(reason)" } ?? "image layout \(layout): \(reason)"
     }
@@ -85,13 +87,14 @@ public struct OCILayoutReader: Sendable {
     }
 
     /// Finds the image for `platform`: by digest (anywhere under index.json), else by tag, else the only
-    /// image; descending through indexes.
+    /// image; descending through indexes. Its config (and its descriptor's platform, when it has one) must
+    /// serve `platform`, else `PlatformMismatchError`.
     public func resolveImage(reference tag: String?, digest: Digest?, platform: Platform) throws -> ResolvedImage {
         var start: Descriptor
         if let digest {
             start =
                 try findDescriptor(digest, in: index, depth: 0)
-                ?? { throw LayoutError(layout: path, digest: digest, reason: "not found in this layout") }()
+                ?? { throw LayoutError(layout: path, digest: digest, reason: LayoutError.notInLayout) }()
         } else {
             start = try topLevelDescriptor(tag: tag)
         }
@@ -104,13 +107,14 @@ public struct OCILayoutReader: Sendable {
                     layout: path, digest: start.digest, reason: "image indexes nest too deep or form a cycle")
             }
             let nested: ImageIndex = try readJSON(start, as: ImageIndex.self)
-            let candidates = nested.manifests.filter { descriptor in
-                guard let candidate = descriptor.platform else { return false }
-                return candidate.matches(platform)
+            // The best variant among the entries that serve the platform; the first of equals.
+            let candidates = nested.manifests.compactMap { descriptor in
+                descriptor.platform.flatMap { $0.serves(platform) ? (descriptor, $0.rank(serving: platform)) : nil }
             }
-            guard let chosen = candidates.first(where: { $0.platform?.variant == platform.variant }) ?? candidates.first
-            else {
-                throw LayoutError(layout: path, digest: start.digest, reason: "no image for platform \(platform)")
+            guard let chosen = candidates.min(by: { $0.1 < $1.1 })?.0 else {
+                // Attestation manifests (unknown/unknown) are no image for anyone.
+                let available = nested.manifests.compactMap { $0.platform?.normalized }.filter { $0.os != "unknown" }
+                throw PlatformMismatchError(layout: path, requested: platform, finding: .noEntry(available: available))
             }
             start = chosen
         }
@@ -123,6 +127,15 @@ public struct OCILayoutReader: Sendable {
             throw LayoutError(layout: path, digest: start.digest, reason: "manifest schemaVersion must be 2")
         }
         let config: ImageConfig = try readJSON(manifest.config, as: ImageConfig.self)
+        // The content must be the platform asked for, whatever pinned it: a manifest pinned directly (a
+        // single-platform layout) was never chosen by platform, and its label is not its content.
+        let content = Platform(os: config.os, architecture: config.architecture, variant: config.variant)
+        guard content.serves(platform) else {
+            throw PlatformMismatchError(layout: path, requested: platform, finding: .content(content.normalized))
+        }
+        if let labelled = start.platform, !labelled.serves(platform) {
+            throw PlatformMismatchError(layout: path, requested: platform, finding: .label(labelled.normalized))
+        }
         return ResolvedImage(
             manifestDescriptor: start, manifest: manifest, configDescriptor: manifest.config, config: config)
     }

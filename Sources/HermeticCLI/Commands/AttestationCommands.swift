@@ -60,6 +60,10 @@ struct VerifyCommand: AsyncParsableCommand {
 
     @Argument(help: "An OCI layout written by hermetic build (DIR or DIR:tag), or an --attest-file.") var target: String
     @Option(help: "Public key (PEM) the signature must verify with (repeatable).") var key: [String] = []
+    @Flag(
+        name: .customLong("allow-unsigned"),
+        help: "Check an unsigned provenance (subject, statement, blobs, policy) without a signature, and say so.")
+    var allowUnsigned = false
     @Flag(name: .customLong("require-pinned"), help: "Every input must be pinned by digest.") var requirePinned = false
     @Flag(name: .customLong("require-no-network"), help: "No RUN step may have had network access.")
     var requireNoNetwork = false
@@ -68,10 +72,9 @@ struct VerifyCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            guard !key.isEmpty else {
-                throw ArgumentError(argument: "--key", value: "", reason: "at least one public key is required")
-            }
+            guard !key.isEmpty || allowUnsigned else { throw MissingKeyError() }
             var verifier = AttestationVerifier(keys: try loadKeys(key))
+            verifier.allowUnsigned = allowUnsigned
             verifier.requirePinned = requirePinned
             verifier.requireNoNetwork = requireNoNetwork
             for pair in expectArg {
@@ -80,12 +83,28 @@ struct VerifyCommand: AsyncParsableCommand {
                 }
                 verifier.expectedArgs[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
             }
-            let failures = try verifier.failures(of: try StoredAttestations.load(target))
-            guard failures.isEmpty else {
-                for failure in failures { writeErrorLine(failure) }
+            let report = try verifier.report(of: try StoredAttestations.load(target))
+            guard report.failures.isEmpty else {
+                for failure in report.failures {
+                    writeErrorLine(
+                        failure == AttestationVerifier.unsignedFailure
+                            ? failure + " (--allow-unsigned checks the rest without a signature, and says so)"
+                            : failure)
+                }
                 throw ExitCode(1)
             }
-            print("verified: \(target)")
+            guard let unchecked = report.uncheckedSignature else {
+                print("verified: \(target)")
+                return
+            }
+            print("verified without a signature: \(target): no signature was checked (\(unchecked))")
+        }
+    }
+
+    /// Neither a key nor `--allow-unsigned`: verify would have nothing to say about who wrote the provenance.
+    struct MissingKeyError: HermeticError {
+        var description: String {
+            "verify: no --key given: pass --key PUB to check the signature, or --allow-unsigned to check an unsigned provenance without one"
         }
     }
 }

@@ -20,8 +20,14 @@ struct BuildCommand: AsyncParsableCommand {
         [String] = []
     @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path[@sha256:…] or NAME=DIR (repeatable).")
     var buildContext: [String] = []
-    @Option(help: "Write the image (manifest) digest to this file.") var iidfile: String?
-    @Option(name: .customLong("metadata-file"), help: "Write build result metadata (JSON) to this file.")
+    @Option(
+        help:
+            "Write the image digest to this file (the one printed on success): the image index's when there is one (provenance on, the default, or several platforms), else the manifest's."
+    )
+    var iidfile: String?
+    @Option(
+        name: .customLong("metadata-file"),
+        help: "Write build result metadata (JSON) to this file; containerimage.digest is the --iidfile digest.")
     var metadataFile: String?
     @Option(help: "plain, tty, quiet or auto.") var progress: String = "auto"
     @Flag(name: .customLong("no-cache"), help: "Run every step; read nothing from the build cache.") var noCache =

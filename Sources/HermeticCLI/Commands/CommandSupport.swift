@@ -53,14 +53,18 @@ func writeStandardError(_ text: String) {
     }
 }
 
-/// `--platform` values: comma-separated `os/arch[/variant]` entries, each checked.
+/// `--platform` values: comma-separated `os/arch[/variant]` entries, each checked (`Platform(parsing:)`).
 func parsePlatforms(_ values: [String]) throws(ArgumentError) -> [String] {
     var platforms: [String] = []
     for text in values {
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let trimmed = part.trimmingCharacters(in: .whitespaces)
-            guard (try? Platform(parsing: trimmed)) != nil else {
-                throw ArgumentError(argument: "--platform", value: text, reason: "\"\(part)\" is not os/arch[/variant]")
+            do {
+                _ = try Platform(parsing: trimmed)
+            } catch {
+                let reason = (error as? Platform.ParseError)?.reason ?? "\(error)"
+                throw ArgumentError(
+                    argument: "--platform", value: text, reason: part == text ? reason : "\"\(part)\": \(reason)")
             }
             platforms.append(trimmed)
         }

@@ -11,6 +11,12 @@ struct RebuildCommand: AsyncParsableCommand {
     @Argument(help: "An OCI layout written by hermetic build (DIR or DIR:tag), or an --attest-file.") var target: String
     @Option(help: "The build context directory to rebuild from.") var context: String
     @Option(
+        name: [.customShort("f"), .long],
+        help:
+            "The Dockerfile, checked against the recorded digest (needed when the build read it from outside the context; default: the recorded path in the context, or the bytes the provenance carries for a -f - build)."
+    )
+    var file: String?
+    @Option(
         name: .customLong("build-context"), help: "NAME=oci-layout:///path for each image the build used (repeatable).")
     var buildContext: [String] = []
     @Option(help: "Secrets the build used, supplied again: id=ID,src=FILE or id=ID,env=VAR (repeatable).")
@@ -42,7 +48,7 @@ struct RebuildCommand: AsyncParsableCommand {
                 (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
                 ?? CommandLine.arguments[0]
             let outcome = try Rebuilder(
-                target: target, contextDirectory: context, namedContexts: named, secrets: secret,
+                target: target, contextDirectory: context, dockerfile: file, namedContexts: named, secrets: secret,
                 entitlements: allow, executable: executable
             ).run()
             if let signKey {

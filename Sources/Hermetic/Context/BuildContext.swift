@@ -1,3 +1,6 @@
+// Context/ — a directory in (the build context, a stage's root, a directory context) with its
+// .dockerignore; out: the files a COPY/ADD reads, planned as `LayerEntry` values, and the context digest.
+
 #if canImport(Glibc)
     import Glibc
 #endif

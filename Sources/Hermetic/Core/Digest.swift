@@ -1,3 +1,6 @@
+// Core/ — the small types and system helpers every folder uses: digests, file system calls with typed
+// errors, the builder's version.
+
 internal import COpenSSLCrypto
 
 /// A content digest in OCI form (`sha256:<64 lowercase hex>`).

@@ -1,3 +1,6 @@
+// Frontend/ — Dockerfile bytes in; a `Dockerfile` out: typed instructions with source ranges (parser,
+// shell lexer for expansion, JSON forms). Nothing is read from disk or expanded against a stage here.
+
 import Foundation
 
 /// Dockerfile text → `Dockerfile`: directives, comments, line continuations, heredocs, flags, and one

@@ -1,3 +1,6 @@
+// Image/ — OCI types (descriptors, manifests, indexes, configs, platforms) and image layouts on disk:
+// read with every blob checked against its digest, written under a temporary name.
+
 #if canImport(Glibc)
     import Glibc
 #endif

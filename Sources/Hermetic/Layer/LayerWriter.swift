@@ -1,3 +1,6 @@
+// Layer/ — layer entries in, layer blobs out (deterministic tar, chunked gzip/zstd) and back (the
+// hostile-input-safe applier, the RUN step's diff).
+
 /// Layer format 1 — the exact bytes `LayerWriter` produces for a list of `LayerEntry` values.
 ///
 /// Entries and order

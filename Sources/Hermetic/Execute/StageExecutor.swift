@@ -1,3 +1,8 @@
+// Execute/ — a `BuildPlan` in; one `BuiltImage` per platform out (config, layers as tars, the stage's
+// root filesystem) and a `BuildRecord` of what was used. Bases are resolved and unpacked, RUN steps run
+// in the sandbox, COPY/ADD are planned and written; each RUN/COPY/ADD is first looked up in the build
+// cache (StepCache) and stored there after it ran.
+
 #if canImport(Glibc)
     import Glibc
 #endif

@@ -1,3 +1,7 @@
+// Plan/ — a `Dockerfile`, build args and the target platform in; a `BuildPlan` out: the stages the target
+// needs in build order, their bases and `--from` sources, ARG scopes, the instruction rules and platform
+// checks that can fail before anything runs.
+
 /// Where a stage starts from, or where a `COPY --from` / `RUN --mount from=` reads.
 public enum StageSource: Sendable, Hashable {
     case scratch

@@ -1,3 +1,6 @@
+// Export/ — `BuiltImage`s in; OCI blobs (config, manifest, index, attestation manifests) out, written
+// to each `-o` output under a temporary name and put in place together (PendingOutputs).
+
 import Foundation
 import Provenance
 

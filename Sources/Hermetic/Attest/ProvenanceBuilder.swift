@@ -1,3 +1,6 @@
+// Attest/ — a `BuildRecord` and the build's options in; SLSA provenance statements out. Also the way
+// back: reading attestations from a layout (inspect, verify) and rebuilding from them (rebuild).
+
 import Provenance
 import Sandbox
 

@@ -13,7 +13,7 @@ struct HermeticCommand: AsyncParsableCommand {
         version: HermeticVersion.string,
         subcommands: [
             BuildCommand.self, LockCommand.self, KeyCommand.self, InspectCommand.self, VerifyCommand.self,
-            RebuildCommand.self,
+            RebuildCommand.self, DiskUsageCommand.self, PruneCommand.self, StoreCommand.self,
         ]
     )
 

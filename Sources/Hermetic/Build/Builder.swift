@@ -1,3 +1,6 @@
+// Build/ — the driver: `BuildOptions` in, a `BuildResult` out. It reads the Dockerfile and runs the
+// pipeline Frontend → Plan → Execute → Export → Attest, and owns the build's log, workspace and lock file.
+
 import Provenance
 
 #if canImport(Glibc)
@@ -123,6 +126,9 @@ public struct Builder {
             rootMechanism: try Self.runRootMechanism(environment),
             failOverlayMount: environment["HERMETIC_TEST_FAIL_OVERLAY"] == "1")
         let store = try ContentStore(stateDirectory: stateDirectory)
+        // Shared for the whole build: `hermetic prune` waits rather than remove what this build uses.
+        let storeLock = try store.lockForBuild()
+        defer { withExtendedLifetime(storeLock) {} }
         let cacheSettings = StepCacheSettings(
             store: store, readNothing: options.noCache, stagesNotRead: Set(options.noCacheFilter))
         var images: [BuiltImage] = []

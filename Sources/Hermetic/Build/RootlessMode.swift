@@ -47,7 +47,7 @@ public enum RootlessMode {
 
     /// Where cache mounts persist by default: /var/lib/hermetic for root; in rootless mode the user's
     /// `$XDG_STATE_HOME/hermetic` (or `~/.local/state/hermetic`), which the user can write.
-    static func defaultStateDirectory(environment: [String: String]) -> String {
+    public static func defaultStateDirectory(environment: [String: String]) -> String {
         guard environment[marker] != nil else { return "/var/lib/hermetic" }
         if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") { return state + "/hermetic" }
         if let home = environment["HOME"], home.hasPrefix("/") { return home + "/.local/state/hermetic" }

@@ -1,3 +1,5 @@
+// Store/ — what a build leaves for the next: blobs by digest, cached steps, compressed layers.
+
 /// The builder's store under the state directory: what one build leaves for the next.
 ///
 /// In: layer blobs already hashed while they were written (into `temporaryDirectory`), and the records
@@ -57,6 +59,7 @@ public struct ContentStore: Sendable {
         guard let record: CachedStep = readRecord(root + "/steps/" + key.digest.hex + ".json") else { return nil }
         // A record whose layer blob is gone (pruned, or a store copied in part) is a miss, not an error.
         if let layer = record.layer, !hasBlob(layer.diffID) { return nil }
+        touch(root + "/steps/" + key.digest.hex + ".json")
         return record
     }
 
@@ -67,6 +70,7 @@ public struct ContentStore: Sendable {
     func compressedLayer(diffID: Digest, scheme: String) -> Descriptor? {
         let path = root + "/compressed/" + diffID.hex + "-" + scheme + ".json"
         guard let descriptor: Descriptor = readRecord(path), hasBlob(descriptor.digest) else { return nil }
+        touch(path)
         return descriptor
     }
 
@@ -74,7 +78,7 @@ public struct ContentStore: Sendable {
         try writeRecord(descriptor, to: root + "/compressed/" + diffID.hex + "-" + scheme + ".json")
     }
 
-    private func readRecord<T: Decodable>(_ path: String) -> T? {
+    func readRecord<T: Decodable>(_ path: String) -> T? {
         guard let bytes = try? FileSystem.readFile(path, limit: 1 << 20) else { return nil }
         return try? JSONDecoder().decode(T.self, from: Data(bytes))
     }

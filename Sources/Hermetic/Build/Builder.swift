@@ -102,6 +102,13 @@ public struct Builder {
         for warning in BuildChecks.warnings(dockerfile: dockerfile, buildArgs: options.buildArgs) {
             log.warning(warning)
         }
+        if options.outputs.isEmpty {
+            // As buildx warns with a builder that keeps nothing: without -o, the image is made and dropped.
+            log.warning(
+                "No output specified: the image is built and its digest printed, but nothing is written. To write "
+                    + "it use -o type=oci,dest=DIR (or type=oci,dest=FILE.tar, type=docker,dest=FILE.tar, "
+                    + "type=local,dest=DIR)")
+        }
         let ignore = try DockerIgnore.load(contextRoot: contextRoot, dockerfilePath: dockerfilePath)
         let context = BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true)
         let resolver = try makeResolver(contextRoot: contextRoot)

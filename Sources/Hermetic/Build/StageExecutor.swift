@@ -520,12 +520,15 @@ struct StageExecutor {
     static let defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     /// History `created_by`: the instruction's source text; for RUN, also the NAMES of the build args it
-    /// saw (BuildKit and Buildah write `|N NAME=value …`, which leaks values).
+    /// saw (BuildKit and Buildah write `|N NAME=value …`, which leaks values), on its first line, and its
+    /// heredocs as written: they are the script (BuildKit records `/bin/sh -c SCRIPT` for `RUN <<EOF`).
     static func historyText(_ instruction: Instruction, scope: StageScope) -> String {
         guard case .run = instruction.kind else { return instruction.original }
         let names = scope.argumentsInEffect
-        return names.isEmpty
+        let firstLine =
+            names.isEmpty
             ? instruction.original : instruction.original + " # build args: " + names.joined(separator: " ")
+        return firstLine + instruction.heredocText
     }
 
     static func joinWorkdir(_ current: String?, _ path: String) -> String {

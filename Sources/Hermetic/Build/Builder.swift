@@ -131,20 +131,30 @@ public struct Builder {
             failOverlayMount: environment["HERMETIC_TEST_FAIL_OVERLAY"] == "1")
         var images: [BuiltImage] = []
         var record = BuildRecord()
-        for (number, platform) in platforms.enumerated() {
+        // Every platform planned first: the progress view knows the total before the first step.
+        var plans: [BuildPlan] = []
+        for platform in platforms {
             let planner = Planner(
                 dockerfile: dockerfile, buildArguments: buildArguments,
                 predefinedArguments: PredefinedArguments.values(target: platform, build: .host))
-            let plan = try planner.plan(target: options.target)
-            if number == 0, !plan.unusedBuildArguments.isEmpty {
-                log.warning("build args not consumed by any ARG: \(plan.unusedBuildArguments.joined(separator: ", "))")
-            }
+            plans.append(try planner.plan(target: options.target))
+        }
+        if let first = plans.first, !first.unusedBuildArguments.isEmpty {
+            log.warning("build args not consumed by any ARG: \(first.unusedBuildArguments.joined(separator: ", "))")
+        }
+        var executors: [StageExecutor] = []
+        for (number, platform) in platforms.enumerated() {
             let platformWorkspace = workspace + "/p\(number)"
             try FileSystem.makeDirectory(platformWorkspace)
             var executor = StageExecutor(
-                plan: plan, platform: platform, context: context, resolver: resolver,
+                plan: plans[number], platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log, runOptions: runOptions)
+            executor.progressPlatform = platforms.count > 1 ? platform.description : nil
+            executors.append(executor)
+        }
+        log.expectSteps(executors.reduce(0) { $0 + $1.stepCount })
+        for var executor in executors {
             do {
                 images.append(try await executor.buildTarget())
             } catch {

@@ -248,7 +248,7 @@ extension StageExecutor {
             plan.root = root.untouched == nil ? .overlay : .copy
             plan.failOverlayMount = runOptions.failOverlayMount
             let relay = try StepOutputRelay(
-                destination: runOptions.showOutput ? 2 : nil, secrets: secretValues.map(\.value))
+                log: runOptions.showOutput ? log : nil, secrets: secretValues.map(\.value))
             do {
                 // When run returns, every process of the step is gone: nothing else holds the pipe's write end.
                 defer { relay.finish() }

@@ -343,7 +343,7 @@ import Testing
         let text = try String(contentsOfFile: log, encoding: .utf8)
         try #require(outcome.status == 0, "\(text)")
         #expect(build.file("out", "stderr-is")?.hasPrefix("pipe:") == true)
-        #expect(text.hasPrefix("#0 [stage-0 1/3] FROM busybox"), "\(text)")
+        #expect(text.hasPrefix("#1 [1/3] FROM busybox\n#1 DONE "), "\(text)")
         #expect(text.contains("FORGED\n"))
         #expect(!text.contains(canary) && text.contains("****"), "\(text)")
         #expect(text.contains("relay"), "a part of a secret is not masked: \(text)")

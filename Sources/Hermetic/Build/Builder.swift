@@ -102,6 +102,13 @@ public struct Builder {
         for warning in BuildChecks.warnings(dockerfile: dockerfile, buildArgs: options.buildArgs) {
             log.warning(warning)
         }
+        if options.outputs.isEmpty {
+            // As buildx warns with a builder that keeps nothing: without -o, the image is made and dropped.
+            log.warning(
+                "No output specified: the image is built and its digest printed, but nothing is written. To write "
+                    + "it use -o type=oci,dest=DIR (or type=oci,dest=FILE.tar, type=docker,dest=FILE.tar, "
+                    + "type=local,dest=DIR)")
+        }
         let ignore = try DockerIgnore.load(contextRoot: contextRoot, dockerfilePath: dockerfilePath)
         let context = BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true)
         let resolver = try makeResolver(contextRoot: contextRoot)
@@ -124,7 +131,8 @@ public struct Builder {
             failOverlayMount: environment["HERMETIC_TEST_FAIL_OVERLAY"] == "1")
         var images: [BuiltImage] = []
         var record = BuildRecord()
-        // Every platform is planned, and its RUN steps checked against this host, before any step runs.
+        // Every platform is planned, and its RUN steps checked against this host, before any step runs;
+        // the progress view then knows the total before the first step.
         var plans: [BuildPlan] = []
         for platform in platforms {
             let planner = Planner(
@@ -139,13 +147,19 @@ public struct Builder {
         if let unused = plans.first?.unusedBuildArguments, !unused.isEmpty {
             log.warning("build args not consumed by any ARG: \(unused.joined(separator: ", "))")
         }
-        for (number, (platform, plan)) in zip(platforms, plans).enumerated() {
+        var executors: [StageExecutor] = []
+        for (number, platform) in platforms.enumerated() {
             let platformWorkspace = workspace + "/p\(number)"
             try FileSystem.makeDirectory(platformWorkspace)
             var executor = StageExecutor(
-                plan: plan, platform: platform, context: context, resolver: resolver,
+                plan: plans[number], platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log, runOptions: runOptions)
+            executor.progressPlatform = platforms.count > 1 ? platform.description : nil
+            executors.append(executor)
+        }
+        log.expectSteps(executors.reduce(0) { $0 + $1.stepCount })
+        for var executor in executors {
             do {
                 images.append(try await executor.buildTarget())
             } catch {

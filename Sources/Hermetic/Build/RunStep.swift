@@ -54,13 +54,18 @@ extension StageExecutor {
 
         // Network and security: a Dockerfile can ask, only the person running the build can grant.
         var network = SandboxPlan.Network.none
-        switch run.network ?? "default" {
-        case "host":
+        switch run.network {
+        case "host"?:
             guard runOptions.entitlements.contains(.networkHost) else {
                 throw fail(
                     "RUN --network=host needs the network.host entitlement (hermetic build --allow network.host)")
             }
             network = .host
+        case "default"?:
+            // BuildKit's default is a sandbox network with outbound access; Hermetic has no such network.
+            throw fail(
+                "RUN --network=default: Hermetic steps have no network (use --network=none, or RUN --network=host "
+                    + "with hermetic build --allow network.host)")
         default: network = .none
         }
         if run.security == "insecure" {
@@ -248,7 +253,7 @@ extension StageExecutor {
             plan.root = root.untouched == nil ? .overlay : .copy
             plan.failOverlayMount = runOptions.failOverlayMount
             let relay = try StepOutputRelay(
-                destination: runOptions.showOutput ? 2 : nil, secrets: secretValues.map(\.value))
+                log: runOptions.showOutput ? log : nil, secrets: secretValues.map(\.value))
             do {
                 // When run returns, every process of the step is gone: nothing else holds the pipe's write end.
                 defer { relay.finish() }
@@ -280,8 +285,13 @@ extension StageExecutor {
             case .signaled(let signal): how = "killed by signal \(signal)"
             }
             let why = result.timedOut ? " (step timeout)" : result.pidsLimitReached ? " (pids limit reached)" : ""
+            // BuildKit's steps have network by default, ours do not: say so where a download is the likely cause.
+            let offline =
+                run.network == nil
+                ? "; it had no network (Hermetic's default; grant the host's with RUN --network=host and hermetic "
+                    + "build --allow network.host)" : ""
             throw fail(
-                "RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)"
+                "RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)\(offline)"
             )
         }
         do {

@@ -70,12 +70,16 @@ struct BuildCommand: AsyncParsableCommand {
                 workspaceParent: WorkspaceJanitor.workspaceParent(environment))
             let options = try makeOptions(environment: environment)
             let result: BuildResult
+            let log = BuildLog(mode: options.progress)
             do {
-                result = try await Builder(options: options, log: BuildLog(mode: options.progress)).build()
+                result = try await Builder(options: options, log: log).build()
             } catch {
+                // The progress ends (the tty view's last screen) before the error line.
+                log.finish(error: escapedForOneLine("\(error)"))
                 signals.settle()
                 throw error
             }
+            log.finish(error: nil)
             signals.settle()
             print(result.imageDigest.description)
         }

@@ -16,10 +16,13 @@ public struct BuildResult: Sendable {
 public struct Builder {
     public var options: BuildOptions
     public var log: BuildLog
+    /// What a signal must remove is recorded here (see `WorkspaceJanitor.SignalGuard`).
+    public var signals: WorkspaceJanitor.SignalGuard
 
-    public init(options: BuildOptions, log: BuildLog) {
+    public init(options: BuildOptions, log: BuildLog, signals: WorkspaceJanitor.SignalGuard = .init()) {
         self.options = options
         self.log = log
+        self.signals = signals
     }
 
     /// Why a build cannot start here at all.
@@ -109,11 +112,17 @@ public struct Builder {
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
 
         WorkspaceJanitor.removeStale(under: workspaceParent)
-        let workspace = try FileSystem.makeTemporaryDirectory(
-            in: workspaceParent, prefix: WorkspaceJanitor.workspacePrefix())
-        defer { FileSystem.removeTree(workspace) }
-        let workspaceLock = try WorkspaceJanitor.lockWorkspace(workspace)
-        defer { close(workspaceLock) }
+        let locked = try signals.creating(
+            {
+                try WorkspaceJanitor.createWorkspace(
+                    in: workspaceParent, pause: environment["HERMETIC_TEST_WORKSPACE_PAUSE"])
+            }, path: \.path)
+        let workspace = locked.path
+        defer {
+            FileSystem.removeTree(workspace)
+            signals.forget(workspace)
+            close(locked.lock)
+        }
 
         let runOptions = RunOptions(
             secrets: options.secrets, sshSockets: options.sshSockets,

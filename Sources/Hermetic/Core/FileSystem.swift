@@ -1,3 +1,5 @@
+import Sandbox
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -332,6 +334,18 @@ extension FileSystem {
             }
             offset += written
         }
+    }
+
+    /// Renames `source` to `destination` only if nothing is there (renameat2's RENAME_NOREPLACE; where the
+    /// filesystem lacks it, a check and then a plain rename). False, with errno set, when it failed.
+    public static func renameNoReplace(_ source: String, to destination: String) -> Bool {
+        if ProcessControl.rename(source, destination, .noReplace) { return true }
+        guard errno == EINVAL || errno == ENOSYS else { return false }
+        guard !exists(destination) else {
+            errno = EEXIST
+            return false
+        }
+        return rename(source, destination) == 0
     }
 
     /// Puts the complete directory `replacement` at `path`: an existing directory there is moved aside

@@ -60,12 +60,13 @@ struct BuildCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let environment = ProcessEnvironment.current()
-            let signals = WorkspaceJanitor.installSignalHandlers(
-                workspaceParent: WorkspaceJanitor.workspaceParent(environment))
+            let signals = WorkspaceJanitor.installSignalHandlers()
             let options = try makeOptions(environment: environment)
             let result: BuildResult
             do {
-                result = try await Builder(options: options, log: BuildLog(mode: options.progress)).build()
+                result = try await Builder(
+                    options: options, log: BuildLog(mode: options.progress), signals: signals
+                ).build()
             } catch {
                 signals.settle()
                 throw error

@@ -196,22 +196,31 @@ public struct Builder {
                 try images.map { ("the image config", try CanonicalJSON.encode($0.config)) })
         }
         // Every output complete under a temporary name first; then all are put in place.
-        let pending = PendingOutputs()
+        let iidFile = options.iidFile.map(FileSystem.absolute)
+        let attestFile = options.attestFile.map(FileSystem.absolute)
+        let metadataFile = options.metadataFile.map(FileSystem.absolute)
+        let pending = try PendingOutputs(
+            destinations: options.outputs.map { FileSystem.absolute($0.destination) }
+                + [iidFile, attestFile, metadataFile].compactMap { $0 },
+            signals: signals, waiting: { log.warning("waiting for another build that is writing \($0)") })
         for output in options.outputs {
-            try exporter.prepare(exported, to: output, workspace: workspace, pending: pending)
+            try exporter.prepare(exported, to: output, pending: pending)
         }
-        if let iidFile = options.iidFile {
-            try pending.addFile(Array(exported.imageDigest.description.utf8), destination: FileSystem.absolute(iidFile))
+        if let iidFile {
+            try pending.addFile(Array(exported.imageDigest.description.utf8), destination: iidFile)
         }
-        if let attestFile = options.attestFile {
+        if let attestFile {
             var lines: [UInt8] = []
             for envelope in envelopes { lines += try CanonicalJSON.encode(envelope) + [0x0a] }
-            try pending.addFile(lines, destination: FileSystem.absolute(attestFile))
+            try pending.addFile(lines, destination: attestFile)
         }
-        if let metadataFile = options.metadataFile {
-            try pending.addFile(try exported.metadataJSON(), destination: FileSystem.absolute(metadataFile))
+        if let metadataFile {
+            try pending.addFile(try exported.metadataJSON(), destination: metadataFile)
         }
-        try pending.commit()
+        try pending.commit(
+            pauses: .init(
+                before: environment["HERMETIC_TEST_PAUSE_BEFORE_COMMIT"],
+                after: environment["HERMETIC_TEST_PAUSE_AFTER_COMMIT"]))
         return BuildResult(imageDigest: exported.imageDigest, configDigest: exported.configDigest, platforms: platforms)
     }
 

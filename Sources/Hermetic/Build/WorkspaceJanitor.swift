@@ -66,6 +66,8 @@ public enum WorkspaceJanitor {
         private let lock = NSLock()
         /// The signal being handled, once one is.
         private var signalled: Int32?
+        /// Set at the commit point: from then on a signal waits for the build to finish (exit 0).
+        private var committing = false
         private var temporaries: [String] = []
         private var sources: [any DispatchSourceSignal] = []
 
@@ -84,10 +86,12 @@ public enum WorkspaceJanitor {
 
         private func handle(_ signalNumber: Int32) {
             // Under the lock: whatever `creating` made is recorded by now, and nothing more will be.
-            let paths: [String] = lock.withLock {
+            let paths: [String]? = lock.withLock {
+                if committing { return nil }
                 signalled = signalled ?? signalNumber
                 return temporaries
             }
+            guard let paths else { return }
             // Nothing else of this process moves from here on: no step is started, no file written, no
             // workspace removed halfway by the build's own error path while this removes it too.
             ProcessControl.parkOtherThreads()
@@ -111,6 +115,16 @@ public enum WorkspaceJanitor {
         /// `path` was removed, or put in place: a signal leaves it alone.
         public func forget(_ path: String) {
             lock.withLock { temporaries.removeAll { $0 == path } }
+        }
+
+        /// The commit point of the build's outputs. False when a signal came first (then nothing may be put
+        /// in place); once true, a signal no longer interrupts the build, which ends with exit 0.
+        public func beginCommit() -> Bool {
+            lock.withLock {
+                guard signalled == nil else { return false }
+                committing = true
+                return true
+            }
         }
 
         /// Call when the build has ended, before reporting its result: if a signal is being handled, waits
@@ -159,7 +173,7 @@ public enum WorkspaceJanitor {
         let path = workspace + "/" + ownerFileName
         let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw SystemError("create", path: path, errno: errno) }
-        if let pause { _ = try? FileSystem.readFile(pause, limit: 1 << 10, allowPipe: true) }
+        TestPause.wait(on: pause)
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let code = errno
             close(fd)

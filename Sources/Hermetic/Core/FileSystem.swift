@@ -348,13 +348,21 @@ extension FileSystem {
         return rename(source, destination) == 0
     }
 
-    /// Puts the complete directory `replacement` at `path`: an existing directory there is moved aside
+    /// Puts the complete directory `replacement` at `path`. What is there already is exchanged with it in
+    /// one step (renameat2's RENAME_EXCHANGE: `path` is never missing) and then removed under the name
+    /// `replacement` had. Where the filesystem cannot exchange, it is moved aside (beside `replacement`)
     /// first and removed only after the new one is in place.
     public static func replaceDirectory(at path: String, with replacement: String) throws {
         var aside: String?
         if exists(path) {
-            let parent = parentDirectory(of: path)
-            let holder = try makeTemporaryDirectory(in: parent, prefix: ".hermetic-old-")
+            if ProcessControl.rename(replacement, path, .exchange) {
+                removeTree(replacement)
+                return
+            }
+            guard errno == EINVAL || errno == ENOSYS else {
+                throw SystemError("exchange with", path: path, errno: errno)
+            }
+            let holder = try makeTemporaryDirectory(in: parentDirectory(of: replacement), prefix: ".hermetic-old-")
             guard rename(path, holder + "/old") == 0 else {
                 let code = errno
                 rmdir(holder)

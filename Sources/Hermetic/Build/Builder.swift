@@ -63,9 +63,10 @@ public struct Builder {
             ? "/dev/stdin" : options.dockerfilePath.map(FileSystem.absolute) ?? Self.defaultDockerfile(in: contextRoot)
         let environment = ProcessEnvironment.current()
         let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
-        let stateDirectory =
+        // Absolute before any step runs, as TMPDIR is: a relative one means the current directory's.
+        let stateDirectory = FileSystem.absolute(
             options.stateDirectory ?? environment["HERMETIC_STATE_DIR"]
-            ?? RootlessMode.defaultStateDirectory(environment: environment)
+                ?? RootlessMode.defaultStateDirectory(environment: environment))
         try OutputDestinationCheck(
             inputs: [contextRoot, dockerfilePath, workspaceParent, stateDirectory]
                 + (options.lockFile.map { [$0] } ?? []) + (options.signKeyPath.map { [$0] } ?? [])

@@ -13,6 +13,18 @@ public enum ProcessControl {
         _ = hermetic_park_other_threads(SIGPROF, 2000)
     }
 
+    /// A safety net for a cleanup that runs with every other thread stopped: should it wait forever (a lock
+    /// a stopped thread held), SIGALRM ends the process after `seconds` (its default action; unblocked here,
+    /// as the stopped threads and libdispatch's workers block it). The next build removes what was left.
+    public static func endProcessIfStuck(afterSeconds seconds: UInt32) {
+        signal(SIGALRM, SIG_DFL)
+        var alarmOnly = sigset_t()
+        sigemptyset(&alarmOnly)
+        sigaddset(&alarmOnly, SIGALRM)
+        pthread_sigmask(SIG_UNBLOCK, &alarmOnly, nil)
+        alarm(seconds)
+    }
+
     /// SIGKILLs every child of this process and reaps it. A step's sandbox child is its PID namespace's
     /// init: once it is reaped nothing of the step runs and its mount namespace is gone.
     public static func killAndReapChildren() {

@@ -94,6 +94,7 @@ public enum WorkspaceJanitor {
             guard let paths else { return }
             // Nothing else of this process moves from here on: no step is started, no file written, no
             // workspace removed halfway by the build's own error path while this removes it too.
+            ProcessControl.endProcessIfStuck(afterSeconds: 60)
             ProcessControl.parkOtherThreads()
             ProcessControl.killAndReapChildren()
             StepCgroups.killAndRemove(owner: getpid())

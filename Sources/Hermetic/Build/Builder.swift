@@ -16,10 +16,13 @@ public struct BuildResult: Sendable {
 public struct Builder {
     public var options: BuildOptions
     public var log: BuildLog
+    /// What a signal must remove is recorded here (see `WorkspaceJanitor.SignalGuard`).
+    public var signals: WorkspaceJanitor.SignalGuard
 
-    public init(options: BuildOptions, log: BuildLog) {
+    public init(options: BuildOptions, log: BuildLog, signals: WorkspaceJanitor.SignalGuard = .init()) {
         self.options = options
         self.log = log
+        self.signals = signals
     }
 
     /// Why a build cannot start here at all.
@@ -60,9 +63,10 @@ public struct Builder {
             ? "/dev/stdin" : options.dockerfilePath.map(FileSystem.absolute) ?? Self.defaultDockerfile(in: contextRoot)
         let environment = ProcessEnvironment.current()
         let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
-        let stateDirectory =
+        // Absolute before any step runs, as TMPDIR is: a relative one means the current directory's.
+        let stateDirectory = FileSystem.absolute(
             options.stateDirectory ?? environment["HERMETIC_STATE_DIR"]
-            ?? RootlessMode.defaultStateDirectory(environment: environment)
+                ?? RootlessMode.defaultStateDirectory(environment: environment))
         try OutputDestinationCheck(
             inputs: [contextRoot, dockerfilePath, workspaceParent, stateDirectory]
                 + (options.lockFile.map { [$0] } ?? []) + (options.signKeyPath.map { [$0] } ?? [])
@@ -116,11 +120,17 @@ public struct Builder {
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
 
         WorkspaceJanitor.removeStale(under: workspaceParent)
-        let workspace = try FileSystem.makeTemporaryDirectory(
-            in: workspaceParent, prefix: WorkspaceJanitor.workspacePrefix())
-        defer { FileSystem.removeTree(workspace) }
-        let workspaceLock = try WorkspaceJanitor.lockWorkspace(workspace)
-        defer { close(workspaceLock) }
+        let locked = try signals.creating(
+            {
+                try WorkspaceJanitor.createWorkspace(
+                    in: workspaceParent, pause: environment["HERMETIC_TEST_WORKSPACE_PAUSE"])
+            }, path: \.path)
+        let workspace = locked.path
+        defer {
+            FileSystem.removeTree(workspace)
+            signals.forget(workspace)
+            close(locked.lock)
+        }
 
         let runOptions = RunOptions(
             secrets: options.secrets, sshSockets: options.sshSockets,
@@ -212,22 +222,31 @@ public struct Builder {
                 try images.map { ("the image config", try CanonicalJSON.encode($0.config)) })
         }
         // Every output complete under a temporary name first; then all are put in place.
-        let pending = PendingOutputs()
+        let iidFile = options.iidFile.map(FileSystem.absolute)
+        let attestFile = options.attestFile.map(FileSystem.absolute)
+        let metadataFile = options.metadataFile.map(FileSystem.absolute)
+        let pending = try PendingOutputs(
+            destinations: options.outputs.map { FileSystem.absolute($0.destination) }
+                + [iidFile, attestFile, metadataFile].compactMap { $0 },
+            signals: signals, waiting: { log.warning("waiting for another build that is writing \($0)") })
         for output in options.outputs {
-            try exporter.prepare(exported, to: output, workspace: workspace, pending: pending)
+            try exporter.prepare(exported, to: output, pending: pending)
         }
-        if let iidFile = options.iidFile {
-            try pending.addFile(Array(exported.imageDigest.description.utf8), destination: FileSystem.absolute(iidFile))
+        if let iidFile {
+            try pending.addFile(Array(exported.imageDigest.description.utf8), destination: iidFile)
         }
-        if let attestFile = options.attestFile {
+        if let attestFile {
             var lines: [UInt8] = []
             for envelope in envelopes { lines += try CanonicalJSON.encode(envelope) + [0x0a] }
-            try pending.addFile(lines, destination: FileSystem.absolute(attestFile))
+            try pending.addFile(lines, destination: attestFile)
         }
-        if let metadataFile = options.metadataFile {
-            try pending.addFile(try exported.metadataJSON(), destination: FileSystem.absolute(metadataFile))
+        if let metadataFile {
+            try pending.addFile(try exported.metadataJSON(), destination: metadataFile)
         }
-        try pending.commit()
+        try pending.commit(
+            pauses: .init(
+                before: environment["HERMETIC_TEST_PAUSE_BEFORE_COMMIT"],
+                after: environment["HERMETIC_TEST_PAUSE_AFTER_COMMIT"]))
         return BuildResult(imageDigest: exported.imageDigest, configDigest: exported.configDigest, platforms: platforms)
     }
 

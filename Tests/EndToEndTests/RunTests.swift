@@ -344,7 +344,7 @@ import Testing
         let text = try String(contentsOfFile: log, encoding: .utf8)
         try #require(outcome.status == 0, "\(text)")
         #expect(build.file("out", "stderr-is")?.hasPrefix("pipe:") == true)
-        #expect(text.hasPrefix("#0 [stage-0 1/3] FROM busybox"), "\(text)")
+        #expect(text.hasPrefix("#1 [1/3] FROM busybox\n#1 DONE "), "\(text)")
         #expect(text.contains("FORGED\n"))
         #expect(!text.contains(canary) && text.contains("****"), "\(text)")
         #expect(text.contains("relay"), "a part of a secret is not masked: \(text)")
@@ -407,12 +407,18 @@ import Testing
         let stale = temporary + "/" + WorkspaceJanitor.workspacePrefix(pid: gone.processIdentifier) + "x"
         try FileManager.default.createDirectory(atPath: stale + "/p0", withIntermediateDirectories: true)
         try "secret".write(toFile: stale + "/p0/value", atomically: true, encoding: .utf8)
+        // A killed builder's workspace has its .owner, no longer locked; one without is not proven dead.
+        close(try WorkspaceJanitor.lockWorkspace(stale))
+        let unproven = temporary + "/" + WorkspaceJanitor.workspacePrefix(pid: gone.processIdentifier) + "bare"
+        try FileManager.default.createDirectory(atPath: unproven, withIntermediateDirectories: true)
         try "FROM scratch\n".write(toFile: build.context + "/Dockerfile", atomically: true, encoding: .utf8)
         let next = try HermeticProcess.hermetic(
             ["build", build.context, "--progress", "quiet", "-o", "type=local,dest=\(build.scratch.path)/next"],
             environment: ["TMPDIR": temporary])
         #expect(next.status == 0, "\(next.standardError)")
         #expect(!FileManager.default.fileExists(atPath: stale))
+        #expect(FileManager.default.fileExists(atPath: unproven))
+        try FileManager.default.removeItem(atPath: unproven)
 
         // A workspace whose .owner is locked belongs to a live builder, even one whose pid looks dead from
         // here (another PID namespace sharing this TMPDIR): it is left alone until the lock goes.

@@ -139,7 +139,7 @@ import Testing
     @Test func errorNamesTheFileGiven() {
         #expect(
             throws: DockerfileError(
-                file: "sub/Containerfile", line: 1, message: "unknown instruction: NOPE")
+                file: "sub/Containerfile", line: 1, message: "unknown instruction: NOPE (did you mean COPY?)")
         ) {
             try DockerfileParser.parse(Array("NOPE x".utf8), file: "sub/Containerfile")
         }

@@ -122,4 +122,14 @@ int hermetic_open_beneath(int dirfd, const char *path, int flags);
 /* memfd_create is missing from Swift's Glibc overlay. */
 int hermetic_memfd_create(const char *name);
 
+/* renameat2 is missing from Swift's Glibc overlay; `flags` as the system call takes them
+   (RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2). Returns 0 or -1 (errno). */
+int hermetic_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+
+/* Stops every other thread of this process where it is, for good: each gets `signal_number`, whose
+   handler (installed here) waits forever with all signals blocked. For a signal handler that must clean
+   up with nothing else of the process moving; the caller then ends the process. Waits up to
+   `timeout_ms` for the threads to arrive; returns how many did, or -errno. No malloc, no stdio. */
+int hermetic_park_other_threads(int signal_number, int timeout_ms);
+
 #endif

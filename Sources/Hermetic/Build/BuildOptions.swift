@@ -150,11 +150,23 @@ public enum OutputSpec: Sendable, Hashable {
             guard fields[key] == nil else { throw fail("\"\(key)\" is given twice") }
             fields[key] = value
         }
-        let known: Set<String> = ["type", "dest", "tar", "name"]
-        if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
-            throw fail("unknown key \"\(unknown)\"")
-        }
+        // The type first, then the keys of that type, then their values: `type=registry,name=x` is about the
+        // type, not a missing dest=.
         guard let type = fields["type"] else { throw fail("type= is required (oci, docker or local)") }
+        let keysOfType: [String: [String]] = [
+            "oci": ["type", "dest", "tar"], "docker": ["type", "dest", "tar"], "local": ["type", "dest", "tar"],
+        ]
+        guard let known = keysOfType[type] else {
+            throw fail("unknown type \"\(type)\" (supported: oci, docker, local)")
+        }
+        let unknown = fields.keys.filter { !known.contains($0) }.sorted()
+        if !unknown.isEmpty {
+            let listed = unknown.map { "\"\($0)\"" }.joined(separator: ", ")
+            let hint = unknown.contains("name") ? "; the image is named with -t" : ""
+            throw fail(
+                "unknown \(unknown.count == 1 ? "key" : "keys") \(listed) for type=\(type) (its keys: "
+                    + known.dropFirst().joined(separator: ", ") + hint + ")")
+        }
         guard let dest = fields["dest"], !dest.isEmpty else { throw fail("dest= is required") }
         let tarWanted: Bool
         switch fields["tar"] {
@@ -171,7 +183,7 @@ public enum OutputSpec: Sendable, Hashable {
         case "local":
             guard !tarWanted || fields["tar"] == nil else { throw fail("type=local is always a directory") }
             self = .local(dest)
-        default: throw fail("unknown type \"\(type)\" (expected oci, docker or local)")
+        default: throw fail("unknown type \"\(type)\" (supported: oci, docker, local)")
         }
     }
 }

@@ -19,10 +19,13 @@ public struct BuildResult: Sendable {
 public struct Builder {
     public var options: BuildOptions
     public var log: BuildLog
+    /// What a signal must remove is recorded here (see `WorkspaceJanitor.SignalGuard`).
+    public var signals: WorkspaceJanitor.SignalGuard
 
-    public init(options: BuildOptions, log: BuildLog) {
+    public init(options: BuildOptions, log: BuildLog, signals: WorkspaceJanitor.SignalGuard = .init()) {
         self.options = options
         self.log = log
+        self.signals = signals
     }
 
     /// Why a build cannot start here at all.
@@ -63,9 +66,10 @@ public struct Builder {
             ? "/dev/stdin" : options.dockerfilePath.map(FileSystem.absolute) ?? Self.defaultDockerfile(in: contextRoot)
         let environment = ProcessEnvironment.current()
         let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
-        let stateDirectory =
+        // Absolute before any step runs, as TMPDIR is: a relative one means the current directory's.
+        let stateDirectory = FileSystem.absolute(
             options.stateDirectory ?? environment["HERMETIC_STATE_DIR"]
-            ?? RootlessMode.defaultStateDirectory(environment: environment)
+                ?? RootlessMode.defaultStateDirectory(environment: environment))
         try OutputDestinationCheck(
             inputs: [contextRoot, dockerfilePath, workspaceParent, stateDirectory]
                 + (options.lockFile.map { [$0] } ?? []) + (options.signKeyPath.map { [$0] } ?? [])
@@ -105,6 +109,13 @@ public struct Builder {
         for warning in BuildChecks.warnings(dockerfile: dockerfile, buildArgs: options.buildArgs) {
             log.warning(warning)
         }
+        if options.outputs.isEmpty {
+            // As buildx warns with a builder that keeps nothing: without -o, the image is made and dropped.
+            log.warning(
+                "No output specified: the image is built and its digest printed, but nothing is written. To write "
+                    + "it use -o type=oci,dest=DIR (or type=oci,dest=FILE.tar, type=docker,dest=FILE.tar, "
+                    + "type=local,dest=DIR)")
+        }
         let ignore = try DockerIgnore.load(contextRoot: contextRoot, dockerfilePath: dockerfilePath)
         let context = BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true)
         let resolver = try makeResolver(contextRoot: contextRoot)
@@ -112,11 +123,17 @@ public struct Builder {
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
 
         WorkspaceJanitor.removeStale(under: workspaceParent)
-        let workspace = try FileSystem.makeTemporaryDirectory(
-            in: workspaceParent, prefix: WorkspaceJanitor.workspacePrefix())
-        defer { FileSystem.removeTree(workspace) }
-        let workspaceLock = try WorkspaceJanitor.lockWorkspace(workspace)
-        defer { close(workspaceLock) }
+        let locked = try signals.creating(
+            {
+                try WorkspaceJanitor.createWorkspace(
+                    in: workspaceParent, pause: environment["HERMETIC_TEST_WORKSPACE_PAUSE"])
+            }, path: \.path)
+        let workspace = locked.path
+        defer {
+            FileSystem.removeTree(workspace)
+            signals.forget(workspace)
+            close(locked.lock)
+        }
 
         let runOptions = RunOptions(
             secrets: options.secrets, sshSockets: options.sshSockets,
@@ -133,7 +150,8 @@ public struct Builder {
             store: store, readNothing: options.noCache, stagesNotRead: Set(options.noCacheFilter))
         var images: [BuiltImage] = []
         var record = BuildRecord()
-        // Every platform is planned, and its RUN steps checked against this host, before any step runs.
+        // Every platform is planned, and its RUN steps checked against this host, before any step runs;
+        // the progress view then knows the total before the first step.
         var plans: [BuildPlan] = []
         for platform in platforms {
             let planner = Planner(
@@ -148,14 +166,20 @@ public struct Builder {
         if let unused = plans.first?.unusedBuildArguments, !unused.isEmpty {
             log.warning("build args not consumed by any ARG: \(unused.joined(separator: ", "))")
         }
-        for (number, (platform, plan)) in zip(platforms, plans).enumerated() {
+        var executors: [StageExecutor] = []
+        for (number, platform) in platforms.enumerated() {
             let platformWorkspace = workspace + "/p\(number)"
             try FileSystem.makeDirectory(platformWorkspace)
             var executor = StageExecutor(
-                plan: plan, platform: platform, context: context, resolver: resolver,
+                plan: plans[number], platform: platform, context: context, resolver: resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: buildArguments, log: log, runOptions: runOptions)
             executor.stepCache = cacheSettings
+            executor.progressPlatform = platforms.count > 1 ? platform.description : nil
+            executors.append(executor)
+        }
+        log.expectSteps(executors.reduce(0) { $0 + $1.stepCount })
+        for var executor in executors {
             do {
                 images.append(try await executor.buildTarget())
             } catch {
@@ -211,22 +235,31 @@ public struct Builder {
                 try images.map { ("the image config", try CanonicalJSON.encode($0.config)) })
         }
         // Every output complete under a temporary name first; then all are put in place.
-        let pending = PendingOutputs()
+        let iidFile = options.iidFile.map(FileSystem.absolute)
+        let attestFile = options.attestFile.map(FileSystem.absolute)
+        let metadataFile = options.metadataFile.map(FileSystem.absolute)
+        let pending = try PendingOutputs(
+            destinations: options.outputs.map { FileSystem.absolute($0.destination) }
+                + [iidFile, attestFile, metadataFile].compactMap { $0 },
+            signals: signals, waiting: { log.warning("waiting for another build that is writing \($0)") })
         for output in options.outputs {
-            try exporter.prepare(exported, to: output, workspace: workspace, pending: pending)
+            try exporter.prepare(exported, to: output, pending: pending)
         }
-        if let iidFile = options.iidFile {
-            try pending.addFile(Array(exported.imageDigest.description.utf8), destination: FileSystem.absolute(iidFile))
+        if let iidFile {
+            try pending.addFile(Array(exported.imageDigest.description.utf8), destination: iidFile)
         }
-        if let attestFile = options.attestFile {
+        if let attestFile {
             var lines: [UInt8] = []
             for envelope in envelopes { lines += try CanonicalJSON.encode(envelope) + [0x0a] }
-            try pending.addFile(lines, destination: FileSystem.absolute(attestFile))
+            try pending.addFile(lines, destination: attestFile)
         }
-        if let metadataFile = options.metadataFile {
-            try pending.addFile(try exported.metadataJSON(), destination: FileSystem.absolute(metadataFile))
+        if let metadataFile {
+            try pending.addFile(try exported.metadataJSON(), destination: metadataFile)
         }
-        try pending.commit()
+        try pending.commit(
+            pauses: .init(
+                before: environment["HERMETIC_TEST_PAUSE_BEFORE_COMMIT"],
+                after: environment["HERMETIC_TEST_PAUSE_AFTER_COMMIT"]))
         return BuildResult(imageDigest: exported.imageDigest, configDigest: exported.configDigest, platforms: platforms)
     }
 

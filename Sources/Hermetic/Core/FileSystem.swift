@@ -1,3 +1,5 @@
+import Sandbox
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -334,13 +336,33 @@ extension FileSystem {
         }
     }
 
-    /// Puts the complete directory `replacement` at `path`: an existing directory there is moved aside
+    /// Renames `source` to `destination` only if nothing is there (renameat2's RENAME_NOREPLACE; where the
+    /// filesystem lacks it, a check and then a plain rename). False, with errno set, when it failed.
+    public static func renameNoReplace(_ source: String, to destination: String) -> Bool {
+        if ProcessControl.rename(source, destination, .noReplace) { return true }
+        guard errno == EINVAL || errno == ENOSYS else { return false }
+        guard !exists(destination) else {
+            errno = EEXIST
+            return false
+        }
+        return rename(source, destination) == 0
+    }
+
+    /// Puts the complete directory `replacement` at `path`. What is there already is exchanged with it in
+    /// one step (renameat2's RENAME_EXCHANGE: `path` is never missing) and then removed under the name
+    /// `replacement` had. Where the filesystem cannot exchange, it is moved aside (beside `replacement`)
     /// first and removed only after the new one is in place.
     public static func replaceDirectory(at path: String, with replacement: String) throws {
         var aside: String?
         if exists(path) {
-            let parent = parentDirectory(of: path)
-            let holder = try makeTemporaryDirectory(in: parent, prefix: ".hermetic-old-")
+            if ProcessControl.rename(replacement, path, .exchange) {
+                removeTree(replacement)
+                return
+            }
+            guard errno == EINVAL || errno == ENOSYS else {
+                throw SystemError("exchange with", path: path, errno: errno)
+            }
+            let holder = try makeTemporaryDirectory(in: parentDirectory(of: replacement), prefix: ".hermetic-old-")
             guard rename(path, holder + "/old") == 0 else {
                 let code = errno
                 rmdir(holder)

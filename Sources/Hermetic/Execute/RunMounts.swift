@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A parsed `RUN --mount=…` value (BuildKit's CSV form: `type=cache,target=/x,id=y`).
 enum RunMount: Equatable {
     case bind(target: String, source: String, from: String?, readWrite: Bool)
@@ -161,5 +165,69 @@ enum ByteSize {
             return value * factor
         }
         return Int(lower).flatMap { $0 >= 0 ? $0 : nil }
+    }
+}
+
+/// A cache mount's directory held for one RUN step, with BuildKit's `sharing` modes across builds and
+/// processes (solver/llbsolver/mounts: a cache id may have several directories, each free or in use).
+/// Directory `N` of an id is `BASE/HEX` (N = 0) or `BASE/HEX-N`, HEX the sha256 of the id (so no id can
+/// name a path outside BASE), its lock file the same name plus `.lock`:
+/// - `shared`: the first directory no `locked`/`private` step holds, used together with other `shared`
+///   steps (a shared `flock`); a new one when every one is held.
+/// - `private`: the first directory no other step uses (an exclusive `flock` got without waiting); a new
+///   one when every one is in use.
+/// - `locked`: directory 0, waiting (an exclusive `flock`) until no other step uses it.
+/// The lock is held until the step ends (`release`), or until the builder dies.
+struct CacheMountHold {
+    var id: String
+    var directory: String
+    private var lock: Int32
+
+    func release() { close(lock) }
+
+    /// The most directories one cache id gets (private steps at once).
+    static let maximumDirectories = 256
+
+    static func acquire(
+        base: String, id: String, sharing: String, mode: UInt32?, uid: UInt32?, gid: UInt32?,
+        waiting: () -> Void
+    ) throws -> CacheMountHold {
+        try FileSystem.makeDirectories(base, mode: 0o700)
+        let name = base + "/" + Digest.sha256(of: Array(id.utf8)).hex
+        for index in 0..<maximumDirectories {
+            let directory = index == 0 ? name : name + "-\(index)"
+            let lockFile = directory + ".lock"
+            let fd = open(lockFile, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else { throw SystemError("create the lock file", path: lockFile, errno: errno) }
+            var operation = sharing == "shared" ? LOCK_SH : LOCK_EX
+            if sharing != "locked" { operation |= LOCK_NB }
+            if sharing == "locked", flock(fd, LOCK_EX | LOCK_NB) != 0 { waiting() }
+            var locked = false
+            while true {
+                if flock(fd, operation) == 0 {
+                    locked = true
+                    break
+                }
+                guard errno == EINTR else { break }
+            }
+            guard locked else {
+                let code = errno
+                close(fd)
+                guard code == EWOULDBLOCK else { throw SystemError("lock", path: lockFile, errno: code) }
+                continue
+            }
+            do {
+                if !FileSystem.exists(directory) {
+                    try FileSystem.makeDirectory(directory)
+                    chmod(directory, mode_t(mode ?? 0o755))
+                    chown(directory, uid ?? 0, gid ?? 0)
+                }
+            } catch {
+                close(fd)
+                throw error
+            }
+            return CacheMountHold(id: id, directory: directory, lock: fd)
+        }
+        throw SystemError("find a free directory for cache mount \(id) in", path: base, errno: EBUSY)
     }
 }

@@ -54,13 +54,18 @@ extension StageExecutor {
 
         // Network and security: a Dockerfile can ask, only the person running the build can grant.
         var network = SandboxPlan.Network.none
-        switch run.network ?? "default" {
-        case "host":
+        switch run.network {
+        case "host"?:
             guard runOptions.entitlements.contains(.networkHost) else {
                 throw fail(
                     "RUN --network=host needs the network.host entitlement (hermetic build --allow network.host)")
             }
             network = .host
+        case "default"?:
+            // BuildKit's default is a sandbox network with outbound access; Hermetic has no such network.
+            throw fail(
+                "RUN --network=default: Hermetic steps have no network (use --network=none, or RUN --network=host "
+                    + "with hermetic build --allow network.host)")
         default: network = .none
         }
         if run.security == "insecure" {
@@ -139,6 +144,9 @@ extension StageExecutor {
 
         // Mounts.
         var mounts: [ExtraMount] = []
+        // Cache mounts stay held (their sharing modes' locks) until the step is over.
+        var cacheHolds: [CacheMountHold] = []
+        defer { cacheHolds.forEach { $0.release() } }
         var record = RunRecord(
             line: line, network: network == .host ? "host" : "none", cacheMounts: [], secretIDs: [], sshIDs: [])
         for (mountIndex, text) in run.mounts.enumerated() {
@@ -170,9 +178,21 @@ extension StageExecutor {
                     ExtraMount(
                         readWrite ? .bind(source: materialized) : .bindReadOnly(source: materialized),
                         target: point))
-            case .cache(let target, let id, _, _, _, let mode, let cacheUID, let cacheGID):
+            case .cache(let target, let id, let sharing, _, _, let mode, let cacheUID, let cacheGID):
                 let point = try mountPoint(target, workingDirectory, text, line: line)
-                let directory = try cacheDirectory(id: id, mode: mode, uid: cacheUID, gid: cacheGID)
+                // One id twice in a step is one directory (a second lock would wait for the first).
+                let hold =
+                    try cacheHolds.first { $0.id == id }
+                    ?? CacheMountHold.acquire(
+                        base: runOptions.stateDirectory + "/cache", id: id, sharing: sharing, mode: mode,
+                        uid: cacheUID, gid: cacheGID,
+                        waiting: {
+                            log.warning(
+                                "Dockerfile:\(line): waiting for cache mount \(id) (sharing=locked), which another step uses"
+                            )
+                        })
+                if !cacheHolds.contains(where: { $0.id == id }) { cacheHolds.append(hold) }
+                let directory = hold.directory
                 record.cacheMounts.append((id, !(FileSystem.directoryByteNames(directory) ?? []).isEmpty))
                 mounts.append(
                     ExtraMount(.bind(source: directory), target: point))
@@ -248,7 +268,7 @@ extension StageExecutor {
             plan.root = root.untouched == nil ? .overlay : .copy
             plan.failOverlayMount = runOptions.failOverlayMount
             let relay = try StepOutputRelay(
-                destination: runOptions.showOutput ? 2 : nil, secrets: secretValues.map(\.value))
+                log: runOptions.showOutput ? log : nil, secrets: secretValues.map(\.value))
             do {
                 // When run returns, every process of the step is gone: nothing else holds the pipe's write end.
                 defer { relay.finish() }
@@ -280,8 +300,13 @@ extension StageExecutor {
             case .signaled(let signal): how = "killed by signal \(signal)"
             }
             let why = result.timedOut ? " (step timeout)" : result.pidsLimitReached ? " (pids limit reached)" : ""
+            // BuildKit's steps have network by default, ours do not: say so where a download is the likely cause.
+            let offline =
+                run.network == nil
+                ? "; it had no network (Hermetic's default; grant the host's with RUN --network=host and hermetic "
+                    + "build --allow network.host)" : ""
             throw fail(
-                "RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)"
+                "RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)\(offline)"
             )
         }
         do {
@@ -516,20 +541,6 @@ extension StageExecutor {
             return (info.st_mode & S_IFMT) == S_IFDIR ? unpacked : unpacked + "/file"
         }
         return copyRoot
-    }
-
-    /// A cache mount's directory: under the state directory, named by the sha256 of its id, so no id
-    /// (`../../x` included) can name a path outside it.
-    private func cacheDirectory(id: String, mode: UInt32?, uid: UInt32?, gid: UInt32?) throws -> String {
-        let base = runOptions.stateDirectory + "/cache"
-        try FileSystem.makeDirectories(base, mode: 0o700)
-        let directory = base + "/" + Digest.sha256(of: Array(id.utf8)).hex
-        if !FileSystem.exists(directory) {
-            try FileSystem.makeDirectory(directory)
-            chmod(directory, mode_t(mode ?? 0o755))
-            chown(directory, uid ?? 0, gid ?? 0)
-        }
-        return directory
     }
 
     private func secretValue(id: String, source: SecretSource, line: Int) throws -> [UInt8] {

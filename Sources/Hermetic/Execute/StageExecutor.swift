@@ -76,6 +76,8 @@ struct StageExecutor {
     var stepCache: StepCacheSettings?
     /// The platform each needed stage builds for (its RUN steps run for it).
     private var stagePlatforms: [Int: Platform] = [:]
+    /// In a multi-platform build, the platform that starts every progress name (`[linux/arm64 2/3]`).
+    var progressPlatform: String?
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
@@ -124,7 +126,7 @@ struct StageExecutor {
 
     private mutating func runStage(_ stage: PlannedStage) async throws {
         let steps = stage.instructions.count + 1
-        log.step("\(stage.index) [\(stage.displayName) 1/\(steps)] \(stage.from.original)")
+        log.startStep(progressName(stage, step: 1, of: steps, Self.firstLine(stage.from.original)))
         currentStage = stage.displayName
         var state = try startState(for: stage)
         // ONBUILD triggers of the base run first, then are cleared (Docker's rule).
@@ -161,11 +163,11 @@ struct StageExecutor {
                 }
             }
         }
+        log.endStep()
         for (position, instruction) in stage.instructions.enumerated() {
-            log.step(
-                "\(stage.index) [\(stage.displayName) \(position + 2)/\(steps)] \(Self.firstLine(instruction.original))"
-            )
+            log.startStep(progressName(stage, step: position + 2, of: steps, Self.firstLine(instruction.original)))
             try await executeNamingLine(instruction, position: position, in: stage, state: &state)
+            log.endStep()
         }
         stages[stage.index] = state
     }
@@ -182,6 +184,23 @@ struct StageExecutor {
         } catch let error as any HermeticError {
             throw fail(instruction, error.description)
         }
+    }
+
+    /// A step's name as BuildKit's prefixCommand writes it: `[PLATFORM STAGE I/N] INSTRUCTION`, the
+    /// platform only in a multi-platform build, the stage's name only when the Dockerfile has several, and
+    /// I padded to N's width.
+    func progressName(_ stage: PlannedStage, step: Int, of steps: Int, _ text: String) -> String {
+        var prefix = "["
+        if let progressPlatform { prefix += progressPlatform + " " }
+        if plan.stages.count > 1 { prefix += stage.displayName + " " }
+        let number = String(step)
+        prefix += String(repeating: " ", count: max(String(steps).count - number.count, 0)) + number
+        return prefix + "/\(steps)] " + text
+    }
+
+    /// Steps this plan runs: each stage's FROM and instructions.
+    var stepCount: Int {
+        plan.buildOrder.reduce(0) { $0 + plan.stages[$1].instructions.count + 1 }
     }
 
     /// Progress shows an instruction's first line; heredoc bodies and continuations stay out of it.
@@ -601,12 +620,15 @@ struct StageExecutor {
     static let defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     /// History `created_by`: the instruction's source text; for RUN, also the NAMES of the build args it
-    /// saw (BuildKit and Buildah write `|N NAME=value …`, which leaks values).
+    /// saw (BuildKit and Buildah write `|N NAME=value …`, which leaks values), on its first line, and its
+    /// heredocs as written: they are the script (BuildKit records `/bin/sh -c SCRIPT` for `RUN <<EOF`).
     static func historyText(_ instruction: Instruction, scope: StageScope) -> String {
         guard case .run = instruction.kind else { return instruction.original }
         let names = scope.argumentsInEffect
-        return names.isEmpty
+        let firstLine =
+            names.isEmpty
             ? instruction.original : instruction.original + " # build args: " + names.joined(separator: " ")
+        return firstLine + instruction.heredocText
     }
 
     static func joinWorkdir(_ current: String?, _ path: String) -> String {

@@ -172,7 +172,7 @@ extension StageExecutor {
             let use = BuildRecord.RemoteUse(url: remote.url, checksum: remote.checksum)
             if !record.remotes.contains(use) { record.remotes.append(use) }
         }
-        log.step("\(stage.index) CACHED")
+        log.cachedStep()
         guard let layer = cached.layer else { return (true, false) }
         let blobPath = cache.store.blobPath(layer.diffID)
         try refuseSecrets(inStoredLayer: blobPath, line: line)

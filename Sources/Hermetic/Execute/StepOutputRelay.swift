@@ -12,7 +12,7 @@ final class StepOutputRelay: @unchecked Sendable {
     /// The end the step writes to (stdout and stderr).
     let writeEnd: Int32
     private let readEnd: Int32
-    private let destination: Int32?
+    private let log: BuildLog?
     private let secrets: [[UInt8]]
     private let toTerminal: Bool
     private let finished = DispatchSemaphore(value: 0)
@@ -21,8 +21,8 @@ final class StepOutputRelay: @unchecked Sendable {
 
     static let mask = Array("****".utf8)
 
-    /// `destination` nil: the output is read and dropped (`--progress quiet`).
-    init(destination: Int32?, secrets: [[UInt8]]) throws {
+    /// `log` nil: the output is read and dropped (`--progress quiet`).
+    init(log: BuildLog?, secrets: [[UInt8]]) throws {
         var fds: [Int32] = [-1, -1]
         // pipe2 is not in Swift's Glibc; the sandbox child closes every descriptor above 2 anyway.
         guard pipe(&fds) == 0 else { throw SystemError("pipe", path: "RUN output", errno: errno) }
@@ -30,8 +30,8 @@ final class StepOutputRelay: @unchecked Sendable {
         writeEnd = fds[1]
         _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
-        self.destination = destination
-        toTerminal = destination.map { isatty($0) == 1 } ?? false
+        self.log = log
+        toTerminal = log != nil && isatty(2) == 1
         // Longest first, so a secret that contains another is masked whole.
         self.secrets = secrets.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
         let thread = Thread { [self] in
@@ -70,20 +70,12 @@ final class StepOutputRelay: @unchecked Sendable {
     }
 
     private func emit(_ raw: [UInt8]) {
-        guard let destination, !raw.isEmpty else { return }
+        guard let log, !raw.isEmpty else { return }
         // On a terminal, a step's escape sequences would drive it (retitle it, clear it, write the clipboard
         // with OSC 52, fake our own progress lines): ESC is shown as `^[` there.
         let bytes = toTerminal ? Self.neutralizingEscapes(raw) : raw
         lastShown = bytes.last
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let written = write(destination, raw.baseAddress! + offset, raw.count - offset)
-                if written < 0 && errno == EINTR { continue }
-                guard written > 0 else { return }
-                offset += written
-            }
-        }
+        log.stepOutput(bytes)
     }
 
     static func neutralizingEscapes(_ bytes: [UInt8]) -> [UInt8] {

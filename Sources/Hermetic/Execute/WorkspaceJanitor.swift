@@ -7,11 +7,15 @@ import Sandbox
 #endif
 
 /// Keeps a build's scratch space from outliving it. A workspace is named `hermetic-build-PID-…` after
-/// the builder that owns it; it holds unpacked layers and, while a step runs, the step's secret files.
-/// - On SIGINT, SIGTERM or SIGHUP the builder kills its steps, unmounts and removes its workspaces and
-///   step cgroups, then exits with 128 + the signal (the `defer`s of a killed process never run).
-/// - A builder that was killed outright (SIGKILL, a crash) leaves them behind; the next build removes the
-///   workspaces and cgroups of builders that no longer run.
+/// the builder that made it; it holds unpacked layers and, while a step runs, the step's secret files.
+/// - A workspace is locked from the moment it has that name: it is made under a name no janitor looks at
+///   (`.hermetic-new-…`), its `.owner` file is created and locked (`flock`, exclusive), and only then is it
+///   renamed into place. The kernel releases the lock when its builder dies, in whatever PID namespace.
+/// - On SIGINT, SIGTERM or SIGHUP the builder stops its other threads where they are, kills its steps,
+///   unmounts and removes its workspaces and staged outputs, then exits with 128 + the signal (the
+///   `defer`s of a killed process never run).
+/// - A builder that was killed outright (SIGKILL, a crash) leaves them behind; the next build removes a
+///   workspace whose `.owner` it can lock without waiting, and nothing it cannot prove dead that way.
 public enum WorkspaceJanitor {
     public static func workspacePrefix(pid: Int32 = getpid()) -> String { "hermetic-build-\(pid)-" }
 
@@ -21,78 +25,156 @@ public enum WorkspaceJanitor {
         FileSystem.absolute(environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp")
     }
 
-    /// The signal handlers of one build, for as long as the caller keeps it.
+    /// A workspace and the descriptor that holds its lock (close it after removing the workspace).
+    public struct Workspace: Sendable {
+        public var path: String
+        public var lock: Int32
+    }
+
+    /// Makes a workspace under `parent` that is locked before any janitor can see it. `pause` (tests
+    /// only): a FIFO read to its end between creating `.owner` and locking it, the moment a janitor used to
+    /// take a live workspace for a dead one.
+    public static func createWorkspace(in parent: String, pause: String? = nil) throws -> Workspace {
+        let newPrefix = ".hermetic-new-"
+        let staging = try FileSystem.makeTemporaryDirectory(in: parent, prefix: newPrefix)
+        let lock: Int32
+        do {
+            lock = try lockWorkspace(staging, pause: pause)
+        } catch {
+            FileSystem.removeTree(staging)
+            throw error
+        }
+        let path = parent + "/" + workspacePrefix() + staging.dropFirst(parent.count + 1 + newPrefix.count)
+        guard FileSystem.renameNoReplace(staging, to: path) else {
+            let code = errno
+            close(lock)
+            FileSystem.removeTree(staging)
+            throw SystemError("rename into place", path: path, errno: code)
+        }
+        return Workspace(path: path, lock: lock)
+    }
+
+    /// A build stopped by a signal before it could make something it needed.
+    public struct InterruptedError: HermeticError {
+        public var description: String { "the build was interrupted by a signal" }
+    }
+
+    /// The signal handlers of one build, for as long as the caller keeps it, and what the build has on
+    /// disk that a signal must remove (workspaces, staged outputs). A guard that was never installed (a
+    /// build run from tests) keeps the same records and handles nothing.
     public final class SignalGuard: @unchecked Sendable {
         private let lock = NSLock()
-        private var signalled = false
+        /// The signal being handled, once one is.
+        private var signalled: Int32?
+        /// Set at the commit point: from then on a signal waits for the build to finish (exit 0).
+        private var committing = false
+        private var temporaries: [String] = []
         private var sources: [any DispatchSourceSignal] = []
 
-        init() {}
+        public init() {}
 
-        fileprivate func install(workspaceParent parent: String) {
+        fileprivate func install() {
             let queue = DispatchQueue(label: "hermetic.signals")
             sources = [SIGINT, SIGTERM, SIGHUP].map { signalNumber in
                 signal(signalNumber, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
-                source.setEventHandler { [self] in
-                    // First, so that a build failing because its step was just killed waits in settle()
-                    // for this exit code instead of reporting that failure.
-                    lock.withLock { signalled = true }
-                    cleanUp(owner: getpid(), under: parent)
-                    _exit(128 + signalNumber)
-                }
+                source.setEventHandler { [self] in handle(signalNumber) }
                 source.resume()
                 return source
+            }
+        }
+
+        private func handle(_ signalNumber: Int32) {
+            // Under the lock: whatever `creating` made is recorded by now, and nothing more will be.
+            let paths: [String]? = lock.withLock {
+                if committing { return nil }
+                signalled = signalled ?? signalNumber
+                return temporaries
+            }
+            guard let paths else { return }
+            // Nothing else of this process moves from here on: no step is started, no file written, no
+            // workspace removed halfway by the build's own error path while this removes it too.
+            ProcessControl.endProcessIfStuck(afterSeconds: 60)
+            ProcessControl.parkOtherThreads()
+            ProcessControl.killAndReapChildren()
+            StepCgroups.killAndRemove(owner: getpid())
+            for path in paths.reversed() { WorkspaceJanitor.remove(path) }
+            _exit(128 + signalNumber)
+        }
+
+        /// Runs `create`, which makes something on disk at the path `path` gives, and records that path for
+        /// removal on a signal: a signal sees it recorded, or comes first and then `create` does not run.
+        public func creating<T>(_ create: () throws -> T, path: (T) -> String) throws -> T {
+            try lock.withLock {
+                guard signalled == nil else { throw InterruptedError() }
+                let made = try create()
+                temporaries.append(path(made))
+                return made
+            }
+        }
+
+        /// `path` was removed, or put in place: a signal leaves it alone.
+        public func forget(_ path: String) {
+            lock.withLock { temporaries.removeAll { $0 == path } }
+        }
+
+        /// The commit point of the build's outputs. False when a signal came first (then nothing may be put
+        /// in place); once true, a signal no longer interrupts the build, which ends with exit 0.
+        public func beginCommit() -> Bool {
+            lock.withLock {
+                guard signalled == nil else { return false }
+                committing = true
+                return true
             }
         }
 
         /// Call when the build has ended, before reporting its result: if a signal is being handled, waits
         /// for the handler to end the process.
         public func settle() {
-            guard lock.withLock({ signalled }) else { return }
+            guard lock.withLock({ signalled != nil }) else { return }
             while true { pause() }
         }
 
         deinit { sources.forEach { $0.cancel() } }
     }
 
-    /// Installs the signal handlers for this process's workspaces under `parent`.
-    public static func installSignalHandlers(workspaceParent parent: String) -> SignalGuard {
+    /// Installs the signal handlers for this process's build.
+    public static func installSignalHandlers() -> SignalGuard {
         let guardian = SignalGuard()
-        guardian.install(workspaceParent: parent)
+        guardian.install()
         return guardian
     }
 
-    /// Removes what builders that are no longer running left under `parent`. A live builder holds an
-    /// exclusive lock on its workspace's `.owner` file (released by the kernel when it dies, in whatever PID
-    /// namespace it ran); a workspace without one (made in the instant before it was locked) is judged by
-    /// its builder's process id.
+    /// Removes what builders that are no longer running left under `parent`: a workspace whose `.owner` can
+    /// be locked without waiting (its builder is dead: a live one holds that lock from before the
+    /// workspace had its name). A workspace without `.owner` is left alone, as nothing proves it dead.
     public static func removeStale(under parent: String) {
-        var owners = Set<Int32>()
-        for name in FileSystem.directoryNames(parent) ?? [] {
-            guard let pid = owner(ofWorkspace: name), pid != getpid() else { continue }
-            let stale: Bool
-            let lockFile = parent + "/" + name + "/" + ownerFileName
+        for name in FileSystem.directoryNames(parent) ?? [] where name.hasPrefix("hermetic-build-") {
+            let workspace = parent + "/" + name
+            let lockFile = workspace + "/" + ownerFileName
             let fd = open(lockFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-            if fd >= 0 {
-                stale = flock(fd, LOCK_EX | LOCK_NB) == 0
-                close(fd)
-            } else {
-                stale = kill(pid, 0) != 0 && errno == ESRCH
-            }
-            if stale { owners.insert(pid) }
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }
+            // Still the same file: another janitor may have removed this workspace since it was opened.
+            var held = stat()
+            var current = stat()
+            guard fstat(fd, &held) == 0, lstat(lockFile, &current) == 0, held.st_ino == current.st_ino,
+                held.st_dev == current.st_dev
+            else { continue }
+            remove(workspace)
         }
-        for pid in owners { cleanUp(owner: pid, under: parent) }
         StepCgroups.removeStale()
     }
 
     static let ownerFileName = ".owner"
 
     /// Marks `workspace` as in use for as long as the returned descriptor is open (close it when done).
-    public static func lockWorkspace(_ workspace: String) throws -> Int32 {
+    public static func lockWorkspace(_ workspace: String, pause: String? = nil) throws -> Int32 {
         let path = workspace + "/" + ownerFileName
         let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw SystemError("create", path: path, errno: errno) }
+        TestPause.wait(on: pause)
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let code = errno
             close(fd)
@@ -101,25 +183,13 @@ public enum WorkspaceJanitor {
         return fd
     }
 
-    static func owner(ofWorkspace name: String) -> Int32? {
-        guard name.hasPrefix("hermetic-build-") else { return nil }
-        let rest = name.dropFirst("hermetic-build-".count)
-        guard let dash = rest.firstIndex(of: "-") else { return nil }
-        return Int32(rest[..<dash])
-    }
-
-    /// Kills `owner`'s steps, then unmounts and removes its workspaces and step cgroups.
-    static func cleanUp(owner: Int32, under parent: String) {
-        StepCgroups.killAndRemove(owner: owner)
-        let prefix = workspacePrefix(pid: owner)
-        for name in FileSystem.directoryNames(parent) ?? [] where name.hasPrefix(prefix) {
-            let workspace = parent + "/" + name
-            // Deepest first: a step's scratch tmpfs and anything mounted below it.
-            for mountpoint in mountpoints(under: workspace).sorted(by: { $0.count > $1.count }) {
-                umount2(mountpoint, 2)  // MNT_DETACH
-            }
-            FileSystem.removeTree(workspace)
+    /// Unmounts what is mounted at or below `path` (deepest first: a step's scratch tmpfs and anything
+    /// mounted below it), then removes it.
+    static func remove(_ path: String) {
+        for mountpoint in mountpoints(under: path).sorted(by: { $0.count > $1.count }) {
+            umount2(mountpoint, 2)  // MNT_DETACH
         }
+        FileSystem.removeTree(path)
     }
 
     /// Mount points at or below `directory`, from /proc/self/mountinfo (field 5, octal escapes decoded).

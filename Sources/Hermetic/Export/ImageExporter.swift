@@ -200,28 +200,37 @@ struct ImageExporter {
             tags: tags)
     }
 
-    /// Writes one output under a temporary name beside its destination; `pending` puts it in place.
-    func prepare(_ exported: ExportedImage, to output: OutputSpec, workspace: String, pending: PendingOutputs)
-        throws
-    {
+    /// Writes one output in its destination's staging directory; `pending` puts it in place.
+    func prepare(_ exported: ExportedImage, to output: OutputSpec, pending: PendingOutputs) throws {
         let destination = FileSystem.absolute(output.destination)
+        let staging = pending.stagingDirectory(for: destination)
         switch output {
         case .local:
-            pending.addDirectory(try writeRootFilesystem(beside: destination), destination: destination)
+            // The layers were read and checked while the image was built: what fails here is the writing
+            // (a full disk, a read-only filesystem), so the error names the destination, not a layer.
+            do {
+                pending.addDirectory(try writeRootFilesystem(in: staging), destination: destination)
+            } catch let error as SystemError {
+                throw OutputWriteError(destination: output.destination, reason: error.description)
+            } catch LayerError.failed(_, let reason) {
+                throw OutputWriteError(destination: output.destination, reason: reason)
+            }
         case .ociDirectory:
-            let writer = try stage(exported, near: destination)
+            let writer = try stage(exported, in: staging)
             pending.addDirectory(try writer.finishStaged(index: topLevelIndex(exported)), destination: destination)
         case .ociArchive:
-            let writer = try stage(exported, near: destination)
+            let writer = try stage(exported, in: staging)
             pending.addFile(
-                try writer.finishArchiveStaged(index: topLevelIndex(exported), beside: destination, format: .oci),
+                try writer.finishArchiveStaged(
+                    index: topLevelIndex(exported), beside: staging + "/archive", format: .oci),
                 destination: destination)
         case .dockerArchive:
-            let writer = try stage(exported, near: destination)
+            let writer = try stage(exported, in: staging)
             let format = OCILayoutWriter.ArchiveFormat.docker(
                 repoTags: tags.map(Self.dockerRepoTag), manifest: exported.manifests[0].manifest)
             pending.addFile(
-                try writer.finishArchiveStaged(index: topLevelIndex(exported), beside: destination, format: format),
+                try writer.finishArchiveStaged(
+                    index: topLevelIndex(exported), beside: staging + "/archive", format: format),
                 destination: destination)
         }
     }
@@ -271,9 +280,7 @@ struct ImageExporter {
         return tag + ":latest"
     }
 
-    private func stage(_ exported: ExportedImage, near destination: String) throws -> OCILayoutWriter {
-        let parent = FileSystem.parentDirectory(of: FileSystem.absolute(destination))
-        try FileSystem.makeDirectories(parent)
+    private func stage(_ exported: ExportedImage, in parent: String) throws -> OCILayoutWriter {
         let writer = try OCILayoutWriter(stagingParent: parent)
         for (image, entry) in zip(images, exported.manifests) {
             for layer in image.layers {
@@ -304,10 +311,8 @@ struct ImageExporter {
     }
 
     /// `type=local`: the final root filesystem of the (first) platform, rebuilt from the image's own layers
-    /// in a temporary directory beside the destination, marked as ours so a later build may replace it.
-    private func writeRootFilesystem(beside destination: String) throws -> String {
-        let parent = FileSystem.parentDirectory(of: destination)
-        try FileSystem.makeDirectories(parent)
+    /// in a temporary directory in `parent`, marked as ours so a later build may replace it.
+    private func writeRootFilesystem(in parent: String) throws -> String {
         let temporary = try FileSystem.makeTemporaryDirectory(in: parent, prefix: ".hermetic-local-")
         var done = false
         defer { if !done { FileSystem.removeTree(temporary) } }
@@ -321,6 +326,13 @@ struct ImageExporter {
         done = true
         return temporary
     }
+}
+
+/// An output that could not be written (a full disk, a read-only filesystem), named by its destination.
+struct OutputWriteError: HermeticError {
+    var destination: String
+    var reason: String
+    var description: String { "--output dest=\(destination): cannot write it: \(reason)" }
 }
 
 extension LayerRecord {

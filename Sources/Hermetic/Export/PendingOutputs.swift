@@ -8,17 +8,112 @@ internal import CArchive
 /// A build's outputs (layouts, archives, local trees, the iid, metadata and attestation files), each
 /// complete under a temporary name beside its destination, put in place together only once every one
 /// of them was written. A build that fails before that leaves none of them, and no temporary either.
+///
+/// Each destination has a lock file beside it (`.hermetic-lock-TAG`, TAG from its name), held from before
+/// anything is staged until the build is done with it: a second build writing the same destination waits
+/// for the first. Everything for one destination is staged in one directory beside it
+/// (`.hermetic-stage-TAG-…`), so a holder of the lock knows that any such directory was left by a build
+/// that died (SIGKILL, a crash) and removes it. On a signal, the staging directories go with the workspace.
 final class PendingOutputs {
     private struct Item {
         var temporary: String
         var destination: String
         var isDirectory: Bool
     }
+    private struct Destination {
+        var lockFile: String
+        var lock: Int32
+        var staging: String
+    }
     private var items: [Item] = []
-    private var committed = 0
+    private var destinations: [String: Destination] = [:]
+    private let signals: WorkspaceJanitor.SignalGuard
 
     /// Extended attribute on the root of a `type=local` tree we wrote, so a later build may replace it.
     static let localMarker = "user.dev.hermetic.output"
+
+    /// Locks every destination (absolute paths), in path order so that two builds never wait for each
+    /// other, and makes its staging directory. `waiting` is told of a destination another build is writing.
+    init(destinations paths: [String], signals: WorkspaceJanitor.SignalGuard, waiting: (String) -> Void) throws {
+        self.signals = signals
+        for path in Set(paths).sorted() {
+            let parent = FileSystem.parentDirectory(of: path)
+            try FileSystem.makeDirectories(parent)
+            let tag = Self.tag(path)
+            let lockFile = parent + "/.hermetic-lock-" + tag
+            let lock = try Self.lock(lockFile, destination: path, waiting: waiting)
+            // Held now, so removing it on a signal is safe (a waiter then finds it gone and makes it again).
+            do {
+                _ = try signals.creating({ lockFile }, path: { $0 })
+            } catch {
+                close(lock)
+                throw error
+            }
+            // Only a holder of this lock stages for `path`: what is staged for it now was left by a dead build.
+            for name in FileSystem.directoryNames(parent) ?? [] where name.hasPrefix(".hermetic-stage-\(tag)-") {
+                FileSystem.removeTree(parent + "/" + name)
+            }
+            let staging: String
+            do {
+                staging = try signals.creating(
+                    { try FileSystem.makeTemporaryDirectory(in: parent, prefix: ".hermetic-stage-\(tag)-") },
+                    path: { $0 })
+            } catch {
+                signals.forget(lockFile)
+                unlink(lockFile)
+                close(lock)
+                throw error
+            }
+            destinations[path] = Destination(lockFile: lockFile, lock: lock, staging: staging)
+        }
+    }
+
+    /// The first 16 hex digits of the sha256 of the destination's name: its staging and lock files' names
+    /// stay short and tell destinations in one directory apart.
+    static func tag(_ destination: String) -> String {
+        String(Digest.sha256(of: Array(FileSystem.baseName(destination).utf8)).hex.prefix(16))
+    }
+
+    /// An exclusive lock on `path`, made if missing, that is still `path` once held (a holder unlinks it
+    /// when done; one who opened it before that has locked a file no longer there, and tries again).
+    private static func lock(_ path: String, destination: String, waiting: (String) -> Void) throws -> Int32 {
+        var told = false
+        while true {
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+            guard fd >= 0 else { throw SystemError("create the lock file", path: path, errno: errno) }
+            if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+                guard errno == EWOULDBLOCK else {
+                    let code = errno
+                    close(fd)
+                    throw SystemError("lock", path: path, errno: code)
+                }
+                if !told {
+                    waiting(destination)
+                    told = true
+                }
+                while flock(fd, LOCK_EX) != 0 {
+                    guard errno == EINTR else {
+                        let code = errno
+                        close(fd)
+                        throw SystemError("lock", path: path, errno: code)
+                    }
+                }
+            }
+            var held = stat()
+            var current = stat()
+            if fstat(fd, &held) == 0, lstat(path, &current) == 0, held.st_ino == current.st_ino,
+                held.st_dev == current.st_dev
+            {
+                return fd
+            }
+            close(fd)
+        }
+    }
+
+    /// Where what is put at `destination` (absolute, one of those given to init) is written first.
+    func stagingDirectory(for destination: String) -> String {
+        destinations[destination]?.staging ?? FileSystem.parentDirectory(of: destination)
+    }
 
     func addDirectory(_ temporary: String, destination: String) {
         items.append(Item(temporary: temporary, destination: destination, isDirectory: true))
@@ -28,15 +123,26 @@ final class PendingOutputs {
         items.append(Item(temporary: temporary, destination: destination, isDirectory: false))
     }
 
-    /// Writes `bytes` to a temporary file beside `destination` (mode 0644, whatever the umask).
+    /// Writes `bytes` to a temporary file in `destination`'s staging directory (mode 0644, whatever the umask).
     func addFile(_ bytes: [UInt8], destination: String) throws {
-        let temporary = try FileSystem.writeTemporary(bytes, beside: destination)
+        let temporary = try FileSystem.writeTemporary(bytes, beside: stagingDirectory(for: destination) + "/file")
         addFile(temporary, destination: destination)
     }
 
-    func commit() throws {
-        while committed < items.count {
-            let item = items[committed]
+    /// FIFOs read to their end just before and just after the commit point (tests only: they make the
+    /// moment of a signal exact).
+    struct CommitPauses {
+        var before: String?
+        var after: String?
+    }
+
+    /// The commit point: once it is passed a signal no longer stops the build (it ends with exit 0);
+    /// before it, a signal leaves every destination as it was.
+    func commit(pauses: CommitPauses = CommitPauses()) throws {
+        TestPause.wait(on: pauses.before)
+        guard signals.beginCommit() else { throw WorkspaceJanitor.InterruptedError() }
+        TestPause.wait(on: pauses.after)
+        for item in items {
             if item.isDirectory {
                 try FileSystem.replaceDirectory(at: item.destination, with: item.temporary)
             } else {
@@ -44,13 +150,17 @@ final class PendingOutputs {
                     throw SystemError("rename to", path: item.destination, errno: errno)
                 }
             }
-            committed += 1
         }
     }
 
     deinit {
-        for item in items[committed...] {
-            if item.isDirectory { FileSystem.removeTree(item.temporary) } else { unlink(item.temporary) }
+        for destination in destinations.values {
+            FileSystem.removeTree(destination.staging)
+            signals.forget(destination.staging)
+            // Forgotten first: once unlinked, the name may be another build's lock.
+            signals.forget(destination.lockFile)
+            unlink(destination.lockFile)
+            close(destination.lock)
         }
     }
 }

@@ -52,7 +52,9 @@ struct InstructionBuilder {
             "shell", "expose", "volume", "stopsignal", "healthcheck", "onbuild", "maintainer",
         ]
         guard known.contains(keyword) else {
-            throw fail(line, "unknown instruction: \(keywordText)")
+            // As BuildKit's parser, with its suggestion (the names in byte order, so a tie is always broken alike).
+            let suggestion = Suggestion.nearest(to: keywordText, among: known.sorted()).map { " (did you mean \($0)?)" }
+            throw fail(line, "unknown instruction: \(keywordText)\(suggestion ?? "")")
         }
         let flags = try extractFlags(&rest, keyword: keyword, line: line)
         var heredocs: [Heredoc] = []
@@ -80,7 +82,9 @@ struct InstructionBuilder {
         let originalWithFlags = text.trimmingCharacters(in: .whitespaces)
         let kind = try makeKind(
             keyword: keyword, rest: rest, flags: flags, heredocs: heredocs, writtenBodies: writtenBodies, line: line)
-        return Instruction(kind: kind, range: range, original: originalWithFlags)
+        return Instruction(
+            kind: kind, range: range, original: originalWithFlags,
+            heredocText: zip(heredocs, writtenBodies).map { "\n" + $1 + $0.name }.joined())
     }
 
     /// BuildKit reads heredocs for the shell forms of RUN, COPY and ADD, and of those as ONBUILD triggers.

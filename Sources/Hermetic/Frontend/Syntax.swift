@@ -26,6 +26,9 @@ public struct Instruction: Sendable {
     public var range: SourceRange
     /// The instruction as written (continuation lines joined, heredoc bodies left out); history's `created_by`.
     public var original: String
+    /// The heredocs' bodies as written, each as a newline, the body and its terminator (BuildKit's parser joins
+    /// them so); empty without heredocs. A heredoc RUN's history carries them: they are its script.
+    public var heredocText: String = ""
 }
 
 public enum CommandForm: Sendable, Hashable {

@@ -36,8 +36,11 @@ struct BuildCommand: AsyncParsableCommand {
         name: .customLong("no-cache-filter"),
         help: "Stages whose steps do not read the build cache, comma-separated (repeatable).")
     var noCacheFilter: [String] = []
+    // `.unconditional`: `--source-date-epoch -1` takes -1 as the value (and gets the same message as
+    // `--source-date-epoch=-1`), not as a flag; so for `--step-timeout`.
     @Option(
-        name: .customLong("source-date-epoch"), help: "Timestamps in the image (default: $SOURCE_DATE_EPOCH, else 0).")
+        name: .customLong("source-date-epoch"), parsing: .unconditional,
+        help: "Timestamps in the image (default: $SOURCE_DATE_EPOCH, else 0).")
     var sourceDateEpoch: String?
     @Option(name: .customLong("lock-file"), help: "The lock file (default: CONTEXT/hermetic.lock if it exists).")
     var lockFile: String?
@@ -47,7 +50,7 @@ struct BuildCommand: AsyncParsableCommand {
     var ssh: [String] = []
     @Option(help: "Grant an entitlement: network.host or security.insecure (repeatable).")
     var allow: [String] = []
-    @Option(name: .customLong("step-timeout"), help: "Seconds a RUN step may take.")
+    @Option(name: .customLong("step-timeout"), parsing: .unconditional, help: "Seconds a RUN step may take.")
     var stepTimeout: Int?
     @Option(
         name: .customLong("state-dir"),
@@ -77,16 +80,21 @@ struct BuildCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let environment = ProcessEnvironment.current()
-            let signals = WorkspaceJanitor.installSignalHandlers(
-                workspaceParent: WorkspaceJanitor.workspaceParent(environment))
+            let signals = WorkspaceJanitor.installSignalHandlers()
             let options = try makeOptions(environment: environment)
             let result: BuildResult
+            let log = BuildLog(mode: options.progress)
             do {
-                result = try await Builder(options: options, log: BuildLog(mode: options.progress)).build()
+                result = try await Builder(
+                    options: options, log: log, signals: signals
+                ).build()
             } catch {
+                // The progress ends (the tty view's last screen) before the error line.
+                log.finish(error: escapedForOneLine("\(error)"))
                 signals.settle()
                 throw error
             }
+            log.finish(error: nil)
             signals.settle()
             print(result.imageDigest.description)
         }

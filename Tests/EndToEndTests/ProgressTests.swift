@@ -53,8 +53,9 @@ import Testing
             RUN cat /out && echo second line
 
             """)
+        // --no-cache: both runs run their steps (the second would otherwise be all cache hits, below).
         for mode in ["plain", "auto"] {
-            let outcome = try build.run(["--progress", mode])
+            let outcome = try build.run(["--progress", mode, "--no-cache"])
             #expect(outcome.status == 0, "\(outcome.standardError)")
             #expect(
                 try Self.normalized(outcome.standardError) == """
@@ -78,6 +79,28 @@ import Testing
 
                     """, "\(mode): \(outcome.standardError)")
         }
+        // Warm: every RUN and COPY is buildx's `#K CACHED`, with no output and no DONE line.
+        let warm = try build.run(["--progress", "plain"])
+        #expect(warm.status == 0, "\(warm.standardError)")
+        #expect(
+            try Self.normalized(warm.standardError) == """
+                #1 [compile 1/2] FROM busybox AS compile
+                #1 DONE D
+
+                #2 [compile 2/2] RUN echo compiled > /out
+                #2 CACHED
+
+                #3 [stage-1 1/3] FROM busybox
+                #3 DONE D
+
+                #4 [stage-1 2/3] COPY --from=compile /out /out
+                #4 CACHED
+
+                #5 [stage-1 3/3] RUN cat /out && echo second line
+                #5 CACHED
+
+
+                """, "warm: \(warm.standardError)")
         let failing = try Build("FROM busybox\nRUN echo about to fail && exit 3\n")
         let failed = try failing.run(["--progress", "plain"])
         #expect(failed.status == 1)

@@ -56,77 +56,14 @@ public struct Builder {
         // Nothing of a build may depend on the caller's umask: the directories the builder makes (a stage's
         // root, the sandbox's mountpoints) are what RUN steps see. Under 027 a USER step could not enter /.
         umask(0o022)
-        let contextRoot = FileSystem.absolute(options.contextDirectory)
-        guard FileSystem.isDirectory(contextRoot) else {
-            throw ArgumentError(argument: "CONTEXT", value: options.contextDirectory, reason: "not a directory")
-        }
-        // `-f -`: the Dockerfile comes on standard input (as docker build takes it).
-        let dockerfilePath =
-            options.dockerfilePath == "-"
-            ? "/dev/stdin" : options.dockerfilePath.map(FileSystem.absolute) ?? Self.defaultDockerfile(in: contextRoot)
-        let environment = ProcessEnvironment.current()
-        let workspaceParent = WorkspaceJanitor.workspaceParent(environment)
-        // Absolute before any step runs, as TMPDIR is: a relative one means the current directory's.
-        let stateDirectory = FileSystem.absolute(
-            options.stateDirectory ?? environment["HERMETIC_STATE_DIR"]
-                ?? RootlessMode.defaultStateDirectory(environment: environment))
-        try OutputDestinationCheck(
-            inputs: [contextRoot, dockerfilePath, workspaceParent, stateDirectory]
-                + (options.lockFile.map { [$0] } ?? []) + (options.signKeyPath.map { [$0] } ?? [])
-                + options.namedContexts.values.map { context in
-                    switch context {
-                    case .ociLayout(let path, _, _): path
-                    case .directory(let path): path
-                    }
-                }
-                + options.secrets.values.compactMap { if case .file(let path) = $0 { path } else { nil } }
-                + Array(options.sshSockets.values)
-        ).check(options)
-        let startedOn = RFC3339.format(Int64(time(nil)))
-        let dockerfileBytes = try Self.readDockerfile(
-            at: dockerfilePath, displayName: options.dockerfilePath ?? FileSystem.baseName(dockerfilePath))
-        let dockerfile = try Self.parseDockerfile(
-            dockerfileBytes, displayName: options.dockerfilePath ?? FileSystem.baseName(dockerfilePath))
-        let signingKey = try options.signKeyPath.map { path in
-            do {
-                return try SigningKey(pem: try FileSystem.readFile(path, limit: 1 << 20, allowPipe: true), source: path)
-            } catch let error as SystemError {
-                throw ArgumentError(argument: "--sign-key", value: path, reason: error.description)
-            } catch let error as NotRegularFileError {
-                throw ArgumentError(argument: "--sign-key", value: path, reason: error.description)
-            } catch let error as KeyError {
-                throw ArgumentError(argument: "--sign-key", value: path, reason: error.reason)
-            }
-        }
-        let platforms =
-            try options.platforms.isEmpty
-            ? [Platform.host]
-            : options.platforms.map { text in
-                do { return try Platform(parsing: text) } catch {
-                    throw ArgumentError(argument: "--platform", value: text, reason: "\(error)")
-                }
-            }
-        for warning in BuildChecks.warnings(dockerfile: dockerfile, buildArgs: options.buildArgs) {
-            log.warning(warning)
-        }
-        if options.outputs.isEmpty {
-            // As buildx warns with a builder that keeps nothing: without -o, the image is made and dropped.
-            log.warning(
-                "No output specified: the image is built and its digest printed, but nothing is written. To write "
-                    + "it use -o type=oci,dest=DIR (or type=oci,dest=FILE.tar, type=docker,dest=FILE.tar, "
-                    + "type=local,dest=DIR)")
-        }
-        let ignore = try DockerIgnore.load(contextRoot: contextRoot, dockerfilePath: dockerfilePath)
-        let context = BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true)
-        let resolver = try makeResolver(contextRoot: contextRoot)
-        var buildArguments: [String: String] = [:]
-        for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
+        let inputs = try readInputs()
+        let plans = try plan(inputs)
 
-        WorkspaceJanitor.removeStale(under: workspaceParent)
+        WorkspaceJanitor.removeStale(under: inputs.workspaceParent)
         let locked = try signals.creating(
             {
                 try WorkspaceJanitor.createWorkspace(
-                    in: workspaceParent, pause: environment["HERMETIC_TEST_WORKSPACE_PAUSE"])
+                    in: inputs.workspaceParent, pause: inputs.environment["HERMETIC_TEST_WORKSPACE_PAUSE"])
             }, path: \.path)
         let workspace = locked.path
         defer {
@@ -134,133 +71,25 @@ public struct Builder {
             signals.forget(workspace)
             close(locked.lock)
         }
-
-        let runOptions = RunOptions(
-            secrets: options.secrets, sshSockets: options.sshSockets,
-            entitlements: options.entitlements, stepTimeoutSeconds: options.stepTimeoutSeconds,
-            stateDirectory: stateDirectory,
-            showOutput: options.progress != .quiet, environment: environment,
-            rootMechanism: try Self.runRootMechanism(environment),
-            failOverlayMount: environment["HERMETIC_TEST_FAIL_OVERLAY"] == "1")
-        let store = try ContentStore(stateDirectory: stateDirectory)
+        let store = try ContentStore(stateDirectory: inputs.stateDirectory)
         // Shared for the whole build: `hermetic prune` waits rather than remove what this build uses.
         let storeLock = try store.lockForBuild()
         defer { withExtendedLifetime(storeLock) {} }
-        let cacheSettings = StepCacheSettings(
-            store: store, readNothing: options.noCache, stagesNotRead: Set(options.noCacheFilter))
-        var images: [BuiltImage] = []
-        var record = BuildRecord()
-        // Every platform is planned, and its RUN steps checked against this host, before any step runs;
-        // the progress view then knows the total before the first step.
-        var plans: [BuildPlan] = []
-        for platform in platforms {
-            let planner = Planner(
-                dockerfile: dockerfile, buildArguments: buildArguments,
-                predefinedArguments: PredefinedArguments.values(target: platform, build: .host))
-            let plan = try planner.plan(target: options.target)
-            let stagePlatforms = try StagePlatforms(plan: plan, target: platform)
-            try stagePlatforms.checkRunSteps(in: plan)
-            try stagePlatforms.checkTargetStage(of: plan, target: platform, requested: !options.platforms.isEmpty)
-            plans.append(plan)
-        }
-        if let unused = plans.first?.unusedBuildArguments, !unused.isEmpty {
-            log.warning("build args not consumed by any ARG: \(unused.joined(separator: ", "))")
-        }
-        var executors: [StageExecutor] = []
-        for (number, platform) in platforms.enumerated() {
-            let platformWorkspace = workspace + "/p\(number)"
-            try FileSystem.makeDirectory(platformWorkspace)
-            var executor = StageExecutor(
-                plan: plans[number], platform: platform, context: context, resolver: resolver,
-                workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
-                buildArguments: buildArguments, log: log, runOptions: runOptions)
-            executor.stepCache = cacheSettings
-            executor.progressPlatform = platforms.count > 1 ? platform.description : nil
-            executors.append(executor)
-        }
-        log.expectSteps(executors.reduce(0) { $0 + $1.stepCount })
-        for var executor in executors {
-            do {
-                images.append(try await executor.buildTarget())
-            } catch {
-                executor.releaseTemporaryMounts()
-                throw error
-            }
-            executor.releaseTemporaryMounts()
-            record.merge(executor.record)
-        }
 
+        var (images, record) = try await execute(plans, inputs, workspace: workspace, store: store)
         if options.requireHermetic {
-            let failures = BuildChecks.hermeticityFailures(record, file: dockerfile.file)
+            let failures = BuildChecks.hermeticityFailures(record, file: inputs.dockerfile.file)
             guard failures.isEmpty else { throw HermeticityError(failures: failures) }
         }
         let exporter = try ImageExporter(
             images: images, tags: options.tags, sourceDateEpoch: options.sourceDateEpoch
         ).compressingMadeLayers(options.compression, workers: options.jobs, into: workspace, store: store)
         record.layers = exporter.describingExported(record.layers)
-        var exported = try exporter.assemble(stagingParent: workspace)
-        var envelopes: [DSSEEnvelope] = []
-        if let mode = options.provenance {
-            let source = DockerfileSource(
-                given: options.dockerfilePath, resolved: dockerfilePath, contextRoot: contextRoot,
-                bytes: dockerfileBytes)
-            let provenance = ProvenanceBuilder(
-                dockerfile: source, contextDigest: try ContextDigest.compute(context),
-                options: options, platforms: platforms, record: record,
-                manifests: exported.manifests.map { ($0.platform, $0.descriptor.digest) }, mode: mode)
-            let definition = try CanonicalJSON.encode(try provenance.buildDefinition())
-            let runRecord = try CanonicalJSON.encode(
-                provenance.runRecord(
-                    definitionDigest: Digest.sha256(of: definition), invocationID: Self.invocationID(),
-                    startedOn: startedOn, finishedOn: RFC3339.format(Int64(time(nil)))))
-            // The Dockerfile's bytes are in the definition as base64, where a plain search would miss them.
-            try SecretTaint(secrets: options.secrets, environment: environment).check(
-                [("the provenance", definition), ("the run record", runRecord)]
-                    + (source.content.map { [("the Dockerfile the provenance carries", $0)] } ?? [])
-                    + (try images.map { ("the image config", try CanonicalJSON.encode($0.config)) }))
-            var definitionEnvelope = DSSEEnvelope(payload: definition, payloadType: InTotoStatement.payloadType)
-            var runEnvelope = DSSEEnvelope(payload: runRecord, payloadType: InTotoStatement.payloadType)
-            var signedDefinition: [UInt8]?
-            if let signingKey {
-                try definitionEnvelope.sign(with: signingKey)
-                try runEnvelope.sign(with: signingKey)
-                signedDefinition = try CanonicalJSON.encode(definitionEnvelope)
-            }
-            envelopes = [definitionEnvelope, runEnvelope]
-            exported = try exporter.attach(
-                statement: definition, envelope: signedDefinition, predicateType: SLSAProvenance.predicateType,
-                runRecord: signingKey == nil ? runRecord : try CanonicalJSON.encode(runEnvelope), to: exported)
-        } else {
-            try SecretTaint(secrets: options.secrets, environment: environment).check(
-                try images.map { ("the image config", try CanonicalJSON.encode($0.config)) })
-        }
-        // Every output complete under a temporary name first; then all are put in place.
-        let iidFile = options.iidFile.map(FileSystem.absolute)
-        let attestFile = options.attestFile.map(FileSystem.absolute)
-        let metadataFile = options.metadataFile.map(FileSystem.absolute)
-        let pending = try PendingOutputs(
-            destinations: options.outputs.map { FileSystem.absolute($0.destination) }
-                + [iidFile, attestFile, metadataFile].compactMap { $0 },
-            signals: signals, waiting: { log.warning("waiting for another build that is writing \($0)") })
-        for output in options.outputs {
-            try exporter.prepare(exported, to: output, pending: pending)
-        }
-        if let iidFile {
-            try pending.addFile(Array(exported.imageDigest.description.utf8), destination: iidFile)
-        }
-        if let attestFile {
-            var lines: [UInt8] = []
-            for envelope in envelopes { lines += try CanonicalJSON.encode(envelope) + [0x0a] }
-            try pending.addFile(lines, destination: attestFile)
-        }
-        if let metadataFile {
-            try pending.addFile(try exported.metadataJSON(), destination: metadataFile)
-        }
-        try pending.commit(
-            pauses: .init(
-                before: environment["HERMETIC_TEST_PAUSE_BEFORE_COMMIT"],
-                after: environment["HERMETIC_TEST_PAUSE_AFTER_COMMIT"]))
-        return BuildResult(imageDigest: exported.imageDigest, configDigest: exported.configDigest, platforms: platforms)
+        let exported = try exporter.assemble(stagingParent: workspace)
+        let (attested, envelopes) = try attest(exported, exporter: exporter, record: record, inputs)
+        try writeOutputs(attested, exporter: exporter, envelopes: envelopes, environment: inputs.environment)
+        return BuildResult(
+            imageDigest: attested.imageDigest, configDigest: attested.configDigest, platforms: inputs.platforms)
     }
 
     static func readDockerfile(at path: String, displayName: String) throws -> [UInt8] {

@@ -82,6 +82,31 @@ import Testing
         #expect(again.digest == cold.digest)
     }
 
+    /// A stored tar whose bytes changed is caught while it is applied (its diff_id is checked): the build
+    /// stops with the way out, and after `store check --repair` the same build gives the same image.
+    @Test func aDamagedCachedLayerStopsTheBuildWithTheWayOut() throws {
+        let fixture = try Fixture()
+        let cold = try fixture.build("cold")
+        for blob in try fixture.blobs() {
+            let path = fixture.state + "/store/blobs/sha256/" + blob
+            var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
+            bytes[bytes.count / 3] ^= 0x01
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+        }
+        let outcome = try HermeticProcess.hermetic([
+            "build", fixture.scratch.path + "/ctx", "--state-dir", fixture.state, "--build-context",
+            "base=oci-layout://\(fixture.scratch.path)/base@\(fixture.base)",
+        ])
+        #expect(outcome.status == 1)
+        #expect(
+            outcome.standardError.contains(
+                "error: Dockerfile:2: the build cache's copy of this step's layer cannot be used")
+                && outcome.standardError.contains("run hermetic store check --repair, or build with --no-cache"),
+            "\(outcome.standardError)")
+        #expect(try fixture.hermetic(["store", "check", "--repair"]).status == 0)
+        #expect(try fixture.build("repaired").digest == cold.digest)
+    }
+
     @Test func pruneRemovesWhatTheFilterAndSizeSay() throws {
         let fixture = try Fixture()
         let cold = try fixture.build("cold")

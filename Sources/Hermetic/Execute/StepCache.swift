@@ -179,7 +179,15 @@ extension StageExecutor {
         let layerRecord = LayerRecord(
             descriptor: Descriptor(mediaType: MediaType.layerTar, digest: layer.diffID, size: layer.size),
             diffID: layer.diffID, blobPath: blobPath, origin: "made by \(file):\(line) (cached)", madeByBuild: true)
-        try commitLayer(layerRecord, to: &state, line: line, createdBy: createdBy)
+        do {
+            try commitLayer(layerRecord, to: &state, line: line, createdBy: createdBy)
+        } catch {
+            // The stage's filesystem may be half-applied now: the build stops, and says how to go on.
+            throw DockerfileError(
+                file: file, line: line,
+                message: "the build cache's copy of this step's layer cannot be used (\(error)); run hermetic "
+                    + "store check --repair, or build with --no-cache")
+        }
         return (true, true)
     }
 

@@ -139,6 +139,32 @@ import Testing
         }
     }
 
+    /// A cached layer was scanned for the secrets of the build that stored it; a later build's secret value
+    /// found in it fails that build as running the step would have.
+    @Test func aHitIsScannedForThisBuildsSecrets() throws {
+        let scratch = try TemporaryDirectory(prefix: "cache-secret-")
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        try "FROM base\nRUN --mount=type=secret,id=tok,required=false echo public-words > /f\n".write(
+            toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let base = try BaseImages.writeBusybox(at: scratch.path + "/base")
+        func build(secret: String) throws -> HermeticProcess.Outcome {
+            try secret.write(toFile: scratch.path + "/secret", atomically: true, encoding: .utf8)
+            return try HermeticProcess.hermetic([
+                "build", context, "--state-dir", scratch.path + "/state", "--build-context",
+                "base=oci-layout://\(scratch.path)/base@\(base)", "--secret", "id=tok,src=\(scratch.path)/secret",
+            ])
+        }
+        let first = try build(secret: "unrelated-value")
+        #expect(first.status == 0, "\(first.standardError)")
+        let second = try build(secret: "public-words")
+        #expect(second.status == 1)
+        #expect(
+            second.standardError.contains(
+                "Dockerfile:2: the value of secret tok would be written into this step's layer"),
+            "\(second.standardError)")
+    }
+
     /// A warm build gives the image and attestation a cold one gives, byte for byte: the index digest
     /// covers the provenance. (No randomness here, so two cold builds agree too.)
     @Test func aCachedBuildIsTheColdBuild() throws {

@@ -271,6 +271,26 @@ public enum FileSystem {
 }
 
 extension FileSystem {
+    /// Hands the bytes of the file at `path` to `body`, a megabyte at a time, in order.
+    public static func readChunks(_ path: String, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
+        defer { close(fd) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = read(fd, buffer.baseAddress, buffer.count)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", path: path, errno: errno)
+            }
+            if count == 0 { return }
+            try body(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        }
+    }
+}
+
+extension FileSystem {
     /// The names in a directory (without `.` and `..`), unsorted; nil when it cannot be opened. A name that
     /// is not valid UTF-8 cannot be a Swift `String`: it is left out here, and `directoryNames(strict:)`
     /// reports it instead.

@@ -213,19 +213,7 @@ extension StageExecutor {
     private func refuseSecrets(inStoredLayer path: String, line: Int) throws {
         guard !secretValues.isEmpty else { return }
         let scanner = SecretStreamScanner(secretValues)
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", path: path, errno: errno)
-            }
-            if count == 0 { break }
-            buffer.withUnsafeBytes { scanner.consume(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
-        }
+        try FileSystem.readChunks(path) { scanner.consume($0) }
         if let id = scanner.found {
             throw DockerfileError(
                 file: file, line: line,

@@ -99,11 +99,7 @@ public struct LayerWriter: Sendable {
         defer { withExtendedLifetime(locale) {} }
         let output = try TemporaryBlob(in: directory)
         do {
-            let blobHasher = SHA256Hasher()
-            let compressor = try ChunkedCompressor(compression, workers: workers) { buffer in
-                blobHasher.update(buffer)
-                try output.write(buffer)
-            }
+            let (compressor, blobHasher) = try compressing(into: output)
             let tarHasher = SHA256Hasher()
             try writeTar(plan, subject: output.path) { buffer in
                 tarHasher.update(buffer)
@@ -125,27 +121,11 @@ public struct LayerWriter: Sendable {
     /// Compresses the layer tar at `path`, whose sha256 must be `diffID` (checked as it streams), with
     /// `compression` into a new temporary file in `directory`. On error no file is left behind.
     public func compressTar(at path: String, diffID: Digest, into directory: String) throws -> WrittenLayer {
-        let input = open(path, O_RDONLY | O_CLOEXEC)
-        if input < 0 { throw SystemError("open", path: path, errno: errno) }
-        defer { close(input) }
         let output = try TemporaryBlob(in: directory)
         do {
-            let blobHasher = SHA256Hasher()
-            let compressor = try ChunkedCompressor(compression, workers: workers) { buffer in
-                blobHasher.update(buffer)
-                try output.write(buffer)
-            }
+            let (compressor, blobHasher) = try compressing(into: output)
             let tarHasher = SHA256Hasher()
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-            defer { buffer.deallocate() }
-            while true {
-                let count = read(input, buffer.baseAddress, buffer.count)
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemError("read", path: path, errno: errno)
-                }
-                if count == 0 { break }
-                let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+            try FileSystem.readChunks(path) { chunk in
                 tarHasher.update(chunk)
                 try compressor.write(chunk)
             }
@@ -162,6 +142,16 @@ public struct LayerWriter: Sendable {
             output.discard()
             throw error
         }
+    }
+
+    /// A compressor whose blob goes to `output`, hashed as it is written.
+    private func compressing(into output: TemporaryBlob) throws -> (ChunkedCompressor, SHA256Hasher) {
+        let blobHasher = SHA256Hasher()
+        let compressor = try ChunkedCompressor(compression, workers: workers) { buffer in
+            blobHasher.update(buffer)
+            try output.write(buffer)
+        }
+        return (compressor, blobHasher)
     }
 
     /// Writes `entries` as an uncompressed tar (same tar bytes as `write`) into a new temporary

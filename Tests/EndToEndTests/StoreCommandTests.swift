@@ -82,8 +82,9 @@ import Testing
         #expect(again.digest == cold.digest)
     }
 
-    /// A stored tar whose bytes changed is caught while it is applied (its diff_id is checked): the build
-    /// stops with the way out, and after `store check --repair` the same build gives the same image.
+    /// A stored blob whose bytes changed is caught when it is used (a tar's diff_id when it is applied, a
+    /// compressed blob's digest when it is copied to an output): the build stops with the way out, and after
+    /// `store check --repair` the same build gives the same image.
     @Test func aDamagedCachedLayerStopsTheBuildWithTheWayOut() throws {
         let fixture = try Fixture()
         let cold = try fixture.build("cold")
@@ -95,12 +96,13 @@ import Testing
         }
         let outcome = try HermeticProcess.hermetic([
             "build", fixture.scratch.path + "/ctx", "--state-dir", fixture.state, "--build-context",
-            "base=oci-layout://\(fixture.scratch.path)/base@\(fixture.base)",
+            "base=oci-layout://\(fixture.scratch.path)/base@\(fixture.base)", "-o",
+            "type=oci,dest=\(fixture.scratch.path)/damaged",
         ])
         #expect(outcome.status == 1)
         #expect(
             outcome.standardError.contains(
-                "error: Dockerfile:2: the build cache's copy of this step's layer cannot be used")
+                "the build cache's copy of this layer cannot be used")
                 && outcome.standardError.contains("run hermetic store check --repair, or build with --no-cache"),
             "\(outcome.standardError)")
         #expect(try fixture.hermetic(["store", "check", "--repair"]).status == 0)

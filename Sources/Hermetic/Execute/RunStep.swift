@@ -456,7 +456,7 @@ extension StageExecutor {
         let source = planned ?? .image(from)
         switch source {
         case .stage(let index):
-            guard let other = stages[index] else {
+            guard let other = try materializeStage(index) else {
                 throw DockerfileError(file: file, line: line, message: "internal: stage \(index) not built")
             }
             return (other.rootfs, false)

@@ -29,6 +29,9 @@ struct StageState {
     var commandSet = false
     /// The cache key of the last RUN/COPY/ADD, or of the stage's start (its base): the next step's parent.
     var cacheKey: CacheKey?
+    /// How many of `layers` are applied to `rootfs`. A stage's filesystem is made only when a step reads
+    /// it (`materialize`): a build whose steps are all cache hits unpacks nothing.
+    var applied = 0
 }
 
 /// An image ready to export for one platform.
@@ -226,13 +229,11 @@ struct StageExecutor {
                 throw DockerfileError(
                     file: file, line: stage.from.range.start.line, message: "internal: stage \(parent) not built")
             }
-            for layer in parentState.layers {
-                try apply(layer, to: rootfs)
-            }
             // The stage's ARGs carry over with their values (BuildKit's dispatchState.init appends the base's
             // buildArgs and starts from its state), as its ENV does.
             var state = parentState
             state.rootfs = rootfs
+            state.applied = 0
             state.scope = StageScope(inheriting: parentState.scope)
             state.commandSet = false
             return state
@@ -241,7 +242,6 @@ struct StageExecutor {
             let stagePlatform = try StagePlatforms.fromPlatform(of: stage, file: file)
             let (image, layers) = try loadImage(
                 reference, line: stage.from.range.start.line, platform: stagePlatform, naming: "FROM \(reference)")
-            for layer in layers { try apply(layer, to: rootfs) }
             var config = image.config
             config.history = config.history ?? []
             var container = config.config ?? ContainerConfig()
@@ -314,7 +314,7 @@ struct StageExecutor {
         return (image, layers)
     }
 
-    private func apply(_ layer: LayerRecord, to root: String) throws {
+    func apply(_ layer: LayerRecord, to root: String) throws {
         _ = try LayerApplier().apply(
             blobAt: layer.blobPath, mediaType: layer.descriptor.mediaType, expectedDiffID: layer.diffID, toRoot: root,
             name: layer.displayName)
@@ -393,6 +393,7 @@ struct StageExecutor {
             container.workingDir = resolved
             // BuildKit creates a missing WORKDIR owned by the current USER, read as a `--chown` value (its
             // mkdir takes `llb.WithUser(USER)`): `USER 1001` gives 1001:1001, a name its passwd uid and gid.
+            try materialize(&state)
             var owner: (uid: UInt32, gid: UInt32) = (0, 0)
             if let user = container.user, !user.isEmpty {
                 do {
@@ -461,6 +462,7 @@ struct StageExecutor {
                 emptyLayer = !replay.madeLayer
             } else {
                 let stepsBefore = record.steps.count
+                try materialize(&state)
                 let entries = try runStep(
                     run, instruction: instruction, position: position, stage: stage, state: &state)
                 if !entries.isEmpty {
@@ -474,21 +476,39 @@ struct StageExecutor {
             }
         case .copy(let copy):
             state.config.config = container
-            let entries = try await copyEntries(
-                expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state)
             var sourceStage: Int?
             if case .stage(let index)? = position.flatMap({ stage.sources[$0] })
                 ?? copy.from.flatMap({ stage.triggerSources[$0] })
             {
                 sourceStage = index
             }
-            let key = try cacheKey(
-                for: instruction, heredocs: copy.heredocs, state: state,
-                inputs: [try entriesDigest(entries, sourceStage: sourceStage)])
+            // The key reads the sources only, so a hit needs neither this stage's filesystem nor the source's.
+            var planned: [LayerEntry]?
+            let input: String
+            if let sourceStage, let source = stages[sourceStage] {
+                input = try stageInput(source)
+            } else if copy.sources.contains(where: InstructionBuilder.isRemote) {
+                try materialize(&state)
+                planned = try await copyEntries(
+                    expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state)
+                input = try entriesDigest(planned ?? [])
+            } else {
+                let sources = try await copyEntries(
+                    expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state,
+                    keyRoot: try nextDirectory("key-root"))
+                input = try entriesDigest(sources)
+            }
+            let key = try cacheKey(for: instruction, heredocs: copy.heredocs, state: state, inputs: [input])
             let replay = try replayCachedStep(
                 key, stage: stage, state: &state, line: line, createdBy: instruction.original)
             state.cacheKey = key
             if !replay.hit {
+                try materialize(&state)
+                var entries = planned ?? []
+                if planned == nil {
+                    entries = try await copyEntries(
+                        expandedCopy: copy, instruction: instruction, position: position, stage: stage, state: state)
+                }
                 try addLayer(entries, to: &state, line: line, createdBy: instruction.original)
                 try storeCachedStep(key, state: state, madeLayer: true, run: nil)
             }
@@ -540,7 +560,6 @@ struct StageExecutor {
 
     /// Applies a layer this build made (or found in its cache) to the stage and records it.
     mutating func commitLayer(_ layer: LayerRecord, to state: inout StageState, line: Int, createdBy: String) throws {
-        try apply(layer, to: state.rootfs)
         state.layers.append(layer)
         state.config.rootfs.diffIDs.append(layer.diffID)
         self.record.layers.append(
@@ -549,9 +568,11 @@ struct StageExecutor {
                 createdBy: createdBy, digest: layer.descriptor.digest, diffID: layer.diffID))
     }
 
+    /// The entries a COPY/ADD adds to `state`; with `keyRoot` (an empty directory), the entries it would add
+    /// there without `--chown` lookups: what its sources are, for its cache key.
     private mutating func copyEntries(
         expandedCopy copy: CopyInstruction, instruction: Instruction, position: Int?,
-        stage: PlannedStage, state: StageState
+        stage: PlannedStage, state: StageState, keyRoot: String? = nil
     ) async throws -> [LayerEntry] {
         let line = instruction.range.start.line
         // The planner checked what it could expand; a variable from the base image's ENV or an ONBUILD
@@ -567,7 +588,9 @@ struct StageExecutor {
             sourceContext = context
             sourceRoot = context.root
         case .stage(let index)?:
-            guard let other = stages[index] else { throw fail(instruction, "internal: stage \(index) not built") }
+            guard let other = try materializeStage(index) else {
+                throw fail(instruction, "internal: stage \(index) not built")
+            }
             sourceRoot = other.rootfs
             sourceContext = BuildContext(root: sourceRoot, ignore: DockerIgnore())
         case .image(let reference)?:
@@ -585,7 +608,7 @@ struct StageExecutor {
         }
         var owner: (uid: UInt32, gid: UInt32)?
         // BuildKit's dispatchCopy takes an empty --chown (as written or expanded) as no --chown at all.
-        if let chown = copy.chown, !chown.isEmpty {
+        if let chown = copy.chown, !chown.isEmpty, keyRoot == nil {
             do {
                 owner = try UserDatabase(root: state.rootfs).resolveOwner(chown)
             } catch {
@@ -608,7 +631,7 @@ struct StageExecutor {
             }
         }
         var planner = CopyPlanner(
-            sourceContext: sourceContext, destinationRoot: state.rootfs,
+            sourceContext: sourceContext, destinationRoot: keyRoot ?? state.rootfs,
             workingDirectory: state.config.config?.workingDir ?? "/", sourceDateEpoch: sourceDateEpoch,
             stagingDirectory: staging)
         planner.remoteFiles = remoteFiles

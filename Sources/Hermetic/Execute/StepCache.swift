@@ -70,14 +70,10 @@ extension StageExecutor {
     }
 
     /// The digest of a COPY/ADD's planned entries: each entry's path, type, mode, owner, mtime, xattrs and
-    /// bytes. The bytes of files read from a stage are named by that stage's config (its layers' diff_ids
-    /// fix every byte of its filesystem) instead of being read twice.
-    func entriesDigest(_ entries: [LayerEntry], sourceStage: Int?) throws -> String {
+    /// bytes (with the source file's owner on disk, as BuildKit's content hash has it).
+    func entriesDigest(_ entries: [LayerEntry]) throws -> String {
         let hasher = SHA256Hasher()
         func add(_ text: String) { hasher.update(Array(text.utf8) + [0]) }
-        if let sourceStage, let source = stages[sourceStage] {
-            add("stage " + Digest.sha256(of: try CanonicalJSON.encode(source.config)).description)
-        }
         for entry in entries.sorted(by: { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }) {
             add(entry.path)
             add("\(entry.mode) \(entry.uid) \(entry.gid) \(entry.mtime)")
@@ -93,14 +89,10 @@ extension StageExecutor {
             case .fifo: add("fifo")
             case .regular(.bytes(let bytes)): add("bytes " + Digest.sha256(of: bytes).description)
             case .regular(.file(let path, let size)):
-                if sourceStage != nil {
-                    add("file \(size)")
-                } else {
-                    // The source's owner too, as BuildKit's content hash has it, though COPY writes 0:0.
-                    var info = stat()
-                    let owner = lstat(path, &info) == 0 ? "\(info.st_uid):\(info.st_gid)" : "?"
-                    add("file \(size) \(owner) " + (try ContextDigest.fileDigest(path)).description)
-                }
+                // The source's owner too, as BuildKit's content hash has it, though COPY writes 0:0.
+                var info = stat()
+                let owner = lstat(path, &info) == 0 ? "\(info.st_uid):\(info.st_gid)" : "?"
+                add("file \(size) \(owner) " + (try ContextDigest.fileDigest(path)).description)
             }
         }
         return "entries:" + hasher.finalize().description
@@ -153,6 +145,33 @@ extension StageExecutor {
         try ContextDigest.compute(BuildContext(root: FileSystem.absolute(directory), ignore: DockerIgnore()))
     }
 
+    /// A source stage in a COPY's key: its config names every byte of its filesystem (its diff_ids).
+    func stageInput(_ source: StageState) throws -> String {
+        "stage " + Digest.sha256(of: try CanonicalJSON.encode(source.config)).description
+    }
+
+    /// Applies the layers of `state` that its filesystem does not have yet, before a step reads it.
+    mutating func materialize(_ state: inout StageState) throws {
+        while state.applied < state.layers.count {
+            let layer = state.layers[state.applied]
+            do {
+                try apply(layer, to: state.rootfs)
+            } catch let error as LayerError where layer.madeByBuild {
+                // Its diff_id is checked as it is applied: a damaged tar in the store is named with the way out.
+                throw StoredBlobError(layer: layer.displayName, reason: error.description)
+            }
+            state.applied += 1
+        }
+    }
+
+    /// Stage `index` with its filesystem made, for a step that reads it (`COPY --from`, a bind mount).
+    mutating func materializeStage(_ index: Int) throws -> StageState? {
+        guard var other = stages[index] else { return nil }
+        try materialize(&other)
+        stages[index] = other
+        return other
+    }
+
     /// On a hit, puts the cached step's result in place (layer, config, provenance records) and returns
     /// true; returns false on a miss or when this stage may not read the cache.
     mutating func replayCachedStep(
@@ -179,15 +198,7 @@ extension StageExecutor {
         let layerRecord = LayerRecord(
             descriptor: Descriptor(mediaType: MediaType.layerTar, digest: layer.diffID, size: layer.size),
             diffID: layer.diffID, blobPath: blobPath, origin: "made by \(file):\(line) (cached)", madeByBuild: true)
-        do {
-            try commitLayer(layerRecord, to: &state, line: line, createdBy: createdBy)
-        } catch {
-            // The stage's filesystem may be half-applied now: the build stops, and says how to go on.
-            throw DockerfileError(
-                file: file, line: line,
-                message: "the build cache's copy of this step's layer cannot be used (\(error)); run hermetic "
-                    + "store check --repair, or build with --no-cache")
-        }
+        try commitLayer(layerRecord, to: &state, line: line, createdBy: createdBy)
         return (true, true)
     }
 

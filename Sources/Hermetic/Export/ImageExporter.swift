@@ -284,9 +284,15 @@ struct ImageExporter {
         let writer = try OCILayoutWriter(stagingParent: parent)
         for (image, entry) in zip(images, exported.manifests) {
             for layer in image.layers {
-                _ = try writer.putBlob(
-                    copyingFile: layer.blobPath, digest: layer.descriptor.digest,
-                    size: layer.descriptor.size, mediaType: layer.descriptor.mediaType)
+                do {
+                    _ = try writer.putBlob(
+                        copyingFile: layer.blobPath, digest: layer.descriptor.digest,
+                        size: layer.descriptor.size, mediaType: layer.descriptor.mediaType)
+                } catch let error as LayoutError where layer.madeByBuild {
+                    // The copy is checked against its digest: a damaged blob in the store is named with the
+                    // way out, not by the staging path it was refused in.
+                    throw StoredBlobError(layer: layer.displayName, reason: error.reason)
+                }
             }
             _ = try writer.putCanonicalJSON(image.config, mediaType: MediaType.imageConfig)
             _ = try writer.putCanonicalJSON(entry.manifest, mediaType: MediaType.imageManifest)
@@ -333,6 +339,16 @@ struct OutputWriteError: HermeticError {
     var destination: String
     var reason: String
     var description: String { "--output dest=\(destination): cannot write it: \(reason)" }
+}
+
+/// A blob the store holds for a layer this build made (or found in its cache) does not have its digest.
+struct StoredBlobError: HermeticError {
+    var layer: String
+    var reason: String
+    var description: String {
+        "layer \(layer): the build cache's copy of this layer cannot be used (\(reason)); run hermetic store "
+            + "check --repair, or build with --no-cache"
+    }
 }
 
 extension LayerRecord {

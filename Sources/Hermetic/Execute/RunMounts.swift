@@ -1,3 +1,5 @@
+import Sandbox
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -229,5 +231,283 @@ struct CacheMountHold {
             return CacheMountHold(id: id, directory: directory, lock: fd)
         }
         throw SystemError("find a free directory for cache mount \(id) in", path: base, errno: EBUSY)
+    }
+}
+
+// MARK: A RUN step's mounts
+
+/// A RUN step's `--mount` flags made into the sandbox's extra mounts: tmpfs, bind (the context, a stage,
+/// an image or a directory), cache, secret and ssh.
+extension StageExecutor {
+    /// What a step's `--mount` flags build up: the extra mounts, the environment they change (secrets as
+    /// variables, SSH_AUTH_SOCK), the provenance record, and the cache mounts held until the step ends.
+    struct StepMounts {
+        var mounts: [ExtraMount] = []
+        var environment: [String]
+        /// The names the step's environment sets before any mount: an ssh mount sets SSH_AUTH_SOCK only
+        /// when it is not among them.
+        let names: Set<String>
+        let workingDirectory: String
+        var record: RunRecord
+        var cacheHolds: [CacheMountHold] = []
+    }
+
+    /// Adds each `--mount` of the step, in order, to `setup`.
+    mutating func addMounts(
+        _ run: RunInstruction, position: Int?, scope: StageScope, line: Int, to setup: inout StepMounts
+    ) throws {
+        for (mountIndex, text) in run.mounts.enumerated() {
+            let expandedText: String
+            do {
+                expandedText = try lexer.processWord(text, lookup: { scope.lookup($0) })
+            } catch {
+                throw stepError(line: line, "RUN --mount=\(text): \(error)")
+            }
+            let mount: RunMount
+            do {
+                mount = try RunMount.parse(expandedText)
+            } catch {
+                throw stepError(line: line, "RUN \(error)")
+            }
+            // The planner's key for this mount's `from` (a stage, an image or a named context).
+            let key = position.map { "\($0):\(mountIndex)" }
+            switch mount {
+            case .tmpfs(let target, let size):
+                setup.mounts.append(
+                    ExtraMount(
+                        .tmpfs(sizeBytes: size),
+                        target: try mountPoint(target, setup.workingDirectory, text, line: line)))
+            case .bind(let target, let source, let from, let readWrite):
+                let point = try mountPoint(target, setup.workingDirectory, text, line: line)
+                let root = try mountSourceRoot(from: from, key: key, line: line)
+                let materialized = try materializeBindSource(
+                    root: root, source: source, readWrite: readWrite,
+                    fromContext: from == nil, line: line)
+                setup.mounts.append(
+                    ExtraMount(
+                        readWrite ? .bind(source: materialized) : .bindReadOnly(source: materialized),
+                        target: point))
+            case .cache(let target, let id, let sharing, _, _, let mode, let cacheUID, let cacheGID):
+                let point = try mountPoint(target, setup.workingDirectory, text, line: line)
+                try addCacheMount(
+                    id: id, at: point, sharing: sharing, mode: mode, uid: cacheUID, gid: cacheGID, line: line,
+                    to: &setup)
+            case .secret(let id, let target, let env, let required, let mode, let secretUID, let secretGID):
+                try addSecretMount(
+                    id: id, target: target, env: env, required: required, mode: mode, uid: secretUID,
+                    gid: secretGID, line: line, to: &setup)
+            case .ssh(let id, let target, let required):
+                try addSSHMount(id: id, target: target, required: required, line: line, to: &setup)
+            }
+        }
+    }
+
+    /// A cache mount: its directory in the state directory, held (sharing mode's lock) until the step ends.
+    private func addCacheMount(
+        id: String, at point: String, sharing: String, mode: UInt32?, uid: UInt32?, gid: UInt32?, line: Int,
+        to setup: inout StepMounts
+    ) throws {
+        // One id twice in a step is one directory (a second lock would wait for the first).
+        let hold =
+            try setup.cacheHolds.first { $0.id == id }
+            ?? CacheMountHold.acquire(
+                base: runOptions.stateDirectory + "/cache", id: id, sharing: sharing, mode: mode,
+                uid: uid, gid: gid,
+                waiting: {
+                    log.warning(
+                        "Dockerfile:\(line): waiting for cache mount \(id) (sharing=locked), which another step uses"
+                    )
+                })
+        if !setup.cacheHolds.contains(where: { $0.id == id }) { setup.cacheHolds.append(hold) }
+        let directory = hold.directory
+        setup.record.cacheMounts.append((id, !(FileSystem.directoryByteNames(directory) ?? []).isEmpty))
+        setup.mounts.append(
+            ExtraMount(.bind(source: directory), target: point))
+    }
+
+    /// A secret mount: a file (read-only, in the workspace), an environment variable, or both. A secret
+    /// not given is skipped unless required.
+    private mutating func addSecretMount(
+        id: String, target: String?, env: String?, required: Bool, mode: UInt32, uid: UInt32, gid: UInt32,
+        line: Int, to setup: inout StepMounts
+    ) throws {
+        setup.record.requested.append(("secret", id, required))
+        guard let source = runOptions.secrets[id] else {
+            if required {
+                throw stepError(
+                    line: line, "secret \(id) is required but was not given (hermetic build --secret id=\(id),src=…)")
+            }
+            return
+        }
+        setup.record.secretIDs.append(id)
+        let value = try secretValue(id: id, source: source, line: line)
+        if let env {
+            setup.environment.removeAll { $0.hasPrefix(env + "=") }
+            setup.environment.append(env + "=" + String(decoding: value, as: UTF8.self))
+        }
+        if target != nil || env == nil {
+            let secretFile = try writeSecret(value, id: id, mode: mode, uid: uid, gid: gid)
+            setup.mounts.append(
+                ExtraMount(
+                    .bindReadOnly(source: secretFile),
+                    target: absolute(target ?? "/run/secrets/\(id)", setup.workingDirectory)))
+        }
+    }
+
+    /// An ssh mount: the agent's socket bound in, named by SSH_AUTH_SOCK unless the step sets it. An agent
+    /// not given is skipped unless required.
+    private func addSSHMount(
+        id: String, target: String?, required: Bool, line: Int, to setup: inout StepMounts
+    ) throws {
+        setup.record.requested.append(("ssh", id, required))
+        guard let socket = runOptions.sshSockets[id] else {
+            if required {
+                throw stepError(
+                    line: line, "ssh agent \(id) is required but was not given (hermetic build --ssh \(id)=…)")
+            }
+            return
+        }
+        setup.record.sshIDs.append(id)
+        let path = absolute(
+            target ?? "/run/buildkit/ssh_agent.\(setup.record.sshIDs.count - 1)", setup.workingDirectory)
+        setup.mounts.append(ExtraMount(.bind(source: socket), target: path))
+        if !setup.names.contains("SSH_AUTH_SOCK") { setup.environment.append("SSH_AUTH_SOCK=\(path)") }
+    }
+
+    private func absolute(_ target: String, _ workingDirectory: String) -> String {
+        target.hasPrefix("/") ? target : Self.joinWorkdir(workingDirectory, target)
+    }
+
+    private func mountPoint(_ target: String, _ workingDirectory: String, _ text: String, line: Int) throws -> String {
+        do {
+            return try RunMount.mountPoint(target, workingDirectory: workingDirectory)
+        } catch {
+            throw DockerfileError(file: file, line: line, message: "RUN --mount=\(text): \(error)")
+        }
+    }
+
+    /// The tree a bind or cache mount reads: the build context (default), a stage, an image or a directory.
+    private mutating func mountSourceRoot(from: String?, key: String?, line: Int) throws -> (
+        root: String, isContext: Bool
+    ) {
+        guard let from else { return (context.root, true) }
+        let planned = key.flatMap { k in plan.stages.lazy.compactMap { $0.mountSources[k] }.first }
+        let source = planned ?? .image(from)
+        switch source {
+        case .stage(let index):
+            guard let other = try materializeStage(index) else {
+                throw DockerfileError(file: file, line: line, message: "internal: stage \(index) not built")
+            }
+            return (other.rootfs, false)
+        case .image(let reference):
+            if case .directory(let directory)? = resolver.namedContexts[reference] {
+                return (FileSystem.absolute(directory), false)
+            }
+            return (try imageRoot(reference, line: line), false)
+        case .namedDirectory(let directory):
+            return (directory, false)
+        case .scratch:
+            return (try nextDirectory("scratch"), false)
+        }
+    }
+
+    /// A bind source as the step sees it. The build context is materialized through .dockerignore (so a
+    /// step can read exactly what COPY could); a writable bind gets a private copy whose changes are thrown
+    /// away; a read-only stage or image path is bound in place.
+    private mutating func materializeBindSource(
+        root: (root: String, isContext: Bool), source: String, readWrite: Bool,
+        fromContext: Bool, line: Int
+    ) throws -> String {
+        let tree = BuildContext(
+            root: root.root, ignore: root.isContext ? context.ignore : DockerIgnore(), isBuildContext: root.isContext)
+        let components = try RootedPath.resolve(source, inRoot: root.root)
+        if !root.isContext && !readWrite {
+            guard RootedPath.status(components, inRoot: root.root) != nil else {
+                throw DockerfileError(file: file, line: line, message: "RUN --mount source \(source): not found")
+            }
+            return tree.host(components)
+        }
+        let copyRoot = try nextDirectory("bind")
+        var collector: [LayerEntry] = []
+        guard let info = RootedPath.status(components, inRoot: root.root) else {
+            throw DockerfileError(file: file, line: line, message: "RUN --mount source \(source): not found")
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            for (relative, childInfo) in try tree.walk(components) {
+                let host = tree.host(components + relative)
+                var entry = LayerEntry(
+                    path: relative.joined(separator: "/"), kind: .directory, mode: UInt32(childInfo.st_mode) & 0o7777,
+                    uid: childInfo.st_uid, gid: childInfo.st_gid, mtime: Int64(childInfo.st_mtim.tv_sec))
+                switch childInfo.st_mode & S_IFMT {
+                case S_IFDIR: break
+                case S_IFLNK: entry.kind = .symlink(target: try RootedPath.readLink(host))
+                case S_IFREG: entry.kind = .regular(.file(path: host, size: Int64(childInfo.st_size)))
+                default: continue
+                }
+                collector.append(entry)
+            }
+        } else {
+            // A single file: from the context only if .dockerignore lets COPY see it; bound read-write only
+            // as a private copy, so the step never writes to the host's file.
+            if root.isContext && tree.ignore.isExcluded(components.joined(separator: "/")) {
+                throw DockerfileError(
+                    file: file, line: line,
+                    message: "RUN --mount source \(source): not found (or excluded by .dockerignore)")
+            }
+            guard readWrite || root.isContext else { return tree.host(components) }
+            guard (info.st_mode & S_IFMT) == S_IFREG else {
+                guard !readWrite else {
+                    throw DockerfileError(
+                        file: file, line: line,
+                        message: "RUN --mount source \(source): a read-write bind must be a directory or a regular file"
+                    )
+                }
+                return tree.host(components)
+            }
+            collector.append(
+                LayerEntry(
+                    path: "file", kind: .regular(.file(path: tree.host(components), size: Int64(info.st_size))),
+                    mode: UInt32(info.st_mode) & 0o7777, uid: info.st_uid, gid: info.st_gid,
+                    mtime: Int64(info.st_mtim.tv_sec)))
+        }
+        if !collector.isEmpty {
+            let tar = try LayerWriter(sourceDateEpoch: Int64.max).writeUncompressedTar(collector, into: copyRoot)
+            let unpacked = copyRoot + "/tree"
+            try FileSystem.makeDirectory(unpacked)
+            _ = try LayerApplier().apply(
+                blobAt: tar.blobPath, mediaType: MediaType.layerTar, expectedDiffID: tar.diffID, toRoot: unpacked)
+            unlink(tar.blobPath)
+            return (info.st_mode & S_IFMT) == S_IFDIR ? unpacked : unpacked + "/file"
+        }
+        return copyRoot
+    }
+
+    private func secretValue(id: String, source: SecretSource, line: Int) throws -> [UInt8] {
+        switch source {
+        case .file(let path):
+            do {
+                return try FileSystem.readFile(path, limit: 1 << 20)
+            } catch {
+                throw DockerfileError(file: file, line: line, message: "secret \(id): its file cannot be read")
+            }
+        case .environment(let variable):
+            guard let value = runOptions.environment[variable] else {
+                throw DockerfileError(
+                    file: file, line: line, message: "secret \(id): its environment variable is not set")
+            }
+            return Array(value.utf8)
+        }
+    }
+
+    /// Secrets are written to a private directory of the workspace (removed with it), never into a layer.
+    private mutating func writeSecret(_ value: [UInt8], id: String, mode: UInt32, uid: UInt32, gid: UInt32) throws
+        -> String
+    {
+        let directory = try nextDirectory("secret")
+        chmod(directory, 0o700)
+        let path = directory + "/value"
+        try FileSystem.writeAtomically(value, to: path, mode: mode_t(mode))
+        chown(path, uid, gid)
+        return path
     }
 }

@@ -48,37 +48,97 @@ extension StageExecutor {
         state: inout StageState
     ) throws -> [LayerEntry] {
         let line = instruction.range.start.line
-        func fail(_ message: String) -> DockerfileError { DockerfileError(file: file, line: line, message: message) }
         let container = state.config.config ?? ContainerConfig()
-        let scope = state.scope
+        let network = try stepNetwork(run, line: line)
+        let (argv, devPipes) = try stepCommand(run, shell: container.shell ?? ["/bin/sh", "-c"], line: line)
+        let (environment, names) = stepEnvironment(state.scope)
+        let user = try stepUser(container.user ?? "", rootfs: state.rootfs, line: line)
+        let workingDirectory = container.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
 
-        // Network and security: a Dockerfile can ask, only the person running the build can grant.
+        // A WORKDIR the image names but does not have is created, as BuildKit does; it lands in the layer.
+        let resolvedWorkdir = try RootedPath.resolve(workingDirectory, inRoot: state.rootfs)
+        let missingWorkdir = RootedPath.status(resolvedWorkdir, inRoot: state.rootfs) == nil ? resolvedWorkdir : nil
+
+        var setup = StepMounts(
+            environment: environment, names: names, workingDirectory: workingDirectory,
+            record: RunRecord(
+                line: line, network: network == .host ? "host" : "none", cacheMounts: [], secretIDs: [], sshIDs: []))
+        // Cache mounts stay held (their sharing modes' locks) until the step is over.
+        defer { setup.cacheHolds.forEach { $0.release() } }
+        try addMounts(run, position: position, scope: state.scope, line: line, to: &setup)
+        self.record.steps.append(setup.record)
+
+        try checkCapabilities(hostNetwork: network == .host, line: line)
+        if rootMechanism == .automatic && !Sandbox.canNameInOverlayOptions(workspace) {
+            log.warning(
+                "RUN: the workspace \(workspace) has ':', ',', '\\' or a newline in its path, which overlayfs options "
+                    + "cannot hold: steps run on a copy of the stage's filesystem instead (slower, same layers)")
+            rootMechanism = .copy
+        }
+        let process = StepProcess(
+            argv: argv, environment: setup.environment, uid: user.uid, gid: user.gid, groups: user.groups,
+            workingDirectory: workingDirectory, network: network, mounts: setup.mounts, devPipes: devPipes)
+        let (result, root) = try runInSandbox(process, state: state, missingWorkdir: missingWorkdir, line: line)
+        if !result.pidsLimitEnforced && !warnedAboutPidsLimit {
+            warnedAboutPidsLimit = true
+            log.warning(
+                "RUN: no pids cgroup can be made here, and the kernel does not apply RLIMIT_NPROC to root: steps as root "
+                    + "run without a process limit (only --step-timeout bounds them)")
+        }
+        try checkSucceeded(result, argv: argv, run: run, line: line)
+        do {
+            if let untouched = root.untouched {
+                return try StepDiff().entries(ofCopy: root.layers[0], lower: state.rootfs, untouched: untouched)
+            }
+            return try StepDiff().entries(ofUpperDirectory: root.upper, lower: state.rootfs)
+        } catch let error as StepDiff.NameNotUTF8 {
+            throw stepError(line: line, "RUN: the step \(error)")
+        }
+    }
+
+    /// A RUN step's error at its Dockerfile line.
+    func stepError(line: Int, _ message: String) -> DockerfileError {
+        DockerfileError(file: file, line: line, message: message)
+    }
+
+    // MARK: RUN step setup
+
+    /// The step's network. A Dockerfile can ask for network or insecure mode; only the person running the
+    /// build can grant it.
+    private func stepNetwork(_ run: RunInstruction, line: Int) throws -> SandboxPlan.Network {
         var network = SandboxPlan.Network.none
         switch run.network {
         case "host"?:
             guard runOptions.entitlements.contains(.networkHost) else {
-                throw fail(
+                throw stepError(
+                    line: line,
                     "RUN --network=host needs the network.host entitlement (hermetic build --allow network.host)")
             }
             network = .host
         case "default"?:
             // BuildKit's default is a sandbox network with outbound access; Hermetic has no such network.
-            throw fail(
+            throw stepError(
+                line: line,
                 "RUN --network=default: Hermetic steps have no network (use --network=none, or RUN --network=host "
                     + "with hermetic build --allow network.host)")
         default: network = .none
         }
         if run.security == "insecure" {
             guard runOptions.entitlements.contains(.securityInsecure) else {
-                throw fail(
+                throw stepError(
+                    line: line,
                     "RUN --security=insecure needs the security.insecure entitlement (hermetic build --allow security.insecure)"
                 )
             }
-            throw fail("RUN --security=insecure is not supported: every step runs in the sandbox")
+            throw stepError(line: line, "RUN --security=insecure is not supported: every step runs in the sandbox")
         }
+        return network
+    }
 
-        // The command line.
-        let shell = container.shell ?? ["/bin/sh", "-c"]
+    /// The step's command line, and the /dev/pipes directory when a `#!` heredoc is run as a file.
+    private mutating func stepCommand(_ run: RunInstruction, shell: [String], line: Int) throws -> (
+        argv: [String], devPipes: String?
+    ) {
         var argv: [String]
         var devPipes: String?
         switch run.command {
@@ -102,10 +162,13 @@ extension StageExecutor {
                 argv = shell + [text]
             }
         }
-        guard !argv.isEmpty else { throw fail("RUN: empty command") }
+        guard !argv.isEmpty else { throw stepError(line: line, "RUN: empty command") }
+        return (argv, devPipes)
+    }
 
-        // The environment: the stage's build environment (ENV and ARGs with a value, the last to set a name
-        // winning), then proxy build args.
+    /// The environment: the stage's build environment (ENV and ARGs with a value, the last to set a name
+    /// winning), then proxy build args; with the names it sets.
+    private func stepEnvironment(_ scope: StageScope) -> (lines: [String], names: Set<String>) {
         var environment: [String] = scope.variableLines
         var names = Set(scope.variables.map(\.name))
         // BuildKit appends the proxy variables after the step's own; the runtime keeps the last of a name.
@@ -120,151 +183,78 @@ extension StageExecutor {
         }
         if !names.contains("PATH") { environment.append(Self.defaultPath) }
         if !names.contains("SOURCE_DATE_EPOCH") { environment.append("SOURCE_DATE_EPOCH=\(sourceDateEpoch)") }
+        return (environment, names)
+    }
 
-        // User and working directory.
-        var uid: UInt32 = 0
-        var gid: UInt32 = 0
-        var groups: [UInt32] = []
+    /// The step's user, from the image's passwd and group files; in rootless mode its ids must be mapped.
+    private func stepUser(_ user: String, rootfs: String, line: Int) throws -> (
+        uid: UInt32, gid: UInt32, groups: [UInt32]
+    ) {
+        let resolved: (uid: UInt32, gid: UInt32, groups: [UInt32])
         do {
-            (uid, gid, groups) = try UserDatabase(root: state.rootfs).resolveUser(container.user ?? "")
+            resolved = try UserDatabase(root: rootfs).resolveUser(user)
         } catch {
-            throw fail("USER \(container.user ?? ""): \(error)")
+            throw stepError(line: line, "USER \(user): \(error)")
         }
-        if let unmapped = Self.unmappedIDs(uid: uid, gid: gid) {
-            throw fail(
-                "USER \(container.user ?? ""): \(unmapped) not mapped in the builder's user namespace (rootless mode: "
+        if let unmapped = Self.unmappedIDs(uid: resolved.uid, gid: resolved.gid) {
+            throw stepError(
+                line: line,
+                "USER \(user): \(unmapped) not mapped in the builder's user namespace (rootless mode: "
                     + "give the user ranges in /etc/subuid and /etc/subgid and install newuidmap (Debian's uidmap), "
                     + "or build as root)")
         }
-        let workingDirectory = container.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
+        return resolved
+    }
 
-        // A WORKDIR the image names but does not have is created, as BuildKit does; it lands in the layer.
-        let resolvedWorkdir = try RootedPath.resolve(workingDirectory, inRoot: state.rootfs)
-        let missingWorkdir = RootedPath.status(resolvedWorkdir, inRoot: state.rootfs) == nil ? resolvedWorkdir : nil
-
-        // Mounts.
-        var mounts: [ExtraMount] = []
-        // Cache mounts stay held (their sharing modes' locks) until the step is over.
-        var cacheHolds: [CacheMountHold] = []
-        defer { cacheHolds.forEach { $0.release() } }
-        var record = RunRecord(
-            line: line, network: network == .host ? "host" : "none", cacheMounts: [], secretIDs: [], sshIDs: [])
-        for (mountIndex, text) in run.mounts.enumerated() {
-            let expandedText: String
-            do {
-                expandedText = try lexer.processWord(text, lookup: { scope.lookup($0) })
-            } catch {
-                throw fail("RUN --mount=\(text): \(error)")
-            }
-            let mount: RunMount
-            do {
-                mount = try RunMount.parse(expandedText)
-            } catch {
-                throw fail("RUN \(error)")
-            }
-            let key = position.map { "\($0):\(mountIndex)" }
-            switch mount {
-            case .tmpfs(let target, let size):
-                mounts.append(
-                    ExtraMount(
-                        .tmpfs(sizeBytes: size), target: try mountPoint(target, workingDirectory, text, line: line)))
-            case .bind(let target, let source, let from, let readWrite):
-                let point = try mountPoint(target, workingDirectory, text, line: line)
-                let root = try mountSourceRoot(from: from, key: key, line: line)
-                let materialized = try materializeBindSource(
-                    root: root, source: source, readWrite: readWrite,
-                    fromContext: from == nil, line: line)
-                mounts.append(
-                    ExtraMount(
-                        readWrite ? .bind(source: materialized) : .bindReadOnly(source: materialized),
-                        target: point))
-            case .cache(let target, let id, let sharing, _, _, let mode, let cacheUID, let cacheGID):
-                let point = try mountPoint(target, workingDirectory, text, line: line)
-                // One id twice in a step is one directory (a second lock would wait for the first).
-                let hold =
-                    try cacheHolds.first { $0.id == id }
-                    ?? CacheMountHold.acquire(
-                        base: runOptions.stateDirectory + "/cache", id: id, sharing: sharing, mode: mode,
-                        uid: cacheUID, gid: cacheGID,
-                        waiting: {
-                            log.warning(
-                                "Dockerfile:\(line): waiting for cache mount \(id) (sharing=locked), which another step uses"
-                            )
-                        })
-                if !cacheHolds.contains(where: { $0.id == id }) { cacheHolds.append(hold) }
-                let directory = hold.directory
-                record.cacheMounts.append((id, !(FileSystem.directoryByteNames(directory) ?? []).isEmpty))
-                mounts.append(
-                    ExtraMount(.bind(source: directory), target: point))
-            case .secret(let id, let target, let env, let required, let mode, let secretUID, let secretGID):
-                record.requested.append(("secret", id, required))
-                guard let source = runOptions.secrets[id] else {
-                    if required {
-                        throw fail(
-                            "secret \(id) is required but was not given (hermetic build --secret id=\(id),src=…)")
-                    }
-                    continue
-                }
-                record.secretIDs.append(id)
-                let value = try secretValue(id: id, source: source, line: line)
-                if let env {
-                    environment.removeAll { $0.hasPrefix(env + "=") }
-                    environment.append(env + "=" + String(decoding: value, as: UTF8.self))
-                }
-                if target != nil || env == nil {
-                    let secretFile = try writeSecret(value, id: id, mode: mode, uid: secretUID, gid: secretGID)
-                    mounts.append(
-                        ExtraMount(
-                            .bindReadOnly(source: secretFile),
-                            target: absolute(target ?? "/run/secrets/\(id)", workingDirectory)))
-                }
-            case .ssh(let id, let target, let required):
-                record.requested.append(("ssh", id, required))
-                guard let socket = runOptions.sshSockets[id] else {
-                    if required {
-                        throw fail("ssh agent \(id) is required but was not given (hermetic build --ssh \(id)=…)")
-                    }
-                    continue
-                }
-                record.sshIDs.append(id)
-                let path = absolute(target ?? "/run/buildkit/ssh_agent.\(record.sshIDs.count - 1)", workingDirectory)
-                mounts.append(ExtraMount(.bind(source: socket), target: path))
-                if !names.contains("SSH_AUTH_SOCK") { environment.append("SSH_AUTH_SOCK=\(path)") }
-            }
+    /// Refuses a step this builder cannot sandbox (missing capabilities), and says once when steps get
+    /// fewer capabilities than Docker's default set.
+    private mutating func checkCapabilities(hostNetwork: Bool, line: Int) throws {
+        guard let capabilities = BuilderCapabilities.current else { return }
+        let missing = capabilities.missingForSandbox(hostNetwork: hostNetwork)
+        guard missing.isEmpty else {
+            let flags = missing.map { $0.dropFirst("CAP_".count) }.joined(separator: ",")
+            throw stepError(
+                line: line,
+                "RUN needs capabilities this builder lacks: \(missing.joined(separator: ", ")) (in a container: run it "
+                    + "--privileged, or with --cap-add=\(flags))")
         }
-        self.record.steps.append(record)
-
-        if let capabilities = BuilderCapabilities.current {
-            let missing = capabilities.missingForSandbox(hostNetwork: network == .host)
-            guard missing.isEmpty else {
-                let flags = missing.map { $0.dropFirst("CAP_".count) }.joined(separator: ",")
-                throw fail(
-                    "RUN needs capabilities this builder lacks: \(missing.joined(separator: ", ")) (in a container: run it "
-                        + "--privileged, or with --cap-add=\(flags))")
-            }
-            let withheld = capabilities.withheldFromSteps
-            if !withheld.isEmpty && !warnedAboutCapabilities {
-                warnedAboutCapabilities = true
-                log.warning(
-                    "RUN steps get Docker's default capabilities without \(withheld.joined(separator: ", ")), which this "
-                        + "builder lacks")
-            }
-        }
-        if rootMechanism == .automatic && !Sandbox.canNameInOverlayOptions(workspace) {
+        let withheld = capabilities.withheldFromSteps
+        if !withheld.isEmpty && !warnedAboutCapabilities {
+            warnedAboutCapabilities = true
             log.warning(
-                "RUN: the workspace \(workspace) has ':', ',', '\\' or a newline in its path, which overlayfs options "
-                    + "cannot hold: steps run on a copy of the stage's filesystem instead (slower, same layers)")
-            rootMechanism = .copy
+                "RUN steps get Docker's default capabilities without \(withheld.joined(separator: ", ")), which this "
+                    + "builder lacks")
         }
+    }
+
+    // MARK: Running the step
+
+    /// Everything the step's process gets, whichever way its root is made.
+    struct StepProcess {
+        var argv: [String]
+        var environment: [String]
+        var uid: UInt32
+        var gid: UInt32
+        var groups: [UInt32]
+        var workingDirectory: String
+        var network: SandboxPlan.Network
+        var mounts: [ExtraMount]
+        var devPipes: String?
+    }
+
+    /// Runs the step on a fresh root. With `automatic`, an overlay that cannot be mounted (before anything
+    /// of the step ran) switches this and later steps to a copy of the root, and the step runs again.
+    private mutating func runInSandbox(
+        _ process: StepProcess, state: StageState, missingWorkdir: [String]?, line: Int
+    ) throws -> (SandboxResult, StepRoot) {
         var root = try prepareRoot(
             copy: rootMechanism == .copy, stage: state, missingWorkdir: missingWorkdir, line: line)
-        var result: SandboxResult
         while true {
             var plan = SandboxPlan(
-                rootLayers: root.layers, upperDirectory: root.upper, workDirectory: root.work, argv: argv,
-                environment: environment, uid: uid, gid: gid, groups: groups, workingDirectory: workingDirectory,
-                hostname: "buildkitsandbox", network: network, mounts: mounts, devPipes: devPipes,
-                timeoutSeconds: runOptions.stepTimeoutSeconds)
+                rootLayers: root.layers, upperDirectory: root.upper, workDirectory: root.work, argv: process.argv,
+                environment: process.environment, uid: process.uid, gid: process.gid, groups: process.groups,
+                workingDirectory: process.workingDirectory, hostname: "buildkitsandbox", network: process.network,
+                mounts: process.mounts, devPipes: process.devPipes, timeoutSeconds: runOptions.stepTimeoutSeconds)
             plan.root = root.untouched == nil ? .overlay : .copy
             plan.failOverlayMount = runOptions.failOverlayMount
             let relay = try StepOutputRelay(
@@ -272,8 +262,7 @@ extension StageExecutor {
             do {
                 // When run returns, every process of the step is gone: nothing else holds the pipe's write end.
                 defer { relay.finish() }
-                result = try Sandbox.run(plan, stdout: relay.writeEnd, stderr: relay.writeEnd)
-                break
+                return (try Sandbox.run(plan, stdout: relay.writeEnd, stderr: relay.writeEnd), root)
             } catch .childSetup(let step, 0, _, let code) where step == "mount overlay" && rootMechanism == .automatic {
                 // Nothing of the step ran: run it, and the build's later steps, on a copy of the root.
                 log.warning(
@@ -282,41 +271,32 @@ extension StageExecutor {
                 rootMechanism = .copy
                 root = try prepareRoot(copy: true, stage: state, missingWorkdir: missingWorkdir, line: line)
             } catch {
-                throw fail("RUN could not start: \(error)\(Self.hint(for: error))")
+                throw stepError(line: line, "RUN could not start: \(error)\(Self.hint(for: error))")
             }
         }
-        if !result.pidsLimitEnforced && !warnedAboutPidsLimit {
-            warnedAboutPidsLimit = true
-            log.warning(
-                "RUN: no pids cgroup can be made here, and the kernel does not apply RLIMIT_NPROC to root: steps as root "
-                    + "run without a process limit (only --step-timeout bounds them)")
-        }
+    }
+
+    /// A step that did not exit 0 fails the build, saying how it ended and, for a step without network,
+    /// that it had none (BuildKit's steps have network by default, ours do not).
+    private func checkSucceeded(_ result: SandboxResult, argv: [String], run: RunInstruction, line: Int) throws {
+        guard !result.succeeded else { return }
         let shown = argv.joined(separator: " ")
         let command = shown.count > 200 ? String(shown.prefix(200)) + "…" : shown
-        guard result.succeeded else {
-            let how: String
-            switch result.termination {
-            case .exited(let code): how = "exit code: \(code)"
-            case .signaled(let signal): how = "killed by signal \(signal)"
-            }
-            let why = result.timedOut ? " (step timeout)" : result.pidsLimitReached ? " (pids limit reached)" : ""
-            // BuildKit's steps have network by default, ours do not: say so where a download is the likely cause.
-            let offline =
-                run.network == nil
-                ? "; it had no network (Hermetic's default; grant the host's with RUN --network=host and hermetic "
-                    + "build --allow network.host)" : ""
-            throw fail(
-                "RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)\(offline)"
-            )
+        let how: String
+        switch result.termination {
+        case .exited(let code): how = "exit code: \(code)"
+        case .signaled(let signal): how = "killed by signal \(signal)"
         }
-        do {
-            if let untouched = root.untouched {
-                return try StepDiff().entries(ofCopy: root.layers[0], lower: state.rootfs, untouched: untouched)
-            }
-            return try StepDiff().entries(ofUpperDirectory: root.upper, lower: state.rootfs)
-        } catch let error as StepDiff.NameNotUTF8 {
-            throw fail("RUN: the step \(error)")
-        }
+        let why = result.timedOut ? " (step timeout)" : result.pidsLimitReached ? " (pids limit reached)" : ""
+        // Say so where a download is the likely cause.
+        let offline =
+            run.network == nil
+            ? "; it had no network (Hermetic's default; grant the host's with RUN --network=host and hermetic "
+                + "build --allow network.host)" : ""
+        throw stepError(
+            line: line,
+            "RUN: process \"\(command.replacingOccurrences(of: "\n", with: "\\n"))\" did not complete successfully: \(how)\(why)\(offline)"
+        )
     }
 
     /// A step's root: `layers` under an overlay with `upper`, or (`untouched` set) `layers[0]`, a copy of
@@ -435,131 +415,6 @@ extension StageExecutor {
         temporaryTrees.removeAll()
     }
 
-    private func absolute(_ target: String, _ workingDirectory: String) -> String {
-        target.hasPrefix("/") ? target : Self.joinWorkdir(workingDirectory, target)
-    }
-
-    private func mountPoint(_ target: String, _ workingDirectory: String, _ text: String, line: Int) throws -> String {
-        do {
-            return try RunMount.mountPoint(target, workingDirectory: workingDirectory)
-        } catch {
-            throw DockerfileError(file: file, line: line, message: "RUN --mount=\(text): \(error)")
-        }
-    }
-
-    /// The tree a bind or cache mount reads: the build context (default), a stage, an image or a directory.
-    private mutating func mountSourceRoot(from: String?, key: String?, line: Int) throws -> (
-        root: String, isContext: Bool
-    ) {
-        guard let from else { return (context.root, true) }
-        let planned = key.flatMap { k in plan.stages.lazy.compactMap { $0.mountSources[k] }.first }
-        let source = planned ?? .image(from)
-        switch source {
-        case .stage(let index):
-            guard let other = try materializeStage(index) else {
-                throw DockerfileError(file: file, line: line, message: "internal: stage \(index) not built")
-            }
-            return (other.rootfs, false)
-        case .image(let reference):
-            if case .directory(let directory)? = resolver.namedContexts[reference] {
-                return (FileSystem.absolute(directory), false)
-            }
-            return (try imageRoot(reference, line: line), false)
-        case .namedDirectory(let directory):
-            return (directory, false)
-        case .scratch:
-            return (try nextDirectory("scratch"), false)
-        }
-    }
-
-    /// A bind source as the step sees it. The build context is materialized through .dockerignore (so a
-    /// step can read exactly what COPY could); a writable bind gets a private copy whose changes are thrown
-    /// away; a read-only stage or image path is bound in place.
-    private mutating func materializeBindSource(
-        root: (root: String, isContext: Bool), source: String, readWrite: Bool,
-        fromContext: Bool, line: Int
-    ) throws -> String {
-        let tree = BuildContext(
-            root: root.root, ignore: root.isContext ? context.ignore : DockerIgnore(), isBuildContext: root.isContext)
-        let components = try RootedPath.resolve(source, inRoot: root.root)
-        if !root.isContext && !readWrite {
-            guard RootedPath.status(components, inRoot: root.root) != nil else {
-                throw DockerfileError(file: file, line: line, message: "RUN --mount source \(source): not found")
-            }
-            return tree.host(components)
-        }
-        let copyRoot = try nextDirectory("bind")
-        var collector: [LayerEntry] = []
-        guard let info = RootedPath.status(components, inRoot: root.root) else {
-            throw DockerfileError(file: file, line: line, message: "RUN --mount source \(source): not found")
-        }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
-            for (relative, childInfo) in try tree.walk(components) {
-                let host = tree.host(components + relative)
-                var entry = LayerEntry(
-                    path: relative.joined(separator: "/"), kind: .directory, mode: UInt32(childInfo.st_mode) & 0o7777,
-                    uid: childInfo.st_uid, gid: childInfo.st_gid, mtime: Int64(childInfo.st_mtim.tv_sec))
-                switch childInfo.st_mode & S_IFMT {
-                case S_IFDIR: break
-                case S_IFLNK: entry.kind = .symlink(target: try RootedPath.readLink(host))
-                case S_IFREG: entry.kind = .regular(.file(path: host, size: Int64(childInfo.st_size)))
-                default: continue
-                }
-                collector.append(entry)
-            }
-        } else {
-            // A single file: from the context only if .dockerignore lets COPY see it; bound read-write only
-            // as a private copy, so the step never writes to the host's file.
-            if root.isContext && tree.ignore.isExcluded(components.joined(separator: "/")) {
-                throw DockerfileError(
-                    file: file, line: line,
-                    message: "RUN --mount source \(source): not found (or excluded by .dockerignore)")
-            }
-            guard readWrite || root.isContext else { return tree.host(components) }
-            guard (info.st_mode & S_IFMT) == S_IFREG else {
-                guard !readWrite else {
-                    throw DockerfileError(
-                        file: file, line: line,
-                        message: "RUN --mount source \(source): a read-write bind must be a directory or a regular file"
-                    )
-                }
-                return tree.host(components)
-            }
-            collector.append(
-                LayerEntry(
-                    path: "file", kind: .regular(.file(path: tree.host(components), size: Int64(info.st_size))),
-                    mode: UInt32(info.st_mode) & 0o7777, uid: info.st_uid, gid: info.st_gid,
-                    mtime: Int64(info.st_mtim.tv_sec)))
-        }
-        if !collector.isEmpty {
-            let tar = try LayerWriter(sourceDateEpoch: Int64.max).writeUncompressedTar(collector, into: copyRoot)
-            let unpacked = copyRoot + "/tree"
-            try FileSystem.makeDirectory(unpacked)
-            _ = try LayerApplier().apply(
-                blobAt: tar.blobPath, mediaType: MediaType.layerTar, expectedDiffID: tar.diffID, toRoot: unpacked)
-            unlink(tar.blobPath)
-            return (info.st_mode & S_IFMT) == S_IFDIR ? unpacked : unpacked + "/file"
-        }
-        return copyRoot
-    }
-
-    private func secretValue(id: String, source: SecretSource, line: Int) throws -> [UInt8] {
-        switch source {
-        case .file(let path):
-            do {
-                return try FileSystem.readFile(path, limit: 1 << 20)
-            } catch {
-                throw DockerfileError(file: file, line: line, message: "secret \(id): its file cannot be read")
-            }
-        case .environment(let variable):
-            guard let value = runOptions.environment[variable] else {
-                throw DockerfileError(
-                    file: file, line: line, message: "secret \(id): its environment variable is not set")
-            }
-            return Array(value.utf8)
-        }
-    }
-
     /// The directory for /dev/pipes holding a `RUN <<NAME` script as the file NAME (mode 0755), in the
     /// workspace (removed with it), never in a layer.
     private mutating func inlineScript(_ heredoc: Heredoc, line: Int) throws -> String {
@@ -571,17 +426,5 @@ extension StageExecutor {
         chmod(directory, 0o755)  // the builder's umask must not hide it from a non-root USER
         try FileSystem.writeAtomically(Array(heredoc.content.utf8), to: directory + "/" + heredoc.name, mode: 0o755)
         return directory
-    }
-
-    /// Secrets are written to a private directory of the workspace (removed with it), never into a layer.
-    private mutating func writeSecret(_ value: [UInt8], id: String, mode: UInt32, uid: UInt32, gid: UInt32) throws
-        -> String
-    {
-        let directory = try nextDirectory("secret")
-        chmod(directory, 0o700)
-        let path = directory + "/value"
-        try FileSystem.writeAtomically(value, to: path, mode: mode_t(mode))
-        chown(path, uid, gid)
-        return path
     }
 }

@@ -110,7 +110,7 @@ public struct Planner {
         }
 
         let references = resolveReferences(of: &stages, indexByName: indexByName, globals: globals)
-        let targetIndex = try targetIndex(of: target, indexByName: indexByName, stageCount: stages.count)
+        let targetIndex = try targetStageIndex(of: target, indexByName: indexByName, stageCount: stages.count)
         let order = try buildOrder(from: targetIndex, stages: stages, stageErrors: references.stageErrors)
         // The first needed stage, in file order, that copies from a later one.
         if let first = order.sorted().first(where: { references.laterStageErrors[$0] != nil }),
@@ -231,7 +231,7 @@ public struct Planner {
     }
 
     /// The index of the stage `--target` names, else the last stage's.
-    private func targetIndex(of target: String?, indexByName: [String: Int], stageCount: Int) throws -> Int {
+    private func targetStageIndex(of target: String?, indexByName: [String: Int], stageCount: Int) throws -> Int {
         guard let target else { return stageCount - 1 }
         guard let found = indexByName[target.lowercased()] else {
             throw ArgumentError(

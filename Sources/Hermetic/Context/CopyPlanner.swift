@@ -45,62 +45,77 @@ struct CopyPlanner {
     private func plannedEntries(
         for copy: CopyInstruction, owner: (uid: UInt32, gid: UInt32)?, line: Int, file: String
     ) throws -> [LayerEntry] {
-        func fail(_ message: String) -> DockerfileError { DockerfileError(file: file, line: line, message: message) }
-        let keyword = copy.isAdd ? "ADD" : "COPY"
-        var mode: FileModeChange?
-        // BuildKit: an empty --chmod is no chmod; its texts for the two kinds of bad value.
-        if let chmod = copy.chmod, !chmod.isEmpty {
-            do {
-                mode = try FileModeChange.parse(chmod)
-            } catch .notOctal {
-                throw fail(
-                    "\(keyword) --chmod=\(chmod): invalid chmod parameter: '\(chmod)'. it should be octal string and between 0 and 07777"
-                )
-            } catch {
-                throw fail("\(keyword) --chmod=\(chmod): invalid syntax")
-            }
-        }
+        let site = InstructionSite(file: file, line: line, keyword: copy.isAdd ? "ADD" : "COPY")
+        let mode = try fileModeChange(copy.chmod, site: site)
         let excludes: DockerIgnore
         do {
             excludes = try DockerIgnore(text: copy.excludes.joined(separator: "\n"), file: "\(file):\(line) --exclude")
         } catch {
-            throw fail("\(keyword) --exclude: \(error)")
+            throw site.fail("\(site.keyword) --exclude: \(error)")
         }
+        let destination = try resolveDestination(copy.destination, site: site)
+        let items = try sourceItems(of: copy, site: site)
+        let many = items.count > 1
+        if copy.sources.count > 1 && !destination.endsWithSlash && !destination.existsAsDirectory {
+            throw site.fail(
+                "When using \(site.keyword) with more than one source file, the destination must be a directory and end with a /"
+            )
+        }
+        let request = CopyRequest(
+            copy: copy, owner: owner, mode: mode, excludes: excludes, destination: destination,
+            intoDirectory: destination.endsWithSlash || destination.existsAsDirectory || many || copy.parents,
+            site: site)
+        var collector = EntryCollector(root: destinationRoot, epoch: sourceDateEpoch, owner: owner, chmod: mode)
+        for item in items { try add(item, of: request, to: &collector) }
+        return try collector.finish()
+    }
 
-        // Where things go.
-        let destinationText = copy.destination
+    /// The `--chmod` value; BuildKit: an empty --chmod is no chmod; its texts for the two kinds of bad value.
+    private func fileModeChange(_ chmod: String?, site: InstructionSite) throws -> FileModeChange? {
+        guard let chmod, !chmod.isEmpty else { return nil }
+        do {
+            return try FileModeChange.parse(chmod)
+        } catch .notOctal {
+            throw site.fail(
+                "\(site.keyword) --chmod=\(chmod): invalid chmod parameter: '\(chmod)'. it should be octal string and between 0 and 07777"
+            )
+        } catch {
+            throw site.fail("\(site.keyword) --chmod=\(chmod): invalid syntax")
+        }
+    }
+
+    /// Where things go: the destination as written, relative to WORKDIR, its symlinks resolved inside the root.
+    private func resolveDestination(_ destinationText: String, site: InstructionSite) throws -> Destination {
         let absoluteDestination =
             destinationText.hasPrefix("/") ? destinationText : workingDirectory + "/" + destinationText
         let resolvedDestination: [String]
         do {
             resolvedDestination = try RootedPath.resolve(absoluteDestination, inRoot: destinationRoot)
         } catch {
-            throw fail("\(keyword) destination \(destinationText): \(error)")
+            throw site.fail("\(site.keyword) destination \(destinationText): \(error)")
         }
         let destinationExistsAsDirectory =
             RootedPath.status(resolvedDestination, inRoot: destinationRoot)
             .map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false
         let endsWithSlash = destinationText.hasSuffix("/") || destinationText.hasSuffix("/.") || destinationText == "."
+        return Destination(
+            components: resolvedDestination, existsAsDirectory: destinationExistsAsDirectory,
+            endsWithSlash: endsWithSlash)
+    }
 
-        // What is copied.
-        struct Item {
-            var match: BuildContext.Match?
-            var heredoc: Heredoc?
-            var remote: (url: String, path: String, size: Int64)?
-            var nameForDirectory: String
-            var parentsPrefix: [String]
-        }
-        var items: [Item] = []
+    /// What is copied: each source's heredoc, fetched remote file or matches in the source tree, in order.
+    private func sourceItems(of copy: CopyInstruction, site: InstructionSite) throws -> [SourceItem] {
+        var items: [SourceItem] = []
         let heredocsByName = Dictionary(copy.heredocs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for source in copy.sources {
             if let heredoc = heredocsByName[source] {
-                items.append(Item(heredoc: heredoc, nameForDirectory: heredoc.name, parentsPrefix: []))
+                items.append(SourceItem(heredoc: heredoc, nameForDirectory: heredoc.name, parentsPrefix: []))
                 continue
             }
             if InstructionBuilder.isRemote(source) {
-                guard let fetched = remoteFiles[source] else { throw fail("ADD \(source): not fetched") }
+                guard let fetched = remoteFiles[source] else { throw site.fail("ADD \(source): not fetched") }
                 items.append(
-                    Item(
+                    SourceItem(
                         remote: (source, fetched.path, fetched.size),
                         nameForDirectory: RemoteFileFetcher.fileName(of: source), parentsPrefix: []))
                 continue
@@ -109,7 +124,7 @@ struct CopyPlanner {
             do {
                 matches = try sourceContext.resolve(source)
             } catch {
-                throw fail("\(keyword) failed: \(error)")
+                throw site.fail("\(site.keyword) failed: \(error)")
             }
             // `--parents` keeps each match's parent directories, from the first `/./` on when the source has
             // one (BuildKit's pivot: `a/./b/c` lands as `b/c`).
@@ -120,103 +135,111 @@ struct CopyPlanner {
                 let name = match.name
                 var prefix = copy.parents ? Array(match.components.dropLast()) : []
                 if let pivot, prefix.starts(with: pivot) { prefix.removeFirst(pivot.count) }
-                items.append(Item(match: match, nameForDirectory: name, parentsPrefix: prefix))
+                items.append(SourceItem(match: match, nameForDirectory: name, parentsPrefix: prefix))
             }
         }
-        let many = items.count > 1
-        if copy.sources.count > 1 && !endsWithSlash && !destinationExistsAsDirectory {
-            throw fail(
-                "When using \(keyword) with more than one source file, the destination must be a directory and end with a /"
-            )
-        }
-        let intoDirectory = endsWithSlash || destinationExistsAsDirectory || many || copy.parents
+        return items
+    }
 
-        var collector = EntryCollector(root: destinationRoot, epoch: sourceDateEpoch, owner: owner, chmod: mode)
-        for item in items {
-            let base = resolvedDestination + item.parentsPrefix
-            if let heredoc = item.heredoc {
-                let target = intoDirectory ? base + [item.nameForDirectory] : resolvedDestination
-                collector.add(
-                    LayerEntry(
-                        path: target.joined(separator: "/"), kind: .regular(.bytes(Array(heredoc.content.utf8))),
-                        mode: mode?.apply(to: 0o644, isDirectory: false) ?? 0o644, uid: owner?.uid ?? 0,
-                        gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
-                continue
-            }
-            if let remote = item.remote {
-                let target = intoDirectory ? base + [item.nameForDirectory] : resolvedDestination
-                collector.add(
-                    LayerEntry(
-                        path: target.joined(separator: "/"),
-                        kind: .regular(.file(path: remote.path, size: remote.size)),
-                        mode: mode?.apply(to: 0o600, isDirectory: false) ?? 0o600,
-                        uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
-                continue
-            }
-            guard let match = item.match else { continue }
-            var info = match.info
-            var hostPath = match.hostPath
-            // A symlink named as the source itself is followed (inside the tree), as BuildKit does.
-            if (info.st_mode & S_IFMT) == S_IFLNK {
-                let followed = try RootedPath.resolve(
-                    match.components.joined(separator: "/"), inRoot: sourceContext.root)
-                guard let target = RootedPath.status(followed, inRoot: sourceContext.root) else {
-                    throw fail(
-                        "\(keyword) failed: \"\(match.components.joined(separator: "/"))\" is a dangling symlink")
-                }
-                info = target
-                hostPath = sourceContext.host(followed)
-            }
-            if (info.st_mode & S_IFMT) == S_IFDIR {
-                let directoryComponents = try RootedPath.resolve(
-                    match.components.joined(separator: "/"), inRoot: sourceContext.root)
-                let target = copy.parents ? base + [item.nameForDirectory] : resolvedDestination
-                if !target.isEmpty, RootedPath.status(target, inRoot: destinationRoot) == nil {
-                    // Only the contents are copied: BuildKit creates the directory itself as root (or the
-                    // --chown owner), not as the source directory's owner (testCopyChownExistingDir).
-                    collector.add(
-                        try entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner ?? (0, 0)))
-                }
-                var firstByInode: [String: String] = [:]
-                for (relative, childInfo) in try sourceContext.walk(directoryComponents) {
-                    let relativePath = relative.joined(separator: "/")
-                    if !excludes.isEmpty, excludes.isExcluded(relativePath) { continue }
-                    let childTarget = target + relative
-                    let childHost = sourceContext.host(directoryComponents + relative)
-                    var childEntry = try entry(
-                        for: childInfo, at: childTarget, hostPath: childHost, mode: mode, owner: owner)
-                    if (childInfo.st_mode & S_IFMT) == S_IFREG, childInfo.st_nlink > 1 {
-                        let inode = "\(childInfo.st_dev):\(childInfo.st_ino)"
-                        if let first = firstByInode[inode] {
-                            childEntry.kind = .hardlink(target: first)
-                        } else {
-                            firstByInode[inode] = childEntry.path
-                        }
-                    }
-                    collector.add(childEntry)
-                }
-                continue
-            }
-            let target = intoDirectory ? base + [item.nameForDirectory] : resolvedDestination
-            guard !target.isEmpty else { throw fail("\(keyword): cannot copy a file onto /") }
-            if copy.isAdd, sourceContext.isBuildContext, copy.unpack != false, (info.st_mode & S_IFMT) == S_IFREG,
-                ArchiveExtractor().isRecognizedArchive(at: hostPath)
-            {
-                let archiveTarget = intoDirectory || endsWithSlash ? base : resolvedDestination
-                let staging = try FileSystem.makeTemporaryDirectory(in: stagingDirectory, prefix: "archive-")
-                for var extracted in try ArchiveExtractor().entries(ofArchiveAt: hostPath, stagingDirectory: staging) {
-                    extracted.path = (archiveTarget + RootedPath.components(extracted.path)).joined(separator: "/")
-                    if let owner {
-                        extracted.uid = owner.uid
-                        extracted.gid = owner.gid
-                    }
-                    collector.add(extracted)
-                }
-                continue
-            }
-            collector.add(try entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
+    /// The entries of one source item.
+    private func add(_ item: SourceItem, of request: CopyRequest, to collector: inout EntryCollector) throws {
+        let (copy, owner, mode) = (request.copy, request.owner, request.mode)
+        let base = request.destination.components + item.parentsPrefix
+        let target = request.intoDirectory ? base + [item.nameForDirectory] : request.destination.components
+        if let heredoc = item.heredoc {
+            collector.add(
+                LayerEntry(
+                    path: target.joined(separator: "/"), kind: .regular(.bytes(Array(heredoc.content.utf8))),
+                    mode: mode?.apply(to: 0o644, isDirectory: false) ?? 0o644, uid: owner?.uid ?? 0,
+                    gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
+            return
         }
-        return try collector.finish()
+        if let remote = item.remote {
+            collector.add(
+                LayerEntry(
+                    path: target.joined(separator: "/"),
+                    kind: .regular(.file(path: remote.path, size: remote.size)),
+                    mode: mode?.apply(to: 0o600, isDirectory: false) ?? 0o600,
+                    uid: owner?.uid ?? 0, gid: owner?.gid ?? 0, mtime: sourceDateEpoch))
+            return
+        }
+        guard let match = item.match else { return }
+        var info = match.info
+        var hostPath = match.hostPath
+        // A symlink named as the source itself is followed (inside the tree), as BuildKit does.
+        if (info.st_mode & S_IFMT) == S_IFLNK {
+            let followed = try RootedPath.resolve(match.components.joined(separator: "/"), inRoot: sourceContext.root)
+            guard let followedInfo = RootedPath.status(followed, inRoot: sourceContext.root) else {
+                throw request.site.fail(
+                    "\(request.site.keyword) failed: \"\(match.components.joined(separator: "/"))\" is a dangling symlink"
+                )
+            }
+            info = followedInfo
+            hostPath = sourceContext.host(followed)
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            let directoryTarget = copy.parents ? base + [item.nameForDirectory] : request.destination.components
+            try addDirectory(match, info: info, hostPath: hostPath, at: directoryTarget, of: request, to: &collector)
+            return
+        }
+        guard !target.isEmpty else { throw request.site.fail("\(request.site.keyword): cannot copy a file onto /") }
+        if copy.isAdd, sourceContext.isBuildContext, copy.unpack != false, (info.st_mode & S_IFMT) == S_IFREG,
+            ArchiveExtractor().isRecognizedArchive(at: hostPath)
+        {
+            let archiveTarget =
+                request.intoDirectory || request.destination.endsWithSlash ? base : request.destination.components
+            try addArchive(at: hostPath, into: archiveTarget, owner: owner, to: &collector)
+            return
+        }
+        collector.add(try entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner))
+    }
+
+    /// A directory source: its contents, not itself, less `--exclude`d paths; hardlinks among them stay so.
+    private func addDirectory(
+        _ match: BuildContext.Match, info: stat, hostPath: String, at target: [String], of request: CopyRequest,
+        to collector: inout EntryCollector
+    ) throws {
+        let (owner, mode) = (request.owner, request.mode)
+        let directoryComponents = try RootedPath.resolve(
+            match.components.joined(separator: "/"), inRoot: sourceContext.root)
+        if !target.isEmpty, RootedPath.status(target, inRoot: destinationRoot) == nil {
+            // Only the contents are copied: BuildKit creates the directory itself as root (or the
+            // --chown owner), not as the source directory's owner (testCopyChownExistingDir).
+            collector.add(try entry(for: info, at: target, hostPath: hostPath, mode: mode, owner: owner ?? (0, 0)))
+        }
+        var firstByInode: [String: String] = [:]
+        for (relative, childInfo) in try sourceContext.walk(directoryComponents) {
+            let relativePath = relative.joined(separator: "/")
+            if !request.excludes.isEmpty, request.excludes.isExcluded(relativePath) { continue }
+            let childTarget = target + relative
+            let childHost = sourceContext.host(directoryComponents + relative)
+            var childEntry = try entry(for: childInfo, at: childTarget, hostPath: childHost, mode: mode, owner: owner)
+            if (childInfo.st_mode & S_IFMT) == S_IFREG, childInfo.st_nlink > 1 {
+                let inode = "\(childInfo.st_dev):\(childInfo.st_ino)"
+                if let first = firstByInode[inode] {
+                    childEntry.kind = .hardlink(target: first)
+                } else {
+                    firstByInode[inode] = childEntry.path
+                }
+            }
+            collector.add(childEntry)
+        }
+    }
+
+    /// `ADD` of a local archive: its entries, extracted into the staging directory, under the target.
+    private func addArchive(
+        at hostPath: String, into target: [String], owner: (uid: UInt32, gid: UInt32)?,
+        to collector: inout EntryCollector
+    ) throws {
+        let staging = try FileSystem.makeTemporaryDirectory(in: stagingDirectory, prefix: "archive-")
+        for var extracted in try ArchiveExtractor().entries(ofArchiveAt: hostPath, stagingDirectory: staging) {
+            extracted.path = (target + RootedPath.components(extracted.path)).joined(separator: "/")
+            if let owner {
+                extracted.uid = owner.uid
+                extracted.gid = owner.gid
+            }
+            collector.add(extracted)
+        }
     }
 
     /// One entry for a file found in the source tree.
@@ -247,6 +270,45 @@ struct CopyPlanner {
         default: entry.kind = .regular(.file(path: hostPath, size: Int64(info.st_size)))
         }
         return entry
+    }
+
+    /// The instruction being planned, for its error messages.
+    private struct InstructionSite {
+        let file: String
+        let line: Int
+        /// `COPY` or `ADD`.
+        let keyword: String
+
+        func fail(_ message: String) -> DockerfileError { DockerfileError(file: file, line: line, message: message) }
+    }
+
+    /// The destination resolved inside the root, and what decides whether sources go into it.
+    private struct Destination {
+        let components: [String]
+        let existsAsDirectory: Bool
+        /// Written as a directory (`dir/`, `dir/.`, `.`).
+        let endsWithSlash: Bool
+    }
+
+    /// One thing to copy: a heredoc, a fetched remote file or a match in the source tree.
+    private struct SourceItem {
+        var match: BuildContext.Match?
+        var heredoc: Heredoc?
+        var remote: (url: String, path: String, size: Int64)?
+        var nameForDirectory: String
+        var parentsPrefix: [String]
+    }
+
+    /// One COPY or ADD with its flags parsed and its destination resolved.
+    private struct CopyRequest {
+        let copy: CopyInstruction
+        let owner: (uid: UInt32, gid: UInt32)?
+        let mode: FileModeChange?
+        let excludes: DockerIgnore
+        let destination: Destination
+        /// Whether each source lands inside the destination under its own name, rather than as it.
+        let intoDirectory: Bool
+        let site: InstructionSite
     }
 }
 

@@ -99,23 +99,55 @@ public struct Planner {
         let file = dockerfile.file
         // BuildKit's TARGETSTAGE: the target as given, else the last stage's name, else `default`.
         var predefinedArguments = self.predefinedArguments
-        var lastStageName: String?
-        for instruction in dockerfile.instructions {
-            if case .from(let from) = instruction.kind { lastStageName = from.stageName?.lowercased() }
-        }
         predefinedArguments["TARGETSTAGE"] = target ?? lastStageName ?? "default"
-        var globals: [(name: String, value: String?)] = []
-        var stages: [PlannedStage] = []
-        var usedArguments = Set<String>()
+        let (globals, rawStages) = try splitIntoStages(predefinedArguments: predefinedArguments)
+        var (stages, indexByName) = try nameStages(rawStages, globals: globals)
 
-        func globalLookup(_ name: String) -> String? {
-            if let entry = globals.last(where: { $0.name == name }) { return entry.value }
-            return predefinedArguments[name]
+        // BuildKit refuses variables in `--from` for every stage, needed or not, before it plans any (COPY
+        // in toCommand, RUN --mount when the instruction is parsed).
+        for stage in stages {
+            for instruction in stage.instructions { try Self.checkFromValues(instruction, lexer: lexer, file: file) }
         }
 
-        // Split into the global ARG prelude and stages.
-        var current: (from: Instruction, body: [Instruction])?
-        var rawStages: [(from: Instruction, body: [Instruction])] = []
+        let references = resolveReferences(of: &stages, indexByName: indexByName, globals: globals)
+        let targetIndex = try targetStageIndex(of: target, indexByName: indexByName, stageCount: stages.count)
+        let order = try buildOrder(from: targetIndex, stages: stages, stageErrors: references.stageErrors)
+        // The first needed stage, in file order, that copies from a later one.
+        if let first = order.sorted().first(where: { references.laterStageErrors[$0] != nil }),
+            let error = references.laterStageErrors[first]
+        {
+            throw error
+        }
+
+        var usedArguments = Set(globals.arguments.map(\.name))
+        for index in order { usedArguments.formUnion(references.argumentsByStage[index] ?? []) }
+        let unused = buildArguments.keys.filter {
+            !usedArguments.contains($0) && Self.proxyName(of: $0) == nil
+        }.sorted()
+        return BuildPlan(
+            file: file, escape: dockerfile.directives.escape, stages: stages, globalArguments: globals.arguments,
+            predefinedArguments: predefinedArguments,
+            target: targetIndex, buildOrder: order, unusedBuildArguments: unused)
+    }
+
+    /// The name of the Dockerfile's last stage, lowercased, if it has one.
+    private var lastStageName: String? {
+        var name: String?
+        for instruction in dockerfile.instructions {
+            if case .from(let from) = instruction.kind { name = from.stageName?.lowercased() }
+        }
+        return name
+    }
+
+    /// A stage as written: its FROM and the instructions after it.
+    private typealias RawStage = (from: Instruction, body: [Instruction])
+
+    /// Splits the Dockerfile into the global ARG prelude (values after build-arg overrides) and the stages.
+    private func splitIntoStages(predefinedArguments: [String: String]) throws -> (GlobalArgumentScope, [RawStage]) {
+        let file = dockerfile.file
+        var globals = GlobalArgumentScope(predefined: predefinedArguments)
+        var current: RawStage?
+        var rawStages: [RawStage] = []
         for instruction in dockerfile.instructions {
             switch instruction.kind {
             case .from:
@@ -128,11 +160,10 @@ public struct Planner {
                     if let given = buildArguments[declaration.name] {
                         value = given
                     } else if let defaultValue = declaration.defaultValue {
-                        value = try expand(defaultValue, at: instruction, lookup: globalLookup)
+                        value = try expand(defaultValue, at: instruction, lookup: globals.lookup)
                     }
-                    globals.removeAll { $0.name == declaration.name }
-                    globals.append((declaration.name, value))
-                    usedArguments.insert(declaration.name)
+                    globals.arguments.removeAll { $0.name == declaration.name }
+                    globals.arguments.append((declaration.name, value))
                 }
             default:
                 guard current != nil else {
@@ -149,17 +180,24 @@ public struct Planner {
                 file: file, line: max(1, dockerfile.instructions.last?.range.start.line ?? 1),
                 message: "dockerfile contains no stages to build")
         }
+        return (globals, rawStages)
+    }
 
-        // Name and base each stage; FROM sees only global ARGs and the predefined platform ARGs.
+    /// Names and bases each stage; FROM sees only global ARGs and the predefined platform ARGs.
+    private func nameStages(_ rawStages: [RawStage], globals: GlobalArgumentScope) throws
+        -> (stages: [PlannedStage], indexByName: [String: Int])
+    {
+        let file = dockerfile.file
+        var stages: [PlannedStage] = []
         var indexByName: [String: Int] = [:]
         for (index, raw) in rawStages.enumerated() {
             guard case .from(let from) = raw.from.kind else { continue }
             let line = raw.from.range.start.line
-            let reference = try expand(from.image, at: raw.from, lookup: globalLookup)
+            let reference = try expand(from.image, at: raw.from, lookup: globals.lookup)
             guard !reference.isEmpty else {
                 throw DockerfileError(file: file, line: line, message: "base name (\(from.image)) should not be blank")
             }
-            let platform = try from.platform.map { try expand($0, at: raw.from, lookup: globalLookup) }
+            let platform = try from.platform.map { try expand($0, at: raw.from, lookup: globals.lookup) }
             var name: String?
             if let stageName = from.stageName {
                 let lowered = stageName.lowercased()
@@ -189,139 +227,25 @@ public struct Planner {
                     index: index, name: name, base: base, platform: platform, from: raw.from,
                     instructions: raw.body, sources: [:], mountSources: [:], dependencies: []))
         }
+        return (stages, indexByName)
+    }
 
-        // BuildKit refuses variables in `--from` for every stage, needed or not, before it plans any (COPY
-        // in toCommand, RUN --mount when the instruction is parsed).
-        for stage in stages {
-            for instruction in stage.instructions { try Self.checkFromValues(instruction, lexer: lexer, file: file) }
+    /// The index of the stage `--target` names, else the last stage's.
+    private func targetStageIndex(of target: String?, indexByName: [String: Int], stageCount: Int) throws -> Int {
+        guard let target else { return stageCount - 1 }
+        guard let found = indexByName[target.lowercased()] else {
+            throw ArgumentError(
+                argument: "--target", value: target,
+                reason: "target stage \"\(target)\" could not be found in \(dockerfile.file)")
         }
+        return found
+    }
 
-        // Resolve `--from` references as written. A stage's own errors (a bad ARG default, an invalid `--from`
-        // index) only matter if the target needs it: BuildKit dispatches only the stages the target reaches.
-        var finalScopes: [Int: StageScope] = [:]
-        var stageErrors: [Int: any Error] = [:]
-        // BuildKit dispatches stages in file order, so a COPY from a later stage fails when its stage is
-        // dispatched; kept apart from stageErrors so that a cycle through it is still reported as one.
-        var laterStageErrors: [Int: DockerfileError] = [:]
-        var argumentsByStage: [Int: Set<String>] = [:]
-        for index in stages.indices {
-            // A stage built on another starts with its ENV and ARGs, as the executor's does.
-            var scope: StageScope
-            if case .stage(let parent) = stages[index].base, let parentScope = finalScopes[parent] {
-                scope = StageScope(inheriting: parentScope)
-            } else {
-                scope = StageScope()
-            }
-            var dependencies = Set<Int>()
-            if case .stage(let parent) = stages[index].base { dependencies.insert(parent) }
-            do {
-                if case .stage(let parent) = stages[index].base {
-                    for trigger in stages[parent].instructions {
-                        guard case .onbuild(let text) = trigger.kind,
-                            let parsed = try? DockerfileParser.parse(Array(text.utf8), file: file),
-                            parsed.instructions.count == 1, case .copy(let copy) = parsed.instructions[0].kind,
-                            let from = copy.from
-                        else { continue }
-                        let source = try resolveSource(
-                            from, at: trigger, stageIndex: index, indexByName: indexByName, stageCount: stages.count)
-                        if case .stage(let other) = source {
-                            dependencies.insert(other)
-                            stages[index].triggerSources[from] = source
-                        }
-                    }
-                }
-                for (position, instruction) in stages[index].instructions.enumerated() {
-                    switch instruction.kind {
-                    case .arg(let declarations):
-                        for declaration in declarations {
-                            argumentsByStage[index, default: []].insert(declaration.name)
-                            if let given = buildArguments[declaration.name] {
-                                scope.declareArgument(declaration.name, value: given)
-                            } else if let defaultValue = declaration.defaultValue {
-                                scope.declareArgument(
-                                    declaration.name,
-                                    value: try expand(defaultValue, at: instruction, lookup: scope.lookup))
-                            } else {
-                                scope.declareArgument(declaration.name, value: globalLookup(declaration.name))
-                            }
-                        }
-                    case .env(let pairs):
-                        for pair in pairs {
-                            let key = try expand(pair.key, at: instruction, lookup: scope.lookup)
-                            scope.setEnvironment(key, try expand(pair.value, at: instruction, lookup: scope.lookup))
-                        }
-                    case .copy(let copy):
-                        try checkSources(copy, at: instruction, lookup: scope.lookup)
-                        if let fromText = copy.from {
-                            let source = try resolveSource(
-                                fromText, at: instruction, stageIndex: index, indexByName: indexByName,
-                                stageCount: stages.count)
-                            stages[index].sources[position] = source
-                            if case .stage(let other) = source {
-                                dependencies.insert(other)
-                                // BuildKit dispatches stages in file order.
-                                if other > index, laterStageErrors[index] == nil {
-                                    laterStageErrors[index] = fail(
-                                        instruction,
-                                        "cannot copy from stage \"\(fromText)\", it needs to be defined before current stage \"\(stages[index].displayName)\""
-                                    )
-                                }
-                            }
-                        }
-                    case .run(let run):
-                        for (mountIndex, text) in run.mounts.enumerated() {
-                            let expandedText = try expand(text, at: instruction, lookup: scope.lookup)
-                            guard let mount = try? RunMount.parse(expandedText) else { continue }
-                            var from: String?
-                            var target = ""
-                            switch mount {
-                            case .bind(let mountTarget, _, let value, _):
-                                from = value
-                                target = mountTarget
-                            case .cache(let mountTarget, _, _, let value, _, _, _, _):
-                                from = value
-                                target = mountTarget
-                            default: break
-                            }
-                            guard let from else { continue }
-                            let source = try resolveSource(
-                                from, at: instruction, stageIndex: index,
-                                indexByName: indexByName, stageCount: stages.count)
-                            stages[index].mountSources["\(position):\(mountIndex)"] = source
-                            if case .stage(let other) = source {
-                                dependencies.insert(other)
-                                // BuildKit's dispatchRunMounts: a mounted stage must be dispatched already.
-                                if other > index, laterStageErrors[index] == nil {
-                                    laterStageErrors[index] = fail(
-                                        instruction,
-                                        "cannot mount from stage \"\(from)\" to \"\(target)\", stage needs to be defined before current command"
-                                    )
-                                }
-                            }
-                        }
-                    default:
-                        break
-                    }
-                }
-            } catch {
-                stageErrors[index] = error
-            }
-            finalScopes[index] = scope
-            stages[index].dependencies = dependencies.sorted()
-        }
-
-        // The target and what it needs, each stage after its dependencies; cycles are errors.
-        let targetIndex: Int
-        if let target {
-            guard let found = indexByName[target.lowercased()] else {
-                throw ArgumentError(
-                    argument: "--target", value: target,
-                    reason: "target stage \"\(target)\" could not be found in \(file)")
-            }
-            targetIndex = found
-        } else {
-            targetIndex = stages.count - 1
-        }
+    /// The target and what it needs, each stage after its dependencies; a cycle, or a needed stage's own
+    /// error, is thrown.
+    private func buildOrder(from targetIndex: Int, stages: [PlannedStage], stageErrors: [Int: any Error]) throws
+        -> [Int]
+    {
         var order: [Int] = []
         var state = [Int: Bool]()  // false: in progress, true: done
         // Depth-first without recursion (a hostile Dockerfile can chain thousands of stages): each frame is a
@@ -330,7 +254,7 @@ public struct Planner {
         func enter(_ index: Int) throws {
             if state[index] == false {
                 throw DockerfileError(
-                    file: file, line: stages[index].from.range.start.line,
+                    file: dockerfile.file, line: stages[index].from.range.start.line,
                     message: "circular dependency detected on stage: \(stages[index].displayName)")
             }
             if let error = stageErrors[index] { throw error }
@@ -350,27 +274,14 @@ public struct Planner {
             let dependency = dependencies[top.next]
             if state[dependency] != true { try enter(dependency) }
         }
-        // The first needed stage, in file order, that copies from a later one.
-        if let first = order.sorted().first(where: { laterStageErrors[$0] != nil }), let error = laterStageErrors[first]
-        {
-            throw error
-        }
-        for index in order { usedArguments.formUnion(argumentsByStage[index] ?? []) }
-
-        let unused = buildArguments.keys.filter {
-            !usedArguments.contains($0) && Self.proxyName(of: $0) == nil
-        }.sorted()
-        return BuildPlan(
-            file: file, escape: dockerfile.directives.escape, stages: stages, globalArguments: globals,
-            predefinedArguments: predefinedArguments,
-            target: targetIndex, buildOrder: order, unusedBuildArguments: unused)
+        return order
     }
 
-    private func fail(_ instruction: Instruction, _ message: String) -> DockerfileError {
+    func fail(_ instruction: Instruction, _ message: String) -> DockerfileError {
         DockerfileError(file: dockerfile.file, line: instruction.range.start.line, message: message)
     }
 
-    private func resolveSource(
+    func resolveSource(
         _ text: String, at instruction: Instruction, stageIndex: Int,
         indexByName: [String: Int], stageCount: Int
     ) throws -> StageSource {
@@ -438,7 +349,7 @@ public struct Planner {
     /// BuildKit's dispatchCopy rules on the sources as expanded and unquoted (a quoted URL is a URL). Thrown
     /// into the stage's errors, so only a stage the target needs fails. A source this scope cannot expand
     /// (a variable of the base image's ENV) is left to the executor, which checks again.
-    private func checkSources(_ copy: CopyInstruction, at instruction: Instruction, lookup: (String) -> String?)
+    func checkSources(_ copy: CopyInstruction, at instruction: Instruction, lookup: (String) -> String?)
         throws
     {
         var expanded = copy
@@ -454,7 +365,7 @@ public struct Planner {
         if let violation = expanded.sourceRuleViolation() { throw fail(instruction, violation) }
     }
 
-    private func expand(_ word: String, at instruction: Instruction, lookup: (String) -> String?) throws -> String {
+    func expand(_ word: String, at instruction: Instruction, lookup: (String) -> String?) throws -> String {
         do {
             return try lexer.processWord(word, lookup: lookup)
         } catch let error as DockerfileError {
@@ -470,5 +381,17 @@ public struct Planner {
         return name.unicodeScalars.allSatisfy {
             ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" || $0 == "_" || $0 == "."
         }
+    }
+}
+
+/// The global ARGs (before the first FROM) over the predefined ARGs: what FROM lines see, and what a stage's
+/// ARG without a default takes.
+struct GlobalArgumentScope {
+    var arguments: [(name: String, value: String?)] = []
+    let predefined: [String: String]
+
+    func lookup(_ name: String) -> String? {
+        if let entry = arguments.last(where: { $0.name == name }) { return entry.value }
+        return predefined[name]
     }
 }

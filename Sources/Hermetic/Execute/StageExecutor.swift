@@ -242,6 +242,9 @@ struct StageExecutor {
             let stagePlatform = try StagePlatforms.fromPlatform(of: stage, file: file)
             let (image, layers) = try loadImage(
                 reference, line: stage.from.range.start.line, platform: stagePlatform, naming: "FROM \(reference)")
+            // A base's layers are applied at FROM, whatever the cache says: each is checked as hostile input
+            // before anything of it reaches an output (this build's own layers can wait for a step to read them).
+            for layer in layers { try apply(layer, to: rootfs) }
             var config = image.config
             config.history = config.history ?? []
             var container = config.config ?? ContainerConfig()
@@ -255,7 +258,8 @@ struct StageExecutor {
             config.config = container
             return StageState(
                 rootfs: rootfs, layers: layers, config: config, scope: scope,
-                cacheKey: CacheKey(digest: Digest.sha256(of: Array("image \(image.manifestDescriptor.digest)".utf8))))
+                cacheKey: CacheKey(digest: Digest.sha256(of: Array("image \(image.manifestDescriptor.digest)".utf8))),
+                applied: layers.count)
         case .namedDirectory(let name):
             throw DockerfileError(
                 file: file, line: stage.from.range.start.line,

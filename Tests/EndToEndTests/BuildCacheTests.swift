@@ -139,6 +139,36 @@ import Testing
         }
     }
 
+    /// A RUN that binds the build context runs again when what it binds changed (the key takes the context's
+    /// digest), and hits when nothing did.
+    @Test func aChangedBindSourceRunsTheStepAgain() throws {
+        let scratch = try TemporaryDirectory(prefix: "cache-bind-")
+        let context = scratch.path + "/ctx"
+        try FileManager.default.createDirectory(atPath: context + "/data", withIntermediateDirectories: true)
+        try """
+        FROM base
+        RUN --mount=type=bind,source=data,target=/d cat /d/x > /seen && head -c 32 /dev/urandom > /random
+
+        """.write(toFile: context + "/Dockerfile", atomically: true, encoding: .utf8)
+        try "one\n".write(toFile: context + "/data/x", atomically: true, encoding: .utf8)
+        let base = try BaseImages.writeBusybox(at: scratch.path + "/base")
+        var count = 0
+        func build() throws -> Data {
+            count += 1
+            let out = scratch.path + "/out\(count)"
+            let outcome = try HermeticProcess.hermetic([
+                "build", context, "--state-dir", scratch.path + "/state", "--build-context",
+                "base=oci-layout://\(scratch.path)/base@\(base)", "-o", "type=local,dest=\(out)",
+            ])
+            try #require(outcome.status == 0, "\(outcome.standardError)")
+            return try Data(contentsOf: URL(fileURLWithPath: out + "/random"))
+        }
+        let first = try build()
+        #expect(try build() == first)
+        try "two\n".write(toFile: context + "/data/x", atomically: true, encoding: .utf8)
+        #expect(try build() != first)
+    }
+
     /// A cached layer was scanned for the secrets of the build that stored it; a later build's secret value
     /// found in it fails that build as running the step would have.
     @Test func aHitIsScannedForThisBuildsSecrets() throws {

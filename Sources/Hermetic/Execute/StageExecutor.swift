@@ -77,6 +77,8 @@ struct StageExecutor {
     private var currentStage = ""
     /// The build cache (nil: steps always run and nothing is kept).
     var stepCache: StepCacheSettings?
+    /// The build context's digest, once a RUN's bind mount of the context needed it for its cache key.
+    var contextDigest: Digest?
     /// The platform each needed stage builds for (its RUN steps run for it).
     private(set) var stagePlatforms: [Int: Platform] = [:]
     /// In a multi-platform build, the platform that starts every progress name (`[linux/arm64 2/3]`).

@@ -115,7 +115,9 @@ extension StageExecutor {
             // A mount that does not parse fails the step when it runs; the key need not describe it.
             guard case .bind(_, _, let from, _)? = try? RunMount.parse(expanded) else { continue }
             guard let from else {
-                inputs.append("context:" + (try ContextDigest.compute(context)).description)
+                // Hashed once per build, however many steps bind the context.
+                if contextDigest == nil { contextDigest = try ContextDigest.compute(context) }
+                inputs.append("context:" + (contextDigest?.description ?? ""))
                 continue
             }
             let key = position.map { "\($0):\(mountIndex)" }

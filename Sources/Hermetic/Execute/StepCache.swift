@@ -189,10 +189,6 @@ extension StageExecutor {
                     secretIDs: run.secretIDs, sshIDs: run.sshIDs,
                     requested: run.requested.map { ($0.kind, $0.id, $0.required) }))
         }
-        for remote in cached.remotes {
-            let use = BuildRecord.RemoteUse(url: remote.url, checksum: remote.checksum)
-            if !record.remotes.contains(use) { record.remotes.append(use) }
-        }
         log.cachedStep()
         guard let layer = cached.layer else { return (true, false) }
         let blobPath = cache.store.blobPath(layer.diffID)

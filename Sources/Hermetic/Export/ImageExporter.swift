@@ -112,7 +112,7 @@ struct ImageExporter {
     ) throws -> ImageExporter {
         guard compression != .uncompressed else { return self }
         let writer = LayerWriter(sourceDateEpoch: sourceDateEpoch, compression: compression, workers: workers)
-        let scheme = Self.compressionScheme(compression)
+        let scheme = Self.storedScheme(compression)
         var compressed: [Digest: LayerRecord] = [:]
         var result = self
         for imageIndex in result.images.indices {
@@ -145,7 +145,7 @@ struct ImageExporter {
 
     /// Names a compression with the library version that fixes its bytes, so a stored blob is reused only
     /// where compressing again would give the same bytes.
-    static func compressionScheme(_ compression: LayerCompression) -> String {
+    static func storedScheme(_ compression: LayerCompression) -> String {
         switch compression {
         case .uncompressed: return "tar"
         case .gzip(let level): return "gzip\(level)-libdeflate\(LayerCompression.deflateVersion)"

@@ -119,11 +119,6 @@ struct CachedStep: Codable, Sendable {
         var sshIDs: [String]
         var requested: [Request]
     }
-    struct Remote: Codable, Sendable {
-        var url: String
-        var checksum: Digest
-    }
     var layer: Layer?
     var run: Run?
-    var remotes: [Remote] = []
 }

@@ -143,6 +143,8 @@ extension Builder {
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
                 buildArguments: inputs.buildArguments, log: log, runOptions: runOptions)
             executor.stepCache = cacheSettings
+            executor.snapshots = try StageExecutor.snapshotStore(
+                for: store, workspace: platformWorkspace, environment: inputs.environment)
             executor.progressPlatform = inputs.platforms.count > 1 ? platform.description : nil
             executors.append(executor)
         }

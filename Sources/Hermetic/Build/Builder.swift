@@ -67,7 +67,8 @@ public struct Builder {
             }, path: \.path)
         let workspace = locked.path
         defer {
-            FileSystem.removeTree(workspace)
+            // Unmounts the stage roots mounted in it first (StageRoots.swift).
+            WorkspaceJanitor.remove(workspace)
             signals.forget(workspace)
             close(locked.lock)
         }

@@ -3,6 +3,8 @@
 // in the sandbox, COPY/ADD are planned and written; each RUN/COPY/ADD is first looked up in the build
 // cache (StepCache) and stored there after it ran.
 
+import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -17,6 +19,8 @@ struct LayerRecord: Sendable {
     /// Made by this build, so an uncompressed tar until the exporter compresses it (a base image's
     /// layers keep the blob they came as).
     var madeByBuild = false
+    /// `blobPath` is the store's copy, checked when it was stored: a damaged one is named with the way out.
+    var storedCopy = false
 }
 
 /// The state of a stage after its instructions ran.
@@ -32,6 +36,9 @@ struct StageState {
     /// How many of `layers` are applied to `rootfs`. A stage's filesystem is made only when a step reads
     /// it (`materialize`): a build whose steps are all cache hits unpacks nothing.
     var applied = 0
+    /// `rootfs` is a read-only overlay of snapshots (StageRoots.swift), shared by the stages that have the
+    /// same layers; otherwise a directory of this stage's own.
+    var rootIsReadOnlyMount = false
 }
 
 /// An image ready to export for one platform.
@@ -83,6 +90,12 @@ struct StageExecutor {
     private(set) var stagePlatforms: [Int: Platform] = [:]
     /// In a multi-platform build, the platform that starts every progress name (`[linux/arm64 2/3]`).
     var progressPlatform: String?
+    /// Unpacked layers kept in the store (nil: each stage's layers are unpacked into the workspace).
+    var snapshots: SnapshotStore?
+    /// Read-only roots mounted this build, by the chain id of their top layer.
+    var snapshotMounts: [Digest: String] = [:]
+    /// The empty bottom lower of a one-snapshot root.
+    var emptySnapshotLower: String?
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
@@ -234,8 +247,11 @@ struct StageExecutor {
             // The stage's ARGs carry over with their values (BuildKit's dispatchState.init appends the base's
             // buildArgs and starts from its state), as its ENV does.
             var state = parentState
-            state.rootfs = rootfs
-            state.applied = 0
+            if !parentState.rootIsReadOnlyMount {
+                // The parent's directory is its own (later layers are unpacked into it); a mount is shared.
+                state.rootfs = rootfs
+                state.applied = 0
+            }
             state.scope = StageScope(inheriting: parentState.scope)
             state.commandSet = false
             return state
@@ -244,9 +260,6 @@ struct StageExecutor {
             let stagePlatform = try StagePlatforms.fromPlatform(of: stage, file: file)
             let (image, layers) = try loadImage(
                 reference, line: stage.from.range.start.line, platform: stagePlatform, naming: "FROM \(reference)")
-            // A base's layers are applied at FROM, whatever the cache says: each is checked as hostile input
-            // before anything of it reaches an output (this build's own layers can wait for a step to read them).
-            for layer in layers { try apply(layer, to: rootfs) }
             var config = image.config
             config.history = config.history ?? []
             var container = config.config ?? ContainerConfig()
@@ -258,10 +271,14 @@ struct StageExecutor {
                 scope = StageScope(environmentLines: container.env ?? [])
             }
             config.config = container
-            return StageState(
+            var state = StageState(
                 rootfs: rootfs, layers: layers, config: config, scope: scope,
-                cacheKey: CacheKey(digest: Digest.sha256(of: Array("image \(image.manifestDescriptor.digest)".utf8))),
-                applied: layers.count)
+                cacheKey: CacheKey(digest: Digest.sha256(of: Array("image \(image.manifestDescriptor.digest)".utf8))))
+            // A base's layers are unpacked (or their snapshots found) at FROM, whatever the cache says: each is
+            // checked as hostile input before anything of it reaches an output (this build's own layers can
+            // wait for a step to read them).
+            try materialize(&state)
+            return state
         case .namedDirectory(let name):
             throw DockerfileError(
                 file: file, line: stage.from.range.start.line,
@@ -303,11 +320,10 @@ struct StageExecutor {
                     "image \"\(reference)\" (manifest \(image.manifestDescriptor.digest) in \(pinned.layoutPath)): the config lists \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers"
             )
         }
-        let blobs = try nextDirectory("blobs")
         var layers: [LayerRecord] = []
         for (descriptor, diffID) in zip(image.manifest.layers, diffIDs) {
-            let path = blobs + "/" + descriptor.digest.hex
-            if !FileSystem.exists(path) { try reader.copyBlob(descriptor, to: path) }
+            let path = try storedBlob(descriptor, from: reader)
+            let storedCopy = stepCache != nil
             var exported = descriptor
             exported.mediaType = MediaType.ociLayerMediaType(forAny: descriptor.mediaType)
             exported.annotations = nil
@@ -315,9 +331,23 @@ struct StageExecutor {
             layers.append(
                 LayerRecord(
                     descriptor: exported, diffID: diffID, blobPath: path,
-                    origin: "of image \"\(reference)\" (layout \(pinned.layoutPath))"))
+                    origin: "of image \"\(reference)\" (layout \(pinned.layoutPath))", storedCopy: storedCopy))
         }
         return (image, layers)
+    }
+
+    /// A base image's blob, copied (its digest checked as it streams) into the store once, where later
+    /// builds find it by digest; without a store, into the workspace.
+    private mutating func storedBlob(_ descriptor: Descriptor, from reader: OCILayoutReader) throws -> String {
+        guard let store = stepCache?.store else {
+            let path = try nextDirectory("blob") + "/" + descriptor.digest.hex
+            try reader.copyBlob(descriptor, to: path)
+            return path
+        }
+        if store.hasBlob(descriptor.digest) { return store.blobPath(descriptor.digest) }
+        let temporary = store.temporaryDirectory + "/base-" + UUID().uuidString
+        try reader.copyBlob(descriptor, to: temporary)
+        return try store.adopt(fileAt: temporary, as: descriptor.digest)
     }
 
     func apply(_ layer: LayerRecord, to root: String) throws {
@@ -330,8 +360,7 @@ struct StageExecutor {
     mutating func imageRoot(_ reference: String, line: Int) throws -> String {
         if let root = imageRoots[reference] { return root }
         let (_, layers) = try loadImage(reference, line: line, platform: nil, naming: "--from=\(reference)")
-        let root = try nextDirectory("image-rootfs")
-        for layer in layers { try apply(layer, to: root) }
+        let root = try unpackedImage(layers)
         imageRoots[reference] = root
         return root
     }

@@ -152,28 +152,6 @@ extension StageExecutor {
         "stage " + Digest.sha256(of: try CanonicalJSON.encode(source.config)).description
     }
 
-    /// Applies the layers of `state` that its filesystem does not have yet, before a step reads it.
-    mutating func materialize(_ state: inout StageState) throws {
-        while state.applied < state.layers.count {
-            let layer = state.layers[state.applied]
-            do {
-                try apply(layer, to: state.rootfs)
-            } catch let error as LayerError where layer.madeByBuild {
-                // Its diff_id is checked as it is applied: a damaged tar in the store is named with the way out.
-                throw StoredBlobError(layer: layer.displayName, reason: error.description)
-            }
-            state.applied += 1
-        }
-    }
-
-    /// Stage `index` with its filesystem made, for a step that reads it (`COPY --from`, a bind mount).
-    mutating func materializeStage(_ index: Int) throws -> StageState? {
-        guard var other = stages[index] else { return nil }
-        try materialize(&other)
-        stages[index] = other
-        return other
-    }
-
     /// On a hit, puts the cached step's result in place (layer, config, provenance records) and returns
     /// true; returns false on a miss or when this stage may not read the cache.
     mutating func replayCachedStep(

@@ -305,6 +305,38 @@ import Testing
         #expect(try fixture.build("cold", keys: ",compression=zstd,force-compression=true") == forced)
     }
 
+    /// The store's copy of a base layer compressed again, damaged, stops the build with the way out; after
+    /// `hermetic store check --repair` the layer is compressed again, to the same image.
+    @Test func aDamagedStoredCopyIsNamedWithTheWayOut() throws {
+        let fixture = try Fixture("damaged")
+        let state = fixture.scratch.path + "/state"
+        let keys = ",compression=zstd,force-compression=true"
+        let first = try fixture.build("first", keys: keys, state: state)
+        let layer = try #require(Self.layers(try fixture.image("first").manifest).first)
+        let digest = layer["digest"] as? String ?? ""
+        let blob = state + "/store/blobs/sha256/" + digest.replacingOccurrences(of: "sha256:", with: "")
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: blob)))
+        bytes[bytes.count / 2] ^= 0xff
+        chmod(blob, 0o600)
+        try Data(bytes).write(to: URL(fileURLWithPath: blob))
+
+        let refused = try fixture.run(
+            ["-o", "type=oci,dest=\(fixture.layout("second"))\(keys)"], state: state)
+        let line = refused.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(refused.status != 0)
+        #expect(!line.contains("\n"), "\(line)")
+        #expect(
+            line.hasPrefix(
+                "error: layer \(digest) of image \"base\" (layout \(fixture.scratch.path)/base), compressed again by "
+                    + "force-compression=true: the build cache's copy of this layer cannot be used ("), "\(line)")
+        #expect(line.hasSuffix("); run hermetic store check --repair, or build with --no-cache"), "\(line)")
+        #expect(!FileManager.default.fileExists(atPath: fixture.layout("second")))
+
+        let repaired = try HermeticProcess.hermetic(["store", "check", "--repair", "--state-dir", state])
+        #expect(repaired.status == 0, "\(repaired.standardOutput)\(repaired.standardError)")
+        #expect(try fixture.build("third", keys: keys, state: state) == first)
+    }
+
     /// force-compression=true where the base is already compressed so (gzip, whatever the level) changes
     /// nothing: the same image, provenance and all, as without it.
     @Test func forceCompressionThatChangesNothingIsNotRecorded() throws {

@@ -17,6 +17,8 @@ struct LayerRecord: Sendable {
     /// Made by this build, so an uncompressed tar until the exporter compresses it (a base image's
     /// layers keep the blob they came as).
     var madeByBuild = false
+    /// A base image's layer compressed again by `force-compression=true`: its blob is the store's copy.
+    var compressedAgain = false
 }
 
 /// The state of a stage after its instructions ran.

@@ -51,7 +51,8 @@ extension ImageExporter {
     ) throws -> LayerRecord {
         let scheme = Self.storedScheme(compression)
         var replaced = layer
-        replaced.descriptor.annotations = nil
+        replaced.compressedAgain = true
+        replaced.origin = layer.origin + ", compressed again by force-compression=true"
         if let store, let stored = store.compressedLayer(diffID: layer.diffID, scheme: scheme) {
             replaced.descriptor = stored
             replaced.blobPath = store.blobPath(stored.digest)

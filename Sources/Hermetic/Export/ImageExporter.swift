@@ -288,7 +288,7 @@ struct ImageExporter {
                     _ = try writer.putBlob(
                         copyingFile: layer.blobPath, digest: layer.descriptor.digest,
                         size: layer.descriptor.size, mediaType: layer.descriptor.mediaType)
-                } catch let error as LayoutError where layer.madeByBuild {
+                } catch let error as LayoutError where layer.madeByBuild || layer.compressedAgain {
                     // The copy is checked against its digest: a damaged blob in the store is named with the
                     // way out, not by the staging path it was refused in.
                     throw StoredBlobError(layer: layer.displayName, reason: error.reason)

@@ -28,6 +28,9 @@ struct BuildRecord: Sendable {
     var remotes: [RemoteUse] = []
     var layers: [LayerMade] = []
     var steps: [RunRecord] = []
+    /// Distinct base-image layers `force-compression=true` compressed again: when there are none, the
+    /// option changed nothing and the provenance does not record it.
+    var baseLayersRecompressed = 0
 
     mutating func merge(_ other: BuildRecord) {
         for image in other.images where !images.contains(image) { images.append(image) }

@@ -45,6 +45,9 @@ public struct BuildOptions: Sendable {
     /// `--compression`/`--compression-level` (or an output's `compression=` keys): how exported layers
     /// this build makes are compressed. Layers of steps that no output carries are never compressed.
     public var compression: LayerCompression = .default
+    /// An output's `force-compression=true`: base-image layers compressed otherwise are compressed again
+    /// with `compression` (else they keep the blob they came as).
+    public var forceCompression = false
     /// `--jobs`: how many threads compress; never changes a byte of the output.
     public var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -131,16 +134,28 @@ public enum OutputSpec: Sendable, Hashable {
         }
     }
 
+    /// Whether the output holds the image's layer blobs (so their compression), not just its files.
+    public var carriesLayers: Bool {
+        if case .local = self { return false }
+        return true
+    }
+
     /// Accepts `type=oci,dest=DIR`, `type=oci,dest=FILE.tar`, `type=docker,dest=FILE.tar`,
     /// `type=local,dest=DIR`, and a bare `PATH` (buildx's shorthand for `type=local,dest=PATH`).
     public init(parsing text: String) throws(ArgumentError) {
+        self = try Self.parse(text).spec
+    }
+
+    /// The output and its compression keys (`compression`, `compression-level`, `force-compression`, taken
+    /// by `type=oci` and `type=docker` as by BuildKit's image exporters), as given: `CompressionRequest`
+    /// checks their values.
+    public static func parse(_ text: String) throws(ArgumentError) -> (spec: OutputSpec, keys: OutputCompressionKeys) {
         func fail(_ reason: String) -> ArgumentError {
             ArgumentError(argument: "--output", value: text, reason: reason)
         }
         guard text.contains("=") else {
             guard !text.isEmpty, text != "-" else { throw fail("a destination path is required") }
-            self = .local(text)
-            return
+            return (.local(text), OutputCompressionKeys())
         }
         var fields: [String: String] = [:]
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
@@ -153,9 +168,8 @@ public enum OutputSpec: Sendable, Hashable {
         // The type first, then the keys of that type, then their values: `type=registry,name=x` is about the
         // type, not a missing dest=.
         guard let type = fields["type"] else { throw fail("type= is required (oci, docker or local)") }
-        let keysOfType: [String: [String]] = [
-            "oci": ["type", "dest", "tar"], "docker": ["type", "dest", "tar"], "local": ["type", "dest", "tar"],
-        ]
+        let imageKeys = ["type", "dest", "tar"] + OutputCompressionKeys.names
+        let keysOfType: [String: [String]] = ["oci": imageKeys, "docker": imageKeys, "local": ["type", "dest", "tar"]]
         guard let known = keysOfType[type] else {
             throw fail("unknown type \"\(type)\" (supported: oci, docker, local)")
         }
@@ -175,14 +189,16 @@ public enum OutputSpec: Sendable, Hashable {
         case "false": tarWanted = false
         case let other?: throw fail("tar= must be true or false, not \"\(other)\"")
         }
+        let keys = OutputCompressionKeys(
+            compression: fields["compression"], level: fields["compression-level"], force: fields["force-compression"])
         switch type {
-        case "oci": self = tarWanted ? .ociArchive(dest) : .ociDirectory(dest)
+        case "oci": return (tarWanted ? .ociArchive(dest) : .ociDirectory(dest), keys)
         case "docker":
             guard tarWanted || fields["tar"] == nil else { throw fail("type=docker is always a tar file") }
-            self = .dockerArchive(dest)
+            return (.dockerArchive(dest), keys)
         case "local":
             guard !tarWanted || fields["tar"] == nil else { throw fail("type=local is always a directory") }
-            self = .local(dest)
+            return (.local(dest), keys)
         default: throw fail("unknown type \"\(type)\" (supported: oci, docker, local)")
         }
     }

@@ -82,9 +82,13 @@ public struct Builder {
             let failures = BuildChecks.hermeticityFailures(record, file: inputs.dockerfile.file)
             guard failures.isEmpty else { throw HermeticityError(failures: failures) }
         }
-        let exporter = try ImageExporter(
+        var exporter = try ImageExporter(
             images: images, tags: options.tags, sourceDateEpoch: options.sourceDateEpoch
         ).compressingMadeLayers(options.compression, workers: options.jobs, into: workspace, store: store)
+        if options.forceCompression {
+            (exporter, record.baseLayersRecompressed) = try exporter.recompressingBaseLayers(
+                options.compression, workers: options.jobs, into: workspace, store: store)
+        }
         record.layers = exporter.describingExported(record.layers)
         let exported = try exporter.assemble(stagingParent: workspace)
         let (attested, envelopes) = try attest(exported, exporter: exporter, record: record, inputs)

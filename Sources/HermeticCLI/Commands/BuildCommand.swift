@@ -16,8 +16,11 @@ struct BuildCommand: AsyncParsableCommand {
         [String] = []
     @Option(help: "The stage to build.") var target: String?
     @Option(help: "Target platforms, comma-separated (default: the host's).") var platform: [String] = []
-    @Option(name: [.customShort("o"), .long], help: "type=oci|docker|local,dest=PATH (repeatable).") var output:
-        [String] = []
+    @Option(
+        name: [.customShort("o"), .long],
+        help:
+            "type=oci|docker|local,dest=PATH; oci and docker also take compression=, compression-level= and force-compression= (repeatable)."
+    ) var output: [String] = []
     @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path[@sha256:…] or NAME=DIR (repeatable).")
     var buildContext: [String] = []
     @Option(
@@ -142,7 +145,11 @@ struct BuildCommand: AsyncParsableCommand {
         }
         options.target = target
         options.platforms = try parsePlatforms(platform)
-        options.outputs = try output.map { text throws(ArgumentError) in try OutputSpec(parsing: text) }
+        let outputs = try output.map { text throws(ArgumentError) in
+            let parsed = try OutputSpec.parse(text)
+            return (text: text, spec: parsed.spec, keys: parsed.keys)
+        }
+        options.outputs = outputs.map(\.spec)
         for entry in buildContext {
             let (name, named) = try NamedContext.parse(entry)
             guard options.namedContexts[name] == nil else {
@@ -206,16 +213,10 @@ struct BuildCommand: AsyncParsableCommand {
         options.signKeyPath = signKey
         options.attestFile = attestFile
         options.requireHermetic = requireHermetic
-        do {
-            options.compression = try LayerCompression(name: compression ?? "gzip", level: compressionLevel)
-        } catch {
-            if case .unknown(let name) = error {
-                throw ArgumentError(argument: "--compression", value: name, reason: error.description)
-            }
-            throw ArgumentError(
-                argument: "--compression-level", value: compressionLevel.map(String.init) ?? "",
-                reason: error.description)
-        }
+        let request = try CompressionRequest.resolve(
+            compression: compression, level: compressionLevel, outputs: outputs)
+        options.compression = request.compression
+        options.forceCompression = request.force
         if let jobs {
             guard jobs > 0 else {
                 throw ArgumentError(argument: "--jobs", value: String(jobs), reason: "must be a positive number")

@@ -199,7 +199,8 @@ extension Builder {
         }
         let attested = try exporter.attach(
             statement: definition, envelope: signedDefinition, predicateType: SLSAProvenance.predicateType,
-            runRecord: inputs.signingKey == nil ? runRecord : try CanonicalJSON.encode(runEnvelope), to: exported)
+            runRecord: inputs.signingKey == nil ? runRecord : try CanonicalJSON.encode(runEnvelope),
+            format: options.attestFormat, to: exported)
         return (attested, [definitionEnvelope, runEnvelope])
     }
 

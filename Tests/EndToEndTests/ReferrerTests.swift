@@ -54,9 +54,14 @@ import Testing
         try Data(contentsOf: URL(fileURLWithPath: layout + "/blobs/sha256/" + digest.hex))
     }
 
-    /// The index.json entries that are not the image: the referrers.
-    static func referrers(_ layout: String, image: String) throws -> [Descriptor] {
-        try layoutIndex(layout).manifests.filter { $0.digest.description != image }
+    static let slsa = "https://slsa.dev/provenance/v1"
+    static let runRecord = "https://hermetic.build/run-record/v1"
+
+    /// The index.json entries that are not the image and carry statements of `predicateType`: its referrers.
+    static func referrers(_ layout: String, image: String, predicateType: String = slsa) throws -> [Descriptor] {
+        try layoutIndex(layout).manifests.filter {
+            $0.digest.description != image && $0.annotations?["in-toto.io/predicate-type"] == predicateType
+        }
     }
 
     @Test func twoSignedBuildsGiveTheSameImageDigestAndDifferentReferrers() throws {
@@ -73,9 +78,10 @@ import Testing
         #expect(bareTop.digest.description == bare && bareTop.mediaType == MediaType.imageManifest)
         for name in ["one", "two"] {
             let entries = try Self.layoutIndex(fixture.path(name)).manifests
-            #expect(entries.count == 2, "\(name): \(entries)")
+            #expect(entries.count == 3, "\(name): the image, its provenance and its run record: \(entries)")
             #expect(entries.first?.digest.description == first && entries.first?.mediaType == MediaType.imageManifest)
             #expect(entries.first?.annotations?["org.opencontainers.image.ref.name"] == "1")
+            #expect(entries.first?.annotations?["dev.hermetic.run-record"] == nil, "the run record is a referrer")
             let metadata = try JSONDecoder().decode(
                 [String: String].self, from: Data(contentsOf: URL(fileURLWithPath: fixture.path(name) + ".json")))
             #expect(metadata["containerimage.digest"] == first)
@@ -86,10 +92,14 @@ import Testing
         let one = try #require(try Self.referrers(fixture.path("one"), image: first).first)
         let two = try #require(try Self.referrers(fixture.path("two"), image: first).first)
         #expect(one.digest != two.digest, "the two signed referrers are the same")
+        let records = try ["one", "two", "unsigned"].map { name in
+            try #require(try Self.referrers(fixture.path(name), image: first, predicateType: Self.runRecord).first)
+        }
+        #expect(Set(records.map(\.digest)).count == 3, "the run records (invocation id, times) differ")
         for (name, entry) in [("one", one), ("two", two)] {
             let layout = fixture.path(name)
             #expect(entry.artifactType == "application/vnd.in-toto+json")
-            #expect(entry.annotations?["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v1")
+            #expect(entry.annotations?["in-toto.io/predicate-type"] == Self.slsa)
             #expect(entry.annotations?["vnd.docker.reference.digest"] == first)
             #expect(entry.annotations?["vnd.docker.reference.type"] == "attestation-manifest")
             #expect(entry.annotations?["org.opencontainers.image.ref.name"] == nil, "a referrer has no tag")
@@ -109,10 +119,8 @@ import Testing
                 manifest.layers.map(\.mediaType) == [
                     "application/vnd.in-toto+json", "application/vnd.dsse.envelope.v1+json",
                 ])
-            #expect(
-                manifest.layers.allSatisfy {
-                    $0.annotations?["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v1"
-                })
+            #expect(manifest.annotations?["in-toto.io/predicate-type"] == Self.slsa)
+            #expect(manifest.layers.allSatisfy { $0.annotations?["in-toto.io/predicate-type"] == Self.slsa })
         }
         // The statements are the same bytes; only the envelopes (signatures) differ.
         let manifests = try [("one", one), ("two", two)].map { name, entry in
@@ -192,7 +200,8 @@ import Testing
         #expect(top.digest.description == digest && top.mediaType == MediaType.imageIndex)
         let imageIndex = try JSONDecoder().decode(ImageIndex.self, from: Self.blob(layout, top.digest))
         #expect(imageIndex.manifests.count == 2, "the image index holds the platforms only")
-        let referrers = Array(entries.dropFirst())
+        let referrers = try Self.referrers(layout, image: digest)
+        #expect(try Self.referrers(layout, image: digest, predicateType: Self.runRecord).count == 2)
         let subjects = try referrers.map { entry in
             try JSONDecoder().decode(ImageManifest.self, from: Self.blob(layout, entry.digest)).subject?.digest
         }
@@ -203,7 +212,7 @@ import Testing
         let pruned = fixture.path("pruned")
         try #require(try HermeticProcess.run("/bin/cp", ["-a", layout, pruned]).status == 0)
         var index = try Self.layoutIndex(pruned)
-        index.manifests.removeLast()
+        index.manifests.removeAll { $0.digest == referrers.last?.digest }
         try Data(try CanonicalJSON.encode(index)).write(to: URL(fileURLWithPath: pruned + "/index.json"))
         let bare = try #require(subjects.last ?? nil)
         let outcome = try HermeticProcess.hermetic(["verify", pruned, "--key", fixture.key + ".pub"])
@@ -239,7 +248,7 @@ import Testing
         ])
         try #require(built.status == 0, "\(built.standardError)")
         let digest = try String(contentsOfFile: fixture.path("untagged.iid"), encoding: .utf8)
-        #expect(try Self.layoutIndex(fixture.path("untagged")).manifests.count == 2)
+        #expect(try Self.layoutIndex(fixture.path("untagged")).manifests.count == 3)
         let child = fixture.path("child")
         try FileManager.default.createDirectory(atPath: child, withIntermediateDirectories: true)
         try "FROM app\nCOPY extra.txt /extra.txt\n".write(
@@ -270,10 +279,10 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: fixture.path("img")))
     }
 
-    /// Outside implementations read the signed provenance out of the referrer, as a consumer of the layout
-    /// would find it: the entry of index.json whose manifest's subject is the image, its DSSE layer verified
-    /// by securesystemslib with our public key, and the statement validated by the in-toto-attestation
-    /// bindings (the checks ProvenanceTests runs on the attest file).
+    /// Outside implementations read the signed provenance and run record out of the referrers, as a consumer
+    /// of the layout would find them: the entries of index.json whose manifest's subject is the image, each DSSE
+    /// layer verified by securesystemslib with our public key, and each statement validated by the
+    /// in-toto-attestation bindings (the checks ProvenanceTests runs on the attest file).
     @Test(arguments: ["ecdsa-p256", "ed25519"])
     func outsideToolsVerifyTheReferrersEnvelope(algorithm: String) throws {
         let fixture = try Fixture()
@@ -294,24 +303,26 @@ import Testing
             def blob(digest):
                 return open(os.path.join(layout, 'blobs', 'sha256', digest.split(':')[1]), 'rb').read()
             index = json.load(open(os.path.join(layout, 'index.json')))
-            referrers = []
+            statements = {}
             for entry in index['manifests']:
                 manifest = json.loads(blob(entry['digest']))
-                if manifest.get('subject', {}).get('digest') == image:
-                    referrers.append(manifest)
-            assert len(referrers) == 1, referrers
-            manifest = referrers[0]
-            assert manifest['artifactType'] == 'application/vnd.in-toto+json', manifest
-            layer = [l for l in manifest['layers'] if l['mediaType'] == 'application/vnd.dsse.envelope.v1+json'][0]
-            envelope_json = json.loads(blob(layer['digest']))
-            envelope = Envelope.from_dict(envelope_json)
-            keyid = list(envelope.signatures.keys())[0]
-            key = SSlibKey.from_crypto(load_pem_public_key(open(public_key, 'rb').read()), keyid=keyid)
-            envelope.verify([key], 1)
-            statement = json.loads(base64.b64decode(envelope_json['payload']))
-            Statement.copy_from_pb(json_format.ParseDict(statement, statement_pb2.Statement())).validate()
-            assert statement['subject'][0]['digest']['sha256'] == image.split(':')[1], statement['subject']
-            provenance = json_format.ParseDict(statement['predicate'], provenance_pb2.Provenance())
+                if manifest.get('subject', {}).get('digest') != image:
+                    continue
+                assert manifest['artifactType'] == 'application/vnd.in-toto+json', manifest
+                layer = [l for l in manifest['layers'] if l['mediaType'] == 'application/vnd.dsse.envelope.v1+json'][0]
+                envelope_json = json.loads(blob(layer['digest']))
+                envelope = Envelope.from_dict(envelope_json)
+                keyid = list(envelope.signatures.keys())[0]
+                key = SSlibKey.from_crypto(load_pem_public_key(open(public_key, 'rb').read()), keyid=keyid)
+                envelope.verify([key], 1)
+                statement = json.loads(base64.b64decode(envelope_json['payload']))
+                Statement.copy_from_pb(json_format.ParseDict(statement, statement_pb2.Statement())).validate()
+                assert statement['subject'][0]['digest']['sha256'] == image.split(':')[1], statement['subject']
+                assert statement['predicateType'] == layer['annotations']['in-toto.io/predicate-type'], layer
+                statements[statement['predicateType']] = statement
+            assert sorted(statements) == ['https://hermetic.build/run-record/v1', 'https://slsa.dev/provenance/v1'], statements.keys()
+            predicate = statements['https://slsa.dev/provenance/v1']['predicate']
+            provenance = json_format.ParseDict(predicate, provenance_pb2.Provenance())
             assert provenance.build_definition.build_type.startswith('https://'), provenance.build_definition.build_type
             print('interop ok', key.scheme)
             """

@@ -190,7 +190,9 @@ enum ProvenanceRewriter {
         }
         var layoutIndex = try readObject(layout + "/index.json")
         var tops = layoutIndex["manifests"] as? [[String: Any]] ?? []
-        if let referrerNumber = tops.firstIndex(where: { $0["artifactType"] != nil }) {
+        if let referrerNumber = tops.firstIndex(where: {
+            ($0["annotations"] as? [String: String])?["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v1"
+        }) {
             // A referrer (the default form): the image is untouched, only index.json lists the new manifest.
             try rewriteAttestation(&tops[referrerNumber])
         } else {

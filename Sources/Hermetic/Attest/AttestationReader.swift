@@ -95,8 +95,11 @@ public struct StoredAttestations: Sendable {
         let top = try reader.topLevelDescriptor(tag: tag)
         let found = try LayoutAttestations.find(in: reader, top: top)
         let definition = try found.definition(source: path)
-        var runRecord: DSSEEnvelope?
-        if let text = top.annotations?[ImageExporter.runRecordAnnotation], let digest = try? Digest(parsing: text) {
+        // A referrer of its own; in BuildKit's form, a blob named by the image's index.json entry.
+        var runRecord = try found.runRecord(source: path)
+        if runRecord == nil, let text = top.annotations?[ImageExporter.runRecordAnnotation],
+            let digest = try? Digest(parsing: text)
+        {
             let descriptor = Descriptor(
                 mediaType: InTotoStatement.payloadType, digest: digest,
                 size: Int64((try? FileSystem.readFile(reader.blobPath(digest), limit: 64 << 20).count) ?? 0))
@@ -111,10 +114,7 @@ public struct StoredAttestations: Sendable {
     /// The provenance layer of an attestation manifest: its signed envelope when there is one, else the
     /// plain statement (the layer BuildKit's readers take).
     static func provenanceLayer(of manifest: ImageManifest) -> Descriptor? {
-        let provenance = manifest.layers.filter {
-            $0.annotations?["in-toto.io/predicate-type"] == SLSAProvenance.predicateType
-        }
-        return provenance.first(where: { $0.mediaType == MediaType.dsseEnvelope }) ?? provenance.first
+        LayoutAttestations.statementLayer(of: manifest, predicateType: SLSAProvenance.predicateType)
     }
 
     /// Every blob of the image in the layout and of its attestations, read through and checked against its

@@ -19,6 +19,8 @@ struct LayoutAttestations: Sendable {
     /// The image's entries: its manifest, or every entry of its index but BuildKit's attestation manifests.
     var images: [Descriptor]
     var attestations: [Attestation]
+    /// Referrers that carry the run record (the referrers form only; BuildKit's names it in index.json).
+    var runRecords: [Attestation] = []
 
     /// Finds the attestations of the image `top`: BuildKit's inside its index when there are any, else the
     /// referrers in index.json that name one of its manifests as `subject` (each read and checked).
@@ -43,18 +45,42 @@ struct LayoutAttestations: Sendable {
         let imageDigests = Set(images.map(\.digest)).union([top.digest])
         var seen = Set<Digest>()
         var attestations: [Attestation] = []
+        var runRecords: [Attestation] = []
         for entry in reader.index.manifests
         where MediaType.isManifest(entry.mediaType) && !imageDigests.contains(entry.digest)
             && seen.insert(entry.digest).inserted
         {
             let manifest = try reader.readJSON(entry, as: ImageManifest.self)
-            guard let subject = manifest.subject?.digest, imageDigests.contains(subject),
-                StoredAttestations.provenanceLayer(of: manifest) != nil
-            else { continue }
-            attestations.append(Attestation(descriptor: entry, subject: subject))
+            guard let subject = manifest.subject?.digest, imageDigests.contains(subject) else { continue }
+            if StoredAttestations.provenanceLayer(of: manifest) != nil {
+                attestations.append(Attestation(descriptor: entry, subject: subject))
+            } else if statementLayer(of: manifest, predicateType: ProvenanceBuilder.runRecordType) != nil {
+                runRecords.append(Attestation(descriptor: entry, subject: subject))
+            }
         }
         return LayoutAttestations(
-            reader: reader, top: top, form: .referrers, images: images, attestations: attestations)
+            reader: reader, top: top, form: .referrers, images: images, attestations: attestations,
+            runRecords: runRecords)
+    }
+
+    /// The layer of an attestation manifest that holds the statement of `predicateType`: its signed envelope
+    /// when there is one, else the plain statement (the layer BuildKit's readers take).
+    static func statementLayer(of manifest: ImageManifest, predicateType: String) -> Descriptor? {
+        let matching = manifest.layers.filter {
+            $0.annotations?[AttestationAnnotation.predicateType] == predicateType
+        }
+        return matching.first(where: { $0.mediaType == MediaType.dsseEnvelope }) ?? matching.first
+    }
+
+    /// The run record of the first run-record referrer, if there is one.
+    func runRecord(source: String) throws -> DSSEEnvelope? {
+        guard let first = runRecords.first else { return nil }
+        let manifest = try reader.readJSON(first.descriptor, as: ImageManifest.self)
+        guard let layer = Self.statementLayer(of: manifest, predicateType: ProvenanceBuilder.runRecordType) else {
+            return nil
+        }
+        return try StoredAttestations.decodeEnvelopeOrStatement(
+            try reader.readBlob(layer, limit: 64 << 20), source: source)
     }
 
     static func isBuildKitAttestation(_ entry: Descriptor) -> Bool {
@@ -117,6 +143,13 @@ struct LayoutAttestations: Sendable {
                 if try envelope.payloadBytes() != definition.payloadBytes() {
                     failures.append("the attestation manifest \(digest) holds a different provenance")
                 }
+            }
+        }
+        for runRecord in runRecords {
+            check {
+                let manifest = try reader.readJSON(runRecord.descriptor, as: ImageManifest.self)
+                try reader.verifyBlob(manifest.config)
+                for layer in manifest.layers { try reader.verifyBlob(layer) }
             }
         }
         let attested = Set(attestations.compactMap(\.subject))

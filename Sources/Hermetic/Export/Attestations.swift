@@ -27,55 +27,72 @@ extension ImageExporter {
     /// The OCI 1.1 empty config (`{}`).
     static let emptyConfig: [UInt8] = Array("{}".utf8)
 
-    /// Puts the build-definition statement (and, when signed, its DSSE envelope) beside the image in `format`;
-    /// the run record becomes a blob of the layout named by an index.json annotation, in both forms.
-    func attach(
-        statement: [UInt8], envelope: [UInt8]?, predicateType: String, runRecord: [UInt8]?,
-        format: AttestationFormat, to exported: ExportedImage
-    ) throws -> ExportedImage {
-        var blobs = [(bytes: statement, mediaType: InTotoStatement.payloadType)]
-        if let envelope { blobs.append((envelope, MediaType.dsseEnvelope)) }
-        let layers = blobs.map { blob in
-            var layer = Descriptor(
-                mediaType: blob.mediaType, digest: Digest.sha256(of: blob.bytes), size: Int64(blob.bytes.count))
-            layer.annotations = [AttestationAnnotation.predicateType: predicateType]
-            return layer
+    /// An in-toto statement as stored: its bytes, and its DSSE envelope when the build was signed.
+    struct SignedStatement {
+        var statement: [UInt8]
+        var envelope: [UInt8]?
+        var predicateType: String
+
+        /// The statement layer and, when signed, the envelope layer, each annotated with the predicate type.
+        var blobs: [(bytes: [UInt8], mediaType: String)] {
+            [(statement, InTotoStatement.payloadType)] + (envelope.map { [($0, MediaType.dsseEnvelope)] } ?? [])
         }
+
+        var layers: [Descriptor] {
+            blobs.map { blob in
+                var layer = Descriptor(
+                    mediaType: blob.mediaType, digest: Digest.sha256(of: blob.bytes), size: Int64(blob.bytes.count))
+                layer.annotations = [AttestationAnnotation.predicateType: predicateType]
+                return layer
+            }
+        }
+    }
+
+    /// Puts the build definition (and, when signed, its DSSE envelope) beside the image in `format`. The run
+    /// record is a referrer of its own in the referrers form; in BuildKit's, a blob of the layout named by an
+    /// index.json annotation (its envelope when signed), as before.
+    func attach(
+        definition: SignedStatement, runRecord: SignedStatement?, format: AttestationFormat,
+        to exported: ExportedImage
+    ) throws -> ExportedImage {
         var result: ExportedImage
+        var blobs = definition.blobs
         switch format {
         case .referrers:
-            result = try referring(exported, layers: layers, predicateType: predicateType)
+            result = try referring(exported, definition)
+            if let runRecord {
+                result = try referring(result, runRecord)
+                blobs += runRecord.blobs
+            }
             blobs.append((Self.emptyConfig, MediaType.emptyJSON))
         case .buildkit:
-            result = try wrappingInIndex(exported, layers: layers)
+            result = try wrappingInIndex(exported, layers: definition.layers)
+            result.runRecord = runRecord.map { $0.envelope ?? $0.statement }
         }
         result.attestationBlobs = blobs
-        result.runRecord = runRecord
         return result
     }
 
     /// OCI 1.1 referrers: per image manifest, an artifact manifest (`artifactType` in-toto's, the empty
-    /// config, the attestation blobs as layers, `subject` the image manifest). The image is left as it is.
-    private func referring(_ exported: ExportedImage, layers: [Descriptor], predicateType: String) throws
-        -> ExportedImage
-    {
+    /// config, the statement's blobs as layers, `subject` the image manifest). The image is left as it is.
+    private func referring(_ exported: ExportedImage, _ attestation: SignedStatement) throws -> ExportedImage {
         var result = exported
         let config = Descriptor(
             mediaType: MediaType.emptyJSON, digest: Digest.sha256(of: Self.emptyConfig),
             size: Int64(Self.emptyConfig.count))
         for entry in exported.manifests {
-            var manifest = ImageManifest(config: config, layers: layers)
+            var manifest = ImageManifest(config: config, layers: attestation.layers)
             manifest.artifactType = Self.attestationArtifactType
             manifest.subject = Descriptor(
                 mediaType: entry.descriptor.mediaType, digest: entry.descriptor.digest, size: entry.descriptor.size)
             // What a registry's referrers API lists for it, with the manifest's own annotations.
-            manifest.annotations = [AttestationAnnotation.predicateType: predicateType]
+            manifest.annotations = [AttestationAnnotation.predicateType: attestation.predicateType]
             let bytes = try CanonicalJSON.encode(manifest)
             var descriptor = Descriptor(
                 mediaType: MediaType.imageManifest, digest: Digest.sha256(of: bytes), size: Int64(bytes.count))
             descriptor.artifactType = Self.attestationArtifactType
             descriptor.annotations = [
-                AttestationAnnotation.predicateType: predicateType,
+                AttestationAnnotation.predicateType: attestation.predicateType,
                 AttestationAnnotation.referenceDigest: entry.descriptor.digest.description,
                 AttestationAnnotation.referenceType: AttestationAnnotation.attestationManifest,
             ]

@@ -36,6 +36,9 @@ public struct BuildOptions: Sendable {
     public var stateDirectory: String?
     /// `--provenance`: nil turns attestations off.
     public var provenance: ProvenanceMode? = .max
+    /// `--attest-format`: the provenance as OCI 1.1 referrers beside the image (the default), or inside an
+    /// image index as BuildKit stores it.
+    public var attestFormat: AttestationFormat = .referrers
     /// `--sign-key`: a PEM private key that signs the attestations (DSSE).
     public var signKeyPath: String?
     /// `--attest-file`: where to also write the attestations, as JSON lines of DSSE envelopes.

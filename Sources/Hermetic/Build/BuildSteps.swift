@@ -193,15 +193,20 @@ extension Builder {
                 + (source.content.map { [("the Dockerfile the provenance carries", $0)] } ?? []) + configs)
         var definitionEnvelope = DSSEEnvelope(payload: definition, payloadType: InTotoStatement.payloadType)
         var runEnvelope = DSSEEnvelope(payload: runRecord, payloadType: InTotoStatement.payloadType)
-        var signedDefinition: [UInt8]?
+        var signed = false
         if let signingKey = inputs.signingKey {
             try definitionEnvelope.sign(with: signingKey)
             try runEnvelope.sign(with: signingKey)
-            signedDefinition = try CanonicalJSON.encode(definitionEnvelope)
+            signed = true
         }
         let attested = try exporter.attach(
-            statement: definition, envelope: signedDefinition, predicateType: SLSAProvenance.predicateType,
-            runRecord: inputs.signingKey == nil ? runRecord : try CanonicalJSON.encode(runEnvelope), to: exported)
+            definition: .init(
+                statement: definition, envelope: signed ? try CanonicalJSON.encode(definitionEnvelope) : nil,
+                predicateType: SLSAProvenance.predicateType),
+            runRecord: .init(
+                statement: runRecord, envelope: signed ? try CanonicalJSON.encode(runEnvelope) : nil,
+                predicateType: ProvenanceBuilder.runRecordType),
+            format: options.attestFormat, to: exported)
         return (attested, [definitionEnvelope, runEnvelope])
     }
 

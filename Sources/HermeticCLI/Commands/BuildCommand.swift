@@ -25,7 +25,7 @@ struct BuildCommand: AsyncParsableCommand {
     var buildContext: [String] = []
     @Option(
         help:
-            "Write the image digest to this file (the one printed on success): the image index's when there is one (provenance on, the default, or several platforms), else the manifest's."
+            "Write the image digest to this file (the one printed on success): the image index's for several platforms (or with --attest-format buildkit and provenance on), else the manifest's."
     )
     var iidfile: String?
     @Option(
@@ -63,6 +63,12 @@ struct BuildCommand: AsyncParsableCommand {
     var stateDir: String?
     @Option(help: "Provenance attestation: mode=max (default), mode=min, true or false.")
     var provenance: String?
+    @Option(
+        name: .customLong("attest-format"),
+        help:
+            "Where the provenance goes in an OCI output: referrers (default; OCI 1.1 artifact manifests beside the image in index.json, naming it as subject) or buildkit (attestation manifests inside an image index, as docker buildx writes them)."
+    )
+    var attestFormat: String = "referrers"
     @Option(
         name: .customLong("sign-key"), help: "A PEM private key (ECDSA P-256 or Ed25519) that signs the attestations.")
     var signKey: String?
@@ -211,6 +217,11 @@ struct BuildCommand: AsyncParsableCommand {
         options.stateDirectory = stateDir
         options.provenance = try Self.provenanceMode(provenance)
         options.signKeyPath = signKey
+        guard let format = AttestationFormat(rawValue: attestFormat) else {
+            throw ArgumentError(
+                argument: "--attest-format", value: attestFormat, reason: "expected referrers or buildkit")
+        }
+        options.attestFormat = format
         options.attestFile = attestFile
         options.requireHermetic = requireHermetic
         let request = try CompressionRequest.resolve(

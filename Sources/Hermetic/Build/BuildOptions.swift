@@ -45,7 +45,8 @@ public struct BuildOptions: Sendable {
     /// `--compression`/`--compression-level` (or an output's `compression=` keys): how exported layers
     /// this build makes are compressed. Layers of steps that no output carries are never compressed.
     public var compression: LayerCompression = .default
-    /// `--jobs`: how many threads compress; never changes a byte of the output.
+    /// `--jobs`: how many stages run at once (StageScheduler) and how many threads compress; never changes
+    /// a byte of the output.
     public var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
     public init(contextDirectory: String) {

@@ -42,19 +42,20 @@ struct BuiltImage {
     var rootfs: String
 }
 
-/// Executes the stages of one `BuildPlan` (one platform), in plan order, on root filesystems kept in
-/// `workspace`. Each instruction updates the stage's config, or writes one layer and applies it.
+/// Executes the stages of one `BuildPlan` (one platform) on root filesystems kept in `workspace`; each
+/// instruction updates the stage's config, or writes one layer and applies it. `StageScheduler` runs each
+/// stage on a copy of it (`forStage`), stages that do not depend on each other at the same time.
 struct StageExecutor {
     let plan: BuildPlan
     let platform: Platform
     let context: BuildContext
     let resolver: ImageResolver
-    let workspace: String
+    private(set) var workspace: String
     let sourceDateEpoch: Int64
     let buildArguments: [String: String]
-    let log: BuildLog
+    private(set) var log: BuildLog
     let lexer: ShellLexer
-    let runOptions: RunOptions
+    private(set) var runOptions: RunOptions
     /// The `--secret` values (read once): masked in step output, searched for in every layer made.
     let secretValues: [(id: String, value: [UInt8])]
 
@@ -83,6 +84,9 @@ struct StageExecutor {
     private(set) var stagePlatforms: [Int: Platform] = [:]
     /// In a multi-platform build, the platform that starts every progress name (`[linux/arm64 2/3]`).
     var progressPlatform: String?
+    /// The finished stages of this platform, shared by the stages that read them at the same time (nil:
+    /// `stages` alone).
+    var finishedStages: FinishedStages?
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
@@ -104,12 +108,35 @@ struct StageExecutor {
 
     var file: String { plan.file }
 
-    mutating func buildTarget() async throws -> BuiltImage {
+    /// Finds the platform each needed stage builds for; call once before the first stage runs.
+    mutating func preparePlatforms() throws {
         stagePlatforms = try StagePlatforms(plan: plan, target: platform).byStage
-        for index in plan.buildOrder {
-            try await runStage(plan.stages[index])
+    }
+
+    /// A copy that builds one stage on its own: its own directory under `workspace`, progress lane and
+    /// records, and of the finished stages only those it depends on (so what it sees does not depend on
+    /// which other stages happen to be done).
+    func forStage(_ index: Int, lane: Int, cancellation: StageCancellation) throws -> StageExecutor {
+        var copy = self
+        copy.workspace = workspace + "/s\(index)"
+        try FileSystem.makeDirectory(copy.workspace)
+        copy.counter = 0
+        copy.imageRoots = [:]
+        copy.record = BuildRecord()
+        copy.temporaryMounts = []
+        copy.temporaryTrees = []
+        copy.log = log.inLane(lane)
+        copy.runOptions.cancellation = cancellation
+        copy.stages = [:]
+        for dependency in plan.stages[index].dependencies {
+            copy.stages[dependency] = finishedStages?.state(of: dependency) ?? stages[dependency]
         }
-        guard let target = stages[plan.target] else {
+        return copy
+    }
+
+    /// The image of the target stage, once it is built.
+    func builtImage(target: StageState?) throws -> BuiltImage {
+        guard let target else {
             throw DockerfileError(file: file, line: 1, message: "internal: target stage was not built")
         }
         var config = target.config
@@ -129,7 +156,8 @@ struct StageExecutor {
 
     // MARK: Stages
 
-    private mutating func runStage(_ stage: PlannedStage) async throws {
+    /// Runs one stage's FROM and instructions; its state is then in `stages`.
+    mutating func runStage(_ stage: PlannedStage) async throws {
         let steps = stage.instructions.count + 1
         log.startStep(progressName(stage, step: 1, of: steps, Self.firstLine(stage.from.original)))
         currentStage = stage.displayName
@@ -170,6 +198,8 @@ struct StageExecutor {
         }
         log.endStep()
         for (position, instruction) in stage.instructions.enumerated() {
+            // Another stage failed: this one stops before its next step.
+            try runOptions.cancellation?.check()
             log.startStep(progressName(stage, step: position + 2, of: steps, Self.firstLine(instruction.original)))
             try await executeNamingLine(instruction, position: position, in: stage, state: &state)
             log.endStep()

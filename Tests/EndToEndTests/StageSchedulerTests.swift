@@ -258,6 +258,32 @@ import Testing
         #expect(Set(digests).count == 1, "\(digests)")
     }
 
+    /// Two stages whose first RUN binds a different stage each: each step sees its own stage's files (the
+    /// planned source of a mount was looked up by its position in any stage, so the second step bound the
+    /// first one's stage, or with stages run on their own found it not built).
+    @Test(arguments: ["1", "2"]) func eachStageBindsTheStageItNames(jobs: String) throws {
+        let scene = try Scene(
+            """
+            FROM busybox AS one
+            RUN echo one > /id
+            FROM busybox AS two
+            RUN echo two > /id
+            FROM busybox AS x
+            RUN --mount=type=bind,from=one,target=/m cat /m/id > /x
+            FROM busybox AS y
+            RUN --mount=type=bind,from=two,target=/m cat /m/id > /y
+            FROM busybox
+            COPY --from=x /x /x
+            COPY --from=y /y /y
+
+            """)
+        let outcome = try scene.build(
+            ["--jobs", jobs, "--progress", "plain", "-o", "type=local,dest=\(scene.scratch.path)/out"])
+        #expect(outcome.status == 0, "\(outcome.standardError)")
+        #expect(try scene.read("out/x") == "one\n")
+        #expect(try scene.read("out/y") == "two\n")
+    }
+
     /// SIGINT or SIGTERM while two stages' steps run at once: exit 128 + the signal, both steps killed and
     /// nothing left in TMPDIR.
     @Test(arguments: [SIGINT, SIGTERM]) func aSignalWhileStagesRunAtOnceLeavesNothing(signalNumber: Int32) throws {

@@ -76,6 +76,8 @@ struct StageExecutor {
     var warnedAboutPidsLimit = false
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
+    /// The stage being run, for the planned sources of its RUN mounts.
+    private var currentStageIndex: Int?
     /// The build cache (nil: steps always run and nothing is kept).
     var stepCache: StepCacheSettings?
     /// The build context's digest, once a RUN's bind mount of the context needed it for its cache key.
@@ -161,6 +163,7 @@ struct StageExecutor {
         let steps = stage.instructions.count + 1
         log.startStep(progressName(stage, step: 1, of: steps, Self.firstLine(stage.from.original)))
         currentStage = stage.displayName
+        currentStageIndex = stage.index
         var state = try startState(for: stage)
         // ONBUILD triggers of the base run first, then are cleared (Docker's rule).
         let triggers = state.config.config?.onBuild ?? []
@@ -231,6 +234,12 @@ struct StageExecutor {
         let number = String(step)
         prefix += String(repeating: " ", count: max(String(steps).count - number.count, 0)) + number
         return prefix + "/\(steps)] " + text
+    }
+
+    /// What the planner resolved a RUN mount's `from=` to (`key` is `POSITION:MOUNT`), in the stage being run.
+    func plannedMountSource(_ key: String?) -> StageSource? {
+        guard let key, let index = currentStageIndex else { return nil }
+        return plan.stages[index].mountSources[key]
     }
 
     /// Steps this plan runs: each stage's FROM and instructions.

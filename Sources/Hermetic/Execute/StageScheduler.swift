@@ -87,6 +87,7 @@ struct StageScheduler {
                     case .failure(let error):
                         outcomes[unit] = .failed(error)
                         failure = min(failure ?? unit, unit)
+                        for (later, cancellation) in cancellations where later > unit { cancellation.cancel() }
                     }
                 }
                 guard !cancellations.isEmpty, let ended = await group.next() else { break }

@@ -100,6 +100,36 @@ import Testing
         #expect(try scene.leftInTemporary() == [])
     }
 
+    /// Three stages in a ring of FIFOs (a → b → c → a) finish only if all three run at once. With --jobs 3
+    /// on this machine's two cores, each stage needs a thread of its own: on Swift's cooperative pool (one
+    /// thread per core) the third step would never start while two wait in waitpid.
+    @Test func moreStagesThanCoresRunAtOnce() throws {
+        let scene = try Scene(
+            """
+            FROM busybox AS a
+            RUN --mount=type=cache,id=ring,target=/r echo a > /r/ab && read x < /r/ca && echo "$x" > /got
+            FROM busybox AS b
+            RUN --mount=type=cache,id=ring,target=/r read x < /r/ab && echo b > /r/bc && echo "$x" > /got
+            FROM busybox AS c
+            RUN --mount=type=cache,id=ring,target=/r read x < /r/bc && echo c > /r/ca && echo "$x" > /got
+            FROM busybox
+            COPY --from=a /got /a
+            COPY --from=b /got /b
+            COPY --from=c /got /c
+
+            """)
+        try scene.makeFIFOs(["ab", "bc", "ca"], id: "ring")
+        let outcome = try scene.build(
+            [
+                "--jobs", "3", "--step-timeout", "60", "--progress", "plain", "-o",
+                "type=local,dest=\(scene.scratch.path)/out",
+            ])
+        #expect(outcome.status == 0, "\(outcome.standardError)")
+        #expect(try scene.read("out/a") == "c\n")
+        #expect(try scene.read("out/b") == "a\n")
+        #expect(try scene.read("out/c") == "b\n")
+    }
+
     /// Three stages with RUN steps, each made into the final image: the same index (with the provenance,
     /// whose byproducts list layers and steps in plan order) with --jobs 1, --jobs 2 and --jobs 2 again.
     @Test func theImageIsTheSameWhateverTheJobs() throws {

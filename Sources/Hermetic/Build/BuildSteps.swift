@@ -148,7 +148,7 @@ extension Builder {
             executors.append(executor)
         }
         log.expectSteps(executors.reduce(0) { $0 + $1.stepCount })
-        // Stages that do not depend on each other, and the platforms, run at the same time (SPEC §5, --jobs).
+        // Stages that do not depend on each other, and the platforms, run at the same time (SPEC §2, --jobs).
         var scheduler = StageScheduler(executors: executors, jobs: options.jobs)
         return try await scheduler.run()
     }

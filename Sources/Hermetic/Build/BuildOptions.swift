@@ -51,7 +51,8 @@ public struct BuildOptions: Sendable {
     /// An output's `force-compression=true`: base-image layers compressed otherwise are compressed again
     /// with `compression` (else they keep the blob they came as).
     public var forceCompression = false
-    /// `--jobs`: how many threads compress; never changes a byte of the output.
+    /// `--jobs`: how many stages run at once (StageScheduler) and how many threads compress; never changes
+    /// a byte of the output.
     public var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
     public init(contextDirectory: String) {

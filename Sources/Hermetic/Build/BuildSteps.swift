@@ -121,7 +121,8 @@ extension Builder {
         return plans
     }
 
-    /// Runs each platform's plan in `workspace`, steps looked up in and stored to `store`.
+    /// Runs each platform's plan in `workspace`, steps looked up in and stored to `store`: the needed stages
+    /// of all platforms, at most `--jobs` at once.
     func execute(_ plans: [BuildPlan], _ inputs: BuildInputs, workspace: String, store: ContentStore) async throws
         -> ([BuiltImage], BuildRecord)
     {
@@ -149,19 +150,9 @@ extension Builder {
             executors.append(executor)
         }
         log.expectSteps(executors.reduce(0) { $0 + $1.stepCount })
-        var images: [BuiltImage] = []
-        var record = BuildRecord()
-        for var executor in executors {
-            do {
-                images.append(try await executor.buildTarget())
-            } catch {
-                executor.releaseTemporaryMounts()
-                throw error
-            }
-            executor.releaseTemporaryMounts()
-            record.merge(executor.record)
-        }
-        return (images, record)
+        // Stages that do not depend on each other, and the platforms, run at the same time (SPEC §2, --jobs).
+        var scheduler = StageScheduler(executors: executors, jobs: options.jobs)
+        return try await scheduler.run()
     }
 
     /// The provenance (unless `--provenance false`), signed when a key is given, attached to the image; and

@@ -49,19 +49,20 @@ struct BuiltImage {
     var rootfs: String
 }
 
-/// Executes the stages of one `BuildPlan` (one platform), in plan order, on root filesystems kept in
-/// `workspace`. Each instruction updates the stage's config, or writes one layer and applies it.
+/// Executes the stages of one `BuildPlan` (one platform) on root filesystems kept in `workspace`; each
+/// instruction updates the stage's config, or writes one layer and applies it. `StageScheduler` runs each
+/// stage on a copy of it (`forStage`), stages that do not depend on each other at the same time.
 struct StageExecutor {
     let plan: BuildPlan
     let platform: Platform
     let context: BuildContext
     let resolver: ImageResolver
-    let workspace: String
+    private(set) var workspace: String
     let sourceDateEpoch: Int64
     let buildArguments: [String: String]
-    let log: BuildLog
+    private(set) var log: BuildLog
     let lexer: ShellLexer
-    let runOptions: RunOptions
+    private(set) var runOptions: RunOptions
     /// The `--secret` values (read once): masked in step output, searched for in every layer made.
     let secretValues: [(id: String, value: [UInt8])]
 
@@ -82,6 +83,8 @@ struct StageExecutor {
     var warnedAboutPidsLimit = false
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
+    /// The stage being run, for the planned sources of its RUN mounts.
+    private var currentStageIndex: Int?
     /// The build cache (nil: steps always run and nothing is kept).
     var stepCache: StepCacheSettings?
     /// The build context's digest, once a RUN's bind mount of the context needed it for its cache key.
@@ -96,6 +99,9 @@ struct StageExecutor {
     var snapshotMounts: [Digest: String] = [:]
     /// The empty bottom lower of a one-snapshot root.
     var emptySnapshotLower: String?
+    /// The finished stages of this platform, shared by the stages that read them at the same time (nil:
+    /// `stages` alone).
+    var finishedStages: FinishedStages?
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
@@ -117,12 +123,38 @@ struct StageExecutor {
 
     var file: String { plan.file }
 
-    mutating func buildTarget() async throws -> BuiltImage {
+    /// Finds the platform each needed stage builds for; call once before the first stage runs.
+    mutating func preparePlatforms() throws {
         stagePlatforms = try StagePlatforms(plan: plan, target: platform).byStage
-        for index in plan.buildOrder {
-            try await runStage(plan.stages[index])
+    }
+
+    /// A copy that builds one stage on its own: its own directory under `workspace`, progress lane and
+    /// records, and of the finished stages only those it depends on (so what it sees does not depend on
+    /// which other stages happen to be done).
+    func forStage(_ index: Int, lane: Int, cancellation: StageCancellation) throws -> StageExecutor {
+        var copy = self
+        copy.workspace = workspace + "/s\(index)"
+        try FileSystem.makeDirectory(copy.workspace)
+        copy.counter = 0
+        copy.imageRoots = [:]
+        // Roots this copy mounts lie in its own workspace directory.
+        copy.snapshotMounts = [:]
+        copy.emptySnapshotLower = nil
+        copy.record = BuildRecord()
+        copy.temporaryMounts = []
+        copy.temporaryTrees = []
+        copy.log = log.inLane(lane)
+        copy.runOptions.cancellation = cancellation
+        copy.stages = [:]
+        for dependency in plan.stages[index].dependencies {
+            copy.stages[dependency] = finishedStages?.state(of: dependency) ?? stages[dependency]
         }
-        guard let target = stages[plan.target] else {
+        return copy
+    }
+
+    /// The image of the target stage, once it is built.
+    func builtImage(target: StageState?) throws -> BuiltImage {
+        guard let target else {
             throw DockerfileError(file: file, line: 1, message: "internal: target stage was not built")
         }
         var config = target.config
@@ -142,10 +174,12 @@ struct StageExecutor {
 
     // MARK: Stages
 
-    private mutating func runStage(_ stage: PlannedStage) async throws {
+    /// Runs one stage's FROM and instructions; its state is then in `stages`.
+    mutating func runStage(_ stage: PlannedStage) async throws {
         let steps = stage.instructions.count + 1
         log.startStep(progressName(stage, step: 1, of: steps, Self.firstLine(stage.from.original)))
         currentStage = stage.displayName
+        currentStageIndex = stage.index
         var state = try startState(for: stage)
         // ONBUILD triggers of the base run first, then are cleared (Docker's rule).
         let triggers = state.config.config?.onBuild ?? []
@@ -183,6 +217,8 @@ struct StageExecutor {
         }
         log.endStep()
         for (position, instruction) in stage.instructions.enumerated() {
+            // Another stage failed: this one stops before its next step.
+            try runOptions.cancellation?.check()
             log.startStep(progressName(stage, step: position + 2, of: steps, Self.firstLine(instruction.original)))
             try await executeNamingLine(instruction, position: position, in: stage, state: &state)
             log.endStep()
@@ -214,6 +250,12 @@ struct StageExecutor {
         let number = String(step)
         prefix += String(repeating: " ", count: max(String(steps).count - number.count, 0)) + number
         return prefix + "/\(steps)] " + text
+    }
+
+    /// What the planner resolved a RUN mount's `from=` to (`key` is `POSITION:MOUNT`), in the stage being run.
+    func plannedMountSource(_ key: String?) -> StageSource? {
+        guard let key, let index = currentStageIndex else { return nil }
+        return plan.stages[index].mountSources[key]
     }
 
     /// Steps this plan runs: each stage's FROM and instructions.

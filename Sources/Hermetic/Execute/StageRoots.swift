@@ -50,8 +50,14 @@ extension StageExecutor {
     }
 
     /// Stage `index` with its filesystem made, for a step that reads it (`COPY --from`, a bind mount).
+    /// Stages that run at the same time share a finished stage's filesystem: it is made once, under its lock.
     mutating func materializeStage(_ index: Int) throws -> StageState? {
         guard var other = stages[index] else { return nil }
+        if let finishedStages {
+            other = try finishedStages.materialized(index) { try materialize(&$0) } ?? other
+            stages[index] = other
+            return other
+        }
         try materialize(&other)
         stages[index] = other
         return other

@@ -121,7 +121,7 @@ extension StageExecutor {
                 continue
             }
             let key = position.map { "\($0):\(mountIndex)" }
-            let planned = key.flatMap { k in plan.stages.lazy.compactMap { $0.mountSources[k] }.first }
+            let planned = plannedMountSource(key)
             switch planned ?? .image(from) {
             case .stage(let index):
                 guard let source = stages[index] else { continue }

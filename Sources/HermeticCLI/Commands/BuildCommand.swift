@@ -83,7 +83,10 @@ struct BuildCommand: AsyncParsableCommand {
     var compression: String?
     @Option(name: .customLong("compression-level"), help: "gzip 0-9 (default 6), zstd 1-19 (default 3).")
     var compressionLevel: Int?
-    @Option(help: "Threads that compress layers (default: the number of cores); the output does not depend on it.")
+    @Option(
+        help:
+            "Stages (and platforms) built at once, and threads that compress layers (default: the number of cores); the output does not depend on it."
+    )
     var jobs: Int?
 
     func run() async throws {

@@ -55,12 +55,16 @@ import Testing
             return (layer, diffIDs.first ?? "")
         }
 
-        /// The digest of the platform manifest of a layout whose top entry is an index (image + attestation).
+        /// The digest of the platform manifest of a layout: its first entry (the referrers follow it), or
+        /// the first manifest of that entry when it is an index (`--attest-format buildkit`).
         func manifestDigest(_ name: String) throws -> String {
             let index = try Self.json(layout(name) + "/index.json")
-            let top = ((index["manifests"] as? [[String: Any]]) ?? [])[0]
-            let imageIndex = try Self.json(Self.blob(layout(name), top["digest"] as? String ?? ""))
-            return ((imageIndex["manifests"] as? [[String: Any]]) ?? [])[0]["digest"] as? String ?? ""
+            let top = try #require((index["manifests"] as? [[String: Any]])?.first, "\(name): index.json is empty")
+            let digest = top["digest"] as? String ?? ""
+            guard top["mediaType"] as? String == MediaType.imageIndex else { return digest }
+            let imageIndex = try Self.json(Self.blob(layout(name), digest))
+            let first = try #require((imageIndex["manifests"] as? [[String: Any]])?.first, "\(name): empty index")
+            return first["digest"] as? String ?? ""
         }
 
         /// The platform manifest and config of such a layout.

@@ -1,7 +1,8 @@
 import Foundation
-import Hermetic
 import TestSupport
 import Testing
+
+@testable import Hermetic
 
 /// Snapshots (SPEC §10): each layer unpacked once per store and stacked as overlay lowers. They must give
 /// exactly the filesystem that unpacking every layer in order gives, save the work they exist for, and
@@ -137,7 +138,8 @@ import Testing
         }
         let first = try build("honest", honest)
         try #require(first.status == 0, "\(first.standardError)")
-        #expect(!FileManager.default.fileExists(atPath: state + "/store/snapshots/" + Digest.sha256(of: otherTar).hex))
+        let honestSnapshot = state + "/store/snapshots/" + SnapshotStore.name(Digest.sha256(of: honestTar))
+        #expect(FileManager.default.fileExists(atPath: honestSnapshot + "/fs/bin/x"))
         let lied = try build("lying", lying)
         #expect(lied.status != 0)
         #expect(lied.standardError.contains("diff_id mismatch"), "\(lied.standardError)")

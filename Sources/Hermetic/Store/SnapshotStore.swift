@@ -3,7 +3,8 @@
 /// In: a layer (its blob and diff_id) and the snapshots of the layers below it. Out: a directory in
 /// overlayfs's upper-layer form (the layer's changes over its parents; a deletion is a whiteout, a
 /// cleared directory is opaque), which a stage's root stacks as an overlay lower (SPEC §10).
-/// Layout of `<store>/snapshots/<chain id hex>/`: `fs/` (the directory) and `snapshot.json` (`Record`).
+/// Layout of `<store>/snapshots/<name>/` (`name(_:)`: the chain id and the builder's version): `fs/` (the
+/// directory) and `snapshot.json` (`Record`).
 /// A snapshot is made under `<store>/tmp/` and renamed into place whole, so a killed build leaves only
 /// temporary debris, never a half snapshot. The chain id is containerd's: the first layer's is its
 /// diff_id, each next one `sha256(parent chain id + " " + diff_id)`, so one layer on other parents is
@@ -41,7 +42,14 @@ struct SnapshotStore: Sendable {
         return Digest.sha256(of: Array("\(parent) \(diffID)".utf8))
     }
 
-    func directory(_ chainID: Digest) -> String { root + "/" + chainID.hex }
+    /// A snapshot's directory is named for its chain id and the builder that unpacked it, so a builder
+    /// whose applier differs never stacks another's snapshots (prune removes those in time).
+    static func name(_ chainID: Digest) -> String {
+        Digest.sha256(of: Array("snapshot \(HermeticVersion.string) \(HermeticVersion.layerFormat) \(chainID)".utf8))
+            .hex
+    }
+
+    func directory(_ chainID: Digest) -> String { root + "/" + Self.name(chainID) }
 
     /// The snapshot's filesystem, when it exists and `blob` is known to unpack to its diff_id.
     func filesystem(_ chainID: Digest, blob: Digest) -> String? {

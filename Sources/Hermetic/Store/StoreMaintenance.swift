@@ -177,7 +177,7 @@ extension ContentStore {
             let problem: String? =
                 record == nil
                 ? "not a snapshot (no readable snapshot.json)"
-                : record?.chainID.hex != name
+                : record.map { SnapshotStore.name($0.chainID) } != name
                     ? "its record names another chain id"
                     : FileSystem.isDirectory(snapshot.path + "/fs") ? nil : "its fs/ is missing"
             if let problem {

@@ -17,6 +17,8 @@ struct BuildInputs {
     var signingKey: SigningKey?
     var platforms: [Platform]
     var context: BuildContext
+    /// Hashed once, for RUN binds' cache keys and the provenance.
+    var contextDigest: SharedContextDigest
     var resolver: ImageResolver
     var buildArguments: [String: String]
     var startedOn: String
@@ -76,13 +78,14 @@ extension Builder {
                     + "type=local,dest=DIR)")
         }
         let ignore = try DockerIgnore.load(contextRoot: contextRoot, dockerfilePath: dockerfilePath)
+        let context = BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true)
         var buildArguments: [String: String] = [:]
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
         return BuildInputs(
             contextRoot: contextRoot, dockerfilePath: dockerfilePath, dockerfileBytes: dockerfileBytes,
             dockerfile: dockerfile, environment: environment, workspaceParent: workspaceParent,
             stateDirectory: stateDirectory, signingKey: signingKey, platforms: platforms,
-            context: BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true),
+            context: context, contextDigest: SharedContextDigest(context),
             resolver: try makeResolver(contextRoot: contextRoot), buildArguments: buildArguments,
             startedOn: startedOn)
     }
@@ -142,7 +145,8 @@ extension Builder {
             var executor = StageExecutor(
                 plan: plans[number], platform: platform, context: inputs.context, resolver: inputs.resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
-                buildArguments: inputs.buildArguments, log: log, runOptions: runOptions)
+                buildArguments: inputs.buildArguments, log: log, runOptions: runOptions,
+                contextDigest: inputs.contextDigest)
             executor.stepCache = cacheSettings
             executor.snapshots = try StageExecutor.snapshotStore(
                 for: store, workspace: platformWorkspace, environment: inputs.environment)
@@ -170,7 +174,7 @@ extension Builder {
             given: options.dockerfilePath, resolved: inputs.dockerfilePath, contextRoot: inputs.contextRoot,
             bytes: inputs.dockerfileBytes)
         let provenance = ProvenanceBuilder(
-            dockerfile: source, contextDigest: try ContextDigest.compute(inputs.context),
+            dockerfile: source, contextDigest: try inputs.contextDigest.value(),
             options: options, platforms: inputs.platforms, record: record,
             manifests: exported.manifests.map { ($0.platform, $0.descriptor.digest) }, mode: mode)
         let definition = try CanonicalJSON.encode(try provenance.buildDefinition())

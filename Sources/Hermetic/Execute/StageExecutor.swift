@@ -87,8 +87,8 @@ struct StageExecutor {
     private var currentStageIndex: Int?
     /// The build cache (nil: steps always run and nothing is kept).
     var stepCache: StepCacheSettings?
-    /// The build context's digest, once a RUN's bind mount of the context needed it for its cache key.
-    var contextDigest: Digest?
+    /// The build context's digest, hashed once per build when a RUN's bind of the context needs it.
+    var contextDigest: SharedContextDigest
     /// The platform each needed stage builds for (its RUN steps run for it).
     private(set) var stagePlatforms: [Int: Platform] = [:]
     /// In a multi-platform build, the platform that starts every progress name (`[linux/arm64 2/3]`).
@@ -105,8 +105,10 @@ struct StageExecutor {
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
-        sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions
+        sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions,
+        contextDigest: SharedContextDigest? = nil
     ) {
+        self.contextDigest = contextDigest ?? SharedContextDigest(context)
         self.runOptions = runOptions
         rootMechanism = runOptions.rootMechanism
         secretValues = SecretTaint(secrets: runOptions.secrets, environment: runOptions.environment).values()

@@ -164,12 +164,11 @@ struct StageScheduler {
 
 extension StageExecutor {
     /// Takes what a finished stage found out about this builder, so stages started later need not find it
-    /// again: the way RUN roots are made, the warnings given, the context's digest.
+    /// again: the way RUN roots are made, the warnings given.
     mutating func learn(from stage: StageExecutor) {
         if stage.rootMechanism == .copy { rootMechanism = .copy }
         warnedAboutCapabilities = warnedAboutCapabilities || stage.warnedAboutCapabilities
         warnedAboutPidsLimit = warnedAboutPidsLimit || stage.warnedAboutPidsLimit
-        contextDigest = contextDigest ?? stage.contextDigest
     }
 }
 

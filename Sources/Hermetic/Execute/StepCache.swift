@@ -116,8 +116,7 @@ extension StageExecutor {
             guard case .bind(_, _, let from, _)? = try? RunMount.parse(expanded) else { continue }
             guard let from else {
                 // Hashed once per build, however many steps bind the context.
-                if contextDigest == nil { contextDigest = try ContextDigest.compute(context) }
-                inputs.append("context:" + (contextDigest?.description ?? ""))
+                inputs.append("context:" + (try contextDigest.value()).description)
                 continue
             }
             let key = position.map { "\($0):\(mountIndex)" }

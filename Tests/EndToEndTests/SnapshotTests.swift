@@ -173,3 +173,22 @@ import Testing
         #expect(!fixture.snapshots(in: state).isEmpty)
     }
 }
+
+/// A stack too long for overlayfs's one-page options is unpacked into a directory instead, mid-build,
+/// and gives the same image.
+@Suite struct LongSnapshotStackTests {
+    @Test func aStackTooLongToMountIsUnpackedInstead() throws {
+        let steps = (1...45).map { "RUN echo \($0) > /f\($0)" }.joined(separator: "\n")
+        let fixture = try SnapshotTests.Fixture(
+            "FROM base\n\(steps)\nRUN rm /f7 && ls / > /listing && cat /f45 >> /listing\n")
+        let stacked = try fixture.build(state: fixture.scratch.path + "/state-stacked")
+        let unpacked = try fixture.build(
+            state: fixture.scratch.path + "/state-unpacked", environment: ["HERMETIC_SNAPSHOTS": "off"])
+        #expect(stacked.digest == unpacked.digest)
+        let listing = try String(contentsOfFile: stacked.out + "/listing", encoding: .utf8)
+        #expect(listing.contains("f44\n") && !listing.contains("f7\n") && listing.hasSuffix("45\n"), "\(listing)")
+        // The first layers were stacked before the stack grew too long; the rest were not.
+        let made = fixture.snapshots(in: fixture.scratch.path + "/state-stacked").count
+        #expect(made >= 20 && made < 46, "\(made) snapshots")
+    }
+}

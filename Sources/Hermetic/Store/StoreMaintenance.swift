@@ -130,6 +130,7 @@ extension ContentStore {
         let named = try referencedBlobs()
         for (digest, size) in try blobSizes() where !named.contains(digest) { remove(blobPath(digest), size: size) }
         for leftover in try listing(temporaryDirectory) { remove(leftover.path, size: Int64(leftover.info.st_size)) }
+        for link in try danglingSnapshotLinks() { unlink(link) }
         if includeCacheMounts {
             for mount in try listing(cacheMountsDirectory) { remove(mount.path, size: Self.treeSize(mount.path)) }
         }
@@ -185,6 +186,10 @@ extension ContentStore {
                 findings.append(StoreFinding(path: snapshot.path, problem: problem, repaired: repair))
             }
         }
+        for link in try danglingSnapshotLinks() {
+            if repair { unlink(link) }
+            findings.append(StoreFinding(path: link, problem: "a link to no snapshot", repaired: repair))
+        }
         if !repair {
             for leftover in try listing(temporaryDirectory) {
                 findings.append(
@@ -208,6 +213,14 @@ extension ContentStore {
     }
 
     var snapshotsDirectory: String { root + "/snapshots" }
+
+    /// The short links of `l/` (SnapshotStore.shortPath) whose snapshot is gone.
+    private func danglingSnapshotLinks() throws -> [String] {
+        try listing(root + "/l").compactMap { entry in
+            var info = stat()
+            return stat(entry.path, &info) == 0 ? nil : entry.path
+        }
+    }
 
     /// The snapshot directories, each with the status of its `snapshot.json` (its last use), or of the
     /// directory itself when the record is missing.

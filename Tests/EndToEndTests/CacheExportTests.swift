@@ -240,6 +240,36 @@ import Testing
         }
     }
 
+    /// DIR is replaced whole at the commit point: a failed build leaves it as it was and no staging beside
+    /// it; the same DIR may be read by --cache-from and replaced by --cache-to in one build.
+    @Test func theCacheIsSwappedInOnlyBySuccessfulBuilds() throws {
+        let fixture = try Fixture(
+            dockerfile: "FROM base\nCOPY app.txt /app.txt\nRUN head -c 32 /dev/urandom > /random\n")
+        let cache = fixture.path("cache")
+        let first = try fixture.build(state: "a", name: "a", ["--cache-to", "type=local,dest=\(cache)"])
+        let index = try Data(contentsOf: URL(fileURLWithPath: cache + "/index.json"))
+        // Read and replaced in one build, from an empty store: every step hits, the layout is the same bytes.
+        let again = try fixture.build(
+            state: "b", name: "b",
+            ["--cache-from", "type=local,src=\(cache)", "--cache-to", "type=local,dest=\(cache),mode=max"])
+        #expect(Self.cachedSteps(again.progress).count == 2, "\(again.progress)")
+        #expect(again.digest == first.digest)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: cache + "/index.json")) == index)
+        try "FROM base\nCOPY app.txt /app.txt\nRUN exit 3\n".write(
+            toFile: fixture.context + "/Dockerfile", atomically: true, encoding: .utf8)
+        let failed = try HermeticProcess.hermetic([
+            "build", fixture.context, "--state-dir", fixture.path("c"), "--build-context",
+            "base=oci-layout://\(fixture.path("base"))", "--cache-to", "type=local,dest=\(cache),mode=max",
+        ])
+        #expect(failed.status != 0, "\(failed.standardError)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: cache + "/index.json")) == index)
+        #expect(try Self.layoutSteps(cache).steps == 2)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.scratch.path).filter {
+            $0.hasPrefix(".hermetic-")
+        }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+
     /// Unknown types and keys, and a destination that is not a layout, are refused in one line naming them.
     @Test func badFlagsAreRefusedInOneLine() throws {
         let fixture = try Fixture(dockerfile: "FROM base\nCOPY app.txt /app.txt\n")

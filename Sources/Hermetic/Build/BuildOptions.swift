@@ -13,6 +13,10 @@ public struct BuildOptions: Sendable {
     /// `--platform`; empty means the host platform.
     public var platforms: [String] = []
     public var outputs: [OutputSpec] = []
+    /// `--cache-to`: where the cached steps of this build are exported (never in the provenance).
+    public var cacheTo: [CacheExportSpec] = []
+    /// `--cache-from`: exported caches read into the store before the steps run (never in the provenance).
+    public var cacheFrom: [CacheImportSpec] = []
     public var namedContexts: [String: NamedContext] = [:]
     public var iidFile: String?
     public var metadataFile: String?

@@ -207,17 +207,28 @@ extension Builder {
 
     /// Every output complete under a temporary name first; then all are put in place at one commit point.
     func writeOutputs(
-        _ exported: ExportedImage, exporter: ImageExporter, envelopes: [DSSEEnvelope], environment: [String: String]
+        _ exported: ExportedImage, exporter: ImageExporter, envelopes: [DSSEEnvelope], environment: [String: String],
+        cache: CacheExportSteps
     ) throws {
         let iidFile = options.iidFile.map(FileSystem.absolute)
         let attestFile = options.attestFile.map(FileSystem.absolute)
         let metadataFile = options.metadataFile.map(FileSystem.absolute)
         let pending = try PendingOutputs(
             destinations: options.outputs.map { FileSystem.absolute($0.destination) }
+                + options.cacheTo.map { FileSystem.absolute($0.destination) }
                 + [iidFile, attestFile, metadataFile].compactMap { $0 },
             signals: signals, waiting: { log.warning("waiting for another build that is writing \($0)") })
         for output in options.outputs {
             try exporter.prepare(exported, to: output, pending: pending)
+        }
+        for spec in options.cacheTo {
+            let destination = FileSystem.absolute(spec.destination)
+            let layout = try FileSystem.makeTemporaryDirectory(
+                in: pending.stagingDirectory(for: destination), prefix: "cache-")
+            chmod(layout, 0o755)
+            _ = try CacheLayoutWriter(store: cache.store).write(
+                keys: spec.mode == .max ? cache.max : cache.min, into: layout, destination: spec.destination)
+            pending.addDirectory(layout, destination: destination)
         }
         if let iidFile {
             try pending.addFile(Array(exported.imageDigest.description.utf8), destination: iidFile)
@@ -235,4 +246,12 @@ extension Builder {
                 before: environment["HERMETIC_TEST_PAUSE_BEFORE_COMMIT"],
                 after: environment["HERMETIC_TEST_PAUSE_AFTER_COMMIT"]))
     }
+}
+
+/// What `--cache-to` exports: the cache keys of the final image's steps (`mode=min`) or of every stage's
+/// (`mode=max`), whose records and layer tars are in `store`.
+struct CacheExportSteps {
+    var store: ContentStore
+    var min: [CacheKey]
+    var max: [CacheKey]
 }

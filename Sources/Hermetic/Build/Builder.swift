@@ -76,6 +76,10 @@ public struct Builder {
         // Shared for the whole build: `hermetic prune` waits rather than remove what this build uses.
         let storeLock = try store.lockForBuild()
         defer { withExtendedLifetime(storeLock) {} }
+        // `--cache-from`: before any step looks in the store (SPEC §10, "Cache export and import").
+        for source in options.cacheFrom {
+            CacheLayoutReader(store: store, warn: { log.warning($0) }).importCache(from: source.source)
+        }
 
         var (images, record) = try await execute(plans, inputs, workspace: workspace, store: store)
         if options.requireHermetic {
@@ -92,7 +96,9 @@ public struct Builder {
         record.layers = exporter.describingExported(record.layers)
         let exported = try exporter.assemble(stagingParent: workspace)
         let (attested, envelopes) = try attest(exported, exporter: exporter, record: record, inputs)
-        try writeOutputs(attested, exporter: exporter, envelopes: envelopes, environment: inputs.environment)
+        try writeOutputs(
+            attested, exporter: exporter, envelopes: envelopes, environment: inputs.environment,
+            cache: CacheExportSteps(store: store, min: images.flatMap(\.stepKeys), max: record.stepKeys))
         return BuildResult(
             imageDigest: attested.imageDigest, configDigest: attested.configDigest, platforms: inputs.platforms)
     }

@@ -33,6 +33,9 @@ struct StageState {
     var commandSet = false
     /// The cache key of the last RUN/COPY/ADD, or of the stage's start (its base): the next step's parent.
     var cacheKey: CacheKey?
+    /// The cache keys of this stage's RUN/COPY/ADD steps, after those of the stage it is built `FROM`:
+    /// what `--cache-to mode=min` exports for the target stage.
+    var stepKeys: [CacheKey] = []
     /// How many of `layers` are applied to `rootfs`. A stage's filesystem is made only when a step reads
     /// it (`materialize`): a build whose steps are all cache hits unpacks nothing.
     var applied = 0
@@ -47,6 +50,8 @@ struct BuiltImage {
     var config: ImageConfig
     var layers: [LayerRecord]
     var rootfs: String
+    /// The cache keys of the steps of the target stage and of the stages it is built `FROM`.
+    var stepKeys: [CacheKey] = []
 }
 
 /// Executes the stages of one `BuildPlan` (one platform) on root filesystems kept in `workspace`; each
@@ -164,7 +169,8 @@ struct StageExecutor {
         config.os = platform.os
         config.variant = platform.variant
         config.created = RFC3339.format(sourceDateEpoch)
-        return BuiltImage(platform: platform, config: config, layers: target.layers, rootfs: target.rootfs)
+        return BuiltImage(
+            platform: platform, config: config, layers: target.layers, rootfs: target.rootfs, stepKeys: target.stepKeys)
     }
 
     mutating func nextDirectory(_ label: String) throws -> String {

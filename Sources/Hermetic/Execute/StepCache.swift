@@ -156,6 +156,9 @@ extension StageExecutor {
     mutating func replayCachedStep(
         _ key: CacheKey, stage: PlannedStage, state: inout StageState, line: Int, createdBy: String
     ) throws -> (hit: Bool, madeLayer: Bool) {
+        // Hit or miss, the step's record is in the store once it is done: `--cache-to` exports it by key.
+        state.stepKeys.append(key)
+        record.stepKeys.append(key)
         guard let cache = stepCache, cache.mayRead(stage: stage), let cached = cache.store.step(key) else {
             return (false, false)
         }

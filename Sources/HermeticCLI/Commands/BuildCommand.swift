@@ -21,6 +21,16 @@ struct BuildCommand: AsyncParsableCommand {
         help:
             "type=oci|docker|local,dest=PATH; oci and docker also take compression=, compression-level= and force-compression= (repeatable)."
     ) var output: [String] = []
+    @Option(
+        name: .customLong("cache-to"),
+        help:
+            "Export the build cache: type=local,dest=DIR[,mode=min|max] (min, the default: the final image's steps; max: every stage's)."
+    )
+    var cacheTo: [String] = []
+    @Option(
+        name: .customLong("cache-from"),
+        help: "Import a build cache written by --cache-to: type=local,src=DIR (repeatable).")
+    var cacheFrom: [String] = []
     @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path[@sha256:…] or NAME=DIR (repeatable).")
     var buildContext: [String] = []
     @Option(
@@ -159,6 +169,8 @@ struct BuildCommand: AsyncParsableCommand {
             return (text: text, spec: parsed.spec, keys: parsed.keys)
         }
         options.outputs = outputs.map(\.spec)
+        options.cacheTo = try cacheTo.map { text throws(ArgumentError) in try CacheExportSpec.parse(text) }
+        options.cacheFrom = try cacheFrom.map { text throws(ArgumentError) in try CacheImportSpec.parse(text) }
         for entry in buildContext {
             let (name, named) = try NamedContext.parse(entry)
             guard options.namedContexts[name] == nil else {

@@ -266,7 +266,8 @@ extension StageExecutor {
         }
         let record = LayerRecord(
             descriptor: Descriptor(mediaType: written.mediaType, digest: written.digest, size: written.compressedSize),
-            diffID: written.diffID, blobPath: written.blobPath, origin: "made by \(file):\(line)", madeByBuild: true)
+            diffID: written.diffID, blobPath: written.blobPath, origin: "made by \(file):\(line)", madeByBuild: true,
+            hashedThisBuild: true)
         try commitLayer(record, to: &state, line: line, createdBy: createdBy)
     }
 

@@ -21,6 +21,8 @@ struct LayerRecord: Sendable {
     var madeByBuild = false
     /// `blobPath` is the store's copy, checked when it was stored: a damaged one is named with the way out.
     var storedCopy = false
+    /// Written by this build, which hashed it as it wrote it (not a cache hit's stored tar).
+    var hashedThisBuild = false
 }
 
 /// The state of a stage after its instructions ran.

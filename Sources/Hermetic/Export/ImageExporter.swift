@@ -69,8 +69,11 @@ struct ImageExporter {
                         replaced.descriptor = stored
                         replaced.blobPath = store.blobPath(stored.digest)
                     } else {
+                        // A cached tar is checked against its diff_id as it is read; one this build wrote was
+                        // hashed as it was written.
                         let written = try writer.compressTar(
-                            at: layer.blobPath, diffID: layer.diffID, into: store?.temporaryDirectory ?? directory)
+                            at: layer.blobPath, diffID: layer.diffID, into: store?.temporaryDirectory ?? directory,
+                            checkingDiffID: !layer.hashedThisBuild)
                         replaced.descriptor = Descriptor(
                             mediaType: written.mediaType, digest: written.digest, size: written.compressedSize)
                         replaced.blobPath = written.blobPath

@@ -56,7 +56,7 @@ public struct Builder {
         // Nothing of a build may depend on the caller's umask: the directories the builder makes (a stage's
         // root, the sandbox's mountpoints) are what RUN steps see. Under 027 a USER step could not enter /.
         umask(0o022)
-        let inputs = try readInputs()
+        var inputs = try readInputs()
         let plans = try plan(inputs)
 
         WorkspaceJanitor.removeStale(under: inputs.workspaceParent)
@@ -75,6 +75,10 @@ public struct Builder {
         // Shared for the whole build: `hermetic prune` waits rather than remove what this build uses.
         let storeLock = try store.lockForBuild()
         defer { withExtendedLifetime(storeLock) {} }
+        inputs.resolver = try await BaseImagePull(
+            plans: plans, platforms: inputs.platforms, resolver: inputs.resolver, transport: options.registryTransport,
+            environment: inputs.environment
+        ).run(store: store, workspace: workspace)
 
         var (images, record) = try await execute(plans, inputs, workspace: workspace, store: store)
         if options.requireHermetic {

@@ -52,6 +52,12 @@ public struct LockWriter {
                 let image = try resolver.resolve(reference, requirement: .unpinnedAllowed)
                 if let digest = image.digest {
                     pinned[reference] = digest
+                } else if let registry = image.registry {
+                    throw ResolutionError(
+                        reference: reference,
+                        reason:
+                            "hermetic lock does not resolve tags through a registry yet; pin it as \(registry.name)@sha256:…"
+                    )
                 } else {
                     let reader = try OCILayoutReader(path: image.layoutPath)
                     pinned[reference] = try reader.topLevelDescriptor(tag: image.tag).digest

@@ -76,6 +76,14 @@ struct BuildCommand: AsyncParsableCommand {
     var compressionLevel: Int?
     @Option(help: "Threads that compress layers (default: the number of cores); the output does not depend on it.")
     var jobs: Int?
+    @Option(
+        name: .customLong("registry-ca"),
+        help: "A PEM CA certificate trusted for registries, beside the system's (repeatable).")
+    var registryCA: [String] = []
+    @Option(
+        name: .customLong("insecure-registry"),
+        help: "HOST[:PORT] of a registry that may be reached in plain HTTP (loopback ones always may; repeatable).")
+    var insecureRegistry: [String] = []
 
     func run() async throws {
         try await reportingErrors {
@@ -202,6 +210,7 @@ struct BuildCommand: AsyncParsableCommand {
             throw ArgumentError(argument: "--state-dir", value: stateDir, reason: "exists and is not a directory")
         }
         options.stateDirectory = stateDir
+        options.registryTransport = try registryTransport(insecure: insecureRegistry, caFiles: registryCA)
         options.provenance = try Self.provenanceMode(provenance)
         options.signKeyPath = signKey
         options.attestFile = attestFile
@@ -224,6 +233,24 @@ struct BuildCommand: AsyncParsableCommand {
         }
         return options
     }
+}
+
+/// `--insecure-registry HOST[:PORT]` values (a host, an optional port; no scheme or path) and
+/// `--registry-ca` files (regular files; read as PEM when the first registry is reached).
+func registryTransport(insecure: [String], caFiles: [String]) throws(ArgumentError) -> RegistryTransportPolicy {
+    for entry in insecure {
+        guard !entry.isEmpty, !entry.contains("/"), !entry.contains(where: { $0.isWhitespace }) else {
+            throw ArgumentError(
+                argument: "--insecure-registry", value: entry, reason: "expected HOST or HOST:PORT (no scheme or path)")
+        }
+    }
+    for file in caFiles {
+        var info = stat()
+        guard stat(file, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw ArgumentError(argument: "--registry-ca", value: file, reason: "not a readable file")
+        }
+    }
+    return RegistryTransportPolicy(insecureRegistries: insecure, caFiles: caFiles)
 }
 
 struct LockCommand: AsyncParsableCommand {

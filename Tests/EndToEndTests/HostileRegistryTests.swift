@@ -1,0 +1,49 @@
+import Foundation
+import Hermetic
+import TestSupport
+import Testing
+
+/// A registry that lies in each way a registry can: every lie stops the build before any step runs, with
+/// one line naming the registry, and leaves nothing unverified in the store.
+@Suite struct HostileRegistryTests {
+    static func expectedReason(_ misbehaviour: HostileRegistry.Misbehaviour) -> String {
+        switch misbehaviour {
+        case .manifestDigestMismatch, .layerDigestMismatch: "content does not match its digest"
+        case .truncatedBody: "8192 bytes"
+        case .lyingContentLength: "the response's Content-Length is 16484, the descriptor's size 16384"
+        case .oversizedManifest: "a manifest over 4 MiB is refused"
+        case .unauthorizedLoop: "authentication failed: the registry answered 401 again"
+        case .redirectLoop: "redirect loop (more than 10 redirects)"
+        case .stall: "stalled: no data for 2 s (timed out)"
+        case .foreignLayer: "not found (404); the URLs a foreign layer names are never fetched"
+        }
+    }
+
+    @Test(arguments: HostileRegistry.Misbehaviour.allCases)
+    func aHostileRegistryGetsOneLineAndNothingIsStored(_ misbehaviour: HostileRegistry.Misbehaviour) throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-hostile-")
+        let registry = try HostileRegistry(misbehaviour)
+        let reference = "\(registry.host)/hostile@\(registry.manifest)"
+        let context = try RegistryPullTests.makeContext(
+            scratch, dockerfile: "FROM \(reference)\nCOPY app.txt /app.txt\n")
+        let state = scratch.path + "/state"
+        let outcome = try HermeticProcess.hermetic(
+            ["build", context, "--progress", "quiet", "--state-dir", state, "-o", "type=oci,dest=\(scratch.path)/out"],
+            environment: ["HERMETIC_REGISTRY_TIMEOUT": "2"])
+        #expect(outcome.status == 1)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1, "\(outcome.standardError)")
+        #expect(
+            outcome.standardError.hasPrefix("error: Dockerfile:1: image \"\(reference)\": registry \(registry.host): "),
+            "\(outcome.standardError)")
+        #expect(outcome.standardError.contains(Self.expectedReason(misbehaviour)), "\(outcome.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/out"))
+        try RegistryPullTests.expectStoreHoldsOnlyVerifiedBlobs(state)
+        if misbehaviour == .manifestDigestMismatch {
+            #expect(!FileManager.default.fileExists(atPath: state + "/store/blobs/sha256/" + registry.manifest.hex))
+        }
+        if misbehaviour == .foreignLayer {
+            #expect(!registry.requestedPaths.contains { $0.contains("foreign-layer") }, "\(registry.requestedPaths)")
+        }
+    }
+}

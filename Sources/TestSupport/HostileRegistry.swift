@@ -32,18 +32,28 @@ public final class HostileRegistry {
 
     public let port: Int
     public let manifest: Digest
+    /// The size of the image's one layer (a tar holding `hello.txt`).
+    public let layerSize: Int
     public let directory: TemporaryDirectory
     private let process: Process
 
     public var host: String { "127.0.0.1:\(port)" }
 
-    public init(_ misbehaviour: Misbehaviour) throws {
+    public convenience init(_ misbehaviour: Misbehaviour) throws {
+        try self.init(mode: misbehaviour.rawValue)
+    }
+
+    /// A registry that behaves, but asks for a Bearer token (its token service gives one for the Basic
+    /// credentials `tester:t0ken-pa55` only) and redirects blob fetches to another origin (`localhost`).
+    public static func tokenRegistry() throws -> HostileRegistry { try HostileRegistry(mode: "bearer") }
+
+    private init(mode: String) throws {
         let python = try ExternalTools.require("python3")
         directory = try TemporaryDirectory(prefix: "hermetic-hostile-registry-")
         try Self.script.write(toFile: directory.path + "/server.py", atomically: true, encoding: .utf8)
         process = Process()
         process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [directory.path + "/server.py", misbehaviour.rawValue, directory.path]
+        process.arguments = [directory.path + "/server.py", mode, directory.path]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
@@ -54,11 +64,14 @@ public final class HostileRegistry {
             }
             if ready == nil { usleep(100_000) }
         }
-        guard let ready, let port = ready["port"].flatMap({ Int($0) }), let manifest = ready["manifest"] else {
+        guard let ready, let port = ready["port"].flatMap({ Int($0) }), let manifest = ready["manifest"],
+            let layerSize = ready["layerSize"].flatMap({ Int($0) })
+        else {
             throw ExternalTools.Failure(description: "the hostile registry did not start")
         }
         self.port = port
         self.manifest = try Digest(parsing: manifest)
+        self.layerSize = layerSize
     }
 
     // SIGKILL: a process started from the test runner inherits its blocked signals, SIGTERM among them.
@@ -69,19 +82,30 @@ public final class HostileRegistry {
         }
     }
 
-    /// The paths the server was asked for, in order.
+    /// The paths the server was asked for, in order, each followed by ` authorized` when the request carried
+    /// an Authorization header.
     public var requestedPaths: [String] {
         ((try? String(contentsOfFile: directory.path + "/requests.log", encoding: .utf8)) ?? "")
             .split(separator: "\n").map(String.init)
     }
 
     static let script = #"""
-        import hashlib, json, os, socket, sys, threading, time
+        import base64, hashlib, io, json, os, socket, sys, tarfile, threading, time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         mode, directory = sys.argv[1], sys.argv[2]
         def digest(b): return "sha256:" + hashlib.sha256(b).hexdigest()
-        layer = bytes(range(256)) * 64
+        # One file, hello.txt, in a plain tar (fixed mtime and owner: the same bytes every run).
+        def make_layer():
+            out = io.BytesIO()
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                data = bytes(range(256)) * 32
+                info = tarfile.TarInfo("hello.txt")
+                info.size, info.mtime, info.mode = len(data), 1600000000, 0o644
+                tar.addfile(info, io.BytesIO(data))
+            return out.getvalue()
+        layer = make_layer()
+        credentials = "Basic " + base64.b64encode(b"tester:t0ken-pa55").decode()
         config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest(layer)]}}).encode()
         server = ThreadingHTTPServer(("127.0.0.1", 0), None)
         port = server.server_address[1]
@@ -105,8 +129,11 @@ public final class HostileRegistry {
                 self.end_headers()
                 return body
             def do_GET(self):
-                log.write(self.path + "\n")
+                log.write(self.path + (" authorized\n" if self.headers.get("Authorization") else "\n"))
                 path = self.path.split("?")[0]
+                if mode == "bearer":
+                    self.bearer(path)
+                    return
                 if mode == "401-loop" and path != "/token":
                     realm = "http://127.0.0.1:%d/token" % port
                     self.wfile.write(self.send(401, b"{}", {"WWW-Authenticate": 'Bearer realm="%s",service="hostile"' % realm}))
@@ -159,9 +186,40 @@ public final class HostileRegistry {
                     return
                 self.wfile.write(self.send(404, b"{}"))
 
+            # A registry that asks for a Bearer token (given for tester's Basic credentials only) and keeps its
+            # blobs on another origin (localhost, not 127.0.0.1), which must never see the Authorization header.
+            def bearer(self, path):
+                challenge = {"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:%d/token",service="fake"' % port}
+                authorization = self.headers.get("Authorization")
+                if path == "/token":
+                    if authorization != credentials:
+                        self.wfile.write(self.send(401, b"{}"))
+                        return
+                    self.wfile.write(self.send(200, b'{"access_token":"t0ken"}'))
+                    return
+                if path.startswith("/storage/"):
+                    body = blobs.get(path.rsplit("/", 1)[1])
+                    if authorization is not None or body is None:
+                        self.wfile.write(self.send(400, b"{}"))
+                        return
+                    self.wfile.write(self.send(200, body))
+                    return
+                if authorization != "Bearer t0ken":
+                    self.wfile.write(self.send(401, b"{}", challenge))
+                    return
+                if path == "/v2/":
+                    self.wfile.write(self.send(200, b"{}"))
+                elif path.startswith("/v2/hostile/manifests/"):
+                    self.wfile.write(self.send(200, manifest, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
+                elif path.startswith("/v2/hostile/blobs/"):
+                    target = "http://localhost:%d/storage/%s" % (port, path.rsplit("/", 1)[1])
+                    self.wfile.write(self.send(307, b"", {"Location": target}))
+                else:
+                    self.wfile.write(self.send(404, b"{}"))
+
         server.RequestHandlerClass = Handler
         with open(os.path.join(directory, "ready.tmp"), "w") as f:
-            json.dump({"port": str(port), "manifest": digest(manifest)}, f)
+            json.dump({"port": str(port), "manifest": digest(manifest), "layerSize": str(len(layer))}, f)
         os.rename(os.path.join(directory, "ready.tmp"), os.path.join(directory, "ready.json"))
         server.serve_forever()
         """#

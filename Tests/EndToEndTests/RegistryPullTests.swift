@@ -171,4 +171,31 @@ import Testing
         #expect(withHelper.status == 0, "\(withHelper.standardError)")
         #expect(withAuths.standardOutput == withHelper.standardOutput)
     }
+
+    /// The Bearer flow: the token service gets the user's credentials, the registry the token, and blob
+    /// storage on another origin (a redirect to localhost from 127.0.0.1) neither.
+    @Test func aBearerTokenComesFromTheRealmAndNoCredentialFollowsARedirectElsewhere() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-bearer-")
+        let registry = try HostileRegistry.tokenRegistry()
+        let context = try Self.makeContext(
+            scratch, dockerfile: "FROM \(registry.host)/hostile@\(registry.manifest)\nCOPY app.txt /app.txt\n")
+        let docker = scratch.path + "/docker"
+        try FileManager.default.createDirectory(atPath: docker, withIntermediateDirectories: true)
+        let auth = Data("tester:t0ken-pa55".utf8).base64EncodedString()
+        try #"{"auths":{"\#(registry.host)":{"auth":"\#(auth)"}}}"#.write(
+            toFile: docker + "/config.json", atomically: true, encoding: .utf8)
+        let outcome = try HermeticProcess.hermetic(
+            [
+                "build", context, "--progress", "quiet", "--provenance", "false", "-o",
+                "type=local,dest=\(scratch.path)/out",
+            ], environment: ["DOCKER_CONFIG": docker])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(FileManager.default.fileExists(atPath: scratch.path + "/out/hello.txt"))
+        let requests = registry.requestedPaths
+        #expect(requests.contains { $0.hasPrefix("/token?") && $0.hasSuffix(" authorized") }, "\(requests)")
+        #expect(
+            requests.contains { $0.hasPrefix("/v2/hostile/manifests/") && $0.hasSuffix(" authorized") }, "\(requests)")
+        let storage = requests.filter { $0.hasPrefix("/storage/") }
+        #expect(storage.count == 2 && storage.allSatisfy { !$0.hasSuffix(" authorized") }, "\(requests)")
+    }
 }

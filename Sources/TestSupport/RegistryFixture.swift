@@ -67,15 +67,16 @@ public final class RegistryFixture {
         }
     }
 
-    /// Pushes the image `layout:tag` as `REPO:TAG` with skopeo; returns the digest the registry holds it by.
-    public func push(layout: String, tag: String = "latest", as repository: String, credentials: String? = nil)
-        throws -> Digest
-    {
+    /// Pushes the image `layout:tag` as `REPO:TAG` (or `REPO:destinationTag`) with skopeo; returns the digest the registry holds it by.
+    public func push(
+        layout: String, tag: String = "latest", as repository: String, destinationTag: String? = nil,
+        credentials: String? = nil
+    ) throws -> Digest {
         let skopeo = try ExternalTools.require("skopeo")
         let digestFile = directory.path + "/digest-\(UInt32.random(in: 0...UInt32.max))"
         var arguments = [
             "copy", "--dest-tls-verify=false", "--digestfile", digestFile, "oci:\(layout):\(tag)",
-            "docker://\(host)/\(repository):\(tag)",
+            "docker://\(host)/\(repository):\(destinationTag ?? tag)",
         ]
         if let credentials { arguments.insert(contentsOf: ["--dest-creds", credentials], at: 1) }
         let pushed = try HermeticProcess.run(skopeo, arguments)

@@ -266,6 +266,18 @@ struct LockCommand: AsyncParsableCommand {
     @Option(help: "Target platforms, comma-separated (default: the host's).") var platform: [String] = []
     @Option(name: .customLong("lock-file"), help: "Where to write (default: CONTEXT/hermetic.lock).") var lockFile:
         String?
+    @Flag(help: "Move registry pins to what their tags name now (only the NAMEs given, else all).")
+    var update = false
+    @Argument(help: "With --update: the image references (as the Dockerfile writes them) whose pins move.")
+    var names: [String] = []
+    @Option(
+        name: .customLong("registry-ca"),
+        help: "A PEM CA certificate trusted for registries, beside the system's (repeatable).")
+    var registryCA: [String] = []
+    @Option(
+        name: .customLong("insecure-registry"),
+        help: "HOST[:PORT] of a registry that may be reached in plain HTTP (loopback ones always may; repeatable).")
+    var insecureRegistry: [String] = []
 
     func run() async throws {
         try await reportingErrors {
@@ -281,7 +293,15 @@ struct LockCommand: AsyncParsableCommand {
                 options.namedContexts[name] = named
             }
             options.lockFile = lockFile
-            let written = try LockWriter(options: options).writeLockFile()
+            options.registryTransport = try registryTransport(insecure: insecureRegistry, caFiles: registryCA)
+            guard update || names.isEmpty else {
+                throw ArgumentError(
+                    argument: "NAME", value: names[0], reason: "image names are taken only with --update")
+            }
+            var writer = LockWriter(options: options)
+            writer.update = update
+            writer.updateNames = names
+            let written = try await writer.writeLockFile()
             print("wrote \(written.path): \(written.pinned.count) image(s) pinned")
         }
     }

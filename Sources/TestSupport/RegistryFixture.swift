@@ -17,7 +17,8 @@ public final class RegistryFixture {
     public var host: String { "127.0.0.1:\(port)" }
 
     /// Starts a registry; with `user` and `password` it requires them (Basic auth, bcrypt htpasswd).
-    public init(user: String? = nil, password: String? = nil) throws {
+    /// With `tls`, it serves HTTPS only, with that certificate and key (PEM files).
+    public init(user: String? = nil, password: String? = nil, tls: (certificate: String, key: String)? = nil) throws {
         let registry = try ExternalTools.require("docker-registry")
         directory = try TemporaryDirectory(prefix: "hermetic-registry-")
         port = try Self.freePort()
@@ -48,6 +49,11 @@ public final class RegistryFixture {
                     path: \(directory.path)/htpasswd
 
                 """
+        }
+        if let tls {
+            config = config.replacingOccurrences(
+                of: "  addr: 127.0.0.1:\(port)\n",
+                with: "  addr: 127.0.0.1:\(port)\n  tls:\n    certificate: \(tls.certificate)\n    key: \(tls.key)\n")
         }
         try config.write(toFile: directory.path + "/config.yml", atomically: true, encoding: .utf8)
         process = Process()
@@ -134,5 +140,42 @@ public final class RegistryFixture {
     static func touch(_ path: String) -> String {
         FileManager.default.createFile(atPath: path, contents: nil)
         return path
+    }
+}
+
+/// A certificate authority made by `openssl` for one test, and a server certificate it signed for
+/// 127.0.0.1 (an IP subject alternative name).
+public struct TestCertificateAuthority {
+    public let caCertificate: String
+    public let serverCertificate: String
+    public let serverKey: String
+
+    public init(in directory: String) throws {
+        let openssl = try ExternalTools.require("openssl")
+        caCertificate = directory + "/ca.pem"
+        serverCertificate = directory + "/server.pem"
+        serverKey = directory + "/server.key"
+        try "subjectAltName=IP:127.0.0.1\n".write(toFile: directory + "/san.ext", atomically: true, encoding: .utf8)
+        let steps: [[String]] = [
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory + "/ca.key", "-out",
+                caCertificate, "-days", "2", "-subj", "/CN=hermetic test CA",
+            ],
+            [
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", serverKey, "-out", directory + "/server.csr",
+                "-subj", "/CN=127.0.0.1",
+            ],
+            [
+                "x509", "-req", "-in", directory + "/server.csr", "-CA", caCertificate, "-CAkey",
+                directory + "/ca.key", "-CAcreateserial", "-out", serverCertificate, "-days", "2", "-extfile",
+                directory + "/san.ext",
+            ],
+        ]
+        for step in steps {
+            let outcome = try HermeticProcess.run(openssl, step)
+            guard outcome.status == 0 else {
+                throw ExternalTools.Failure(description: "openssl \(step[0]) failed: \(outcome.standardError)")
+            }
+        }
     }
 }

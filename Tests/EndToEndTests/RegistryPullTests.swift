@@ -198,4 +198,29 @@ import Testing
         let storage = requests.filter { $0.hasPrefix("/storage/") }
         #expect(storage.count == 2 && storage.allSatisfy { !$0.hasSuffix(" authorized") }, "\(requests)")
     }
+
+    /// A registry serving HTTPS with a certificate from a CA of the test's own: refused until `--registry-ca`
+    /// names that CA, beside the system's store.
+    @Test func aTLSRegistryIsTrustedThroughRegistryCA() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-tls-")
+        let authority = try TestCertificateAuthority(in: scratch.path)
+        let layout = scratch.path + "/busybox"
+        try BaseImages.writeBusybox(at: layout)
+        let registry = try RegistryFixture(tls: (authority.serverCertificate, authority.serverKey))
+        let pushed = try registry.push(layout: layout, as: "busybox")
+        let context = try Self.makeContext(
+            scratch, dockerfile: "FROM \(registry.host)/busybox@\(pushed)\nCOPY app.txt /app.txt\n")
+        let arguments = ["build", context, "--progress", "quiet", "-o", "type=oci,dest=\(scratch.path)/out"]
+        let untrusted = try HermeticProcess.hermetic(arguments)
+        #expect(untrusted.status == 1)
+        #expect(
+            untrusted.standardError.hasSuffix(
+                "error: Dockerfile:1: image \"\(registry.host)/busybox@\(pushed)\": registry \(registry.host): cannot be reached over HTTP (/v2/ answered 400 over HTTP) or HTTPS (TLS: the registry's certificate is not trusted (CERTIFICATE_VERIFY_FAILED; trust a private CA with --registry-ca FILE))\n"
+            ), "\(untrusted.standardError)")
+        #expect(untrusted.standardError.split(separator: "\n").count == 1)
+        let trusted = try HermeticProcess.hermetic(arguments + ["--registry-ca", authority.caCertificate])
+        #expect(trusted.status == 0, "\(trusted.standardError)")
+        let notAFile = try HermeticProcess.hermetic(arguments + ["--registry-ca", scratch.path])
+        #expect(notAFile.standardError == "error: --registry-ca \"\(scratch.path)\": not a readable file\n")
+    }
 }

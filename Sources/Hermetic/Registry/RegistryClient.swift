@@ -34,9 +34,12 @@ public final class RegistryClient: Sendable {
                     argument: "--registry-ca", value: file, reason: "not a readable PEM certificate file")
             }
         }
-        let configuration = HTTPClient.Configuration(
+        var configuration = HTTPClient.Configuration(
             tlsConfiguration: tls, redirectConfiguration: .disallow,
             timeout: .init(connect: .seconds(30), read: .seconds(readTimeoutSeconds)))
+        // A connection that cannot be made fails at once (the client would otherwise try again until the
+        // connect timeout, 30 s per probe of a plain-HTTP or untrusted registry); `withRetries` tries again.
+        configuration.connectionPool.retryConnectionEstablishment = false
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         self.policy = policy
         self.credentials = credentials
@@ -194,10 +197,11 @@ public final class RegistryClient: Sendable {
     }
 
     func transportError(_ error: any Error, host: String, subject: String) -> RegistryError {
-        let timedOut = (error as? HTTPClientError) == .readTimeout
+        // A stall or a certificate that is not trusted is not fixed by asking again.
+        let lasting = (error as? HTTPClientError) == .readTimeout || error is NIOSSLError || error is NIOSSLExtraError
         return RegistryError(
             host: host, subject: subject, reason: Self.describe(error, readTimeout: readTimeoutSeconds),
-            retryable: !timedOut)
+            retryable: !lasting)
     }
 
     static func describe(_ error: any Error, readTimeout: Int64) -> String {
@@ -210,8 +214,16 @@ public final class RegistryClient: Sendable {
             default: break
             }
         }
-        if let error = error as? NIOSSLError { return "TLS: \(error)" }
-        if let error = error as? NIOSSLExtraError { return "TLS: \(error)" }
+        if error is NIOSSLError || error is NIOSSLExtraError {
+            let text = "\(error)"
+            if text.contains("CERTIFICATE_VERIFY_FAILED") {
+                return "TLS: the registry's certificate is not trusted (CERTIFICATE_VERIFY_FAILED; "
+                    + "trust a private CA with --registry-ca FILE)"
+            }
+            // BoringSSL's texts name the source file they come from: keep the line about the registry.
+            let cut = text.range(of: " at /").map { String(text[..<$0.lowerBound]) } ?? text
+            return "TLS: " + (cut.count > 200 ? String(cut.prefix(200)) + "…" : cut)
+        }
         let text = "\(error)"
         return text.count > 200 ? String(text.prefix(200)) + "…" : text
     }

@@ -73,10 +73,11 @@ public final class RegistryFixture {
         }
     }
 
-    /// Pushes the image `layout:tag` as `REPO:TAG` (or `REPO:destinationTag`) with skopeo; returns the digest the registry holds it by.
+    /// Pushes the image `layout:tag` as `REPO:TAG` (or `REPO:destinationTag`) with skopeo (`skopeoOptions`
+    /// such as `--all` or `--format v2s2` before the images); returns the digest the registry holds it by.
     public func push(
         layout: String, tag: String = "latest", as repository: String, destinationTag: String? = nil,
-        credentials: String? = nil
+        credentials: String? = nil, skopeoOptions: [String] = []
     ) throws -> Digest {
         let skopeo = try ExternalTools.require("skopeo")
         let digestFile = directory.path + "/digest-\(UInt32.random(in: 0...UInt32.max))"
@@ -85,6 +86,7 @@ public final class RegistryFixture {
             "docker://\(host)/\(repository):\(destinationTag ?? tag)",
         ]
         if let credentials { arguments.insert(contentsOf: ["--dest-creds", credentials], at: 1) }
+        arguments.insert(contentsOf: skopeoOptions, at: 1)
         let pushed = try HermeticProcess.run(skopeo, arguments)
         guard pushed.status == 0 else {
             throw ExternalTools.Failure(description: "skopeo copy to \(host) failed: \(pushed.standardError)")

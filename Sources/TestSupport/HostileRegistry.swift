@@ -28,6 +28,8 @@ public final class HostileRegistry {
         case stall = "stall"
         /// The manifest names a foreign layer by URL (on this server), which the registry does not hold.
         case foreignLayer = "foreign"
+        /// The layer is always answered 503 Service Unavailable.
+        case unavailable = "unavailable"
     }
 
     public let port: Int
@@ -46,6 +48,9 @@ public final class HostileRegistry {
     /// A registry that behaves, but asks for a Bearer token (its token service gives one for the Basic
     /// credentials `tester:t0ken-pa55` only) and redirects blob fetches to another origin (`localhost`).
     public static func tokenRegistry() throws -> HostileRegistry { try HostileRegistry(mode: "bearer") }
+
+    /// A registry that behaves, but answers the layer's first two requests 429 and 503.
+    public static func flakyRegistry() throws -> HostileRegistry { try HostileRegistry(mode: "flaky") }
 
     private init(mode: String) throws {
         let python = try ExternalTools.require("python3")
@@ -118,6 +123,7 @@ public final class HostileRegistry {
         blobs = {digest(config): config}
         if mode != "foreign": blobs[digest(layer)] = layer
         log = open(os.path.join(directory, "requests.log"), "a", buffering=1)
+        lock, attempts = threading.Lock(), [0]
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -166,6 +172,16 @@ public final class HostileRegistry {
                     if body is None:
                         self.wfile.write(self.send(404, b"{}"))
                         return
+                    if body is layer and mode == "unavailable":
+                        self.wfile.write(self.send(503, b"{}"))
+                        return
+                    if body is layer and mode == "flaky":
+                        with lock:
+                            attempts[0] += 1
+                            attempt = attempts[0]
+                        if attempt <= 2:
+                            self.wfile.write(self.send(429 if attempt == 1 else 503, b"{}"))
+                            return
                     if body is layer and mode == "layer-digest": body = bytes(reversed(layer))
                     if body is layer and mode == "content-length":
                         self.wfile.write(self.send(200, body, length=len(body) + 100))

@@ -16,6 +16,7 @@ import Testing
         case .unauthorizedLoop: "authentication failed: the registry answered 401 again"
         case .redirectLoop: "redirect loop (more than 10 redirects)"
         case .stall: "stalled: no data for 2 s (timed out)"
+        case .unavailable: "answered 503 (after 4 tries)"
         case .foreignLayer: "not found (404); the URLs a foreign layer names are never fetched"
         }
     }
@@ -48,5 +49,20 @@ import Testing
         if misbehaviour == .foreignLayer {
             #expect(!registry.requestedPaths.contains { $0.contains("foreign-layer") }, "\(registry.requestedPaths)")
         }
+    }
+
+    /// 429 and 503 are asked again, with backoff: the third request for the layer gets it.
+    @Test func aRegistryThatAnswers429And503IsAskedAgain() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-flaky-")
+        let registry = try HostileRegistry.flakyRegistry()
+        let context = try RegistryPullTests.makeContext(
+            scratch, dockerfile: "FROM \(registry.host)/hostile@\(registry.manifest)\nCOPY app.txt /app.txt\n")
+        let outcome = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "-o", "type=local,dest=\(scratch.path)/out",
+        ])
+        #expect(outcome.status == 0, "\(outcome.standardError)")
+        #expect(FileManager.default.fileExists(atPath: scratch.path + "/out/hello.txt"))
+        let layerRequests = registry.requestedPaths.filter { $0.hasPrefix("/v2/hostile/blobs/") }
+        #expect(layerRequests.count == 4, "\(registry.requestedPaths)")  // the config once, the layer 3 times
     }
 }

@@ -49,6 +49,9 @@ public final class HostileRegistry {
     /// credentials `tester:t0ken-pa55` only) and redirects blob fetches to another origin (`localhost`).
     public static func tokenRegistry() throws -> HostileRegistry { try HostileRegistry(mode: "bearer") }
 
+    /// A registry that cuts the layer's body in half unless it is asked for a Range, which it serves (206).
+    public static func resumableRegistry() throws -> HostileRegistry { try HostileRegistry(mode: "resume") }
+
     /// A registry that behaves, but answers the layer's first two requests 429 and 503.
     public static func flakyRegistry() throws -> HostileRegistry { try HostileRegistry(mode: "flaky") }
 
@@ -88,7 +91,7 @@ public final class HostileRegistry {
     }
 
     /// The paths the server was asked for, in order, each followed by ` authorized` when the request carried
-    /// an Authorization header.
+    /// an Authorization header and by ` range=…` when it asked for a Range.
     public var requestedPaths: [String] {
         ((try? String(contentsOfFile: directory.path + "/requests.log", encoding: .utf8)) ?? "")
             .split(separator: "\n").map(String.init)
@@ -135,7 +138,8 @@ public final class HostileRegistry {
                 self.end_headers()
                 return body
             def do_GET(self):
-                log.write(self.path + (" authorized\n" if self.headers.get("Authorization") else "\n"))
+                log.write(self.path + (" authorized" if self.headers.get("Authorization") else "")
+                    + (" range=" + self.headers["Range"] if self.headers.get("Range") else "") + "\n")
                 path = self.path.split("?")[0]
                 if mode == "bearer":
                     self.bearer(path)
@@ -174,6 +178,18 @@ public final class HostileRegistry {
                         return
                     if body is layer and mode == "unavailable":
                         self.wfile.write(self.send(503, b"{}"))
+                        return
+                    if body is layer and mode == "resume":
+                        wanted_range = self.headers.get("Range", "")
+                        if wanted_range.startswith("bytes=") and wanted_range.endswith("-"):
+                            start = int(wanted_range[6:-1])
+                            headers = {"Content-Range": "bytes %d-%d/%d" % (start, len(body) - 1, len(body))}
+                            self.wfile.write(self.send(206, body[start:], headers))
+                            return
+                        self.send(200, headers={"Connection": "close"}, length=len(body))
+                        self.wfile.write(body[: len(body) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
                         return
                     if body is layer and mode == "flaky":
                         with lock:

@@ -65,4 +65,23 @@ import Testing
         let layerRequests = registry.requestedPaths.filter { $0.hasPrefix("/v2/hostile/blobs/") }
         #expect(layerRequests.count == 4, "\(registry.requestedPaths)")  // the config once, the layer 3 times
     }
+
+    /// A body cut short is resumed where it stopped (Range), and the joined blob is verified as a whole.
+    @Test func aBodyCutShortIsResumedByRange() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-resume-")
+        let registry = try HostileRegistry.resumableRegistry()
+        let context = try RegistryPullTests.makeContext(
+            scratch, dockerfile: "FROM \(registry.host)/hostile@\(registry.manifest)\nCOPY app.txt /app.txt\n")
+        let state = scratch.path + "/state"
+        let outcome = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "--state-dir", state, "-o", "type=local,dest=\(scratch.path)/out",
+        ])
+        #expect(outcome.status == 0, "\(outcome.standardError)")
+        #expect(FileManager.default.fileExists(atPath: scratch.path + "/out/hello.txt"))
+        let layerRequests = registry.requestedPaths.filter { $0.hasPrefix("/v2/hostile/blobs/") }.dropFirst()
+        #expect(
+            layerRequests.map { $0.split(separator: " ").dropFirst().joined(separator: " ") }
+                == ["", "range=bytes=\(registry.layerSize / 2)-"], "\(registry.requestedPaths)")
+        try RegistryPullTests.expectStoreHoldsOnlyVerifiedBlobs(state)
+    }
 }

@@ -48,11 +48,12 @@ public final class RegistryClient: Sendable {
 
     public func shutdown() async { try? await http.shutdown() }
 
-    /// GETs `path` (below `/v2/`) of the reference's registry; 200 returns the response with its body
-    /// unread. Every other outcome is a `RegistryError` naming the host and `subject`.
-    func get(_ reference: RegistryReference, path: String, accept: [String], subject: String) async throws
-        -> HTTPClientResponse
-    {
+    /// GETs `path` (below `/v2/`) of the reference's registry; 200 (or 206, when `resumingAt` asked for the
+    /// bytes from there on) returns the response with its body unread. Every other outcome is a
+    /// `RegistryError` naming the host and `subject`.
+    func get(
+        _ reference: RegistryReference, path: String, accept: [String], subject: String, resumingAt: Int64? = nil
+    ) async throws -> HTTPClientResponse {
         let host = reference.endpointHost
         let base = try await origin(for: host, registry: reference.registry)
         var url = base + "/v2/" + path
@@ -62,6 +63,7 @@ public final class RegistryClient: Sendable {
             var request = HTTPClientRequest(url: url)
             request.headers.add(name: "Accept", value: accept.joined(separator: ", "))
             request.headers.add(name: "User-Agent", value: Self.userAgent)
+            if let resumingAt { request.headers.add(name: "Range", value: "bytes=\(resumingAt)-") }
             let sameOrigin = Self.origin(of: url) == base
             if sameOrigin, let authorization = await session.authorization(host: host, repository: reference.repository)
             {
@@ -76,6 +78,8 @@ public final class RegistryClient: Sendable {
             let code = response.status.code
             switch code {
             case 200:
+                return response
+            case 206 where resumingAt != nil:
                 return response
             case 301, 302, 303, 307, 308:
                 await Self.discard(response)

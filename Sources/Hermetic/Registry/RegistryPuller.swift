@@ -141,7 +141,8 @@ public struct RegistryPuller: Sendable {
                 subject: what)
             let limit = expected?.size ?? Self.maximumManifestSize
             let size = try await streamIntoStore(
-                response, digest: digest, size: expected?.size, limit: limit, host: reference.registry, subject: what)
+                response, into: try PartialDownload(store: store, digest: digest), digest: digest,
+                size: expected?.size, limit: limit, host: reference.registry, subject: what)
             if let expected { return expected }
             let contentType = response.headers.first(name: "Content-Type").map {
                 String($0.split(separator: ";")[0]).trimmingCharacters(in: .whitespaces)
@@ -205,14 +206,16 @@ public struct RegistryPuller: Sendable {
         if store.hasBlob(descriptor.digest) { return }
         let foreign = descriptor.mediaType == MediaType.dockerForeignLayerGzip || !(descriptor.urls ?? []).isEmpty
         let what = (foreign ? "foreign layer " : "blob ") + subject(reference, descriptor.digest)
+        // Kept across tries: a body cut short is resumed where it stopped, where the registry takes Range.
+        let partial = try PartialDownload(store: store, digest: descriptor.digest)
         do {
             try await client.withRetries {
                 let response = try await client.get(
                     reference, path: "\(reference.repository)/blobs/\(descriptor.digest)", accept: ["*/*"],
-                    subject: what)
+                    subject: what, resumingAt: partial.count > 0 ? partial.count : nil)
                 _ = try await streamIntoStore(
-                    response, digest: descriptor.digest, size: descriptor.size, limit: descriptor.size,
-                    host: reference.registry, subject: what)
+                    response, into: partial, digest: descriptor.digest, size: descriptor.size,
+                    limit: descriptor.size, host: reference.registry, subject: what)
             }
         } catch var error as RegistryError where foreign && error.reason.hasPrefix("not found") {
             error.reason += "; the URLs a foreign layer names are never fetched"
@@ -220,46 +223,45 @@ public struct RegistryPuller: Sendable {
         }
     }
 
-    /// Streams a response body into the store's `tmp/`, hashing it; renames it to its digest only when
-    /// the size (`size`, when known, and at most `limit`) and the digest match. Returns the size.
+    /// Streams a response body into `partial`, hashing it: after what it holds when the answer is a 206
+    /// that continues there, else from the start. Moves it into the store as `digest` only when the size
+    /// (`size`, when known, and at most `limit`) and the digest match. Returns the size.
     private func streamIntoStore(
-        _ response: HTTPClientResponse, digest: Digest, size: Int64?, limit: Int64, host: String, subject: String
+        _ response: HTTPClientResponse, into partial: PartialDownload, digest: Digest, size: Int64?, limit: Int64,
+        host: String, subject: String
     ) async throws -> Int64 {
         func fail(_ reason: String, retryable: Bool = false) -> RegistryError {
             RegistryError(host: host, subject: subject, reason: reason, retryable: retryable)
         }
+        if response.status.code == 206 {
+            let range = response.headers.first(name: "Content-Range") ?? ""
+            guard partial.count > 0, range.hasPrefix("bytes \(partial.count)-") else {
+                try partial.restart()
+                throw fail("a partial answer (206, Content-Range \"\(range)\") that does not continue the body")
+            }
+        } else if partial.count > 0 {
+            try partial.restart()
+        }
         if let length = response.headers.first(name: "Content-Length").flatMap({ Int64($0) }) {
-            if let size, length != size {
-                throw fail("the response's Content-Length is \(length), the descriptor's size \(size)")
+            if let size, length != size - partial.count {
+                throw fail(
+                    partial.count == 0
+                        ? "the response's Content-Length is \(length), the descriptor's size \(size)"
+                        : "the response's Content-Length is \(length), the rest of the body is \(size - partial.count)")
             }
             if length > limit {
                 throw fail(
                     limit == Self.maximumManifestSize ? "a manifest over 4 MiB is refused" : "over \(limit) bytes")
             }
         }
-        let temporary =
-            store.temporaryDirectory + "/pull-\(digest.hex)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SystemError("create", path: temporary, errno: errno) }
-        var kept = false
-        defer {
-            close(fd)
-            if !kept { unlink(temporary) }
-        }
-        let hasher = SHA256Hasher()
-        var total: Int64 = 0
         do {
             for try await buffer in response.body {
-                total += Int64(buffer.readableBytes)
-                guard total <= limit else {
+                guard partial.count + Int64(buffer.readableBytes) <= limit else {
                     throw fail(
                         limit == Self.maximumManifestSize && size == nil
                             ? "a manifest over 4 MiB is refused" : "longer than its descriptor's size \(limit)")
                 }
-                try buffer.withUnsafeReadableBytes { bytes in
-                    hasher.update(bytes)
-                    try FileSystem.writeAll(fd, bytes, path: temporary)
-                }
+                try buffer.withUnsafeReadableBytes { try partial.append($0) }
             }
         } catch let error as RegistryError {
             throw error
@@ -267,21 +269,19 @@ public struct RegistryPuller: Sendable {
             throw error
         } catch {
             let timedOut = (error as? HTTPClientError) == .readTimeout
+            let why = RegistryClient.describe(error, readTimeout: client.readTimeoutSeconds)
             throw fail(
-                timedOut
-                    ? RegistryClient.describe(error, readTimeout: client.readTimeoutSeconds)
-                    : "the body was cut short after \(total) bytes (\(RegistryClient.describe(error, readTimeout: client.readTimeoutSeconds)))",
-                retryable: !timedOut)
+                timedOut ? why : "the body was cut short after \(partial.count) bytes (\(why))", retryable: !timedOut)
         }
+        let total = partial.count
         if let size, total != size {
             throw fail("the body has \(total) bytes, the descriptor says \(size) (truncated)", retryable: total < size)
         }
-        let actual = hasher.finalize()
+        let actual = partial.finish()
         guard actual == digest else {
             throw fail("content does not match its digest (it hashes to \(actual))")
         }
-        _ = try store.adopt(fileAt: temporary, as: digest)
-        kept = true
+        try partial.adopt(into: store, as: digest)
         return total
     }
 

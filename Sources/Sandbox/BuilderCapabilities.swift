@@ -35,6 +35,9 @@ public struct BuilderCapabilities: Sendable, Equatable {
         return BuilderCapabilities(effective: effective, permitted: permitted, bounding: bounding)
     }
 
+    /// Whether the builder may mount filesystems itself (CAP_SYS_ADMIN, bit 21, effective).
+    public var canMount: Bool { effective & (1 << 21) != 0 }
+
     /// What the sandbox itself needs: namespaces and mounts (SYS_ADMIN), bringing up the step's loopback
     /// (NET_ADMIN, not for a step on the host's network), reducing the bounding set (SETPCAP), and a
     /// step's groups and ids (SETGID, SETUID).

@@ -125,18 +125,25 @@ public enum Sandbox {
         var failure = hermetic_failure()
         var failed = false
         var timedOut = false
-        if waitReadable(reportFD, until: deadline, clock: clock) {
+        var cancelled = false
+        switch waitReadable(reportFD, until: deadline, clock: clock, cancel: plan.cancelDescriptor) {
+        case .ready:
             let count = withUnsafeMutableBytes(of: &failure) { read(reportFD, $0.baseAddress, $0.count) }
             failed = count == MemoryLayout<hermetic_failure>.size
-        } else {
-            timedOut = true
+        case .timedOut: timedOut = true
+        case .cancelled: cancelled = true
         }
-        if !failed && !timedOut && !waitReadable(pidFD, until: deadline, clock: clock) {
-            timedOut = true
+        if !failed && !timedOut && !cancelled {
+            switch waitReadable(pidFD, until: deadline, clock: clock, cancel: plan.cancelDescriptor) {
+            case .ready: break
+            case .timedOut: timedOut = true
+            case .cancelled: cancelled = true
+            }
         }
         // SIGKILL to PID 1 ends the namespace: the kernel kills every other process in it before PID 1
-        // can be reaped, so after waitpid nothing of the step runs and its mounts are gone.
-        if timedOut { kill(pid, SIGKILL) }
+        // can be reaped, so after waitpid nothing of the step runs and its mounts are gone. The child is
+        // not reaped before this, so `pid` cannot name another process.
+        if timedOut || cancelled { kill(pid, SIGKILL) }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
             guard errno == EINTR else { throw SandboxError.system(call: "waitpid", path: plan.argv[0], errno: errno) }
@@ -151,6 +158,7 @@ public enum Sandbox {
             status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
         var result = SandboxResult(
             termination: termination, timedOut: timedOut, pidsLimitReached: refused > 0, duration: duration)
+        result.cancelled = cancelled
         result.pidsLimitEnforced =
             plan.pidsLimit == nil || usedCgroup || (processLimit > 0 && (plan.uid != 0 || UserNamespace.isNested))
         return result
@@ -162,21 +170,29 @@ public enum Sandbox {
     public static let dockerDefaultCapabilities: UInt64 = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31]
         .reduce(0) { $0 | (UInt64(1) << UInt64($1)) }
 
-    private static func waitReadable(_ fd: Int32, until deadline: ContinuousClock.Instant?, clock: ContinuousClock)
-        -> Bool
-    {
+    private enum WaitOutcome {
+        case ready, timedOut, cancelled
+    }
+
+    /// Waits until `fd` is readable, the deadline passes, or `cancel` (when given) becomes readable.
+    private static func waitReadable(
+        _ fd: Int32, until deadline: ContinuousClock.Instant?, clock: ContinuousClock, cancel: Int32?
+    ) -> WaitOutcome {
         while true {
             var timeout: Int32 = -1
             if let deadline {
                 let left = clock.now.duration(to: deadline)
-                if left <= .zero { return false }
+                if left <= .zero { return .timedOut }
                 let (seconds, attoseconds) = left.components
                 timeout = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
             }
-            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&entry, 1, timeout)
-            if ready > 0 { return true }
-            if ready < 0 && errno != EINTR { return true }
+            var entries = [
+                pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: cancel ?? -1, events: Int16(POLLIN), revents: 0),
+            ]
+            let ready = poll(&entries, nfds_t(cancel == nil ? 1 : 2), timeout)
+            if ready > 0 { return entries[0].revents != 0 ? .ready : .cancelled }
+            if ready < 0 && errno != EINTR { return .ready }
         }
     }
 

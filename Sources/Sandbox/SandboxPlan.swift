@@ -37,6 +37,9 @@ public struct SandboxPlan: Sendable, Equatable {
     /// Fault injection for tests of the fallback: the overlay is mounted with an option the kernel
     /// refuses, so its mount fails in the child as it does where overlayfs is unavailable.
     public var failOverlayMount = false
+    /// A descriptor that becomes readable when the step must stop (another stage of the build failed): the
+    /// step is then killed as on a timeout and its result says `cancelled`. Only polled, never read.
+    public var cancelDescriptor: Int32?
 
     public enum RootMechanism: Sendable, Equatable {
         case overlay
@@ -138,6 +141,8 @@ public struct SandboxResult: Sendable, Equatable {
     public var pidsLimitEnforced = true
     /// From clone to the end of the PID namespace.
     public var duration: Duration
+    /// The step was killed because `cancelDescriptor` became readable.
+    public var cancelled = false
 
-    public var succeeded: Bool { termination == .exited(0) && !timedOut }
+    public var succeeded: Bool { termination == .exited(0) && !timedOut && !cancelled }
 }

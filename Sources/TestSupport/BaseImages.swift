@@ -71,7 +71,9 @@ public enum BaseImages {
             mediaType: LayerWriter.tarMediaType)
     }
 
-    private static func writeLayout(
+    /// Writes an OCI layout whose one layer is the file `layerFile`, described as given: `diffID` may lie
+    /// (a hostile layout whose config names another layer's diff_id); returns the manifest digest.
+    public static func writeLayout(
         at path: String, layerFile: String, digest: Digest, diffID: Digest, size: Int64, mediaType: String,
         tag: String = "latest", env: [String] = [],
         platform: Platform = Platform(os: "linux", architecture: "amd64"), epoch: Int64 = 1_600_000_000,

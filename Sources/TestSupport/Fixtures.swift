@@ -57,11 +57,13 @@ public enum ExternalTools {
     }
 
     /// `skopeo inspect` and `umoci stat`-free check: skopeo must read the layout's image.
-    public static func checkLayout(_ layout: String) throws {
+    /// `tag`: the image's ref name, which skopeo needs when index.json lists referrers beside the image.
+    public static func checkLayout(_ layout: String, tag: String? = nil) throws {
         let skopeo = try require("skopeo")
-        let outcome = try HermeticProcess.run(skopeo, ["inspect", "--raw", "oci:\(layout)"])
+        let reference = "oci:\(layout)" + (tag.map { ":" + $0 } ?? "")
+        let outcome = try HermeticProcess.run(skopeo, ["inspect", "--raw", reference])
         guard outcome.status == 0 else {
-            throw Failure(description: "skopeo inspect oci:\(layout) failed: \(outcome.standardError)")
+            throw Failure(description: "skopeo inspect \(reference) failed: \(outcome.standardError)")
         }
     }
 }

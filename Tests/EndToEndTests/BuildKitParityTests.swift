@@ -47,6 +47,8 @@ import Testing
                     "build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
                     "--state-dir", scratch.path + "/state", "--output", "type=oci,dest=\(scratch.path)/oci",
                     "--output", "type=local,dest=\(scratch.path)/fs",
+                    // Named, so that skopeo picks the image beside its provenance's referrer in index.json.
+                    "-t", "parity:1",
                 ] + contexts + extra)
         }
 
@@ -55,7 +57,7 @@ import Testing
         func imageConfig() throws -> [String: Any] {
             let skopeo = try ExternalTools.require("skopeo")
             let inspected = try HermeticProcess.run(
-                skopeo, ["inspect", "--config", "--raw", "oci:\(scratch.path)/oci"])
+                skopeo, ["inspect", "--config", "--raw", "oci:\(scratch.path)/oci:1"])
             try #require(inspected.status == 0, "skopeo: \(inspected.standardError)")
             let json = try JSONSerialization.jsonObject(with: Data(inspected.standardOutput.utf8))
             return try #require(json as? [String: Any])

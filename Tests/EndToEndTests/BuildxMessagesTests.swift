@@ -48,7 +48,8 @@ import Testing
             (
                 "type=oci,dest=\(build.scratch.path)/o,name=x",
                 "error: --output \"type=oci,dest=\(build.scratch.path)/o,name=x\": unknown key \"name\" for type=oci "
-                    + "(its keys: dest, tar; the image is named with -t)"
+                    + "(its keys: dest, tar, compression, compression-level, force-compression; the image is named "
+                    + "with -t)"
             ),
             (
                 "type=local,push=true,compression=zstd",

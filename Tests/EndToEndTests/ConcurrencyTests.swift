@@ -250,9 +250,10 @@ import Testing
         func unpacking() -> Bool {
             for workspace in (try? FileManager.default.contentsOfDirectory(atPath: scene.temporary)) ?? []
             where workspace.hasPrefix("hermetic-build-") {
-                let platform = scene.temporary + "/" + workspace + "/p0"
-                for entry in (try? FileManager.default.contentsOfDirectory(atPath: platform)) ?? []
-                where FileManager.default.fileExists(atPath: platform + "/" + entry + "/many/100") {
+                // The stage's directories are in its own directory of the platform's (StageScheduler).
+                let stage = scene.temporary + "/" + workspace + "/p0/s0"
+                for entry in (try? FileManager.default.contentsOfDirectory(atPath: stage)) ?? []
+                where FileManager.default.fileExists(atPath: stage + "/" + entry + "/many/100") {
                     return true
                 }
             }

@@ -197,6 +197,8 @@ import Testing
         var arguments = [
             "build", context, "--progress", "quiet", "--source-date-epoch", "1700000000",
             "--output", "type=oci,dest=\(scratch.path)/oci", "--output", "type=local,dest=\(scratch.path)/fs",
+            // Named, so that skopeo picks the image beside its provenance's referrer in index.json.
+            "-t", "conformance:1",
         ]
         if testCase.usesBase {
             let digest = try BaseImages.writeGoldenBase(at: scratch.path + "/base")
@@ -231,7 +233,7 @@ import Testing
         }
         if !testCase.expectLabels.isEmpty || !testCase.expectEnv.isEmpty || !testCase.expectConfig.isEmpty {
             let skopeo = try ExternalTools.require("skopeo")
-            let inspected = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(scratch.path)/oci"])
+            let inspected = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(scratch.path)/oci:1"])
             try #require(inspected.status == 0, "skopeo: \(inspected.standardError)")
             let json = try JSONSerialization.jsonObject(with: Data(inspected.standardOutput.utf8)) as? [String: Any]
             let config = json?["config"] as? [String: Any]

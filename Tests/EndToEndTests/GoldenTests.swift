@@ -51,6 +51,8 @@ import Testing
             var arguments = [
                 "build", context, "--source-date-epoch", "1700000000", "--progress", "quiet",
                 "--iidfile", context + ".iid", "--output", "type=oci,dest=\(context).oci",
+                // A name, so that skopeo can pick the image beside its provenance's referrers in index.json.
+                "-t", "golden:\(name)",
             ]
             if let dockerfile = spec.dockerfile { arguments += ["-f", context + "/" + dockerfile] }
             if let target = spec.target { arguments += ["--target", target] }
@@ -69,7 +71,7 @@ import Testing
             guard outcome.status == 0 else { return }
             let digest = try String(contentsOfFile: context + ".iid", encoding: .utf8)
             digests.append(digest)
-            try ExternalTools.checkLayout(context + ".oci")
+            try ExternalTools.checkLayout(context + ".oci", tag: name)
             if variant.label == "first" {
                 // An auditor's check: rebuilt from the provenance alone, elsewhere, it is bit-identical.
                 var rebuild = ["rebuild", context + ".oci", "--context", context]

@@ -46,7 +46,10 @@ import Testing
             "\(pinnedByContext.standardError)")
     }
 
-    @Test func theImageIDFileHoldsTheIndexDigestWithProvenanceAndTheManifestDigestWithout() throws {
+    /// The image digest is the image's alone: with the provenance as referrers (the default), signed or
+    /// not, it is the manifest digest a `--provenance false` build gives; only BuildKit's form wraps the image
+    /// (and its attestation) in an index, whose digest it then is, as buildx writes.
+    @Test func theImageIDFileHoldsTheImageDigestAndTheIndexDigestOnlyInBuildKitForm() throws {
         let scratch = try TemporaryDirectory(prefix: "iidfile-")
         let context = scratch.path + "/ctx"
         try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
@@ -76,28 +79,35 @@ import Testing
         #expect(
             help.standardOutput.replacingOccurrences(of: "\n", with: " ").split(separator: " ").joined(separator: " ")
                 .contains(
-                    "the image index's when there is one (provenance on, the default, or several platforms), else the manifest's"
+                    "the image index's for several platforms (or with --attest-format buildkit and provenance on), else the manifest's"
                 ),
             "\(help.standardOutput)")
-
-        let attested = try build("attested", [])
-        #expect(attested.top.mediaType == MediaType.imageIndex)
-        #expect(attested.iid == attested.top.digest.description)
-        #expect(attested.metadata["containerimage.digest"] == attested.iid)
-        #expect(attested.metadata["containerimage.descriptor.mediaType"] == MediaType.imageIndex)
 
         let plain = try build("plain", ["--provenance", "false"])
         #expect(plain.top.mediaType == MediaType.imageManifest)
         #expect(plain.iid == plain.top.digest.description)
         #expect(plain.metadata["containerimage.digest"] == plain.iid)
-        // The config digest is the one-platform image's, with or without the index around it.
         #expect(plain.metadata["containerimage.config.digest"] != nil)
+
+        let attested = try build("attested", [])
+        #expect(attested.iid == plain.iid, "the referrers leave the image digest as it is")
+        #expect(attested.top.mediaType == MediaType.imageManifest)
+        #expect(attested.metadata["containerimage.digest"] == attested.iid)
+        #expect(attested.metadata["containerimage.descriptor.mediaType"] == MediaType.imageManifest)
         #expect(attested.metadata["containerimage.config.digest"] == plain.metadata["containerimage.config.digest"])
-        // The index of the attested build holds that same manifest.
+
+        let buildkit = try build("buildkit", ["--attest-format", "buildkit"])
+        #expect(buildkit.top.mediaType == MediaType.imageIndex)
+        #expect(buildkit.iid == buildkit.top.digest.description)
+        #expect(buildkit.metadata["containerimage.digest"] == buildkit.iid)
+        #expect(buildkit.metadata["containerimage.descriptor.mediaType"] == MediaType.imageIndex)
+        // The config digest is the one-platform image's, with or without the index around it.
+        #expect(buildkit.metadata["containerimage.config.digest"] == plain.metadata["containerimage.config.digest"])
+        // The index of the BuildKit form holds that same manifest.
         let index = try JSONDecoder().decode(
             ImageIndex.self,
             from: Data(
-                contentsOf: URL(fileURLWithPath: "\(scratch.path)/attested/blobs/sha256/\(attested.top.digest.hex)")))
+                contentsOf: URL(fileURLWithPath: "\(scratch.path)/buildkit/blobs/sha256/\(buildkit.top.digest.hex)")))
         #expect(index.manifests.contains { $0.digest.description == plain.iid })
     }
 }

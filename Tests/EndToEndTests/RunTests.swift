@@ -225,7 +225,7 @@ import Testing
                 RUN env | sort > /env.txt && hostname > /hostname.txt
                 """)
         let outcome = try build.run(
-            ["--build-arg", "GIVEN=g", "--build-arg", "HTTP_PROXY=http://proxy.invalid"],
+            ["--build-arg", "GIVEN=g", "--build-arg", "HTTP_PROXY=http://proxy.invalid", "-t", "run:1"],
             environment: ["LEAK_ME": "leaked"])
         try #require(outcome.status == 0, "\(outcome.standardError)")
         let env = build.file("out", "env.txt") ?? ""
@@ -237,7 +237,7 @@ import Testing
         #expect(build.file("out", "hostname.txt") == "buildkitsandbox\n")
         // History names the build args the step saw, never their values.
         let skopeo = try ExternalTools.require("skopeo")
-        let config = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(build.scratch.path)/out.oci"])
+        let config = try HermeticProcess.run(skopeo, ["inspect", "--config", "oci:\(build.scratch.path)/out.oci:1"])
         #expect(config.standardOutput.contains("# build args: GIVEN DEFAULTED"), "\(config.standardOutput)")
         #expect(!config.standardOutput.contains("GIVEN=g"))
     }

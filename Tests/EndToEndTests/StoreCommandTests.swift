@@ -51,10 +51,12 @@ import Testing
         #expect(usage.status == 0, "\(usage.standardError)")
         let lines = usage.standardOutput.split(separator: "\n").map(String.init)
         #expect(lines.first == "KIND\tENTRIES\tSIZE\tLAST USED")
-        // Two cached steps (COPY and RUN), one compressed layer per exported layer (two), and their blobs.
+        // Two cached steps (COPY and RUN), one compressed layer per exported layer (two), their blobs and
+        // the base image's layer; the snapshots of the base and of the COPY's layer (the RUN read both).
         #expect(lines.contains { $0.hasPrefix("cached steps\t2\t") }, "\(lines)")
         #expect(lines.contains { $0.hasPrefix("compressed layers\t2\t") }, "\(lines)")
-        #expect(lines.contains { $0.hasPrefix("blobs\t4\t") }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("blobs\t5\t") }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("snapshots\t2\t") }, "\(lines)")
         #expect(lines.last?.hasPrefix("Total:\t") == true)
     }
 

@@ -148,7 +148,8 @@ import Testing
 }
 
 /// Rewrites the (unsigned) provenance statement of a layout written by hermetic build, then every blob above
-/// it (attestation manifest, image index, index.json), so that the layout is consistent again.
+/// it (the referrer and index.json; or BuildKit's attestation manifest, the image index and index.json), so
+/// that the layout is consistent again.
 enum ProvenanceRewriter {
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -171,31 +172,42 @@ enum ProvenanceRewriter {
             descriptor["digest"] = digest.description
             descriptor["size"] = data.count
         }
+        /// Rewrites the statement layer of the attestation manifest `descriptor` points at, then the manifest.
+        func rewriteAttestation(_ descriptor: inout [String: Any]) throws {
+            var attestation = try readObject(blobPath(descriptor["digest"] as? String ?? ""))
+            var layers = attestation["layers"] as? [[String: Any]] ?? []
+            guard
+                let layerNumber = layers.firstIndex(where: {
+                    ($0["mediaType"] as? String) == "application/vnd.in-toto+json"
+                }),
+                let statementDigest = layers[layerNumber]["digest"] as? String
+            else { throw Failure(description: "no in-toto layer") }
+            var statement = try readObject(blobPath(statementDigest))
+            change(&statement)
+            try writeBlob(statement, into: &layers[layerNumber])
+            attestation["layers"] = layers
+            try writeBlob(attestation, into: &descriptor)
+        }
         var layoutIndex = try readObject(layout + "/index.json")
         var tops = layoutIndex["manifests"] as? [[String: Any]] ?? []
-        guard let topDigest = tops.first?["digest"] as? String else { throw Failure(description: "no top") }
-        var imageIndex = try readObject(blobPath(topDigest))
-        var entries = imageIndex["manifests"] as? [[String: Any]] ?? []
-        guard
-            let entryNumber = entries.firstIndex(where: {
-                ($0["annotations"] as? [String: String])?["vnd.docker.reference.type"] == "attestation-manifest"
-            }), let attestationDigest = entries[entryNumber]["digest"] as? String
-        else { throw Failure(description: "no attestation manifest") }
-        var attestation = try readObject(blobPath(attestationDigest))
-        var layers = attestation["layers"] as? [[String: Any]] ?? []
-        guard
-            let layerNumber = layers.firstIndex(where: {
-                ($0["mediaType"] as? String) == "application/vnd.in-toto+json"
-            }),
-            let statementDigest = layers[layerNumber]["digest"] as? String
-        else { throw Failure(description: "no in-toto layer") }
-        var statement = try readObject(blobPath(statementDigest))
-        change(&statement)
-        try writeBlob(statement, into: &layers[layerNumber])
-        attestation["layers"] = layers
-        try writeBlob(attestation, into: &entries[entryNumber])
-        imageIndex["manifests"] = entries
-        try writeBlob(imageIndex, into: &tops[0])
+        if let referrerNumber = tops.firstIndex(where: {
+            ($0["annotations"] as? [String: String])?["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v1"
+        }) {
+            // A referrer (the default form): the image is untouched, only index.json lists the new manifest.
+            try rewriteAttestation(&tops[referrerNumber])
+        } else {
+            guard let topDigest = tops.first?["digest"] as? String else { throw Failure(description: "no top") }
+            var imageIndex = try readObject(blobPath(topDigest))
+            var entries = imageIndex["manifests"] as? [[String: Any]] ?? []
+            guard
+                let entryNumber = entries.firstIndex(where: {
+                    ($0["annotations"] as? [String: String])?["vnd.docker.reference.type"] == "attestation-manifest"
+                })
+            else { throw Failure(description: "no attestation manifest") }
+            try rewriteAttestation(&entries[entryNumber])
+            imageIndex["manifests"] = entries
+            try writeBlob(imageIndex, into: &tops[0])
+        }
         layoutIndex["manifests"] = tops
         try JSONSerialization.data(withJSONObject: layoutIndex, options: [.sortedKeys]).write(
             to: URL(fileURLWithPath: layout + "/index.json"))

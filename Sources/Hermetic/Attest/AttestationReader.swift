@@ -1,8 +1,9 @@
 import Foundation
 import Provenance
 
-/// Attestations as stored: in an OCI layout written by `hermetic build` (the attestation manifest in the
-/// image index, the run record named by index.json), or in an `--attest-file` (JSON lines of envelopes).
+/// Attestations as stored: in an OCI layout written by `hermetic build` (referrers of the image in
+/// index.json, or BuildKit's attestation manifests in the image index; the run record named by index.json),
+/// or in an `--attest-file` (JSON lines of envelopes).
 public struct StoredAttestations: Sendable {
     /// The build-definition envelope (signatures may be empty when the build was not signed).
     public var definition: DSSEEnvelope
@@ -11,8 +12,8 @@ public struct StoredAttestations: Sendable {
     public var imageManifests: [Digest]?
     /// Where it was read from (named in errors).
     public var source: String = ""
-    /// The layout and the image's top descriptor, when read from a layout (to check every blob of it).
-    var layout: (reader: OCILayoutReader, top: Descriptor)?
+    /// The image and its attestations, when read from a layout (to check every blob of them).
+    var layout: LayoutAttestations?
 
     public struct ReadError: HermeticError {
         public var source: String
@@ -92,86 +93,34 @@ public struct StoredAttestations: Sendable {
     static func fromLayout(_ path: String, tag: String?) throws -> StoredAttestations {
         let reader = try OCILayoutReader(path: path)
         let top = try reader.topLevelDescriptor(tag: tag)
-        guard MediaType.isIndex(top.mediaType) else {
-            throw ReadError(source: path, reason: "the image carries no attestation (built with --provenance false?)")
-        }
-        let index = try reader.readJSON(top, as: ImageIndex.self)
-        let attestationEntries = index.manifests.filter {
-            $0.annotations?["vnd.docker.reference.type"] == "attestation-manifest"
-        }
-        let images = index.manifests.filter { $0.annotations?["vnd.docker.reference.type"] == nil }.map(\.digest)
-        guard let entry = attestationEntries.first else {
-            throw ReadError(source: path, reason: "the image index holds no attestation manifest")
-        }
-        let manifest = try reader.readJSON(entry, as: ImageManifest.self)
-        guard let layer = provenanceLayer(of: manifest) else {
-            throw ReadError(source: path, reason: "the attestation manifest has no SLSA provenance layer")
-        }
-        let definition = try decodeEnvelopeOrStatement(try reader.readBlob(layer, limit: 64 << 20), source: path)
-        var runRecord: DSSEEnvelope?
-        if let text = top.annotations?["dev.hermetic.run-record"], let digest = try? Digest(parsing: text) {
+        let found = try LayoutAttestations.find(in: reader, top: top)
+        let definition = try found.definition(source: path)
+        // A referrer of its own; in BuildKit's form, a blob named by the image's index.json entry.
+        var runRecord = try found.runRecord(source: path)
+        if runRecord == nil, let text = top.annotations?[ImageExporter.runRecordAnnotation],
+            let digest = try? Digest(parsing: text)
+        {
             let descriptor = Descriptor(
                 mediaType: InTotoStatement.payloadType, digest: digest,
                 size: Int64((try? FileSystem.readFile(reader.blobPath(digest), limit: 64 << 20).count) ?? 0))
             runRecord = try? decodeEnvelopeOrStatement(try reader.readBlob(descriptor, limit: 64 << 20), source: path)
         }
-        var stored = StoredAttestations(definition: definition, runRecord: runRecord, imageManifests: images)
-        stored.layout = (reader, top)
+        var stored = StoredAttestations(
+            definition: definition, runRecord: runRecord, imageManifests: found.imageManifests)
+        stored.layout = found
         return stored
     }
 
     /// The provenance layer of an attestation manifest: its signed envelope when there is one, else the
     /// plain statement (the layer BuildKit's readers take).
     static func provenanceLayer(of manifest: ImageManifest) -> Descriptor? {
-        let provenance = manifest.layers.filter {
-            $0.annotations?["in-toto.io/predicate-type"] == SLSAProvenance.predicateType
-        }
-        return provenance.first(where: { $0.mediaType == MediaType.dsseEnvelope }) ?? provenance.first
+        LayoutAttestations.statementLayer(of: manifest, predicateType: SLSAProvenance.predicateType)
     }
 
-    /// Every blob of the image in the layout, read through and checked against its digest and size, and
-    /// every platform manifest carried by an attestation manifest that holds this same provenance.
+    /// Every blob of the image in the layout and of its attestations, read through and checked against its
+    /// digest and size; every platform manifest named by an attestation that holds this same provenance.
     func layoutFailures() -> [String] {
-        guard let (reader, top) = layout else { return [] }
-        var failures: [String] = []
-        func check(_ body: () throws -> Void) {
-            do { try body() } catch { failures.append("\(error)") }
-        }
-        check {
-            let index = try reader.readJSON(top, as: ImageIndex.self)
-            let attested = Set(
-                index.manifests.compactMap { entry -> String? in
-                    guard entry.annotations?["vnd.docker.reference.type"] == "attestation-manifest" else { return nil }
-                    return entry.annotations?["vnd.docker.reference.digest"]
-                })
-            for entry in index.manifests {
-                check {
-                    guard MediaType.isManifest(entry.mediaType) else {
-                        throw ReadError(
-                            source: source, reason: "the image index entry \(entry.digest) is not a manifest")
-                    }
-                    let manifest = try reader.readJSON(entry, as: ImageManifest.self)
-                    try reader.verifyBlob(manifest.config)
-                    for layer in manifest.layers { try reader.verifyBlob(layer) }
-                    guard entry.annotations?["vnd.docker.reference.type"] == "attestation-manifest" else {
-                        if !attested.contains(entry.digest.description) {
-                            failures.append("the image manifest \(entry.digest) has no attestation manifest")
-                        }
-                        return
-                    }
-                    guard let layer = Self.provenanceLayer(of: manifest) else {
-                        throw ReadError(
-                            source: source, reason: "the attestation manifest \(entry.digest) has no provenance layer")
-                    }
-                    let envelope = try Self.decodeEnvelopeOrStatement(
-                        try reader.readBlob(layer, limit: 64 << 20), source: source)
-                    if try envelope.payloadBytes() != definition.payloadBytes() {
-                        failures.append("the attestation manifest \(entry.digest) holds a different provenance")
-                    }
-                }
-            }
-        }
-        return failures
+        layout?.failures(definition: definition, source: source) ?? []
     }
 }
 

@@ -28,11 +28,18 @@ struct BuildRecord: Sendable {
     var remotes: [RemoteUse] = []
     var layers: [LayerMade] = []
     var steps: [RunRecord] = []
+    /// Distinct base-image layers `force-compression=true` compressed again: when there are none, the
+    /// option changed nothing and the provenance does not record it.
+    var baseLayersRecompressed = 0
+    /// The cache keys of every RUN/COPY/ADD step of every stage built: what `--cache-to mode=max` exports.
+    /// Never in the provenance (a cached build's provenance is a cold build's).
+    var stepKeys: [CacheKey] = []
 
     mutating func merge(_ other: BuildRecord) {
         for image in other.images where !images.contains(image) { images.append(image) }
         for remote in other.remotes where !remotes.contains(remote) { remotes.append(remote) }
         layers += other.layers
         steps += other.steps
+        stepKeys += other.stepKeys
     }
 }

@@ -41,13 +41,18 @@ struct ProvenanceBuilder {
         }
     }
 
-    /// What the person chose (`--compression`, `--compression-level`): a rebuild passes it again.
-    static func compressionParameter(_ compression: LayerCompression) -> JSONValue {
+    /// What the person chose (`--compression`, `--compression-level`, an output's `force-compression=true`):
+    /// a rebuild passes it again. `force` is there only when it recompressed a base layer: otherwise the
+    /// image is the one the build gives without it, and so is the statement.
+    static func compressionParameter(_ compression: LayerCompression, forced: Bool = false) -> JSONValue {
+        var parameter: [String: JSONValue]
         switch compression {
-        case .uncompressed: return .object(["type": .string("uncompressed")])
-        case .gzip(let level): return .object(["type": .string("gzip"), "level": .int(Int64(level))])
-        case .zstd(let level): return .object(["type": .string("zstd"), "level": .int(Int64(level))])
+        case .uncompressed: parameter = ["type": .string("uncompressed")]
+        case .gzip(let level): parameter = ["type": .string("gzip"), "level": .int(Int64(level))]
+        case .zstd(let level): parameter = ["type": .string("zstd"), "level": .int(Int64(level))]
         }
+        if forced { parameter["force"] = .bool(true) }
+        return .object(parameter)
     }
 
     /// How those bytes are made (SPEC §3, Compression): the libraries whose versions fix the blob bytes.
@@ -73,7 +78,8 @@ struct ProvenanceBuilder {
             "entitlements": .array(options.entitlements.map(\.rawValue).sorted().map { .string($0) }),
             "sourceDateEpoch": .int(options.sourceDateEpoch),
             "context": .object(["digest": .object(["sha256": .string(contextDigest.hex)])]),
-            "compression": Self.compressionParameter(options.compression),
+            "compression": Self.compressionParameter(
+                options.compression, forced: options.forceCompression && record.baseLayersRecompressed > 0),
         ]
         if let target = options.target { external["target"] = .string(target) }
         let internalParameters: JSONValue = .object([

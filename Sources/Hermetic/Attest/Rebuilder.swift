@@ -74,10 +74,13 @@ public struct Rebuilder {
             standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: scratch + "/stdin-Dockerfile"))
         }
 
+        // `force` is recorded only when it recompressed a base layer; the key goes back on the output, the
+        // only place a build takes it.
+        let forced = external["compression"]?["force"] == .bool(true)
         var arguments = [
             "build", context, "-f", input.argument, "--progress", "quiet",
-            "-o", "type=oci,dest=\(scratch)/image", "--attest-file", "\(scratch)/attest.jsonl", "--state-dir",
-            scratch + "/state",
+            "-o", "type=oci,dest=\(scratch)/image" + (forced ? ",force-compression=true" : ""),
+            "--attest-file", "\(scratch)/attest.jsonl", "--state-dir", scratch + "/state",
         ]
         if case .int(let epoch)? = external["sourceDateEpoch"] { arguments += ["--source-date-epoch", String(epoch)] }
         if let stage = external["target"]?.stringValue { arguments += ["--target", stage] }

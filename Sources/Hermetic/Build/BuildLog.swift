@@ -5,57 +5,95 @@ import Foundation
 #endif
 
 /// Progress and warnings for a person, on stderr, in buildx's forms (SPEC §5): `plain` text, a live `tty`
-/// view, or `quiet` (warnings only). Copies share one display: steps run one at a time, and a step's output
-/// arrives from its relay thread.
+/// view, or `quiet` (warnings only). Copies share one display. Stages that run at the same time each
+/// report in their own lane (`inLane`), numbered in plan order: in a lane, steps run one at a time, and a
+/// step's output arrives from its relay thread.
 public struct BuildLog: Sendable {
     /// Never `auto`: that is resolved when the log is made.
     public let mode: ProgressMode
     private let display: ProgressDisplay
+    /// The lane this copy reports in; nil: outside any stage (warnings are written at once).
+    private let lane: Int?
 
     /// `auto` is `tty` when stderr is a terminal, else `plain`, as buildx chooses.
     public init(mode: ProgressMode) {
         let resolved: ProgressMode = mode == .auto ? (isatty(2) == 1 ? .tty : .plain) : mode
         self.mode = resolved
         display = ProgressDisplay(mode: resolved)
+        lane = nil
     }
+
+    private init(_ other: BuildLog, lane: Int) {
+        mode = other.mode
+        display = other.display
+        self.lane = lane
+    }
+
+    /// This log for the stage whose lane is `lane` (its place in plan order, from 0).
+    func inLane(_ lane: Int) -> BuildLog { BuildLog(self, lane: lane) }
 
     /// How many steps the build will run (the tty view's total).
     func expectSteps(_ count: Int) { display.expect(count) }
 
-    /// A step begins (the previous one has ended); `name` is buildx's `[PLATFORM STAGE I/N] INSTRUCTION`.
-    func startStep(_ name: String) { display.start(name) }
+    /// A step begins (the lane's previous one has ended); `name` is buildx's `[PLATFORM STAGE I/N] INSTRUCTION`.
+    func startStep(_ name: String) { display.start(name, lane: lane ?? 0) }
 
-    /// The step that began last has ended well.
-    func endStep() { display.end() }
+    /// The step that began last in this lane has ended well.
+    func endStep() { display.end(lane: lane ?? 0) }
 
-    /// The step that began last was found in the build cache: buildx's `#N CACHED`.
-    func cachedStep() { display.markCached() }
+    /// The step that began last in this lane was found in the build cache: buildx's `#N CACHED`.
+    func cachedStep() { display.markCached(lane: lane ?? 0) }
 
     /// What a RUN step wrote (already masked), as it comes.
-    func stepOutput(_ bytes: [UInt8]) { display.output(bytes) }
+    func stepOutput(_ bytes: [UInt8]) { display.output(bytes, lane: lane ?? 0) }
 
     /// Whether a step's output is shown at all.
     var showsStepOutput: Bool { mode != .quiet }
 
     public func warning(_ text: String) {
-        display.message("warning: \(text)\n")
+        display.message("warning: \(text)\n", lane: lane)
     }
 
-    /// The build is over: a step still running failed with `error` (one line); the tty view draws its last
-    /// screen. Call it before the error line is printed.
+    /// This lane's stage is over: its running step, if any, ends as `CANCELED` (`cancelled`: another stage
+    /// failed), or with `ERROR: error` (it failed, but an earlier stage's error is the build's); later lanes
+    /// may then be shown.
+    func closeLane(cancelled: Bool = false, error: String? = nil) {
+        display.close(lane: lane ?? 0, cancelled: cancelled, error: error)
+    }
+
+    /// The build is over: the running step of the earliest open lane failed with `error` (one line); every
+    /// lane still held is shown, and the tty view draws its last screen. Call it before the error line is
+    /// printed.
     public func finish(error: String?) { display.finish(error: error) }
 }
 
-/// The shared state behind `BuildLog`; every call takes the lock, since a step's output comes from its
-/// relay thread and the tty view is redrawn by a timer thread.
+/// The shared state behind `BuildLog`; every call takes the lock, since steps of several stages run at
+/// once, a step's output comes from its relay thread and the tty view is redrawn by a timer thread.
+///
+/// Plain progress stays in plan order whatever the timing: the earliest lane not yet closed (the live one)
+/// is written as it comes, every later lane is held until all lanes before it are closed. Step numbers
+/// (`#K`) are given as lines are written, so they count in that order too.
 final class ProgressDisplay: @unchecked Sendable {
     private let mode: ProgressMode
     private let lock = NSLock()
+    /// Every step begun, in the order begun.
     private var steps: [ProgressStep] = []
+    /// The running step of each lane, as an index into `steps`.
+    private var running: [Int: Int] = [:]
     private var expected = 0
     private let started = ProgressClock.now()
     private var view: TerminalProgressView?
     private var finished = false
+    /// Plain mode: what each lane has to say that is not written yet, and which lanes are over.
+    private var held: [Int: [PlainEvent]] = [:]
+    private var closed: Set<Int> = []
+    private var liveLane = 0
+    /// Plain mode: step numbers given so far, and the number of each lane's step being written.
+    private var numbered = 0
+    private var laneNumbers: [Int: Int] = [:]
+    /// A stage's warning that an earlier stage gave already is not repeated (stages that run at once
+    /// would each give the once-per-build warnings).
+    private var warned: Set<String> = []
 
     init(mode: ProgressMode) {
         self.mode = mode
@@ -65,12 +103,13 @@ final class ProgressDisplay: @unchecked Sendable {
         lock.withLock { expected = count }
     }
 
-    func start(_ name: String) {
+    func start(_ name: String, lane: Int) {
         lock.withLock {
-            endCurrent(failed: nil)
-            steps.append(ProgressStep(name: name, started: ProgressClock.now()))
+            endRunning(lane: lane, how: .done)
+            running[lane] = steps.count
+            steps.append(ProgressStep(name: name, started: ProgressClock.now(), lane: lane))
             switch mode {
-            case .plain: write("#\(steps.count) \(name)\n")
+            case .plain: emit(.start(name), lane: lane)
             case .tty: startViewIfNeeded()
             default: break
             }
@@ -78,44 +117,64 @@ final class ProgressDisplay: @unchecked Sendable {
         redraw()
     }
 
-    func end() {
-        lock.withLock { endCurrent(failed: nil) }
+    func end(lane: Int) {
+        lock.withLock { endRunning(lane: lane, how: .done) }
         redraw()
     }
 
-    func markCached() {
+    func markCached(lane: Int) {
         lock.withLock {
-            guard let last = steps.indices.last, steps[last].ended == nil else { return }
-            steps[last].cached = true
+            guard let index = running[lane] else { return }
+            steps[index].cached = true
         }
     }
 
-    func output(_ bytes: [UInt8]) {
+    func output(_ bytes: [UInt8], lane: Int) {
         lock.withLock {
             switch mode {
-            case .plain: write(bytes)
+            case .plain: emit(.output(bytes), lane: lane)
             case .tty:
-                guard !steps.isEmpty else { return }
-                steps[steps.count - 1].output.append(bytes)
+                guard let index = running[lane] else { return }
+                steps[index].output.append(bytes)
             default: break
             }
         }
     }
 
-    func message(_ text: String) {
+    func message(_ text: String, lane: Int?) {
         lock.withLock {
+            if lane != nil {
+                guard !warned.contains(text) else { return }
+                warned.insert(text)
+            }
             if let view, !finished {
                 view.printAbove(text, screen: screen())
+            } else if let lane, mode == .plain {
+                emit(.text(text), lane: lane)
             } else {
                 write(text)
             }
         }
     }
 
+    func close(lane: Int, cancelled: Bool, error: String?) {
+        lock.withLock {
+            endRunning(lane: lane, how: error.map { .failed($0) } ?? (cancelled ? .cancelled : .done))
+            closeHeld(lane)
+        }
+        redraw()
+    }
+
     func finish(error: String?) {
         lock.withLock {
             guard !finished else { return }
-            endCurrent(failed: error)
+            if let error { endRunning(lane: liveLane, how: .failed(error)) }
+            for lane in running.keys.sorted() { endRunning(lane: lane, how: .cancelled) }
+            // Whatever is still held is written, in lane order.
+            for lane in held.keys.sorted() {
+                for event in held[lane] ?? [] { write(event, lane: lane) }
+            }
+            held.removeAll()
             finished = true
             if let view {
                 view.stop()
@@ -124,18 +183,69 @@ final class ProgressDisplay: @unchecked Sendable {
         }
     }
 
-    /// Ends the running step, if any; plain mode says how it went (buildx's `#N DONE 0.3s`, `#N ERROR: …`).
-    private func endCurrent(failed error: String?) {
-        guard let last = steps.indices.last, steps[last].ended == nil else { return }
-        steps[last].ended = ProgressClock.now()
-        steps[last].failed = error != nil
+    /// How a step ended.
+    private enum Ending {
+        case done
+        case failed(String)
+        case cancelled
+    }
+
+    /// What plain mode writes for a lane, held until the lane is live.
+    private enum PlainEvent {
+        case start(String)
+        case output([UInt8])
+        case text(String)
+        /// buildx's `#N DONE 0.3s`, `#N CACHED`, `#N ERROR: …`, `#N CANCELED`, without the number.
+        case end(String)
+    }
+
+    /// Ends the lane's running step, if any; plain mode says how it went.
+    private func endRunning(lane: Int, how: Ending) {
+        guard let index = running.removeValue(forKey: lane) else { return }
+        steps[index].ended = ProgressClock.now()
+        switch how {
+        case .done: break
+        case .failed: steps[index].failed = true
+        case .cancelled: steps[index].cancelled = true
+        }
         guard mode == .plain else { return }
-        if let error {
-            write("#\(steps.count) ERROR: \(error)\n\n")
-        } else if steps[last].cached {
-            write("#\(steps.count) CACHED\n\n")
+        switch how {
+        case .failed(let error): emit(.end("ERROR: \(error)"), lane: lane)
+        case .cancelled: emit(.end("CANCELED"), lane: lane)
+        case .done where steps[index].cached: emit(.end("CACHED"), lane: lane)
+        case .done: emit(.end("DONE \(ProgressClock.seconds(steps[index].duration))"), lane: lane)
+        }
+    }
+
+    private func emit(_ event: PlainEvent, lane: Int) {
+        if lane == liveLane || finished {
+            write(event, lane: lane)
         } else {
-            write("#\(steps.count) DONE \(ProgressClock.seconds(steps[last].duration))\n\n")
+            held[lane, default: []].append(event)
+        }
+    }
+
+    private func write(_ event: PlainEvent, lane: Int) {
+        switch event {
+        case .start(let name):
+            numbered += 1
+            laneNumbers[lane] = numbered
+            write("#\(numbered) \(name)\n")
+        case .output(let bytes): write(bytes)
+        case .text(let text): write(text)
+        case .end(let text): write("#\(laneNumbers[lane] ?? numbered) \(text)\n\n")
+        }
+    }
+
+    /// Marks `lane` over; when it was the live one, the next lanes are written, up to the first still open.
+    private func closeHeld(_ lane: Int) {
+        closed.insert(lane)
+        if lane != liveLane {
+            return
+        }
+        while closed.contains(liveLane) {
+            liveLane += 1
+            for event in held.removeValue(forKey: liveLane) ?? [] { write(event, lane: liveLane) }
         }
     }
 
@@ -153,18 +263,19 @@ final class ProgressDisplay: @unchecked Sendable {
         }
     }
 
-    /// The tty view's lines: buildx's header, each step begun with its time, and the last lines of the
-    /// running step's output (a step's output collapses when it ends well).
+    /// The tty view's lines: buildx's header, each step begun with its time (stages in plan order), and the
+    /// last lines of each running step's output (a step's output collapses when it ends well).
     private func screen(final: Bool = false) -> TerminalProgressView.Screen {
         let now = ProgressClock.now()
-        let done = steps.filter { $0.ended != nil && !$0.failed }.count
-        let succeeded = final && steps.allSatisfy { !$0.failed } && done == expected
+        let done = steps.filter { $0.ended != nil && !$0.failed && !$0.cancelled }.count
+        let succeeded = final && steps.allSatisfy { !$0.failed && !$0.cancelled } && done == expected
         var header = "[+] Building \(ProgressClock.seconds(now - started)) (\(done)/\(max(expected, steps.count)))"
         if succeeded { header += " FINISHED" }
         var rows: [TerminalProgressView.Row] = [.init(text: header, timer: nil)]
-        for step in steps {
+        let ordered = steps.enumerated().sorted { ($0.element.lane, $0.offset) < ($1.element.lane, $1.offset) }
+        for step in ordered.map(\.element) {
             let elapsed = (step.ended ?? now) - step.started
-            let state = step.failed ? "ERROR " : step.cached ? "CACHED " : ""
+            let state = step.failed ? "ERROR " : step.cancelled ? "CANCELED " : step.cached ? "CACHED " : ""
             rows.append(.init(text: " => " + state + step.name, timer: elapsed))
             if step.ended == nil || step.failed {
                 for line in step.output.lastLines(6) { rows.append(.init(text: " => => # " + line, timer: nil)) }
@@ -183,8 +294,10 @@ final class ProgressDisplay: @unchecked Sendable {
 struct ProgressStep {
     var name: String
     var started: Double
+    var lane = 0
     var ended: Double?
     var failed = false
+    var cancelled = false
     var cached = false
     var output = OutputTail()
 

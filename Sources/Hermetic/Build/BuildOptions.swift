@@ -13,6 +13,10 @@ public struct BuildOptions: Sendable {
     /// `--platform`; empty means the host platform.
     public var platforms: [String] = []
     public var outputs: [OutputSpec] = []
+    /// `--cache-to`: where the cached steps of this build are exported (never in the provenance).
+    public var cacheTo: [CacheExportSpec] = []
+    /// `--cache-from`: exported caches read into the store before the steps run (never in the provenance).
+    public var cacheFrom: [CacheImportSpec] = []
     public var namedContexts: [String: NamedContext] = [:]
     public var iidFile: String?
     public var metadataFile: String?
@@ -36,6 +40,9 @@ public struct BuildOptions: Sendable {
     public var stateDirectory: String?
     /// `--provenance`: nil turns attestations off.
     public var provenance: ProvenanceMode? = .max
+    /// `--attest-format`: the provenance as OCI 1.1 referrers beside the image (the default), or inside an
+    /// image index as BuildKit stores it.
+    public var attestFormat: AttestationFormat = .referrers
     /// `--sign-key`: a PEM private key that signs the attestations (DSSE).
     public var signKeyPath: String?
     /// `--attest-file`: where to also write the attestations, as JSON lines of DSSE envelopes.
@@ -45,10 +52,14 @@ public struct BuildOptions: Sendable {
     /// `--compression`/`--compression-level` (or an output's `compression=` keys): how exported layers
     /// this build makes are compressed. Layers of steps that no output carries are never compressed.
     public var compression: LayerCompression = .default
+    /// An output's `force-compression=true`: base-image layers compressed otherwise are compressed again
+    /// with `compression` (else they keep the blob they came as).
+    public var forceCompression = false
     /// `--insecure-registry` and `--registry-ca`: which registries may be spoken to in plain HTTP, and the
     /// CAs trusted beside the system's.
     public var registryTransport = RegistryTransportPolicy()
-    /// `--jobs`: how many threads compress; never changes a byte of the output.
+    /// `--jobs`: how many stages run at once (StageScheduler) and how many threads compress; never changes
+    /// a byte of the output.
     public var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
     public init(contextDirectory: String) {
@@ -134,16 +145,28 @@ public enum OutputSpec: Sendable, Hashable {
         }
     }
 
+    /// Whether the output holds the image's layer blobs (so their compression), not just its files.
+    public var carriesLayers: Bool {
+        if case .local = self { return false }
+        return true
+    }
+
     /// Accepts `type=oci,dest=DIR`, `type=oci,dest=FILE.tar`, `type=docker,dest=FILE.tar`,
     /// `type=local,dest=DIR`, and a bare `PATH` (buildx's shorthand for `type=local,dest=PATH`).
     public init(parsing text: String) throws(ArgumentError) {
+        self = try Self.parse(text).spec
+    }
+
+    /// The output and its compression keys (`compression`, `compression-level`, `force-compression`, taken
+    /// by `type=oci` and `type=docker` as by BuildKit's image exporters), as given: `CompressionRequest`
+    /// checks their values.
+    public static func parse(_ text: String) throws(ArgumentError) -> (spec: OutputSpec, keys: OutputCompressionKeys) {
         func fail(_ reason: String) -> ArgumentError {
             ArgumentError(argument: "--output", value: text, reason: reason)
         }
         guard text.contains("=") else {
             guard !text.isEmpty, text != "-" else { throw fail("a destination path is required") }
-            self = .local(text)
-            return
+            return (.local(text), OutputCompressionKeys())
         }
         var fields: [String: String] = [:]
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
@@ -156,9 +179,8 @@ public enum OutputSpec: Sendable, Hashable {
         // The type first, then the keys of that type, then their values: `type=registry,name=x` is about the
         // type, not a missing dest=.
         guard let type = fields["type"] else { throw fail("type= is required (oci, docker or local)") }
-        let keysOfType: [String: [String]] = [
-            "oci": ["type", "dest", "tar"], "docker": ["type", "dest", "tar"], "local": ["type", "dest", "tar"],
-        ]
+        let imageKeys = ["type", "dest", "tar"] + OutputCompressionKeys.names
+        let keysOfType: [String: [String]] = ["oci": imageKeys, "docker": imageKeys, "local": ["type", "dest", "tar"]]
         guard let known = keysOfType[type] else {
             throw fail("unknown type \"\(type)\" (supported: oci, docker, local)")
         }
@@ -178,14 +200,16 @@ public enum OutputSpec: Sendable, Hashable {
         case "false": tarWanted = false
         case let other?: throw fail("tar= must be true or false, not \"\(other)\"")
         }
+        let keys = OutputCompressionKeys(
+            compression: fields["compression"], level: fields["compression-level"], force: fields["force-compression"])
         switch type {
-        case "oci": self = tarWanted ? .ociArchive(dest) : .ociDirectory(dest)
+        case "oci": return (tarWanted ? .ociArchive(dest) : .ociDirectory(dest), keys)
         case "docker":
             guard tarWanted || fields["tar"] == nil else { throw fail("type=docker is always a tar file") }
-            self = .dockerArchive(dest)
+            return (.dockerArchive(dest), keys)
         case "local":
             guard !tarWanted || fields["tar"] == nil else { throw fail("type=local is always a directory") }
-            self = .local(dest)
+            return (.local(dest), keys)
         default: throw fail("unknown type \"\(type)\" (supported: oci, docker, local)")
         }
     }

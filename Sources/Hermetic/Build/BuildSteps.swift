@@ -17,6 +17,8 @@ struct BuildInputs {
     var signingKey: SigningKey?
     var platforms: [Platform]
     var context: BuildContext
+    /// Hashed once, for RUN binds' cache keys and the provenance.
+    var contextDigest: SharedContextDigest
     var resolver: ImageResolver
     var buildArguments: [String: String]
     var startedOn: String
@@ -77,13 +79,14 @@ extension Builder {
                     + "type=local,dest=DIR)")
         }
         let ignore = try DockerIgnore.load(contextRoot: contextRoot, dockerfilePath: dockerfilePath)
+        let context = BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true)
         var buildArguments: [String: String] = [:]
         for argument in options.buildArgs { buildArguments[argument.name] = argument.value }
         return BuildInputs(
             contextRoot: contextRoot, dockerfilePath: dockerfilePath, dockerfileBytes: dockerfileBytes,
             dockerfile: dockerfile, environment: environment, workspaceParent: workspaceParent,
             stateDirectory: stateDirectory, signingKey: signingKey, platforms: platforms,
-            context: BuildContext(root: contextRoot, ignore: ignore, isBuildContext: true),
+            context: context, contextDigest: SharedContextDigest(context),
             resolver: try makeResolver(contextRoot: contextRoot), buildArguments: buildArguments,
             startedOn: startedOn)
     }
@@ -122,7 +125,8 @@ extension Builder {
         return plans
     }
 
-    /// Runs each platform's plan in `workspace`, steps looked up in and stored to `store`.
+    /// Runs each platform's plan in `workspace`, steps looked up in and stored to `store`: the needed stages
+    /// of all platforms, at most `--jobs` at once.
     func execute(_ plans: [BuildPlan], _ inputs: BuildInputs, workspace: String, store: ContentStore) async throws
         -> ([BuiltImage], BuildRecord)
     {
@@ -142,25 +146,18 @@ extension Builder {
             var executor = StageExecutor(
                 plan: plans[number], platform: platform, context: inputs.context, resolver: inputs.resolver,
                 workspace: platformWorkspace, sourceDateEpoch: options.sourceDateEpoch,
-                buildArguments: inputs.buildArguments, log: log, runOptions: runOptions)
+                buildArguments: inputs.buildArguments, log: log, runOptions: runOptions,
+                contextDigest: inputs.contextDigest)
             executor.stepCache = cacheSettings
+            executor.snapshots = try StageExecutor.snapshotStore(
+                for: store, workspace: platformWorkspace, environment: inputs.environment)
             executor.progressPlatform = inputs.platforms.count > 1 ? platform.description : nil
             executors.append(executor)
         }
         log.expectSteps(executors.reduce(0) { $0 + $1.stepCount })
-        var images: [BuiltImage] = []
-        var record = BuildRecord()
-        for var executor in executors {
-            do {
-                images.append(try await executor.buildTarget())
-            } catch {
-                executor.releaseTemporaryMounts()
-                throw error
-            }
-            executor.releaseTemporaryMounts()
-            record.merge(executor.record)
-        }
-        return (images, record)
+        // Stages that do not depend on each other, and the platforms, run at the same time (SPEC §2, --jobs).
+        var scheduler = StageScheduler(executors: executors, jobs: options.jobs)
+        return try await scheduler.run()
     }
 
     /// The provenance (unless `--provenance false`), signed when a key is given, attached to the image; and
@@ -178,7 +175,7 @@ extension Builder {
             given: options.dockerfilePath, resolved: inputs.dockerfilePath, contextRoot: inputs.contextRoot,
             bytes: inputs.dockerfileBytes)
         let provenance = ProvenanceBuilder(
-            dockerfile: source, contextDigest: try ContextDigest.compute(inputs.context),
+            dockerfile: source, contextDigest: try inputs.contextDigest.value(),
             options: options, platforms: inputs.platforms, record: record,
             manifests: exported.manifests.map { ($0.platform, $0.descriptor.digest) }, mode: mode)
         let definition = try CanonicalJSON.encode(try provenance.buildDefinition())
@@ -192,31 +189,47 @@ extension Builder {
                 + (source.content.map { [("the Dockerfile the provenance carries", $0)] } ?? []) + configs)
         var definitionEnvelope = DSSEEnvelope(payload: definition, payloadType: InTotoStatement.payloadType)
         var runEnvelope = DSSEEnvelope(payload: runRecord, payloadType: InTotoStatement.payloadType)
-        var signedDefinition: [UInt8]?
+        var signed = false
         if let signingKey = inputs.signingKey {
             try definitionEnvelope.sign(with: signingKey)
             try runEnvelope.sign(with: signingKey)
-            signedDefinition = try CanonicalJSON.encode(definitionEnvelope)
+            signed = true
         }
         let attested = try exporter.attach(
-            statement: definition, envelope: signedDefinition, predicateType: SLSAProvenance.predicateType,
-            runRecord: inputs.signingKey == nil ? runRecord : try CanonicalJSON.encode(runEnvelope), to: exported)
+            definition: .init(
+                statement: definition, envelope: signed ? try CanonicalJSON.encode(definitionEnvelope) : nil,
+                predicateType: SLSAProvenance.predicateType),
+            runRecord: .init(
+                statement: runRecord, envelope: signed ? try CanonicalJSON.encode(runEnvelope) : nil,
+                predicateType: ProvenanceBuilder.runRecordType),
+            format: options.attestFormat, to: exported)
         return (attested, [definitionEnvelope, runEnvelope])
     }
 
     /// Every output complete under a temporary name first; then all are put in place at one commit point.
     func writeOutputs(
-        _ exported: ExportedImage, exporter: ImageExporter, envelopes: [DSSEEnvelope], environment: [String: String]
+        _ exported: ExportedImage, exporter: ImageExporter, envelopes: [DSSEEnvelope], environment: [String: String],
+        cache: CacheExportSteps
     ) throws {
         let iidFile = options.iidFile.map(FileSystem.absolute)
         let attestFile = options.attestFile.map(FileSystem.absolute)
         let metadataFile = options.metadataFile.map(FileSystem.absolute)
         let pending = try PendingOutputs(
             destinations: options.outputs.map { FileSystem.absolute($0.destination) }
+                + options.cacheTo.map { FileSystem.absolute($0.destination) }
                 + [iidFile, attestFile, metadataFile].compactMap { $0 },
             signals: signals, waiting: { log.warning("waiting for another build that is writing \($0)") })
         for output in options.outputs {
             try exporter.prepare(exported, to: output, pending: pending)
+        }
+        for spec in options.cacheTo {
+            let destination = FileSystem.absolute(spec.destination)
+            let layout = try FileSystem.makeTemporaryDirectory(
+                in: pending.stagingDirectory(for: destination), prefix: "cache-")
+            chmod(layout, 0o755)
+            _ = try CacheLayoutWriter(store: cache.store).write(
+                keys: spec.mode == .max ? cache.max : cache.min, into: layout, destination: spec.destination)
+            pending.addDirectory(layout, destination: destination)
         }
         if let iidFile {
             try pending.addFile(Array(exported.imageDigest.description.utf8), destination: iidFile)
@@ -234,4 +247,12 @@ extension Builder {
                 before: environment["HERMETIC_TEST_PAUSE_BEFORE_COMMIT"],
                 after: environment["HERMETIC_TEST_PAUSE_AFTER_COMMIT"]))
     }
+}
+
+/// What `--cache-to` exports: the cache keys of the final image's steps (`mode=min`) or of every stage's
+/// (`mode=max`), whose records and layer tars are in `store`.
+struct CacheExportSteps {
+    var store: ContentStore
+    var min: [CacheKey]
+    var max: [CacheKey]
 }

@@ -67,7 +67,8 @@ public struct Builder {
             }, path: \.path)
         let workspace = locked.path
         defer {
-            FileSystem.removeTree(workspace)
+            // Unmounts the stage roots mounted in it first (StageRoots.swift).
+            WorkspaceJanitor.remove(workspace)
             signals.forget(workspace)
             close(locked.lock)
         }
@@ -79,19 +80,29 @@ public struct Builder {
             plans: plans, platforms: inputs.platforms, resolver: inputs.resolver, transport: options.registryTransport,
             environment: inputs.environment
         ).run(store: store, workspace: workspace)
+        // `--cache-from`: before any step looks in the store (SPEC §10, "Cache export and import").
+        for source in options.cacheFrom {
+            CacheLayoutReader(store: store, warn: { log.warning($0) }).importCache(from: source.source)
+        }
 
         var (images, record) = try await execute(plans, inputs, workspace: workspace, store: store)
         if options.requireHermetic {
             let failures = BuildChecks.hermeticityFailures(record, file: inputs.dockerfile.file)
             guard failures.isEmpty else { throw HermeticityError(failures: failures) }
         }
-        let exporter = try ImageExporter(
+        var exporter = try ImageExporter(
             images: images, tags: options.tags, sourceDateEpoch: options.sourceDateEpoch
         ).compressingMadeLayers(options.compression, workers: options.jobs, into: workspace, store: store)
+        if options.forceCompression {
+            (exporter, record.baseLayersRecompressed) = try exporter.recompressingBaseLayers(
+                options.compression, workers: options.jobs, into: workspace, store: store)
+        }
         record.layers = exporter.describingExported(record.layers)
         let exported = try exporter.assemble(stagingParent: workspace)
         let (attested, envelopes) = try attest(exported, exporter: exporter, record: record, inputs)
-        try writeOutputs(attested, exporter: exporter, envelopes: envelopes, environment: inputs.environment)
+        try writeOutputs(
+            attested, exporter: exporter, envelopes: envelopes, environment: inputs.environment,
+            cache: CacheExportSteps(store: store, min: images.flatMap(\.stepKeys), max: record.stepKeys))
         return BuildResult(
             imageDigest: attested.imageDigest, configDigest: attested.configDigest, platforms: inputs.platforms)
     }

@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -60,5 +62,24 @@ public enum ContextDigest {
             buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
         }
         return hasher.finalize()
+    }
+}
+
+/// The build context's digest, computed at most once per build, by the first step that needs it (a RUN
+/// binding the context, for its cache key) or by the provenance; stages running at once share it.
+final class SharedContextDigest: @unchecked Sendable {
+    private let context: BuildContext
+    private let lock = NSLock()
+    private var computed: Digest?
+
+    init(_ context: BuildContext) { self.context = context }
+
+    func value() throws -> Digest {
+        try lock.withLock {
+            if let computed { return computed }
+            let digest = try ContextDigest.compute(context)
+            computed = digest
+            return digest
+        }
     }
 }

@@ -391,7 +391,7 @@ extension StageExecutor {
         root: String, isContext: Bool
     ) {
         guard let from else { return (context.root, true) }
-        let planned = key.flatMap { k in plan.stages.lazy.compactMap { $0.mountSources[k] }.first }
+        let planned = plannedMountSource(key)
         let source = planned ?? .image(from)
         switch source {
         case .stage(let index):

@@ -18,6 +18,8 @@ struct RunOptions: Sendable {
     var rootMechanism: RunRootMechanism = .automatic
     /// `HERMETIC_TEST_FAIL_OVERLAY=1`: every overlay mount fails (fault injection for the fallback's tests).
     var failOverlayMount = false
+    /// Set while a stage runs under `StageScheduler`: stops its steps when another stage fails.
+    var cancellation: StageCancellation?
 }
 
 /// How a RUN step's root is made (`HERMETIC_RUN_ROOT`, SPEC §2.4): overlayfs, falling back to a copy when
@@ -85,6 +87,7 @@ extension StageExecutor {
                 "RUN: no pids cgroup can be made here, and the kernel does not apply RLIMIT_NPROC to root: steps as root "
                     + "run without a process limit (only --step-timeout bounds them)")
         }
+        if result.cancelled { throw StageCancellation.Cancelled() }
         try checkSucceeded(result, argv: argv, run: run, line: line)
         do {
             if let untouched = root.untouched {
@@ -257,6 +260,7 @@ extension StageExecutor {
                 mounts: process.mounts, devPipes: process.devPipes, timeoutSeconds: runOptions.stepTimeoutSeconds)
             plan.root = root.untouched == nil ? .overlay : .copy
             plan.failOverlayMount = runOptions.failOverlayMount
+            plan.cancelDescriptor = runOptions.cancellation?.descriptor
             let relay = try StepOutputRelay(
                 log: runOptions.showOutput ? log : nil, secrets: secretValues.map(\.value))
             do {

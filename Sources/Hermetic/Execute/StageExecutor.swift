@@ -3,6 +3,8 @@
 // in the sandbox, COPY/ADD are planned and written; each RUN/COPY/ADD is first looked up in the build
 // cache (StepCache) and stored there after it ran.
 
+import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -17,6 +19,8 @@ struct LayerRecord: Sendable {
     /// Made by this build, so an uncompressed tar until the exporter compresses it (a base image's
     /// layers keep the blob they came as).
     var madeByBuild = false
+    /// `blobPath` is the store's copy, checked when it was stored: a damaged one is named with the way out.
+    var storedCopy = false
 }
 
 /// The state of a stage after its instructions ran.
@@ -29,9 +33,15 @@ struct StageState {
     var commandSet = false
     /// The cache key of the last RUN/COPY/ADD, or of the stage's start (its base): the next step's parent.
     var cacheKey: CacheKey?
+    /// The cache keys of this stage's RUN/COPY/ADD steps, after those of the stage it is built `FROM`:
+    /// what `--cache-to mode=min` exports for the target stage.
+    var stepKeys: [CacheKey] = []
     /// How many of `layers` are applied to `rootfs`. A stage's filesystem is made only when a step reads
     /// it (`materialize`): a build whose steps are all cache hits unpacks nothing.
     var applied = 0
+    /// `rootfs` is a read-only overlay of snapshots (StageRoots.swift), shared by the stages that have the
+    /// same layers; otherwise a directory of this stage's own.
+    var rootIsReadOnlyMount = false
 }
 
 /// An image ready to export for one platform.
@@ -40,21 +50,24 @@ struct BuiltImage {
     var config: ImageConfig
     var layers: [LayerRecord]
     var rootfs: String
+    /// The cache keys of the steps of the target stage and of the stages it is built `FROM`.
+    var stepKeys: [CacheKey] = []
 }
 
-/// Executes the stages of one `BuildPlan` (one platform), in plan order, on root filesystems kept in
-/// `workspace`. Each instruction updates the stage's config, or writes one layer and applies it.
+/// Executes the stages of one `BuildPlan` (one platform) on root filesystems kept in `workspace`; each
+/// instruction updates the stage's config, or writes one layer and applies it. `StageScheduler` runs each
+/// stage on a copy of it (`forStage`), stages that do not depend on each other at the same time.
 struct StageExecutor {
     let plan: BuildPlan
     let platform: Platform
     let context: BuildContext
     let resolver: ImageResolver
-    let workspace: String
+    private(set) var workspace: String
     let sourceDateEpoch: Int64
     let buildArguments: [String: String]
-    let log: BuildLog
+    private(set) var log: BuildLog
     let lexer: ShellLexer
-    let runOptions: RunOptions
+    private(set) var runOptions: RunOptions
     /// The `--secret` values (read once): masked in step output, searched for in every layer made.
     let secretValues: [(id: String, value: [UInt8])]
 
@@ -75,19 +88,32 @@ struct StageExecutor {
     var warnedAboutPidsLimit = false
     /// The stage being run, for naming layers in provenance.
     private var currentStage = ""
+    /// The stage being run, for the planned sources of its RUN mounts.
+    private var currentStageIndex: Int?
     /// The build cache (nil: steps always run and nothing is kept).
     var stepCache: StepCacheSettings?
-    /// The build context's digest, once a RUN's bind mount of the context needed it for its cache key.
-    var contextDigest: Digest?
+    /// The build context's digest, hashed once per build when a RUN's bind of the context needs it.
+    var contextDigest: SharedContextDigest
     /// The platform each needed stage builds for (its RUN steps run for it).
     private(set) var stagePlatforms: [Int: Platform] = [:]
     /// In a multi-platform build, the platform that starts every progress name (`[linux/arm64 2/3]`).
     var progressPlatform: String?
+    /// Unpacked layers kept in the store (nil: each stage's layers are unpacked into the workspace).
+    var snapshots: SnapshotStore?
+    /// Read-only roots mounted this build, by the chain id of their top layer.
+    var snapshotMounts: [Digest: String] = [:]
+    /// The empty bottom lower of a one-snapshot root.
+    var emptySnapshotLower: String?
+    /// The finished stages of this platform, shared by the stages that read them at the same time (nil:
+    /// `stages` alone).
+    var finishedStages: FinishedStages?
 
     init(
         plan: BuildPlan, platform: Platform, context: BuildContext, resolver: ImageResolver, workspace: String,
-        sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions
+        sourceDateEpoch: Int64, buildArguments: [String: String], log: BuildLog, runOptions: RunOptions,
+        contextDigest: SharedContextDigest? = nil
     ) {
+        self.contextDigest = contextDigest ?? SharedContextDigest(context)
         self.runOptions = runOptions
         rootMechanism = runOptions.rootMechanism
         secretValues = SecretTaint(secrets: runOptions.secrets, environment: runOptions.environment).values()
@@ -104,12 +130,38 @@ struct StageExecutor {
 
     var file: String { plan.file }
 
-    mutating func buildTarget() async throws -> BuiltImage {
+    /// Finds the platform each needed stage builds for; call once before the first stage runs.
+    mutating func preparePlatforms() throws {
         stagePlatforms = try StagePlatforms(plan: plan, target: platform).byStage
-        for index in plan.buildOrder {
-            try await runStage(plan.stages[index])
+    }
+
+    /// A copy that builds one stage on its own: its own directory under `workspace`, progress lane and
+    /// records, and of the finished stages only those it depends on (so what it sees does not depend on
+    /// which other stages happen to be done).
+    func forStage(_ index: Int, lane: Int, cancellation: StageCancellation) throws -> StageExecutor {
+        var copy = self
+        copy.workspace = workspace + "/s\(index)"
+        try FileSystem.makeDirectory(copy.workspace)
+        copy.counter = 0
+        copy.imageRoots = [:]
+        // Roots this copy mounts lie in its own workspace directory.
+        copy.snapshotMounts = [:]
+        copy.emptySnapshotLower = nil
+        copy.record = BuildRecord()
+        copy.temporaryMounts = []
+        copy.temporaryTrees = []
+        copy.log = log.inLane(lane)
+        copy.runOptions.cancellation = cancellation
+        copy.stages = [:]
+        for dependency in plan.stages[index].dependencies {
+            copy.stages[dependency] = finishedStages?.state(of: dependency) ?? stages[dependency]
         }
-        guard let target = stages[plan.target] else {
+        return copy
+    }
+
+    /// The image of the target stage, once it is built.
+    func builtImage(target: StageState?) throws -> BuiltImage {
+        guard let target else {
             throw DockerfileError(file: file, line: 1, message: "internal: target stage was not built")
         }
         var config = target.config
@@ -117,7 +169,8 @@ struct StageExecutor {
         config.os = platform.os
         config.variant = platform.variant
         config.created = RFC3339.format(sourceDateEpoch)
-        return BuiltImage(platform: platform, config: config, layers: target.layers, rootfs: target.rootfs)
+        return BuiltImage(
+            platform: platform, config: config, layers: target.layers, rootfs: target.rootfs, stepKeys: target.stepKeys)
     }
 
     mutating func nextDirectory(_ label: String) throws -> String {
@@ -129,10 +182,12 @@ struct StageExecutor {
 
     // MARK: Stages
 
-    private mutating func runStage(_ stage: PlannedStage) async throws {
+    /// Runs one stage's FROM and instructions; its state is then in `stages`.
+    mutating func runStage(_ stage: PlannedStage) async throws {
         let steps = stage.instructions.count + 1
         log.startStep(progressName(stage, step: 1, of: steps, Self.firstLine(stage.from.original)))
         currentStage = stage.displayName
+        currentStageIndex = stage.index
         var state = try startState(for: stage)
         // ONBUILD triggers of the base run first, then are cleared (Docker's rule).
         let triggers = state.config.config?.onBuild ?? []
@@ -170,6 +225,8 @@ struct StageExecutor {
         }
         log.endStep()
         for (position, instruction) in stage.instructions.enumerated() {
+            // Another stage failed: this one stops before its next step.
+            try runOptions.cancellation?.check()
             log.startStep(progressName(stage, step: position + 2, of: steps, Self.firstLine(instruction.original)))
             try await executeNamingLine(instruction, position: position, in: stage, state: &state)
             log.endStep()
@@ -203,6 +260,12 @@ struct StageExecutor {
         return prefix + "/\(steps)] " + text
     }
 
+    /// What the planner resolved a RUN mount's `from=` to (`key` is `POSITION:MOUNT`), in the stage being run.
+    func plannedMountSource(_ key: String?) -> StageSource? {
+        guard let key, let index = currentStageIndex else { return nil }
+        return plan.stages[index].mountSources[key]
+    }
+
     /// Steps this plan runs: each stage's FROM and instructions.
     var stepCount: Int {
         plan.buildOrder.reduce(0) { $0 + plan.stages[$1].instructions.count + 1 }
@@ -234,8 +297,11 @@ struct StageExecutor {
             // The stage's ARGs carry over with their values (BuildKit's dispatchState.init appends the base's
             // buildArgs and starts from its state), as its ENV does.
             var state = parentState
-            state.rootfs = rootfs
-            state.applied = 0
+            if !parentState.rootIsReadOnlyMount {
+                // The parent's directory is its own (later layers are unpacked into it); a mount is shared.
+                state.rootfs = rootfs
+                state.applied = 0
+            }
             state.scope = StageScope(inheriting: parentState.scope)
             state.commandSet = false
             return state
@@ -244,9 +310,6 @@ struct StageExecutor {
             let stagePlatform = try StagePlatforms.fromPlatform(of: stage, file: file)
             let (image, layers) = try loadImage(
                 reference, line: stage.from.range.start.line, platform: stagePlatform, naming: "FROM \(reference)")
-            // A base's layers are applied at FROM, whatever the cache says: each is checked as hostile input
-            // before anything of it reaches an output (this build's own layers can wait for a step to read them).
-            for layer in layers { try apply(layer, to: rootfs) }
             var config = image.config
             config.history = config.history ?? []
             var container = config.config ?? ContainerConfig()
@@ -258,10 +321,14 @@ struct StageExecutor {
                 scope = StageScope(environmentLines: container.env ?? [])
             }
             config.config = container
-            return StageState(
+            var state = StageState(
                 rootfs: rootfs, layers: layers, config: config, scope: scope,
-                cacheKey: CacheKey(digest: Digest.sha256(of: Array("image \(image.manifestDescriptor.digest)".utf8))),
-                applied: layers.count)
+                cacheKey: CacheKey(digest: Digest.sha256(of: Array("image \(image.manifestDescriptor.digest)".utf8))))
+            // A base's layers are unpacked (or their snapshots found) at FROM, whatever the cache says: each is
+            // checked as hostile input before anything of it reaches an output (this build's own layers can
+            // wait for a step to read them).
+            try materialize(&state)
+            return state
         case .namedDirectory(let name):
             throw DockerfileError(
                 file: file, line: stage.from.range.start.line,
@@ -303,11 +370,10 @@ struct StageExecutor {
                     "image \"\(reference)\" (manifest \(image.manifestDescriptor.digest) in \(pinned.layoutPath)): the config lists \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers"
             )
         }
-        let blobs = try nextDirectory("blobs")
         var layers: [LayerRecord] = []
         for (descriptor, diffID) in zip(image.manifest.layers, diffIDs) {
-            let path = blobs + "/" + descriptor.digest.hex
-            if !FileSystem.exists(path) { try reader.copyBlob(descriptor, to: path) }
+            let path = try storedBlob(descriptor, from: reader)
+            let storedCopy = stepCache != nil
             var exported = descriptor
             exported.mediaType = MediaType.ociLayerMediaType(forAny: descriptor.mediaType)
             exported.annotations = nil
@@ -315,9 +381,23 @@ struct StageExecutor {
             layers.append(
                 LayerRecord(
                     descriptor: exported, diffID: diffID, blobPath: path,
-                    origin: "of image \"\(reference)\" (layout \(pinned.layoutPath))"))
+                    origin: "of image \"\(reference)\" (layout \(pinned.layoutPath))", storedCopy: storedCopy))
         }
         return (image, layers)
+    }
+
+    /// A base image's blob, copied (its digest checked as it streams) into the store once, where later
+    /// builds find it by digest; without a store, into the workspace.
+    private mutating func storedBlob(_ descriptor: Descriptor, from reader: OCILayoutReader) throws -> String {
+        guard let store = stepCache?.store else {
+            let path = try nextDirectory("blob") + "/" + descriptor.digest.hex
+            try reader.copyBlob(descriptor, to: path)
+            return path
+        }
+        if store.hasBlob(descriptor.digest) { return store.blobPath(descriptor.digest) }
+        let temporary = store.temporaryDirectory + "/base-" + UUID().uuidString
+        try reader.copyBlob(descriptor, to: temporary)
+        return try store.adopt(fileAt: temporary, as: descriptor.digest)
     }
 
     func apply(_ layer: LayerRecord, to root: String) throws {
@@ -330,8 +410,7 @@ struct StageExecutor {
     mutating func imageRoot(_ reference: String, line: Int) throws -> String {
         if let root = imageRoots[reference] { return root }
         let (_, layers) = try loadImage(reference, line: line, platform: nil, naming: "--from=\(reference)")
-        let root = try nextDirectory("image-rootfs")
-        for layer in layers { try apply(layer, to: root) }
+        let root = try unpackedImage(layers)
         imageRoots[reference] = root
         return root
     }

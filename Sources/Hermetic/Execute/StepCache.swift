@@ -116,12 +116,11 @@ extension StageExecutor {
             guard case .bind(_, _, let from, _)? = try? RunMount.parse(expanded) else { continue }
             guard let from else {
                 // Hashed once per build, however many steps bind the context.
-                if contextDigest == nil { contextDigest = try ContextDigest.compute(context) }
-                inputs.append("context:" + (contextDigest?.description ?? ""))
+                inputs.append("context:" + (try contextDigest.value()).description)
                 continue
             }
             let key = position.map { "\($0):\(mountIndex)" }
-            let planned = key.flatMap { k in plan.stages.lazy.compactMap { $0.mountSources[k] }.first }
+            let planned = plannedMountSource(key)
             switch planned ?? .image(from) {
             case .stage(let index):
                 guard let source = stages[index] else { continue }
@@ -152,33 +151,14 @@ extension StageExecutor {
         "stage " + Digest.sha256(of: try CanonicalJSON.encode(source.config)).description
     }
 
-    /// Applies the layers of `state` that its filesystem does not have yet, before a step reads it.
-    mutating func materialize(_ state: inout StageState) throws {
-        while state.applied < state.layers.count {
-            let layer = state.layers[state.applied]
-            do {
-                try apply(layer, to: state.rootfs)
-            } catch let error as LayerError where layer.madeByBuild {
-                // Its diff_id is checked as it is applied: a damaged tar in the store is named with the way out.
-                throw StoredBlobError(layer: layer.displayName, reason: error.description)
-            }
-            state.applied += 1
-        }
-    }
-
-    /// Stage `index` with its filesystem made, for a step that reads it (`COPY --from`, a bind mount).
-    mutating func materializeStage(_ index: Int) throws -> StageState? {
-        guard var other = stages[index] else { return nil }
-        try materialize(&other)
-        stages[index] = other
-        return other
-    }
-
     /// On a hit, puts the cached step's result in place (layer, config, provenance records) and returns
     /// true; returns false on a miss or when this stage may not read the cache.
     mutating func replayCachedStep(
         _ key: CacheKey, stage: PlannedStage, state: inout StageState, line: Int, createdBy: String
     ) throws -> (hit: Bool, madeLayer: Bool) {
+        // Hit or miss, the step's record is in the store once it is done: `--cache-to` exports it by key.
+        state.stepKeys.append(key)
+        record.stepKeys.append(key)
         guard let cache = stepCache, cache.mayRead(stage: stage), let cached = cache.store.step(key) else {
             return (false, false)
         }

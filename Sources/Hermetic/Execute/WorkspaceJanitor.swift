@@ -15,7 +15,8 @@ import Sandbox
 ///   unmounts and removes its workspaces and staged outputs, then exits with 128 + the signal (the
 ///   `defer`s of a killed process never run).
 /// - A builder that was killed outright (SIGKILL, a crash) leaves them behind; the next build removes a
-///   workspace whose `.owner` it can lock without waiting, and nothing it cannot prove dead that way.
+///   workspace whose `.owner` it can lock without waiting, and nothing it cannot prove dead that way (a
+///   staging name an hour old is the one exception: `removeStaleStaging`).
 public enum WorkspaceJanitor {
     public static func workspacePrefix(pid: Int32 = getpid()) -> String { "hermetic-build-\(pid)-" }
 
@@ -164,7 +165,29 @@ public enum WorkspaceJanitor {
             else { continue }
             remove(workspace)
         }
+        removeStaleStaging(under: parent)
         StepCgroups.removeStale()
+    }
+
+    /// A workspace still under its staging name (`.hermetic-new-…`) belongs to a builder killed in the
+    /// microseconds before it was renamed into place, or to one being set up now. Only age tells them
+    /// apart without a race: one untouched for an hour whose `.owner`, if any, can be locked is removed.
+    static func removeStaleStaging(under parent: String, now: Int = time(nil)) {
+        for name in FileSystem.directoryNames(parent) ?? [] where name.hasPrefix(".hermetic-new-") {
+            let staging = parent + "/" + name
+            var info = stat()
+            guard lstat(staging, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR,
+                now - info.st_mtim.tv_sec > 3600
+            else { continue }
+            let fd = open(staging + "/" + ownerFileName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+            if fd >= 0 {
+                defer { close(fd) }
+                guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }
+                remove(staging)
+            } else {
+                remove(staging)
+            }
+        }
     }
 
     static let ownerFileName = ".owner"

@@ -6,15 +6,20 @@ import Provenance
 
 /// The image, assembled as blobs in a staging layout, before it is written to any output.
 struct ExportedImage {
-    /// The manifest digest (one platform) or the image index digest (several platforms).
+    /// The manifest digest (one platform) or the image index digest (several platforms, or the BuildKit
+    /// attestation form, whose index holds the attestation manifests).
     var imageDigest: Digest
     var configDigest: Digest?
     var topDescriptor: Descriptor
     var manifests: [(platform: Platform, manifest: ImageManifest, descriptor: Descriptor)]
     var tags: [String]
-    /// Attestation blobs and the manifests that carry them, inside the image index.
+    /// Attestation blobs (statement, envelope, and a referrer's empty config), in either form.
     var attestationBlobs: [(bytes: [UInt8], mediaType: String)] = []
+    /// `--attest-format buildkit`: the manifests that carry them, inside the image index.
     var attestationManifests: [(manifest: ImageManifest, configBytes: [UInt8], descriptor: Descriptor)] = []
+    /// `--attest-format referrers` (the default): artifact manifests naming their image manifest as
+    /// `subject`, listed beside the image in index.json (Attestations.swift).
+    var referrers: [(manifest: ImageManifest, descriptor: Descriptor)] = []
     /// The run record (varies per build): kept beside the image, named by an index.json annotation.
     var runRecord: [UInt8]?
 
@@ -42,67 +47,6 @@ struct ImageExporter {
     /// Manifest annotation recording the layer canonicalization, so a later builder can reproduce it.
     static let layerFormatAnnotation = "dev.hermetic.layer-format"
     static let runRecordAnnotation = "dev.hermetic.run-record"
-    static let predicateTypeAnnotation = "in-toto.io/predicate-type"
-
-    /// Puts the build-definition attestation beside the image, as BuildKit does: an image index holding each
-    /// platform manifest and, per platform, an attestation manifest (platform unknown/unknown, annotated
-    /// `vnd.docker.reference.type: attestation-manifest` and `vnd.docker.reference.digest`, and with the OCI
-    /// 1.1 `subject`). Its layers: the statement (`application/vnd.in-toto+json`, the one BuildKit's readers
-    /// take) and, when signed, its DSSE envelope. The statement is deterministic, so the index digest is too.
-    func attach(
-        statement: [UInt8], envelope: [UInt8]?, predicateType: String, runRecord: [UInt8]?,
-        to exported: ExportedImage
-    ) throws -> ExportedImage {
-        var result = exported
-        var blobs = [(bytes: statement, mediaType: InTotoStatement.payloadType)]
-        if let envelope { blobs.append((envelope, MediaType.dsseEnvelope)) }
-        let layers = blobs.map { blob in
-            var layer = Descriptor(
-                mediaType: blob.mediaType, digest: Digest.sha256(of: blob.bytes), size: Int64(blob.bytes.count))
-            layer.annotations = [Self.predicateTypeAnnotation: predicateType]
-            return layer
-        }
-        var indexEntries = exported.manifests.map(\.descriptor)
-        for entry in exported.manifests {
-            let config = AttestationConfig(rootfs: RootFS(diffIDs: layers.map(\.digest)))
-            let configBytes = try CanonicalJSON.encode(config)
-            var manifest = ImageManifest(
-                config: Descriptor(
-                    mediaType: MediaType.imageConfig, digest: Digest.sha256(of: configBytes),
-                    size: Int64(configBytes.count)),
-                layers: layers)
-            var subject = entry.descriptor
-            subject.platform = nil
-            manifest.subject = subject
-            let bytes = try CanonicalJSON.encode(manifest)
-            var descriptor = Descriptor(
-                mediaType: MediaType.imageManifest, digest: Digest.sha256(of: bytes),
-                size: Int64(bytes.count))
-            descriptor.platform = Platform(os: "unknown", architecture: "unknown")
-            descriptor.annotations = [
-                "vnd.docker.reference.digest": entry.descriptor.digest.description,
-                "vnd.docker.reference.type": "attestation-manifest",
-            ]
-            result.attestationManifests.append((manifest, configBytes, descriptor))
-            indexEntries.append(descriptor)
-        }
-        result.attestationBlobs = blobs
-        let index = ImageIndex(manifests: indexEntries)
-        let indexBytes = try CanonicalJSON.encode(index)
-        result.topDescriptor = Descriptor(
-            mediaType: MediaType.imageIndex, digest: Digest.sha256(of: indexBytes),
-            size: Int64(indexBytes.count))
-        result.imageDigest = result.topDescriptor.digest
-        result.runRecord = runRecord
-        return result
-    }
-
-    /// The config of an attestation manifest (BuildKit's shape: an image config for platform unknown).
-    struct AttestationConfig: Encodable {
-        var architecture = "unknown"
-        var os = "unknown"
-        var rootfs: RootFS
-    }
 
     /// The exporter for the same images with every layer this build made compressed with `compression`
     /// into `directory` (each distinct layer once, whichever platforms share it). Layers of steps that no
@@ -235,7 +179,8 @@ struct ImageExporter {
         }
     }
 
-    /// index.json: the image (manifest or index), annotated with each `-t` name as OCI ref names want.
+    /// index.json: the image (manifest or index), annotated with each `-t` name as OCI ref names want; then
+    /// each referrer (an attestation naming its image manifest as `subject`), untagged.
     private func topLevelIndex(_ exported: ExportedImage) -> ImageIndex {
         let names = tags.isEmpty ? [nil] : tags.map { Optional($0) }
         let runRecordDigest = exported.runRecord.map { Digest.sha256(of: $0) }
@@ -251,7 +196,7 @@ struct ImageExporter {
                 if let runRecordDigest { annotations[Self.runRecordAnnotation] = runRecordDigest.description }
                 descriptor.annotations = annotations.isEmpty ? nil : annotations
                 return descriptor
-            })
+            } + exported.referrers.map(\.descriptor))
     }
 
     /// `-t name:tag` → the ref name in an OCI layout (the tag; the whole name when it has no tag).
@@ -288,7 +233,7 @@ struct ImageExporter {
                     _ = try writer.putBlob(
                         copyingFile: layer.blobPath, digest: layer.descriptor.digest,
                         size: layer.descriptor.size, mediaType: layer.descriptor.mediaType)
-                } catch let error as LayoutError where layer.madeByBuild {
+                } catch let error as LayoutError where layer.madeByBuild || layer.storedCopy {
                     // The copy is checked against its digest: a damaged blob in the store is named with the
                     // way out, not by the staging path it was refused in.
                     throw StoredBlobError(layer: layer.displayName, reason: error.reason)
@@ -301,6 +246,9 @@ struct ImageExporter {
         for attestation in exported.attestationManifests {
             try writer.putBlob(attestation.configBytes, mediaType: MediaType.imageConfig)
             _ = try writer.putCanonicalJSON(attestation.manifest, mediaType: MediaType.imageManifest)
+        }
+        for referrer in exported.referrers {
+            _ = try writer.putCanonicalJSON(referrer.manifest, mediaType: MediaType.imageManifest)
         }
         if let runRecord = exported.runRecord { try writer.putBlob(runRecord, mediaType: InTotoStatement.payloadType) }
         if MediaType.isIndex(exported.topDescriptor.mediaType) {

@@ -226,6 +226,21 @@ public struct OutputDestinationCheck {
                 }
             }
         }
+        for spec in options.cacheTo {
+            let value = spec.destination
+            try claim(value, "--cache-to", value)
+            let path = FileSystem.absolute(value)
+            guard FileSystem.exists(path) else { continue }
+            // Replaced whole, as an OCI layout output is: only a layout, or nothing, may be there.
+            guard FileSystem.isDirectory(path),
+                FileSystem.exists(path + "/oci-layout") || FileSystem.directoryByteNames(path)?.isEmpty == true
+            else {
+                throw ArgumentError(
+                    argument: "--cache-to", value: value,
+                    reason:
+                        "exists and is neither an empty directory nor an OCI image layout; it would be replaced whole")
+            }
+        }
         for (argument, value) in [
             ("--iidfile", options.iidFile), ("--metadata-file", options.metadataFile),
             ("--attest-file", options.attestFile),

@@ -12,6 +12,8 @@ public enum MediaType {
     public static let dockerLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip"
     public static let dockerForeignLayerGzip = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
     public static let dsseEnvelope = "application/vnd.dsse.envelope.v1+json"
+    /// The OCI 1.1 empty descriptor's type: the config of an artifact manifest that needs none (its blob `{}`).
+    public static let emptyJSON = "application/vnd.oci.empty.v1+json"
 
     public static func isManifest(_ type: String) -> Bool { type == imageManifest || type == dockerManifest }
     public static func isIndex(_ type: String) -> Bool { type == imageIndex || type == dockerManifestList }

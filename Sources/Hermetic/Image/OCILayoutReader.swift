@@ -80,13 +80,21 @@ public struct OCILayoutReader: Sendable {
             }
             return first
         }
-        let distinct = Set(index.manifests.map(\.digest))
-        guard distinct.count == 1, let only = index.manifests.first else {
+        // Referrers (an attestation or other artifact listed beside the image, OCI 1.1) are no image.
+        let images = index.manifests.filter { !Self.isReferrerEntry($0) }
+        let distinct = Set(images.map(\.digest))
+        guard distinct.count == 1, let only = images.first else {
             throw LayoutError(
                 layout: path,
                 reason: "holds \(distinct.count) images; name one with :tag or @sha256:… in the --build-context value")
         }
         return only
+    }
+
+    /// An index.json entry that is an artifact rather than an image: it has an `artifactType` (as OCI 1.1
+    /// referrers are listed, by Hermetic and ORAS) or BuildKit's attestation annotation.
+    public static func isReferrerEntry(_ entry: Descriptor) -> Bool {
+        entry.artifactType != nil || entry.annotations?["vnd.docker.reference.type"] == "attestation-manifest"
     }
 
     /// Finds the image for `platform`: by digest (anywhere under index.json), else by tag, else the only

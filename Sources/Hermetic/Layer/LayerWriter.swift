@@ -99,13 +99,13 @@ public struct LayerWriter: Sendable {
         defer { withExtendedLifetime(locale) {} }
         let output = try TemporaryBlob(in: directory)
         do {
-            let (compressor, blobHasher) = try compressing(into: output)
             let tarHasher = SHA256Hasher()
-            try writeTar(plan, subject: output.path) { buffer in
+            let observer = tarObserver
+            let (compressor, blobHasher) = try compressing(into: output) { buffer in
                 tarHasher.update(buffer)
-                tarObserver?(buffer)
-                try compressor.write(buffer)
+                observer?(buffer)
             }
+            try writeTar(plan, subject: output.path) { buffer in try compressor.write(buffer) }
             try compressor.finish()
             try output.finish()
             return WrittenLayer(
@@ -123,12 +123,19 @@ public struct LayerWriter: Sendable {
     public func compressTar(at path: String, diffID: Digest, into directory: String) throws -> WrittenLayer {
         let output = try TemporaryBlob(in: directory)
         do {
-            let (compressor, blobHasher) = try compressing(into: output)
             let tarHasher = SHA256Hasher()
-            try FileSystem.readChunks(path) { chunk in
-                tarHasher.update(chunk)
-                try compressor.write(chunk)
-            }
+            let (compressor, blobHasher) = try compressing(into: output) { tarHasher.update($0) }
+            let input = open(path, O_RDONLY | O_CLOEXEC)
+            guard input >= 0 else { throw SystemError("open", path: path, errno: errno) }
+            defer { close(input) }
+            // Read straight into the compressor's chunk buffers: no copy on the way.
+            while try compressor.fill({ free in
+                while true {
+                    let count = read(input, free.baseAddress, free.count)
+                    if count >= 0 { return count }
+                    if errno != EINTR { throw SystemError("read", path: path, errno: errno) }
+                }
+            }) {}
             try compressor.finish()
             try output.finish()
             let actual = tarHasher.finalize()
@@ -144,10 +151,13 @@ public struct LayerWriter: Sendable {
         }
     }
 
-    /// A compressor whose blob goes to `output`, hashed as it is written.
-    private func compressing(into output: TemporaryBlob) throws -> (ChunkedCompressor, SHA256Hasher) {
+    /// A compressor whose blob goes to `output`, hashed as it is written; `observeTar` sees the tar. Both
+    /// run on the compressor's threads, beside the compression.
+    private func compressing(
+        into output: TemporaryBlob, observeTar: @escaping (UnsafeRawBufferPointer) -> Void
+    ) throws -> (ChunkedCompressor, SHA256Hasher) {
         let blobHasher = SHA256Hasher()
-        let compressor = try ChunkedCompressor(compression, workers: workers) { buffer in
+        let compressor = try ChunkedCompressor(compression, workers: workers, observeInput: observeTar) { buffer in
             blobHasher.update(buffer)
             try output.write(buffer)
         }

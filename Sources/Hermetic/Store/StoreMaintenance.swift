@@ -64,6 +64,7 @@ extension ContentStore {
         let compressed = try records("compressed")
         let blobs = try listing(root + "/blobs/sha256")
         let mounts = try listing(cacheMountsDirectory)
+        let snapshots = try snapshotListing()
         func summary(_ kind: String, _ items: [(path: String, info: stat)], deep: Bool = false) -> StoreUsage {
             let bytes = items.reduce(Int64(0)) { $0 + (deep ? Self.treeSize($1.path) : Int64($1.info.st_size)) }
             let last = items.map { Int64($0.info.st_mtim.tv_sec) }.max()
@@ -71,13 +72,14 @@ extension ContentStore {
         }
         return [
             summary("cached steps", steps), summary("compressed layers", compressed),
-            summary("blobs", blobs), summary("cache mounts", mounts, deep: true),
+            summary("blobs", blobs), summary("snapshots", snapshots, deep: true),
+            summary("cache mounts", mounts, deep: true),
         ]
     }
 
-    /// Removes cached steps and compressed layers last used before `usedBefore` (all when nil), then, with
-    /// `keepBytes`, the least recently used until the blobs take at most that; then every blob no record
-    /// names and every leftover of a killed build in `tmp/`. `includeCacheMounts` (`--all`) also empties the
+    /// Removes cached steps, compressed layers and snapshots last used before `usedBefore` (all when nil),
+    /// then, with `keepBytes`, the least recently used until blobs and snapshots take at most that; then
+    /// every blob no record names and every leftover of a killed build in `tmp/`. `includeCacheMounts` (`--all`) also empties the
     /// cache mounts. Returns the number of entries and bytes removed.
     public func prune(usedBefore: Int64?, keepBytes: Int64?, includeCacheMounts: Bool) throws -> (
         entries: Int, bytes: Int64
@@ -90,7 +92,10 @@ extension ContentStore {
             removed.entries += 1
             removed.bytes += size
         }
-        var records = try self.records("steps") + self.records("compressed")
+        // A snapshot's `snapshot.json` is touched when a build uses it; the entry is its directory.
+        var records =
+            try self.records("steps") + self.records("compressed")
+            + snapshotListing().map { (path: $0.path, info: $0.info) }
         if let usedBefore {
             for record in records where Int64(record.info.st_mtim.tv_sec) < usedBefore {
                 remove(record.path, size: Int64(record.info.st_size))
@@ -102,10 +107,19 @@ extension ContentStore {
         }
         if let keepBytes {
             var sizes = try blobSizes()
+            var snapshotBytes: [String: Int64] = [:]
+            for record in records where record.path.hasPrefix(snapshotsDirectory + "/") {
+                snapshotBytes[record.path] = Self.treeSize(record.path)
+            }
             records.sort { $0.info.st_mtim.tv_sec < $1.info.st_mtim.tv_sec }  // least recently used first
-            while sizes.values.reduce(0, +) > keepBytes, let oldest = records.first {
+            while sizes.values.reduce(0, +) + snapshotBytes.values.reduce(0, +) > keepBytes, let oldest = records.first
+            {
                 records.removeFirst()
-                remove(oldest.path, size: Int64(oldest.info.st_size))
+                if let bytes = snapshotBytes.removeValue(forKey: oldest.path) {
+                    remove(oldest.path, size: bytes)
+                } else {
+                    remove(oldest.path, size: Int64(oldest.info.st_size))
+                }
                 let stillNamed = try referencedBlobs()
                 for (digest, size) in sizes where !stillNamed.contains(digest) {
                     remove(blobPath(digest), size: size)
@@ -116,6 +130,7 @@ extension ContentStore {
         let named = try referencedBlobs()
         for (digest, size) in try blobSizes() where !named.contains(digest) { remove(blobPath(digest), size: size) }
         for leftover in try listing(temporaryDirectory) { remove(leftover.path, size: Int64(leftover.info.st_size)) }
+        for link in try danglingSnapshotLinks() { unlink(link) }
         if includeCacheMounts {
             for mount in try listing(cacheMountsDirectory) { remove(mount.path, size: Self.treeSize(mount.path)) }
         }
@@ -157,6 +172,24 @@ extension ContentStore {
             }
             if !hasBlob(descriptor.digest) { found(record.path, "its blob \(descriptor.digest) is missing") }
         }
+        for snapshot in try snapshotListing() {
+            let name = FileSystem.baseName(snapshot.path)
+            let record: SnapshotStore.Record? = readRecord(snapshot.path + "/snapshot.json")
+            let problem: String? =
+                record == nil
+                ? "not a snapshot (no readable snapshot.json)"
+                : record.map { SnapshotStore.name($0.chainID) } != name
+                    ? "its record names another chain id"
+                    : FileSystem.isDirectory(snapshot.path + "/fs") ? nil : "its fs/ is missing"
+            if let problem {
+                if repair { FileSystem.removeTree(snapshot.path) }
+                findings.append(StoreFinding(path: snapshot.path, problem: problem, repaired: repair))
+            }
+        }
+        for link in try danglingSnapshotLinks() {
+            if repair { unlink(link) }
+            findings.append(StoreFinding(path: link, problem: "a link to no snapshot", repaired: repair))
+        }
         if !repair {
             for leftover in try listing(temporaryDirectory) {
                 findings.append(
@@ -165,7 +198,7 @@ extension ContentStore {
         } else if let lockedOut = try? listing(temporaryDirectory) {
             // Exclusive lock: no build is running, so everything in tmp/ is a leftover.
             for leftover in lockedOut {
-                unlink(leftover.path)
+                FileSystem.removeTree(leftover.path)
                 findings.append(
                     StoreFinding(path: leftover.path, problem: "left by a build that did not finish", repaired: true))
             }
@@ -177,6 +210,25 @@ extension ContentStore {
 
     private func records(_ kind: String) throws -> [(path: String, info: stat)] {
         try listing(root + "/" + kind).filter { $0.path.hasSuffix(".json") }
+    }
+
+    var snapshotsDirectory: String { root + "/snapshots" }
+
+    /// The short links of `l/` (SnapshotStore.shortPath) whose snapshot is gone.
+    private func danglingSnapshotLinks() throws -> [String] {
+        try listing(root + "/l").compactMap { entry in
+            var info = stat()
+            return stat(entry.path, &info) == 0 ? nil : entry.path
+        }
+    }
+
+    /// The snapshot directories, each with the status of its `snapshot.json` (its last use), or of the
+    /// directory itself when the record is missing.
+    private func snapshotListing() throws -> [(path: String, info: stat)] {
+        try listing(snapshotsDirectory).map { entry in
+            var info = stat()
+            return lstat(entry.path + "/snapshot.json", &info) == 0 ? (entry.path, info) : entry
+        }
     }
 
     private func listing(_ directory: String) throws -> [(path: String, info: stat)] {
@@ -205,6 +257,12 @@ extension ContentStore {
         }
         for record in try records("compressed") {
             if let descriptor: Descriptor = readRecord(record.path) { named.insert(descriptor.digest) }
+        }
+        // A snapshot names the blobs seen to unpack to it: a base image's layers, kept for export.
+        for snapshot in try listing(snapshotsDirectory) {
+            if let record: SnapshotStore.Record = readRecord(snapshot.path + "/snapshot.json") {
+                named.formUnion(record.blobs)
+            }
         }
         return named
     }

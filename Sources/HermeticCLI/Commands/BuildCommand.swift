@@ -16,13 +16,26 @@ struct BuildCommand: AsyncParsableCommand {
         [String] = []
     @Option(help: "The stage to build.") var target: String?
     @Option(help: "Target platforms, comma-separated (default: the host's).") var platform: [String] = []
-    @Option(name: [.customShort("o"), .long], help: "type=oci|docker|local,dest=PATH (repeatable).") var output:
-        [String] = []
+    @Option(
+        name: [.customShort("o"), .long],
+        help:
+            "type=oci|docker|local,dest=PATH; oci and docker also take compression=, compression-level= and force-compression= (repeatable)."
+    ) var output: [String] = []
+    @Option(
+        name: .customLong("cache-to"),
+        help:
+            "Export the build cache: type=local,dest=DIR[,mode=min|max] (min, the default: the final image's steps; max: every stage's)."
+    )
+    var cacheTo: [String] = []
+    @Option(
+        name: .customLong("cache-from"),
+        help: "Import a build cache written by --cache-to: type=local,src=DIR (repeatable).")
+    var cacheFrom: [String] = []
     @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path[@sha256:…] or NAME=DIR (repeatable).")
     var buildContext: [String] = []
     @Option(
         help:
-            "Write the image digest to this file (the one printed on success): the image index's when there is one (provenance on, the default, or several platforms), else the manifest's."
+            "Write the image digest to this file (the one printed on success): the image index's for several platforms (or with --attest-format buildkit and provenance on), else the manifest's."
     )
     var iidfile: String?
     @Option(
@@ -61,6 +74,12 @@ struct BuildCommand: AsyncParsableCommand {
     @Option(help: "Provenance attestation: mode=max (default), mode=min, true or false.")
     var provenance: String?
     @Option(
+        name: .customLong("attest-format"),
+        help:
+            "Where the provenance goes in an OCI output: referrers (default; OCI 1.1 artifact manifests beside the image in index.json, naming it as subject) or buildkit (attestation manifests inside an image index, as docker buildx writes them)."
+    )
+    var attestFormat: String = "referrers"
+    @Option(
         name: .customLong("sign-key"), help: "A PEM private key (ECDSA P-256 or Ed25519) that signs the attestations.")
     var signKey: String?
     @Option(
@@ -74,7 +93,10 @@ struct BuildCommand: AsyncParsableCommand {
     var compression: String?
     @Option(name: .customLong("compression-level"), help: "gzip 0-9 (default 6), zstd 1-19 (default 3).")
     var compressionLevel: Int?
-    @Option(help: "Threads that compress layers (default: the number of cores); the output does not depend on it.")
+    @Option(
+        help:
+            "Stages (and platforms) built at once, and threads that compress layers (default: the number of cores); the output does not depend on it."
+    )
     var jobs: Int?
     @Option(
         name: .customLong("registry-ca"),
@@ -150,7 +172,13 @@ struct BuildCommand: AsyncParsableCommand {
         }
         options.target = target
         options.platforms = try parsePlatforms(platform)
-        options.outputs = try output.map { text throws(ArgumentError) in try OutputSpec(parsing: text) }
+        let outputs = try output.map { text throws(ArgumentError) in
+            let parsed = try OutputSpec.parse(text)
+            return (text: text, spec: parsed.spec, keys: parsed.keys)
+        }
+        options.outputs = outputs.map(\.spec)
+        options.cacheTo = try cacheTo.map { text throws(ArgumentError) in try CacheExportSpec.parse(text) }
+        options.cacheFrom = try cacheFrom.map { text throws(ArgumentError) in try CacheImportSpec.parse(text) }
         for entry in buildContext {
             let (name, named) = try NamedContext.parse(entry)
             guard options.namedContexts[name] == nil else {
@@ -213,18 +241,17 @@ struct BuildCommand: AsyncParsableCommand {
         options.registryTransport = try registryTransport(insecure: insecureRegistry, caFiles: registryCA)
         options.provenance = try Self.provenanceMode(provenance)
         options.signKeyPath = signKey
+        guard let format = AttestationFormat(rawValue: attestFormat) else {
+            throw ArgumentError(
+                argument: "--attest-format", value: attestFormat, reason: "expected referrers or buildkit")
+        }
+        options.attestFormat = format
         options.attestFile = attestFile
         options.requireHermetic = requireHermetic
-        do {
-            options.compression = try LayerCompression(name: compression ?? "gzip", level: compressionLevel)
-        } catch {
-            if case .unknown(let name) = error {
-                throw ArgumentError(argument: "--compression", value: name, reason: error.description)
-            }
-            throw ArgumentError(
-                argument: "--compression-level", value: compressionLevel.map(String.init) ?? "",
-                reason: error.description)
-        }
+        let request = try CompressionRequest.resolve(
+            compression: compression, level: compressionLevel, outputs: outputs)
+        options.compression = request.compression
+        options.forceCompression = request.force
         if let jobs {
             guard jobs > 0 else {
                 throw ArgumentError(argument: "--jobs", value: String(jobs), reason: "must be a positive number")

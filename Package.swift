@@ -11,7 +11,8 @@ let package = Package(
         .library(name: "Sandbox", targets: ["Sandbox"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -35,7 +36,10 @@ let package = Package(
         .target(name: "Sandbox", dependencies: ["CSandbox", "CSeccomp"]),
         .target(
             name: "Hermetic",
-            dependencies: ["CArchive", "CDeflate", "CZstd", "COpenSSLCrypto", "Provenance", "Sandbox"]),
+            dependencies: [
+                "CArchive", "CDeflate", "CZstd", "COpenSSLCrypto", "Provenance", "Sandbox",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]),
         .executableTarget(
             name: "HermeticCLI",
             dependencies: [

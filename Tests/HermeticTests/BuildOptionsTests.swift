@@ -34,7 +34,17 @@ import Testing
         #expect(
             try NamedContext.parse("b=oci-layout:///a/b").context == .ociLayout(path: "/a/b", tag: nil, digest: nil))
         #expect(try NamedContext.parse("dir=./files").context == .directory("./files"))
-        #expect(throws: ArgumentError.self) { try NamedContext.parse("x=docker-image://alpine") }
+        // docker-image:// is a registry reference, normalized as docker does; a malformed one is refused.
+        #expect(
+            try NamedContext.parse("x=docker-image://alpine@\(digest)").context
+                == .dockerImage(
+                    RegistryReference(
+                        registry: "docker.io", repository: "library/alpine", digest: try Digest(parsing: digest))))
+        #expect(
+            try NamedContext.parse("x=docker-image://127.0.0.1:5000/a/b:1").context
+                == .dockerImage(RegistryReference(registry: "127.0.0.1:5000", repository: "a/b", tag: "1")))
+        #expect(throws: ArgumentError.self) { try NamedContext.parse("x=docker-image://Alpine") }
+        #expect(throws: ArgumentError.self) { try NamedContext.parse("x=docker-image://alpine@sha256:../../etc") }
         #expect(throws: ArgumentError.self) { try NamedContext.parse("x=oci-layout://relative") }
         #expect(throws: ArgumentError.self) { try NamedContext.parse("x=oci-layout:///p@sha256:../../etc") }
         #expect(throws: ArgumentError.self) { try NamedContext.parse("=dir") }

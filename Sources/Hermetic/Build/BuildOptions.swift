@@ -55,6 +55,9 @@ public struct BuildOptions: Sendable {
     /// An output's `force-compression=true`: base-image layers compressed otherwise are compressed again
     /// with `compression` (else they keep the blob they came as).
     public var forceCompression = false
+    /// `--insecure-registry` and `--registry-ca`: which registries may be spoken to in plain HTTP, and the
+    /// CAs trusted beside the system's.
+    public var registryTransport = RegistryTransportPolicy()
     /// `--jobs`: how many stages run at once (StageScheduler) and how many threads compress; never changes
     /// a byte of the output.
     public var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
@@ -218,6 +221,8 @@ public enum NamedContext: Sendable, Hashable {
     case ociLayout(path: String, tag: String?, digest: Digest?)
     /// A plain directory, usable as `COPY --from=NAME` source.
     case directory(String)
+    /// `docker-image://REF[@sha256:…]`: an image pulled from a registry (`REF` normalized as docker does).
+    case dockerImage(RegistryReference)
 
     public static func parse(_ text: String) throws(ArgumentError) -> (name: String, context: NamedContext) {
         func fail(_ reason: String) -> ArgumentError {
@@ -251,9 +256,19 @@ public enum NamedContext: Sendable, Hashable {
             guard rest.hasPrefix("/") else { throw fail("oci-layout:// needs an absolute path (oci-layout:///path)") }
             return (name, .ociLayout(path: rest, tag: tag, digest: digest))
         }
+        let registryScheme = "docker-image://"
+        if value.hasPrefix(registryScheme) {
+            do throws(RegistryReference.ParseError) {
+                return (
+                    name, .dockerImage(try RegistryReference(parsing: String(value.dropFirst(registryScheme.count))))
+                )
+            } catch {
+                throw fail(error.reason)
+            }
+        }
         if let colon = value.firstIndex(of: ":"), value[colon...].hasPrefix("://") {
             throw fail(
-                "unsupported scheme \"\(value[..<colon])\" (hermetic builds accept oci-layout:// and local directories)"
+                "unsupported scheme \"\(value[..<colon])\" (hermetic builds accept oci-layout://, docker-image:// and local directories)"
             )
         }
         return (name, .directory(value))

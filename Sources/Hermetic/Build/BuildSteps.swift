@@ -45,10 +45,11 @@ extension Builder {
         try OutputDestinationCheck(
             inputs: [contextRoot, dockerfilePath, workspaceParent, stateDirectory]
                 + (options.lockFile.map { [$0] } ?? []) + (options.signKeyPath.map { [$0] } ?? [])
-                + options.namedContexts.values.map { context in
+                + options.namedContexts.values.compactMap { context in
                     switch context {
                     case .ociLayout(let path, _, _): path
                     case .directory(let path): path
+                    case .dockerImage: nil
                     }
                 }
                 + options.secrets.values.compactMap { if case .file(let path) = $0 { path } else { nil } }

@@ -56,7 +56,7 @@ public struct Builder {
         // Nothing of a build may depend on the caller's umask: the directories the builder makes (a stage's
         // root, the sandbox's mountpoints) are what RUN steps see. Under 027 a USER step could not enter /.
         umask(0o022)
-        let inputs = try readInputs()
+        var inputs = try readInputs()
         let plans = try plan(inputs)
 
         WorkspaceJanitor.removeStale(under: inputs.workspaceParent)
@@ -76,6 +76,10 @@ public struct Builder {
         // Shared for the whole build: `hermetic prune` waits rather than remove what this build uses.
         let storeLock = try store.lockForBuild()
         defer { withExtendedLifetime(storeLock) {} }
+        inputs.resolver = try await BaseImagePull(
+            plans: plans, platforms: inputs.platforms, resolver: inputs.resolver, transport: options.registryTransport,
+            environment: inputs.environment
+        ).run(store: store, workspace: workspace)
         // `--cache-from`: before any step looks in the store (SPEC §10, "Cache export and import").
         for source in options.cacheFrom {
             CacheLayoutReader(store: store, warn: { log.warning($0) }).importCache(from: source.source)

@@ -4,6 +4,8 @@ public struct ImageResolver: Sendable {
     public var namedContexts: [String: NamedContext]
     public var lockFile: LockFile?
     public var lockFilePath: String?
+    /// Registry images pulled for this build: `REGISTRY/REPO@DIGEST` → a layout over the store's blobs.
+    public var pulledLayouts: [String: String] = [:]
 
     public init(namedContexts: [String: NamedContext], lockFile: LockFile?, lockFilePath: String?) {
         self.namedContexts = namedContexts
@@ -14,27 +16,46 @@ public struct ImageResolver: Sendable {
     /// Where an image comes from and the manifest (or index) digest that pins it.
     public struct PinnedImage: Sendable, Hashable {
         public var reference: String
+        /// The layout the image is read from: the named context's, or for a registry image the layout the
+        /// build pulled it into (empty until it is pulled).
         public var layoutPath: String
         public var tag: String?
         public var digest: Digest?
         /// How the pin was found, for messages and provenance.
         public var pinnedBy: String
+        /// For an image from a registry: where it is pulled from, with the pinned digest.
+        public var registry: RegistryReference?
+
+        /// `REGISTRY/REPO@DIGEST`, the key of `pulledLayouts`.
+        var pullKey: String? { registry.map { "\($0.name)@\(digest.map(\.description) ?? "")" } }
     }
 
     public enum Requirement { case pinned, unpinnedAllowed }
 
     public func resolve(_ reference: String, requirement: Requirement = .pinned) throws -> PinnedImage {
         let (name, referenceDigest) = Self.split(reference)
-        guard let context = namedContexts[reference] ?? namedContexts[name] else {
-            throw ResolutionError(
-                reference: reference,
-                reason:
-                    "no --build-context names it (hermetic reads images only from OCI layouts given as --build-context \(name)=oci-layout:///path)"
-            )
-        }
-        guard case .ociLayout(let path, let tag, let contextDigest) = context else {
+        var path = ""
+        var tag: String?
+        var contextDigest: Digest?
+        var registry: RegistryReference?
+        switch namedContexts[reference] ?? namedContexts[name] {
+        case .ociLayout(let layout, let layoutTag, let digest)?:
+            (path, tag, contextDigest) = (layout, layoutTag, digest)
+        case .directory?:
             throw ResolutionError(
                 reference: reference, reason: "its --build-context is a directory, not an oci-layout:// image")
+        case .dockerImage(let image)?:
+            registry = image
+            contextDigest = image.digest
+        case nil:
+            // No named context: the reference names a registry image, as in `docker build`.
+            do throws(RegistryReference.ParseError) {
+                registry = try RegistryReference(parsing: reference)
+            } catch {
+                throw ResolutionError(
+                    reference: reference,
+                    reason: "no --build-context names it, and it is not a registry reference (\(error.reason))")
+            }
         }
         var pins: [(Digest, String)] = []
         if let referenceDigest { pins.append((referenceDigest, "the Dockerfile")) }
@@ -48,15 +69,26 @@ public struct ImageResolver: Sendable {
                 reason: "pinned to \(first.0) by \(first.1) but to \(disagreeing.0) by \(disagreeing.1)")
         }
         if pins.isEmpty && requirement == .pinned {
-            throw ResolutionError(
-                reference: reference,
-                reason:
-                    "not pinned by digest (pin it in the Dockerfile as NAME@sha256:…, in the --build-context value, or run hermetic lock)"
-            )
+            throw ResolutionError(reference: reference, reason: Self.unpinnedReason(name: name, registry: registry))
         }
-        return PinnedImage(
+        registry?.digest = pins.first?.0
+        var pinned = PinnedImage(
             reference: reference, layoutPath: path, tag: tag, digest: pins.first?.0,
-            pinnedBy: pins.first?.1 ?? "nothing")
+            pinnedBy: pins.first?.1 ?? "nothing", registry: registry)
+        if let key = pinned.pullKey { pinned.layoutPath = pulledLayouts[key] ?? "" }
+        return pinned
+    }
+
+    /// Why an unpinned reference is refused, with the command that pins it: a build never resolves a tag.
+    static func unpinnedReason(name: String, registry: RegistryReference?) -> String {
+        guard let registry else {
+            return
+                "not pinned by digest (pin it in the Dockerfile as NAME@sha256:…, in the --build-context value, or run hermetic lock)"
+        }
+        var shown = registry
+        shown.digest = nil
+        return
+            "not pinned by digest: a build never resolves a tag (pin it as \(name)@sha256:…, or run hermetic lock; skopeo inspect --format '{{.Digest}}' docker://\(shown) prints the digest)"
     }
 
     /// Splits `name@sha256:…` into the name and the digest (when the digest part is well-formed).

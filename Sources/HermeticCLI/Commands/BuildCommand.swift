@@ -98,6 +98,14 @@ struct BuildCommand: AsyncParsableCommand {
             "Stages (and platforms) built at once, and threads that compress layers (default: the number of cores); the output does not depend on it."
     )
     var jobs: Int?
+    @Option(
+        name: .customLong("registry-ca"),
+        help: "A PEM CA certificate trusted for registries, beside the system's (repeatable).")
+    var registryCA: [String] = []
+    @Option(
+        name: .customLong("insecure-registry"),
+        help: "HOST[:PORT] of a registry that may be reached in plain HTTP (loopback ones always may; repeatable).")
+    var insecureRegistry: [String] = []
 
     func run() async throws {
         try await reportingErrors {
@@ -230,6 +238,7 @@ struct BuildCommand: AsyncParsableCommand {
             throw ArgumentError(argument: "--state-dir", value: stateDir, reason: "exists and is not a directory")
         }
         options.stateDirectory = stateDir
+        options.registryTransport = try registryTransport(insecure: insecureRegistry, caFiles: registryCA)
         options.provenance = try Self.provenanceMode(provenance)
         options.signKeyPath = signKey
         guard let format = AttestationFormat(rawValue: attestFormat) else {
@@ -253,6 +262,24 @@ struct BuildCommand: AsyncParsableCommand {
     }
 }
 
+/// `--insecure-registry HOST[:PORT]` values (a host, an optional port; no scheme or path) and
+/// `--registry-ca` files (regular files; read as PEM when the first registry is reached).
+func registryTransport(insecure: [String], caFiles: [String]) throws(ArgumentError) -> RegistryTransportPolicy {
+    for entry in insecure {
+        guard !entry.isEmpty, !entry.contains("/"), !entry.contains(where: { $0.isWhitespace }) else {
+            throw ArgumentError(
+                argument: "--insecure-registry", value: entry, reason: "expected HOST or HOST:PORT (no scheme or path)")
+        }
+    }
+    for file in caFiles {
+        var info = stat()
+        guard stat(file, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw ArgumentError(argument: "--registry-ca", value: file, reason: "not a readable file")
+        }
+    }
+    return RegistryTransportPolicy(insecureRegistries: insecure, caFiles: caFiles)
+}
+
 struct LockCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lock", abstract: "Pin the images a Dockerfile uses into hermetic.lock.")
@@ -266,6 +293,18 @@ struct LockCommand: AsyncParsableCommand {
     @Option(help: "Target platforms, comma-separated (default: the host's).") var platform: [String] = []
     @Option(name: .customLong("lock-file"), help: "Where to write (default: CONTEXT/hermetic.lock).") var lockFile:
         String?
+    @Flag(help: "Move registry pins to what their tags name now (only the NAMEs given, else all).")
+    var update = false
+    @Argument(help: "With --update: the image references (as the Dockerfile writes them) whose pins move.")
+    var names: [String] = []
+    @Option(
+        name: .customLong("registry-ca"),
+        help: "A PEM CA certificate trusted for registries, beside the system's (repeatable).")
+    var registryCA: [String] = []
+    @Option(
+        name: .customLong("insecure-registry"),
+        help: "HOST[:PORT] of a registry that may be reached in plain HTTP (loopback ones always may; repeatable).")
+    var insecureRegistry: [String] = []
 
     func run() async throws {
         try await reportingErrors {
@@ -281,7 +320,15 @@ struct LockCommand: AsyncParsableCommand {
                 options.namedContexts[name] = named
             }
             options.lockFile = lockFile
-            let written = try LockWriter(options: options).writeLockFile()
+            options.registryTransport = try registryTransport(insecure: insecureRegistry, caFiles: registryCA)
+            guard update || names.isEmpty else {
+                throw ArgumentError(
+                    argument: "NAME", value: names[0], reason: "image names are taken only with --update")
+            }
+            var writer = LockWriter(options: options)
+            writer.update = update
+            writer.updateNames = names
+            let written = try await writer.writeLockFile()
             print("wrote \(written.path): \(written.pinned.count) image(s) pinned")
         }
     }

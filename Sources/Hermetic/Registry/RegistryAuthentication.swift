@@ -1,0 +1,149 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+
+/// docker's answer to a 401: a `Basic` challenge takes the user's credentials as they are; a `Bearer`
+/// challenge sends them (or nothing, for anonymous pulls) to the token service its `realm` names, asking
+/// for `scope` (default `repository:NAME:pull`), and uses the token it returns.
+extension RegistryClient {
+    /// A parsed `WWW-Authenticate` header: the scheme and its `key="value"` parameters.
+    struct Challenge: Equatable {
+        var scheme: String
+        var parameters: [String: String]
+
+        init?(_ header: String) {
+            let trimmed = header.trimmingCharacters(in: .whitespaces)
+            guard let space = trimmed.firstIndex(of: " ") else {
+                guard !trimmed.isEmpty else { return nil }
+                scheme = trimmed.lowercased()
+                parameters = [:]
+                return
+            }
+            scheme = trimmed[..<space].lowercased()
+            parameters = [:]
+            var rest = Substring(trimmed[trimmed.index(after: space)...])
+            while !rest.isEmpty {
+                rest = rest.drop { $0 == " " || $0 == "," }
+                guard let eq = rest.firstIndex(of: "=") else { break }
+                let key = rest[..<eq].trimmingCharacters(in: .whitespaces).lowercased()
+                rest = rest[rest.index(after: eq)...]
+                var value = ""
+                if rest.first == "\"" {
+                    rest = rest.dropFirst()
+                    while let character = rest.first, character != "\"" {
+                        if character == "\\", rest.count > 1 {
+                            rest = rest.dropFirst()
+                        }
+                        if let next = rest.first { value.append(next) }
+                        rest = rest.dropFirst()
+                    }
+                    rest = rest.dropFirst()
+                } else {
+                    let end = rest.firstIndex(of: ",") ?? rest.endIndex
+                    value = rest[..<end].trimmingCharacters(in: .whitespaces)
+                    rest = rest[end...]
+                }
+                parameters[key] = value
+            }
+        }
+    }
+
+    func authenticate(_ reference: RegistryReference, challenge header: String, subject: String) async throws {
+        let registry = reference.registry
+        guard let challenge = Challenge(header) else {
+            throw RegistryError(
+                host: registry, subject: subject, reason: "answered 401 without a WWW-Authenticate challenge")
+        }
+        let credential: RegistryCredential?
+        do {
+            credential = try credentials.credential(for: registry)
+        } catch let error as DockerCredentialStore.ConfigError {
+            throw RegistryError(host: registry, subject: subject, reason: "credentials: \(error)")
+        }
+        let loginHint = "log in with docker login \(registry == "docker.io" ? "" : registry)"
+            .trimmingCharacters(in: .whitespaces)
+        switch challenge.scheme {
+        case "basic":
+            guard let credential else {
+                throw RegistryError(
+                    host: registry, subject: subject,
+                    reason: "the registry needs credentials (401, Basic); \(loginHint)")
+            }
+            await session.setAuthorization(
+                credential.basicAuthorization, host: reference.endpointHost, repository: reference.repository)
+        case "bearer":
+            let token = try await fetchToken(reference, challenge: challenge, credential: credential, subject: subject)
+            await session.setAuthorization(
+                "Bearer " + token, host: reference.endpointHost, repository: reference.repository)
+        default:
+            throw RegistryError(
+                host: registry, subject: subject, reason: "unsupported authentication scheme \"\(challenge.scheme)\"")
+        }
+    }
+
+    private func fetchToken(
+        _ reference: RegistryReference, challenge: Challenge, credential: RegistryCredential?, subject: String
+    ) async throws -> String {
+        let registry = reference.registry
+        guard let realm = challenge.parameters["realm"], var components = URLComponents(string: realm),
+            let realmHost = URL(string: realm).flatMap({ Self.host(of: $0.absoluteString) })
+        else {
+            throw RegistryError(host: registry, subject: subject, reason: "a Bearer challenge without a usable realm")
+        }
+        // Credentials go to the token service only over TLS, or plain HTTP where the policy allows it.
+        guard components.scheme == "https" || (components.scheme == "http" && policy.allowsPlainHTTP(realmHost)) else {
+            throw RegistryError(
+                host: registry, subject: subject, reason: "the token service \(realmHost) is not HTTPS")
+        }
+        var query = components.queryItems ?? []
+        if let service = challenge.parameters["service"] { query.append(URLQueryItem(name: "service", value: service)) }
+        query.append(
+            URLQueryItem(
+                name: "scope", value: challenge.parameters["scope"] ?? "repository:\(reference.repository):pull"))
+        components.queryItems = query
+        guard let url = components.url?.absoluteString else {
+            throw RegistryError(host: registry, subject: subject, reason: "a Bearer challenge without a usable realm")
+        }
+        var request = HTTPClientRequest(url: url)
+        request.headers.add(name: "User-Agent", value: Self.userAgent)
+        if let credential { request.headers.add(name: "Authorization", value: credential.basicAuthorization) }
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: .seconds(readTimeoutSeconds + 30))
+        } catch {
+            throw transportError(error, host: realmHost, subject: "token for \(reference.repository)")
+        }
+        guard response.status.code == 200 else {
+            await Self.discard(response)
+            let why =
+                credential == nil
+                ? "refused anonymous access (\(response.status.code)); log in with docker login"
+                : "refused the credentials (\(response.status.code))"
+            throw RegistryError(
+                host: registry, subject: subject, reason: "the token service \(realmHost) \(why)",
+                retryable: response.status.code == 429 || response.status.code >= 500)
+        }
+        let body: ByteBuffer
+        do {
+            body = try await response.body.collect(upTo: 1 << 20)
+        } catch {
+            throw RegistryError(
+                host: registry, subject: subject, reason: "the token service \(realmHost) sent no usable answer")
+        }
+        struct TokenAnswer: Decodable {
+            var token: String?
+            var accessToken: String?
+            enum CodingKeys: String, CodingKey {
+                case token
+                case accessToken = "access_token"
+            }
+        }
+        guard let answer = try? JSONDecoder().decode(TokenAnswer.self, from: Data(body.readableBytesView)),
+            let token = answer.token ?? answer.accessToken, !token.isEmpty
+        else {
+            throw RegistryError(
+                host: registry, subject: subject, reason: "the token service \(realmHost) answered without a token")
+        }
+        return token
+    }
+}

@@ -146,6 +146,39 @@ import Testing
         #expect(lied.standardError.contains("lying"), "the error names the layout: \(lied.standardError)")
     }
 
+    /// A directory in a snapshot's place that no build made (no record) stops the build with the way out,
+    /// and after `store check --repair` the build gives its image.
+    @Test func aDamagedSnapshotIsNamedWithTheWayOut() throws {
+        let fixture = try Fixture("FROM base\nRUN echo x > /x\n")
+        let state = fixture.scratch.path + "/state"
+        let cold = try fixture.build(state: fixture.scratch.path + "/state-cold")
+        let baseLayout = fixture.scratch.path + "/base"
+        let index =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: baseLayout + "/index.json"))) as? [String: Any]
+        let top = try #require((index?["manifests"] as? [[String: Any]])?.first?["digest"] as? String)
+        let manifest =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: baseLayout + "/blobs/sha256/" + top.dropFirst(7))))
+            as? [String: Any]
+        let configDigest = try #require((manifest?["config"] as? [String: Any])?["digest"] as? String)
+        let config =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: baseLayout + "/blobs/sha256/" + configDigest.dropFirst(7))))
+            as? [String: Any]
+        let diffID = try #require(((config?["rootfs"] as? [String: Any])?["diff_ids"] as? [String])?.first)
+        let bogus = state + "/store/snapshots/" + SnapshotStore.name(try Digest(parsing: diffID))
+        try FileManager.default.createDirectory(atPath: bogus + "/fs", withIntermediateDirectories: true)
+        let outcome = try HermeticProcess.hermetic([
+            "build", fixture.context, "--state-dir", state, "--build-context",
+            "base=oci-layout://\(baseLayout)@\(fixture.base)", "--progress", "quiet",
+        ])
+        #expect(outcome.status == 1)
+        #expect(outcome.standardError.contains("run hermetic store check --repair"), "\(outcome.standardError)")
+        #expect(try HermeticProcess.hermetic(["store", "check", "--repair", "--state-dir", state]).status == 0)
+        #expect(try fixture.build(state: state).digest == cold.digest)
+    }
+
     @Test func storeCommandsSeeSnapshots() throws {
         let fixture = try Fixture()
         let state = fixture.scratch.path + "/state"

@@ -126,23 +126,16 @@ struct SnapshotStore: Sendable {
         }
         let error = errno
         // Another build made it meanwhile (the same bytes): keep theirs, and note that `blob` unpacks to it.
-        guard error == EEXIST || error == ENOTEMPTY, var existing = self.record(chainID) else {
+        guard error == EEXIST || error == ENOTEMPTY else {
             throw SystemError("rename into the store", path: destination, errno: error)
         }
+        guard var existing = self.record(chainID) else { throw DamagedSnapshotError(directory: destination) }
         if !existing.blobs.contains(blob) {
             existing.blobs.append(blob)
             try FileSystem.writeAtomically(
                 try JSONEncoder().encode(existing).map { $0 }, to: destination + "/snapshot.json", mode: 0o600)
         }
         return shortPath(chainID)
-    }
-
-    /// Notes that `blob` was seen to unpack to the snapshot's diff_id (a base layer in another compression).
-    func addBlob(_ blob: Digest, to chainID: Digest) throws {
-        guard var existing = record(chainID), !existing.blobs.contains(blob) else { return }
-        existing.blobs.append(blob)
-        try FileSystem.writeAtomically(
-            try JSONEncoder().encode(existing).map { $0 }, to: directory(chainID) + "/snapshot.json", mode: 0o600)
     }
 
     private static func copyRootAttributes(from source: String, to destination: String) throws {
@@ -154,6 +147,14 @@ struct SnapshotStore: Sendable {
         }
         var times = [info.st_atim, info.st_mtim]
         utimensat(AT_FDCWD, destination, &times, AT_SYMLINK_NOFOLLOW)
+    }
+}
+
+/// A snapshot directory without a readable record (something other than a build put it there).
+struct DamagedSnapshotError: HermeticError {
+    var directory: String
+    var description: String {
+        "the store's snapshot \(directory) has no readable snapshot.json; run hermetic store check --repair"
     }
 }
 

@@ -298,7 +298,7 @@ struct StoredBlobError: HermeticError {
     var reason: String
     var description: String {
         "layer \(layer): the build cache's copy of this layer cannot be used (\(reason)); run hermetic store "
-            + "check --repair, or build with --no-cache"
+            + "check --repair"
     }
 }
 

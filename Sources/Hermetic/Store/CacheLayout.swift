@@ -104,7 +104,7 @@ struct CacheLayoutWriter {
         var blob: CacheBlobError
         var description: String {
             "--cache-to \(destination): the build cache's copy of a layer cannot be used (\(blob)); run hermetic "
-                + "store check --repair, or build with --no-cache"
+                + "store check --repair"
         }
     }
 

@@ -111,6 +111,38 @@ import Testing
         #expect(try fixture.build("repaired").digest == cold.digest)
     }
 
+    /// A step that runs again writes its tar afresh: the store takes it in place of a damaged copy under
+    /// the same name, so `--no-cache` heals what it rewrites.
+    @Test func aStepRunAgainReplacesItsDamagedTar() throws {
+        let fixture = try Fixture()
+        let cold = try fixture.build("cold")
+        var damaged: [String] = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: fixture.state + "/store/steps") {
+            let record = try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: fixture.state + "/store/steps/" + name)))
+            guard let layer = (record as? [String: Any])?["layer"] as? [String: Any],
+                let diffID = layer["diffID"] as? String
+            else { continue }
+            let path = fixture.state + "/store/blobs/sha256/" + diffID.dropFirst("sha256:".count)
+            var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
+            bytes[bytes.count / 3] ^= 0x01
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            damaged.append(path)
+        }
+        try #require(damaged.count == 2, "\(damaged)")
+        let check = try fixture.hermetic(["store", "check"])
+        #expect(check.status == 1)
+        let again = try HermeticProcess.hermetic([
+            "build", fixture.scratch.path + "/ctx", "--state-dir", fixture.state, "--no-cache", "--build-context",
+            "base=oci-layout://\(fixture.scratch.path)/base@\(fixture.base)", "-o",
+            "type=oci,dest=\(fixture.scratch.path)/again", "--iidfile", fixture.scratch.path + "/again.iid",
+        ])
+        #expect(again.status == 0, "\(again.standardError)")
+        #expect(try String(contentsOfFile: fixture.scratch.path + "/again.iid", encoding: .utf8) == cold.digest)
+        let healed = try fixture.hermetic(["store", "check"])
+        #expect(healed.standardOutput == "the store is consistent\n", "\(healed.standardOutput)")
+    }
+
     @Test func pruneRemovesWhatTheFilterAndSizeSay() throws {
         let fixture = try Fixture()
         let cold = try fixture.build("cold")

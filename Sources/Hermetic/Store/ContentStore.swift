@@ -36,14 +36,11 @@ public struct ContentStore: Sendable {
 
     public func hasBlob(_ digest: Digest) -> Bool { FileSystem.exists(blobPath(digest)) }
 
-    /// Moves a file that its writer hashed as `digest` into the store; returns the stored path. When the
-    /// store already holds the digest, the file is removed and the stored one kept.
+    /// Moves a file that its writer hashed as `digest` into the store; returns the stored path. A blob the
+    /// store already holds under that name is replaced by it (rename is atomic; readers keep what they
+    /// opened): the same bytes, or a damaged copy healed by a fresh one.
     public func adopt(fileAt path: String, as digest: Digest) throws -> String {
         let destination = blobPath(digest)
-        if FileSystem.exists(destination) {
-            unlink(path)
-            return destination
-        }
         chmod(path, 0o600)
         if rename(path, destination) != 0 {
             let error = errno

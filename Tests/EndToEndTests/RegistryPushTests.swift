@@ -91,6 +91,66 @@ import Testing
                 == digest)
     }
 
+    /// Two platforms behind Basic auth: the index goes up with both manifests, under the credentials docker
+    /// keeps; a second push reads no blob the registry has (the store's copy of the layer is spoiled in
+    /// between, and the push still succeeds); without credentials the push fails in one line.
+    @Test func anIndexIsPushedWithDockersCredentialsAndBlobsTheRegistryHasAreNotSentAgain() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-push-auth-")
+        let password = "pu5h-Secret"
+        let registry = try RegistryFixture(user: "pusher", password: password)
+        let context = try RegistryPullTests.makeContext(scratch, dockerfile: "FROM scratch\nCOPY app.txt /app.txt\n")
+        let docker = scratch.path + "/docker"
+        try FileManager.default.createDirectory(atPath: docker, withIntermediateDirectories: true)
+        let auth = Data("pusher:\(password)".utf8).base64EncodedString()
+        try #"{"auths":{"\#(registry.host)":{"auth":"\#(auth)"}}}"#.write(
+            toFile: docker + "/config.json", atomically: true, encoding: .utf8)
+        let state = scratch.path + "/state"
+        let name = "\(registry.host)/multi:v2"
+        func push(_ environment: [String: String]) throws -> HermeticProcess.Outcome {
+            try HermeticProcess.hermetic(
+                [
+                    "build", context, "--progress", "quiet", "--state-dir", state, "--platform",
+                    "linux/amd64,linux/arm64", "--push", "-t", name,
+                ], environment: environment)
+        }
+        let first = try push(["DOCKER_CONFIG": docker])
+        try #require(first.status == 0, "\(first.standardError)")
+        let digest = first.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!first.standardError.contains(password))
+        let raw = try Self.skopeo([
+            "inspect", "--tls-verify=false", "--creds", "pusher:\(password)", "--raw", "docker://\(name)",
+        ])
+        #expect(Digest.sha256(of: Array(raw.utf8)).description == digest)
+        let index = try Self.json(raw)
+        let manifests = index["manifests"] as? [[String: Any]] ?? []
+        #expect(
+            Set(manifests.compactMap { ($0["platform"] as? [String: Any])?["architecture"] as? String })
+                == ["amd64", "arm64"])
+        let manifest = try Self.json(
+            try Self.skopeo([
+                "inspect", "--tls-verify=false", "--creds", "pusher:\(password)", "--raw",
+                "docker://\(registry.host)/multi@\(manifests.first?["digest"] as? String ?? "")",
+            ]))
+        let layer = try #require(((manifest["layers"] as? [[String: Any]])?.first?["digest"] as? String))
+        let blob = state + "/store/blobs/sha256/" + layer.dropFirst("sha256:".count)
+        let original = try Data(contentsOf: URL(fileURLWithPath: blob))
+        try Data(count: original.count).write(to: URL(fileURLWithPath: blob))
+        let second = try push(["DOCKER_CONFIG": docker])
+        try original.write(to: URL(fileURLWithPath: blob))
+        #expect(second.status == 0, "a blob was read again: \(second.standardError)")
+        #expect(second.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == digest)
+
+        let empty = scratch.path + "/empty"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let anonymous = try push(["DOCKER_CONFIG": empty])
+        #expect(anonymous.status == 1)
+        #expect(anonymous.standardError.split(separator: "\n").count == 1, "\(anonymous.standardError)")
+        #expect(
+            anonymous.standardError.hasPrefix("error: registry \(registry.host): ")
+                && anonymous.standardError.contains("needs credentials (401, Basic)"),
+            "\(anonymous.standardError)")
+    }
+
     @Test func anUnreachableRegistryFailsWithOneLineNamingTheHost() throws {
         let scratch = try TemporaryDirectory(prefix: "registry-push-down-")
         let layout = scratch.path + "/busybox"

@@ -151,6 +151,47 @@ import Testing
             "\(anonymous.standardError)")
     }
 
+    /// A push that fails part way (the registry refuses a blob whose bytes are not its digest's) leaves the
+    /// tag naming the image pushed before: the manifest goes last. The error is one line naming the host.
+    @Test func aFailedPushLeavesThePreviousTag() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-push-fail-")
+        let registry = try RegistryFixture()
+        let context = try RegistryPullTests.makeContext(scratch, dockerfile: "FROM scratch\nCOPY app.txt /app.txt\n")
+        let state = scratch.path + "/state"
+        let name = "\(registry.host)/kept:v1"
+        func build(_ extra: [String]) throws -> HermeticProcess.Outcome {
+            try HermeticProcess.hermetic(
+                ["build", context, "--progress", "quiet", "--state-dir", state, "--provenance", "false"] + extra)
+        }
+        let first = try build(["--push", "-t", name])
+        try #require(first.status == 0, "\(first.standardError)")
+        let pushed = first.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+
+        // Another image, built to a layout first so its layer is in the store; then that copy is spoiled.
+        try "changed\n".write(toFile: context + "/app.txt", atomically: true, encoding: .utf8)
+        let built = try build(["-o", "type=oci,dest=\(scratch.path)/out"])
+        try #require(built.status == 0, "\(built.standardError)")
+        let index = try Self.json(try String(contentsOfFile: scratch.path + "/out/index.json", encoding: .utf8))
+        let top = try #require((index["manifests"] as? [[String: Any]])?.first?["digest"] as? String)
+        let manifest = try Self.json(
+            try String(
+                contentsOfFile: scratch.path + "/out/blobs/sha256/" + top.dropFirst("sha256:".count), encoding: .utf8))
+        let layer = try #require((manifest["layers"] as? [[String: Any]])?.first?["digest"] as? String)
+        let blob = state + "/store/blobs/sha256/" + layer.dropFirst("sha256:".count)
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: blob)[.size] as? Int)
+        try Data(count: size).write(to: URL(fileURLWithPath: blob))
+
+        let failed = try build(["--push", "-t", name])
+        #expect(failed.status == 1)
+        #expect(failed.standardError.split(separator: "\n").count == 1, "\(failed.standardError)")
+        #expect(
+            failed.standardError.hasPrefix("error: registry \(registry.host): blob kept@\(layer): "),
+            "\(failed.standardError)")
+        let inspected = try Self.json(try Self.skopeo(["inspect", "--tls-verify=false", "docker://\(name)"]))
+        #expect(inspected["Digest"] as? String == pushed)
+        #expect(top != pushed)
+    }
+
     @Test func anUnreachableRegistryFailsWithOneLineNamingTheHost() throws {
         let scratch = try TemporaryDirectory(prefix: "registry-push-down-")
         let layout = scratch.path + "/busybox"

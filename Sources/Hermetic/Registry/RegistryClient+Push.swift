@@ -28,10 +28,17 @@ extension RegistryClient {
         } else {
             url = base + "/v2/" + target
         }
-        guard Self.origin(of: url) == base else {
-            throw RegistryError(
-                host: reference.registry, subject: subject,
-                reason: "the registry sent an upload to another origin (\(Self.origin(of: url) ?? url))")
+        // An upload `Location` may name another host (a storage front): credentials go only to the
+        // registry's own origin, and plain HTTP only where the policy allows it for that host.
+        let sameOrigin = Self.origin(of: url) == base
+        if !sameOrigin {
+            let other = Self.host(of: url) ?? url
+            guard url.hasPrefix("https://") || (url.hasPrefix("http://") && policy.allowsPlainHTTP(other)) else {
+                throw RegistryError(
+                    host: reference.registry, subject: subject,
+                    reason: "the registry sent the upload to \(other) in plain HTTP, which is allowed only for "
+                        + "loopback registries and --insecure-registry")
+            }
         }
         var authenticated = false
         while true {
@@ -39,7 +46,8 @@ extension RegistryClient {
             request.method = method
             request.headers.add(name: "User-Agent", value: Self.userAgent)
             for (name, value) in headers { request.headers.add(name: name, value: value) }
-            if let authorization = await session.authorization(host: host, repository: reference.repository) {
+            if sameOrigin, let authorization = await session.authorization(host: host, repository: reference.repository)
+            {
                 request.headers.add(name: "Authorization", value: authorization)
             }
             if let body { request.body = try body() }
@@ -49,7 +57,7 @@ extension RegistryClient {
             } catch {
                 throw transportError(error, host: reference.registry, subject: subject)
             }
-            guard response.status.code == 401 else { return response }
+            guard response.status.code == 401, sameOrigin else { return response }
             let challenge = response.headers.first(name: "WWW-Authenticate") ?? ""
             await Self.discard(response)
             guard !authenticated else {

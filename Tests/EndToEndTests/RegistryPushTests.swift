@@ -192,6 +192,35 @@ import Testing
         #expect(top != pushed)
     }
 
+    /// `--attest-format buildkit`: the index that wraps the image and its attestation manifest is what the
+    /// tag names, every manifest it lists is there, and no referrers tag is made.
+    @Test func theBuildKitAttestationFormIsPushedAsItsIndex() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-push-buildkit-")
+        let registry = try RegistryFixture()
+        let context = try RegistryPullTests.makeContext(scratch, dockerfile: "FROM scratch\nCOPY app.txt /app.txt\n")
+        let name = "\(registry.host)/wrapped:v1"
+        let outcome = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "--state-dir", scratch.path + "/state", "--attest-format",
+            "buildkit", "-o", "type=registry,name=\(name)",
+        ])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        let digest = outcome.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        let raw = try Self.skopeo(["inspect", "--tls-verify=false", "--raw", "docker://\(name)"])
+        #expect(Digest.sha256(of: Array(raw.utf8)).description == digest)
+        let entries = try Self.json(raw)["manifests"] as? [[String: Any]] ?? []
+        #expect(entries.count == 2)
+        #expect(entries.contains { ($0["platform"] as? [String: Any])?["os"] as? String == "unknown" })
+        for entry in entries {
+            let listed = try #require(entry["digest"] as? String)
+            _ = try Self.skopeo([
+                "inspect", "--tls-verify=false", "--raw", "docker://\(registry.host)/wrapped@\(listed)",
+            ])
+        }
+        let tags = try Self.json(
+            try Self.skopeo(["list-tags", "--tls-verify=false", "docker://\(registry.host)/wrapped"]))
+        #expect(tags["Tags"] as? [String] == ["v1"])
+    }
+
     @Test func anUnreachableRegistryFailsWithOneLineNamingTheHost() throws {
         let scratch = try TemporaryDirectory(prefix: "registry-push-down-")
         let layout = scratch.path + "/busybox"

@@ -33,17 +33,23 @@ import Testing
         }
     }
 
-    /// `-o type=registry,name=x` is about the type, not a missing dest=; a known type names its unknown keys.
+    /// `-o type=bogus,dest=x` is about the type, not its keys; a known type names its unknown keys.
     @Test func outputTypeIsCheckedBeforeItsKeys() throws {
         let build = try Build("FROM busybox\n")
         let expectations: [(String, String)] = [
             (
-                "type=registry,name=x",
-                "error: --output \"type=registry,name=x\": unknown type \"registry\" (supported: oci, docker, local)"
+                "type=registry,dest=x",
+                "error: --output \"type=registry,dest=x\": unknown key \"dest\" for type=registry (its keys: name, push)"
             ),
             (
                 "type=image,push=true",
-                "error: --output \"type=image,push=true\": unknown type \"image\" (supported: oci, docker, local)"
+                "error: --output \"type=image,push=true\": nothing to push to: name the image with -t REG/REPO:TAG "
+                    + "(or name=)"
+            ),
+            (
+                "type=bogus,dest=x",
+                "error: --output \"type=bogus,dest=x\": unknown type \"bogus\" (supported: oci, docker, local, image, "
+                    + "registry)"
             ),
             (
                 "type=oci,dest=\(build.scratch.path)/o,name=x",

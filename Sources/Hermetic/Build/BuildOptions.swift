@@ -13,6 +13,8 @@ public struct BuildOptions: Sendable {
     /// `--platform`; empty means the host platform.
     public var platforms: [String] = []
     public var outputs: [OutputSpec] = []
+    /// `-o type=image,push=true`, `-o type=registry` and `--push`: the names the image is pushed to.
+    public var pushTargets: [RegistryReference] = []
     /// `--cache-to`: where the cached steps of this build are exported (never in the provenance).
     public var cacheTo: [CacheExportSpec] = []
     /// `--cache-from`: exported caches read into the store before the steps run (never in the provenance).
@@ -178,11 +180,11 @@ public enum OutputSpec: Sendable, Hashable {
         }
         // The type first, then the keys of that type, then their values: `type=registry,name=x` is about the
         // type, not a missing dest=.
-        guard let type = fields["type"] else { throw fail("type= is required (oci, docker or local)") }
+        guard let type = fields["type"] else { throw fail("type= is required (oci, docker, local, image or registry)") }
         let imageKeys = ["type", "dest", "tar"] + OutputCompressionKeys.names
         let keysOfType: [String: [String]] = ["oci": imageKeys, "docker": imageKeys, "local": ["type", "dest", "tar"]]
         guard let known = keysOfType[type] else {
-            throw fail("unknown type \"\(type)\" (supported: oci, docker, local)")
+            throw fail("unknown type \"\(type)\" (supported: oci, docker, local, image, registry)")
         }
         let unknown = fields.keys.filter { !known.contains($0) }.sorted()
         if !unknown.isEmpty {
@@ -210,8 +212,62 @@ public enum OutputSpec: Sendable, Hashable {
         case "local":
             guard !tarWanted || fields["tar"] == nil else { throw fail("type=local is always a directory") }
             return (.local(dest), keys)
-        default: throw fail("unknown type \"\(type)\" (supported: oci, docker, local)")
+        default: throw fail("unknown type \"\(type)\" (supported: oci, docker, local, image, registry)")
         }
+    }
+}
+
+/// `-o type=image,name=REF[,push=true]` and `-o type=registry,name=REF` (buildx's image exporter). Hermetic
+/// has no local image store, so `type=image` without `push=true` is refused rather than dropping the image.
+public enum RegistryPushOutput {
+    /// The names to push to (empty: the `-t` names), or nil when `text` is another output type.
+    public static func parse(_ text: String) throws(ArgumentError) -> [String]? {
+        func fail(_ reason: String) -> ArgumentError {
+            ArgumentError(argument: "--output", value: text, reason: reason)
+        }
+        var fields: [String: String] = [:]
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let eq = part.firstIndex(of: "=") else { return nil }
+            let key = String(part[..<eq]).lowercased()
+            guard fields[key] == nil else { throw fail("\"\(key)\" is given twice") }
+            fields[key] = String(part[part.index(after: eq)...])
+        }
+        guard let type = fields["type"], type == "image" || type == "registry" else { return nil }
+        let unknown = fields.keys.filter { !["type", "name", "push"].contains($0) }.sorted()
+        guard unknown.isEmpty else {
+            throw fail(
+                "unknown key\(unknown.count == 1 ? "" : "s") " + unknown.map { "\"\($0)\"" }.joined(separator: ", ")
+                    + " for type=\(type) (its keys: name, push)")
+        }
+        switch fields["push"] ?? (type == "registry" ? "true" : "false") {
+        case "true": break
+        case "false":
+            throw fail(
+                "hermetic has no local image store: type=\(type) needs push=true (or use type=oci,dest=DIR, "
+                    + "type=docker,dest=FILE.tar)")
+        case let other: throw fail("push= must be true or false, not \"\(other)\"")
+        }
+        return fields["name"].map { $0.isEmpty ? [] : [$0] } ?? []
+    }
+
+    /// Each name as a registry reference with a tag (`latest` when it has none); a digest is refused.
+    public static func references(_ names: [String], argument: String) throws(ArgumentError) -> [RegistryReference] {
+        var result: [RegistryReference] = []
+        for name in names {
+            var reference: RegistryReference
+            do throws(RegistryReference.ParseError) {
+                reference = try RegistryReference(parsing: name)
+            } catch {
+                throw ArgumentError(argument: argument, value: name, reason: error.reason)
+            }
+            guard reference.digest == nil else {
+                throw ArgumentError(
+                    argument: argument, value: name, reason: "a pushed image is named by a tag, not a digest")
+            }
+            if reference.tag == nil { reference.tag = "latest" }
+            if !result.contains(reference) { result.append(reference) }
+        }
+        return result
     }
 }
 

@@ -71,7 +71,7 @@ extension Builder {
         for warning in BuildChecks.warnings(dockerfile: dockerfile, buildArgs: options.buildArgs) {
             log.warning(warning)
         }
-        if options.outputs.isEmpty {
+        if options.outputs.isEmpty && options.pushTargets.isEmpty {
             // As buildx warns with a builder that keeps nothing: without -o, the image is made and dropped.
             log.warning(
                 "No output specified: the image is built and its digest printed, but nothing is written. To write "

@@ -100,6 +100,9 @@ public struct Builder {
         record.layers = exporter.describingExported(record.layers)
         let exported = try exporter.assemble(stagingParent: workspace)
         let (attested, envelopes) = try attest(exported, exporter: exporter, record: record, inputs)
+        try await RegistryPush(
+            targets: options.pushTargets, transport: options.registryTransport, environment: inputs.environment
+        ).run(attested, exporter: exporter)
         try writeOutputs(
             attested, exporter: exporter, envelopes: envelopes, environment: inputs.environment,
             cache: CacheExportSteps(store: store, min: images.flatMap(\.stepKeys), max: record.stepKeys))

@@ -19,8 +19,9 @@ struct BuildCommand: AsyncParsableCommand {
     @Option(
         name: [.customShort("o"), .long],
         help:
-            "type=oci|docker|local,dest=PATH; oci and docker also take compression=, compression-level= and force-compression= (repeatable)."
+            "type=oci|docker|local,dest=PATH; oci and docker also take compression=, compression-level= and force-compression=; type=image,name=REG/REPO:TAG,push=true or type=registry,name=… pushes (repeatable)."
     ) var output: [String] = []
+    @Flag(help: "Push the image to each -t name (shorthand for -o type=registry).") var push = false
     @Option(
         name: .customLong("cache-to"),
         help:
@@ -172,7 +173,27 @@ struct BuildCommand: AsyncParsableCommand {
         }
         options.target = target
         options.platforms = try parsePlatforms(platform)
-        let outputs = try output.map { text throws(ArgumentError) in
+        var pushNames: [(argument: String, value: String, names: [String])] = push ? [("--push", "", tag)] : []
+        var fileOutputs: [String] = []
+        for text in output {
+            if let names = try RegistryPushOutput.parse(text) {
+                pushNames.append(("--output", text, names.isEmpty ? tag : names))
+            } else {
+                fileOutputs.append(text)
+            }
+        }
+        for (argument, value, names) in pushNames {
+            guard !names.isEmpty else {
+                throw ArgumentError(
+                    argument: argument, value: value,
+                    reason: "nothing to push to: name the image with -t REG/REPO:TAG (or name=)")
+            }
+            for reference in try RegistryPushOutput.references(names, argument: argument)
+            where !options.pushTargets.contains(reference) {
+                options.pushTargets.append(reference)
+            }
+        }
+        let outputs = try fileOutputs.map { text throws(ArgumentError) in
             let parsed = try OutputSpec.parse(text)
             return (text: text, spec: parsed.spec, keys: parsed.keys)
         }

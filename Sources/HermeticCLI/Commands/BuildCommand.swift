@@ -159,6 +159,32 @@ struct BuildCommand: AsyncParsableCommand {
         return mode
     }
 
+    /// `--push` and the `-o` outputs that push (to their `name=`, else the `-t` names), and the other `-o`s.
+    private func splitOutputs() throws -> (pushTargets: [RegistryReference], fileOutputs: [String]) {
+        var pushNames: [(argument: String, value: String, names: [String])] = push ? [("--push", "", tag)] : []
+        var fileOutputs: [String] = []
+        for text in output {
+            if let names = try RegistryPushOutput.parse(text) {
+                pushNames.append(("--output", text, names.isEmpty ? tag : names))
+            } else {
+                fileOutputs.append(text)
+            }
+        }
+        var targets: [RegistryReference] = []
+        for (argument, value, names) in pushNames {
+            guard !names.isEmpty else {
+                throw ArgumentError(
+                    argument: argument, value: value,
+                    reason: "nothing to push to: name the image with -t REG/REPO:TAG (or name=)")
+            }
+            for reference in try RegistryPushOutput.references(names, argument: argument)
+            where !targets.contains(reference) {
+                targets.append(reference)
+            }
+        }
+        return (targets, fileOutputs)
+    }
+
     func makeOptions(environment: [String: String]) throws -> BuildOptions {
         var options = BuildOptions(contextDirectory: context)
         options.dockerfilePath = file
@@ -173,26 +199,8 @@ struct BuildCommand: AsyncParsableCommand {
         }
         options.target = target
         options.platforms = try parsePlatforms(platform)
-        var pushNames: [(argument: String, value: String, names: [String])] = push ? [("--push", "", tag)] : []
-        var fileOutputs: [String] = []
-        for text in output {
-            if let names = try RegistryPushOutput.parse(text) {
-                pushNames.append(("--output", text, names.isEmpty ? tag : names))
-            } else {
-                fileOutputs.append(text)
-            }
-        }
-        for (argument, value, names) in pushNames {
-            guard !names.isEmpty else {
-                throw ArgumentError(
-                    argument: argument, value: value,
-                    reason: "nothing to push to: name the image with -t REG/REPO:TAG (or name=)")
-            }
-            for reference in try RegistryPushOutput.references(names, argument: argument)
-            where !options.pushTargets.contains(reference) {
-                options.pushTargets.append(reference)
-            }
-        }
+        let (pushTargets, fileOutputs) = try splitOutputs()
+        options.pushTargets = pushTargets
         let outputs = try fileOutputs.map { text throws(ArgumentError) in
             let parsed = try OutputSpec.parse(text)
             return (text: text, spec: parsed.spec, keys: parsed.keys)

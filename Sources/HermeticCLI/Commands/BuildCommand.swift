@@ -99,14 +99,7 @@ struct BuildCommand: AsyncParsableCommand {
             "Stages (and platforms) built at once, and threads that compress layers (default: the number of cores); the output does not depend on it."
     )
     var jobs: Int?
-    @Option(
-        name: .customLong("registry-ca"),
-        help: "A PEM CA certificate trusted for registries, beside the system's (repeatable).")
-    var registryCA: [String] = []
-    @Option(
-        name: .customLong("insecure-registry"),
-        help: "HOST[:PORT] of a registry that may be reached in plain HTTP (loopback ones always may; repeatable).")
-    var insecureRegistry: [String] = []
+    @OptionGroup var registry: RegistryFlags
 
     func run() async throws {
         try await reportingErrors {
@@ -267,7 +260,7 @@ struct BuildCommand: AsyncParsableCommand {
             throw ArgumentError(argument: "--state-dir", value: stateDir, reason: "exists and is not a directory")
         }
         options.stateDirectory = stateDir
-        options.registryTransport = try registryTransport(insecure: insecureRegistry, caFiles: registryCA)
+        options.registryTransport = try registry.transport()
         options.provenance = try Self.provenanceMode(provenance)
         options.signKeyPath = signKey
         guard let format = AttestationFormat(rawValue: attestFormat) else {
@@ -288,6 +281,22 @@ struct BuildCommand: AsyncParsableCommand {
             options.jobs = jobs
         }
         return options
+    }
+}
+
+/// How `build` and `lock` reach registries.
+struct RegistryFlags: ParsableArguments {
+    @Option(
+        name: .customLong("registry-ca"),
+        help: "A PEM CA certificate trusted for registries, beside the system's (repeatable).")
+    var registryCA: [String] = []
+    @Option(
+        name: .customLong("insecure-registry"),
+        help: "HOST[:PORT] of a registry that may be reached in plain HTTP (loopback ones always may; repeatable).")
+    var insecureRegistry: [String] = []
+
+    func transport() throws(ArgumentError) -> RegistryTransportPolicy {
+        try registryTransport(insecure: insecureRegistry, caFiles: registryCA)
     }
 }
 
@@ -326,14 +335,7 @@ struct LockCommand: AsyncParsableCommand {
     var update = false
     @Argument(help: "With --update: the image references (as the Dockerfile writes them) whose pins move.")
     var names: [String] = []
-    @Option(
-        name: .customLong("registry-ca"),
-        help: "A PEM CA certificate trusted for registries, beside the system's (repeatable).")
-    var registryCA: [String] = []
-    @Option(
-        name: .customLong("insecure-registry"),
-        help: "HOST[:PORT] of a registry that may be reached in plain HTTP (loopback ones always may; repeatable).")
-    var insecureRegistry: [String] = []
+    @OptionGroup var registry: RegistryFlags
 
     func run() async throws {
         try await reportingErrors {
@@ -349,7 +351,7 @@ struct LockCommand: AsyncParsableCommand {
                 options.namedContexts[name] = named
             }
             options.lockFile = lockFile
-            options.registryTransport = try registryTransport(insecure: insecureRegistry, caFiles: registryCA)
+            options.registryTransport = try registry.transport()
             guard update || names.isEmpty else {
                 throw ArgumentError(
                     argument: "NAME", value: names[0], reason: "image names are taken only with --update")

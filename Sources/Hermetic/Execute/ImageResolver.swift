@@ -28,6 +28,13 @@ public struct ImageResolver: Sendable {
 
         /// `REGISTRY/REPO@DIGEST`, the key of `pulledLayouts`.
         var pullKey: String? { registry.map { "\($0.name)@\(digest.map(\.description) ?? "")" } }
+
+        /// Where the image's bytes came from, for errors: the registry repository for a pulled image (its
+        /// layout is a workspace detail the user never named), else the layout directory.
+        var source: String {
+            if let registry { return "pulled from \(registry.name)" }
+            return "layout \(layoutPath)"
+        }
     }
 
     public enum Requirement { case pinned, unpinnedAllowed }

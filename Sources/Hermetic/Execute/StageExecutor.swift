@@ -369,7 +369,7 @@ struct StageExecutor {
             throw DockerfileError(
                 file: file, line: line,
                 message:
-                    "image \"\(reference)\" (manifest \(image.manifestDescriptor.digest) in \(pinned.layoutPath)): the config lists \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers"
+                    "image \"\(reference)\" (manifest \(image.manifestDescriptor.digest), \(pinned.source)): the config lists \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers"
             )
         }
         var layers: [LayerRecord] = []
@@ -383,7 +383,7 @@ struct StageExecutor {
             layers.append(
                 LayerRecord(
                     descriptor: exported, diffID: diffID, blobPath: path,
-                    origin: "of image \"\(reference)\" (layout \(pinned.layoutPath))", storedCopy: storedCopy))
+                    origin: "of image \"\(reference)\" (\(pinned.source))", storedCopy: storedCopy))
         }
         return (image, layers)
     }

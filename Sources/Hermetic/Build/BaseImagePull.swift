@@ -69,32 +69,36 @@ struct BaseImagePull {
         for (plan, platform) in zip(plans, platforms) {
             for index in plan.buildOrder {
                 let stage = plan.stages[index]
-                let fromLine = stage.from.range.start.line
                 if case .image(let reference) = stage.base {
                     let stagePlatform = try StagePlatforms.fromPlatform(of: stage, file: plan.file) ?? platform
-                    want(reference, platform: stagePlatform, line: fromLine)
+                    want(reference, platform: stagePlatform, line: stage.from.range.start.line)
                 }
-                for (position, source) in stage.sources.sorted(by: { $0.key < $1.key }) {
-                    guard case .image(let reference) = source else { continue }
-                    let line =
-                        stage.instructions.indices.contains(position)
-                        ? stage.instructions[position].range.start.line : fromLine
+                for (reference, line) in Self.otherImageSources(of: stage) {
                     want(reference, platform: platform, line: line)
-                }
-                for (key, source) in stage.mountSources.sorted(by: { $0.key < $1.key }) {
-                    guard case .image(let reference) = source else { continue }
-                    let position = key.split(separator: ":").first.flatMap { Int($0) } ?? -1
-                    let line =
-                        stage.instructions.indices.contains(position)
-                        ? stage.instructions[position].range.start.line : fromLine
-                    want(reference, platform: platform, line: line)
-                }
-                for (_, source) in stage.triggerSources.sorted(by: { $0.key < $1.key }) {
-                    guard case .image(let reference) = source else { continue }
-                    want(reference, platform: platform, line: fromLine)
                 }
             }
         }
         return wanted
+    }
+
+    /// The images a stage reads besides its base (`COPY --from`, `RUN --mount from=`, ONBUILD triggers'
+    /// sources), each with the line of the instruction that names it (the `FROM` line for a trigger's).
+    private static func otherImageSources(of stage: PlannedStage) -> [(reference: String, line: Int)] {
+        let fromLine = stage.from.range.start.line
+        func line(at position: Int) -> Int {
+            stage.instructions.indices.contains(position) ? stage.instructions[position].range.start.line : fromLine
+        }
+        var found: [(reference: String, line: Int)] = []
+        for (position, source) in stage.sources.sorted(by: { $0.key < $1.key }) {
+            if case .image(let reference) = source { found.append((reference, line(at: position))) }
+        }
+        for (key, source) in stage.mountSources.sorted(by: { $0.key < $1.key }) {
+            let position = key.split(separator: ":").first.flatMap { Int($0) } ?? -1
+            if case .image(let reference) = source { found.append((reference, line(at: position))) }
+        }
+        for (_, source) in stage.triggerSources.sorted(by: { $0.key < $1.key }) {
+            if case .image(let reference) = source { found.append((reference, fromLine)) }
+        }
+        return found
     }
 }

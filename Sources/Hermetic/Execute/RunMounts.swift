@@ -332,13 +332,11 @@ extension StageExecutor {
         line: Int, to setup: inout StepMounts
     ) throws {
         setup.record.requested.append(("secret", id, required))
-        guard let source = runOptions.secrets[id] else {
-            if required {
-                throw stepError(
-                    line: line, "secret \(id) is required but was not given (hermetic build --secret id=\(id),src=…)")
-            }
-            return
-        }
+        guard
+            let source = try given(
+                runOptions.secrets[id], required: required, line: line,
+                "secret \(id) is required but was not given (hermetic build --secret id=\(id),src=…)")
+        else { return }
         setup.record.secretIDs.append(id)
         let value = try secretValue(id: id, source: source, line: line)
         if let env {
@@ -360,18 +358,25 @@ extension StageExecutor {
         id: String, target: String?, required: Bool, line: Int, to setup: inout StepMounts
     ) throws {
         setup.record.requested.append(("ssh", id, required))
-        guard let socket = runOptions.sshSockets[id] else {
-            if required {
-                throw stepError(
-                    line: line, "ssh agent \(id) is required but was not given (hermetic build --ssh \(id)=…)")
-            }
-            return
-        }
+        guard
+            let socket = try given(
+                runOptions.sshSockets[id], required: required, line: line,
+                "ssh agent \(id) is required but was not given (hermetic build --ssh \(id)=…)")
+        else { return }
         setup.record.sshIDs.append(id)
         let path = absolute(
             target ?? "/run/buildkit/ssh_agent.\(setup.record.sshIDs.count - 1)", setup.workingDirectory)
         setup.mounts.append(ExtraMount(.bind(source: socket), target: path))
         if !setup.names.contains("SSH_AUTH_SOCK") { setup.environment.append("SSH_AUTH_SOCK=\(path)") }
+    }
+
+    /// What the build was given for a secret or ssh mount; a mount not given is skipped (nil) unless it is
+    /// required, when the step fails with `missing`.
+    private func given<Value>(_ value: Value?, required: Bool, line: Int, _ missing: @autoclosure () -> String)
+        throws -> Value?
+    {
+        if value == nil && required { throw stepError(line: line, missing()) }
+        return value
     }
 
     private func absolute(_ target: String, _ workingDirectory: String) -> String {

@@ -15,12 +15,26 @@ public struct BuildLog: Sendable {
     /// The lane this copy reports in; nil: outside any stage (warnings are written at once).
     private let lane: Int?
 
-    /// `auto` is `tty` when stderr is a terminal, else `plain`, as buildx chooses.
-    public init(mode: ProgressMode) {
+    /// `auto` is `tty` when stderr is a terminal, else `plain`, as buildx chooses. `stepOutputLimit`:
+    /// the bytes of a step's output plain mode writes, nil for no limit (`stepOutputLimit(environment:)`).
+    public init(mode: ProgressMode, stepOutputLimit: Int? = BuildLog.defaultStepOutputLimit) {
         let resolved: ProgressMode = mode == .auto ? (isatty(2) == 1 ? .tty : .plain) : mode
         self.mode = resolved
-        display = ProgressDisplay(mode: resolved)
+        display = ProgressDisplay(mode: resolved, stepOutputLimit: stepOutputLimit)
         lane = nil
+    }
+
+    /// BuildKit's default step log limit, 2 MiB: a stage held behind another (plain mode) keeps its
+    /// output in memory until it is written, so it must be bounded.
+    public static let defaultStepOutputLimit: Int? = 2 << 20
+
+    /// The limit BuildKit's daemon reads from `BUILDKIT_STEP_LOG_MAX_SIZE` (bytes; negative: no limit; not
+    /// a number: the default, as BuildKit ignores it).
+    public static func stepOutputLimit(environment: [String: String]) -> Int? {
+        guard let text = environment["BUILDKIT_STEP_LOG_MAX_SIZE"], let value = Int32(text) else {
+            return defaultStepOutputLimit
+        }
+        return value < 0 ? nil : Int(value)
     }
 
     private init(_ other: BuildLog, lane: Int) {
@@ -75,6 +89,7 @@ public struct BuildLog: Sendable {
 /// (`#K`) are given as lines are written, so they count in that order too.
 final class ProgressDisplay: @unchecked Sendable {
     private let mode: ProgressMode
+    private let stepOutputLimit: Int?
     private let lock = NSLock()
     /// Every step begun, in the order begun.
     private var steps: [ProgressStep] = []
@@ -95,8 +110,9 @@ final class ProgressDisplay: @unchecked Sendable {
     /// would each give the once-per-build warnings).
     private var warned: Set<String> = []
 
-    init(mode: ProgressMode) {
+    init(mode: ProgressMode, stepOutputLimit: Int?) {
         self.mode = mode
+        self.stepOutputLimit = stepOutputLimit
     }
 
     func expect(_ count: Int) {
@@ -132,7 +148,10 @@ final class ProgressDisplay: @unchecked Sendable {
     func output(_ bytes: [UInt8], lane: Int) {
         lock.withLock {
             switch mode {
-            case .plain: emit(.output(bytes), lane: lane)
+            case .plain:
+                guard let index = running[lane] else { return emit(.output(bytes), lane: lane) }
+                let shown = steps[index].clip(bytes, limit: stepOutputLimit)
+                if !shown.isEmpty { emit(.output(shown), lane: lane) }
             case .tty:
                 guard let index = running[lane] else { return }
                 steps[index].output.append(bytes)
@@ -300,8 +319,29 @@ struct ProgressStep {
     var cancelled = false
     var cached = false
     var output = OutputTail()
+    /// Plain mode: the bytes of output written or held so far, and whether the limit was met.
+    var outputBytes = 0
+    var clipped = false
 
     var duration: Double { (ended ?? started) - started }
+
+    /// What of `bytes` plain mode shows under `limit`: the part that fits, then once BuildKit's
+    /// `[output clipped, log limit 2MiB reached]` line, then nothing.
+    mutating func clip(_ bytes: [UInt8], limit: Int?) -> [UInt8] {
+        guard let limit, !clipped else { return clipped ? [] : bytes }
+        let room = max(0, limit - outputBytes)
+        outputBytes += min(room, bytes.count)
+        guard bytes.count > room else { return bytes }
+        clipped = true
+        return Array(bytes.prefix(room)) + Array("\n[output clipped, log limit \(Self.size(limit)) reached]\n".utf8)
+    }
+
+    /// A limit as BuildKit prints it: `2MiB`, `512KiB`, `1000B`.
+    static func size(_ bytes: Int) -> String {
+        if bytes > 0 && bytes % (1 << 20) == 0 { return "\(bytes >> 20)MiB" }
+        if bytes > 0 && bytes % (1 << 10) == 0 { return "\(bytes >> 10)KiB" }
+        return "\(bytes)B"
+    }
 }
 
 /// The last lines of a step's output, for the tty view: control characters (escapes included) shown as

@@ -107,7 +107,8 @@ struct BuildCommand: AsyncParsableCommand {
             let signals = WorkspaceJanitor.installSignalHandlers()
             let options = try makeOptions(environment: environment)
             let result: BuildResult
-            let log = BuildLog(mode: options.progress)
+            let log = BuildLog(
+                mode: options.progress, stepOutputLimit: BuildLog.stepOutputLimit(environment: environment))
             do {
                 result = try await Builder(
                     options: options, log: log, signals: signals

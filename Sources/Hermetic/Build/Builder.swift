@@ -76,6 +76,10 @@ public struct Builder {
         // Shared for the whole build: `hermetic prune` waits rather than remove what this build uses.
         let storeLock = try store.lockForBuild()
         defer { withExtendedLifetime(storeLock) {} }
+        let remembered = ContextFileDigests(store: store, root: inputs.contextRoot, trusted: !options.noCache)
+        defer { remembered.save() }
+        inputs.context.rememberedDigests = remembered
+        inputs.contextDigest = SharedContextDigest(inputs.context)
         inputs.resolver = try await BaseImagePull(
             plans: plans, platforms: inputs.platforms, resolver: inputs.resolver, transport: options.registryTransport,
             environment: inputs.environment

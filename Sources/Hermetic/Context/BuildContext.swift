@@ -13,11 +13,19 @@ public struct BuildContext: Sendable {
     /// True for the build context: its files' mtimes are not inputs (SOURCE_DATE_EPOCH replaces them)
     /// and their owners are 0:0 (Docker's rule for context files).
     public var isBuildContext: Bool
+    /// The build context's file digests remembered from earlier builds (nil: every file is read).
+    var rememberedDigests: ContextFileDigests?
 
     public init(root: String, ignore: DockerIgnore, isBuildContext: Bool = false) {
         self.root = root
         self.ignore = ignore
         self.isBuildContext = isBuildContext
+    }
+
+    /// The sha256 of a regular file of the tree (or of any tree, for a path outside it).
+    func fileDigest(_ path: String) throws -> Digest {
+        if let rememberedDigests, rememberedDigests.covers(path) { return try rememberedDigests.digest(of: path) }
+        return try ContextDigest.fileDigest(path)
     }
 
     /// A source that matched: its path in the tree (components) and its lstat.

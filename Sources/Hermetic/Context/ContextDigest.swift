@@ -33,7 +33,7 @@ public enum ContextDigest {
                 link = "\(FileSystem.deviceMajor(info.st_rdev)):\(FileSystem.deviceMinor(info.st_rdev))"
             case S_IFREG:
                 size = Int64(info.st_size)
-                content = try fileDigest(host).hex
+                content = try context.fileDigest(host).hex
             default: continue
             }
             let record = "\(path)\0\(type)\0\(String(info.st_mode & 0o7777, radix: 8))\0\(size)\0\(content)\0\(link)\n"
@@ -43,13 +43,31 @@ public enum ContextDigest {
     }
 
     static func fileDigest(_ path: String) throws -> Digest {
+        let file = try openRegularFile(path)
+        defer { close(file.descriptor) }
+        return try hash(descriptor: file.descriptor, path: path)
+    }
+
+    /// Opens a regular file for reading, never through a symlink; returns its descriptor and `fstat`.
+    static func openRegularFile(_ path: String) throws -> (descriptor: Int32, info: stat) {
         // O_NONBLOCK and the check: a file swapped for a FIFO since the walk must not block the build.
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { throw SystemError("open", path: path, errno: errno) }
-        defer { close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw SystemError("fstat", path: path, errno: errno) }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw NotRegularFileError(path: path, mode: info.st_mode) }
+        guard fstat(fd, &info) == 0 else {
+            let error = SystemError("fstat", path: path, errno: errno)
+            close(fd)
+            throw error
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw NotRegularFileError(path: path, mode: info.st_mode)
+        }
+        return (fd, info)
+    }
+
+    /// The sha256 of what is left to read from `descriptor`.
+    static func hash(descriptor fd: Int32, path: String) throws -> Digest {
         let hasher = SHA256Hasher()
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         while true {

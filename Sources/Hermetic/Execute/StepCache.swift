@@ -92,7 +92,7 @@ extension StageExecutor {
                 // The source's owner too, as BuildKit's content hash has it, though COPY writes 0:0.
                 var info = stat()
                 let owner = lstat(path, &info) == 0 ? "\(info.st_uid):\(info.st_gid)" : "?"
-                add("file \(size) \(owner) " + (try ContextDigest.fileDigest(path)).description)
+                add("file \(size) \(owner) " + (try context.fileDigest(path)).description)
             }
         }
         return "entries:" + hasher.finalize().description

@@ -92,6 +92,9 @@ extension ContentStore {
             removed.entries += 1
             removed.bytes += size
         }
+        // The remembered context file digests are a cheap cache of reads: any prune drops them whole.
+        let digestTables = root + "/context-digests"
+        if FileSystem.isDirectory(digestTables) { remove(digestTables, size: Self.treeSize(digestTables)) }
         // A snapshot's `snapshot.json` is touched when a build uses it; the entry is its directory.
         var records =
             try self.records("steps") + self.records("compressed")

@@ -30,6 +30,8 @@ public final class PushRegistry {
         case redirectLoop = "redirect-loop"
         /// Answers the second chunk 202 with `Range: 0-99`, before the first chunk's end.
         case rangeBackwards = "range-backwards"
+        /// Answers an upload's POST with `OCI-Chunk-Min-Length: 20971520` (20 MiB).
+        case chunkMinimum = "chunk-min"
     }
 
     public let port: Int
@@ -39,7 +41,8 @@ public final class PushRegistry {
 
     public var host: String { "127.0.0.1:\(port)" }
 
-    /// `storageHost`: the address the storage server's `Location`s name (it listens on all of them).
+    /// `storageHost`: the address the storage server's `Location`s name (it listens on all of them), or
+    /// `HOST:PORT` to name another port (where nothing may listen).
     public init(_ mode: Mode, storageHost: String = "127.0.0.1") throws {
         let python = try ExternalTools.require("python3")
         directory = try TemporaryDirectory(prefix: "hermetic-push-registry-")
@@ -217,8 +220,11 @@ public final class PushRegistry {
                     return
                 location = "/v2/%s/blobs/uploads/%s" % (name, session)
                 if mode == "storage":
-                    location = "http://%s:%d/upload/%s" % (storage_host, storage_port, session)
-                self.answer(202, b"", {"Location": location, "Range": "0-0"})
+                    where = storage_host if ":" in storage_host else "%s:%d" % (storage_host, storage_port)
+                    location = "http://%s/upload/%s" % (where, session)
+                headers = {"Location": location, "Range": "0-0"}
+                if mode == "chunk-min": headers["OCI-Chunk-Min-Length"] = str(20 << 20)
+                self.answer(202, b"", headers)
 
             def upload(self, path, session, params, received):
                 if session not in uploads:

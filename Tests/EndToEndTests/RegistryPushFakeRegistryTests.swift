@@ -81,6 +81,19 @@ import Testing
         let started = log.filter { $0.hasPrefix("POST /v2/apps/st/blobs/uploads/") && $0.contains(" authorized") }
         #expect(started.count == 2, "\(log)")
         #expect(registry.tags("apps/st") == ["v1"])
+
+        // A storage host nothing listens on: the error names it, not the registry.
+        let closed = "127.0.0.1:\(try RegistryFixture.freePort())"
+        let unreachable = try PushRegistry(.storage, storageHost: closed)
+        let failed = try Self.push(
+            context, state: scratch.path + "/state", to: "\(unreachable.host)/apps/st:v1", ["--provenance", "false"],
+            environment: try Self.dockerConfig(scratch, host: unreachable.host))
+        #expect(failed.status == 1)
+        #expect(failed.standardError.split(separator: "\n").count == 1, "\(failed.standardError)")
+        #expect(
+            failed.standardError.hasPrefix("error: registry \(closed): blob apps/st@sha256:"), "\(failed.standardError)"
+        )
+        #expect(unreachable.tags("apps/st").isEmpty)
     }
 
     @Test func plainHTTPToANonLoopbackStorageHostNeedsInsecureRegistry() throws {
@@ -142,6 +155,38 @@ import Testing
         #expect(closing.hasSuffix(" length=0"))
         // The fake checks the whole blob's digest when the session closes: the tag is there.
         #expect(registry.tags("apps/big") == ["v1"])
+    }
+
+    /// A registry that names a least chunk length larger than ours gets chunks of that length, and a
+    /// blob of at most that length in one PUT.
+    @Test func theRegistrysLeastChunkLengthIsTheChunkSize() throws {
+        let scratch = try TemporaryDirectory(prefix: "push-chunk-minimum-")
+        let registry = try PushRegistry(.chunkMinimum)
+        let context = try RegistryPullTests.makeContext(scratch, dockerfile: "FROM scratch\nCOPY big.bin /big.bin\n")
+        let minimum = 20 << 20
+        try RegistryPushProtocolTests.writeRandomFile(context, bytes: minimum + (1 << 20))
+        let state = scratch.path + "/state"
+        let outcome = try Self.push(
+            context, state: state, to: "\(registry.host)/apps/big:v1", ["--provenance", "false"])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        let patches = registry.requestLog.filter { $0.hasPrefix("PATCH ") }
+        try #require(patches.count == 2, "\(registry.requestLog)")
+        #expect(patches[0].hasSuffix(" content-range=0-\(minimum - 1) length=\(minimum)"), "\(patches[0])")
+        #expect(patches[1].contains(" content-range=\(minimum)-"), "\(patches[1])")
+
+        // 18 MiB: over our chunk size, not over the registry's least chunk length.
+        try RegistryPushProtocolTests.writeRandomFile(context, bytes: 18 << 20)
+        let smaller = try Self.push(
+            context, state: state, to: "\(registry.host)/apps/small:v1", ["--provenance", "false"])
+        try #require(smaller.status == 0, "\(smaller.standardError)")
+        let small = registry.requestLog.filter { $0.contains("/v2/apps/small/blobs/uploads/") }
+        #expect(!small.contains { $0.hasPrefix("PATCH ") }, "\(small)")
+        // The config's PUT and the layer's, each with its bytes: the layer's over 16 MiB.
+        let lengths = small.filter { $0.hasPrefix("PUT ") }.compactMap {
+            $0.components(separatedBy: " length=").last.flatMap { Int($0) }
+        }
+        #expect(lengths.count == 2, "\(small)")
+        #expect(lengths.contains { $0 > RegistryPushProtocolTests.chunk }, "\(small)")
     }
 
     @Test func answersAPushMustNotTakeFailItInOneLineAndLeaveNoTag() throws {

@@ -51,7 +51,9 @@ extension RegistryClient {
             do {
                 response = try await http.execute(request, timeout: .hours(6))
             } catch {
-                throw transportError(error, host: Self.host(of: url) ?? reference.registry, subject: subject)
+                // Named as the user wrote it, unless the upload went to another host.
+                let named = sameOrigin ? reference.registry : Self.host(of: url) ?? reference.registry
+                throw transportError(error, host: named, subject: subject)
             }
             let code = response.status.code
             if followRedirects, code == 307 || code == 308 {

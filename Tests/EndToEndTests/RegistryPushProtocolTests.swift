@@ -108,6 +108,40 @@ import Testing
         #expect(third.filter { $0.hasPrefix("POST /v2/apps/third/blobs/uploads/ 202") }.count == 1, "\(third)")
     }
 
+    /// A pull records where each blob came from; prune removes the record with the blob.
+    @Test func aPullRecordsEachBlobsRepositoryAndPruneRemovesTheRecordWithTheBlob() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-pull-sources-")
+        let layout = scratch.path + "/busybox"
+        _ = try BaseImages.writeBusybox(at: layout)
+        let registry = try RegistryFixture()
+        let base = try registry.push(layout: layout, as: "library/base")
+        let inspected = try RegistryPushTests.json(
+            try RegistryPushTests.skopeo([
+                "inspect", "--tls-verify=false", "docker://\(registry.host)/library/base@\(base)",
+            ]))
+        let baseLayers = try #require(inspected["Layers"] as? [String])
+        let context = try RegistryPullTests.makeContext(
+            scratch, dockerfile: "FROM \(registry.host)/library/base@\(base)\nCOPY app.txt /app.txt\n")
+        let state = scratch.path + "/state"
+        let built = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "--state-dir", state, "-o", "type=oci,dest=\(scratch.path)/out",
+        ])
+        try #require(built.status == 0, "\(built.standardError)")
+        let sources = state + "/store/sources/"
+        for layer in baseLayers {
+            let record = try RegistryPushTests.json(
+                try String(contentsOfFile: sources + layer.dropFirst("sha256:".count) + ".json", encoding: .utf8))
+            #expect(record.count == 1 && record[registry.host] as? [String] == ["library/base"], "\(record)")
+        }
+        let pruned = try HermeticProcess.hermetic(["prune", "--all", "--force", "--state-dir", state])
+        try #require(pruned.status == 0, "\(pruned.standardError)")
+        for layer in baseLayers {
+            let hex = String(layer.dropFirst("sha256:".count))
+            #expect(!FileManager.default.fileExists(atPath: state + "/store/blobs/sha256/" + hex))
+            #expect(!FileManager.default.fileExists(atPath: sources + hex + ".json"))
+        }
+    }
+
     @Test func aBlobOverTheChunkSizeGoesUpInChunksAndComesBackWhole() throws {
         let scratch = try TemporaryDirectory(prefix: "registry-push-chunks-")
         let registry = try RegistryFixture(accessLog: true)

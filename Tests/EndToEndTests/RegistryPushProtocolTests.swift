@@ -179,4 +179,45 @@ import Testing
         let original = try Data(contentsOf: URL(fileURLWithPath: context + "/big.bin"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: next.path + "/tree/big.bin")) == original)
     }
+
+    /// A chunk cut short on its way to a real `docker-registry` (a proxy drops the second PATCH after
+    /// 1 MiB): the push asks the upload's status; distribution 2.8 has dropped the session (the PATCH is
+    /// its 500, the status its 404), and the blob goes up again in a new one. The image arrives whole.
+    @Test func aChunkCutShortOnItsWayToARealRegistryStillGetsTheImageThereWhole() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-push-cut-")
+        let registry = try RegistryFixture(accessLog: true)
+        let proxy = try CuttingProxy(to: registry.port, method: "PATCH", cutAt: 2, bytes: 1 << 20)
+        let context = try RegistryPullTests.makeContext(scratch, dockerfile: "FROM scratch\nCOPY big.bin /big.bin\n")
+        try Self.writeRandomFile(context, bytes: Self.chunk + (5 << 20))
+        let outcome = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "--state-dir", scratch.path + "/state", "--provenance", "false",
+            "--push", "-t", "\(proxy.host)/apps/cut:v1",
+        ])
+        try #require(outcome.status == 0, "\(outcome.standardError)")
+        #expect(proxy.didCut)
+        let digest = outcome.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        let log = registry.requestLog
+        let patches = log.indices.filter { log[$0].hasPrefix("PATCH /v2/apps/cut/blobs/uploads/") }
+        try #require(patches.count >= 2, "\(log)")
+        // After the cut, the upload's status was asked before anything else went up.
+        let status = try #require(
+            log.indices.first { $0 > patches[0] && log[$0].hasPrefix("GET /v2/apps/cut/blobs/uploads/") }, "\(log)")
+        #expect(!log[(patches[0] + 1)..<status].contains { $0.hasPrefix("PUT ") }, "\(log)")
+        #expect(log[status].hasSuffix(" 404"), "\(log[status])")
+        #expect(log.indices.contains(status + 1) && log[status + 1] == "POST /v2/apps/cut/blobs/uploads/ 202", "\(log)")
+        #expect(log.contains { $0.hasPrefix("PUT /v2/apps/cut/blobs/uploads/") && $0.hasSuffix(" 201") })
+        let pushed = try RegistryPushTests.json(
+            try RegistryPushTests.skopeo(["inspect", "--tls-verify=false", "docker://\(registry.host)/apps/cut:v1"]))
+        #expect(pushed["Digest"] as? String == digest)
+
+        let next = try TemporaryDirectory(prefix: "registry-push-cut-back-")
+        let back = try RegistryPullTests.makeContext(next, dockerfile: "FROM \(registry.host)/apps/cut@\(digest)\n")
+        let pulled = try HermeticProcess.hermetic([
+            "build", back, "--progress", "quiet", "--state-dir", next.path + "/state", "--provenance", "false",
+            "-o", "type=local,dest=\(next.path)/tree",
+        ])
+        try #require(pulled.status == 0, "\(pulled.standardError)")
+        let original = try Data(contentsOf: URL(fileURLWithPath: context + "/big.bin"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: next.path + "/tree/big.bin")) == original)
+    }
 }

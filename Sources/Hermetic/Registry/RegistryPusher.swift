@@ -5,9 +5,10 @@ import Provenance
 
 /// Pushes blobs and manifests to one repository: a blob only when `HEAD` says the registry lacks it,
 /// mounted from another repository of the registry where one is known to hold it, else uploaded
-/// (`RegistryPusher+Upload.swift`); a manifest with a `PUT` by digest or tag. A manifest with a `subject` is listed in its subject's referrers: by the registry
-/// itself where it has the referrers API (it answers with `OCI-Subject`), else through the referrers tag
-/// schema of the distribution spec 1.1 (`sha256-<hex>`, an image index of the referrers).
+/// (`RegistryPusher+Upload.swift`); a manifest with a `PUT` by digest or tag. A manifest with a `subject`
+/// is listed in its subject's referrers: by the registry itself where it has the referrers API (it answers
+/// with `OCI-Subject`), else through the referrers tag schema of the distribution spec 1.1
+/// (`sha256-<hex>`, an image index of the referrers).
 public struct RegistryPusher: Sendable {
     public let client: RegistryClient
     public let reference: RegistryReference

@@ -17,8 +17,12 @@ public final class RegistryFixture {
     public var host: String { "127.0.0.1:\(port)" }
 
     /// Starts a registry; with `user` and `password` it requires them (Basic auth, bcrypt htpasswd).
-    /// With `tls`, it serves HTTPS only, with that certificate and key (PEM files).
-    public init(user: String? = nil, password: String? = nil, tls: (certificate: String, key: String)? = nil) throws {
+    /// With `tls`, it serves HTTPS only, with that certificate and key (PEM files). With `accessLog`, it
+    /// logs every request (`requestLog`).
+    public init(
+        user: String? = nil, password: String? = nil, tls: (certificate: String, key: String)? = nil,
+        accessLog: Bool = false
+    ) throws {
         let registry = try ExternalTools.require("docker-registry")
         directory = try TemporaryDirectory(prefix: "hermetic-registry-")
         port = try Self.freePort()
@@ -27,7 +31,7 @@ public final class RegistryFixture {
             log:
               level: error
               accesslog:
-                disabled: true
+                disabled: \(!accessLog)
             storage:
               filesystem:
                 rootdirectory: \(directory.path)/storage
@@ -59,8 +63,10 @@ public final class RegistryFixture {
         process = Process()
         process.executableURL = URL(fileURLWithPath: registry)
         process.arguments = ["serve", directory.path + "/config.yml"]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: Self.touch(directory.path + "/log")))
+        // The access log goes to standard output.
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: Self.touch(directory.path + "/log")))
+        process.standardOutput = accessLog ? log : FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = log
         try process.run()
         try Self.waitForListener(port: port, process: process, log: directory.path + "/log")
     }
@@ -70,6 +76,21 @@ public final class RegistryFixture {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
+        }
+    }
+
+    /// The requests the registry logged (`accessLog`), one per line as `METHOD PATH?QUERY STATUS`, the path
+    /// and query percent-decoded.
+    public var requestLog: [String] {
+        let text = (try? String(contentsOfFile: directory.path + "/log", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            // Combined log format: … "METHOD URI HTTP/1.1" STATUS SIZE …
+            let parts = line.split(separator: "\"")
+            guard parts.count > 2 else { return nil }
+            let request = parts[1].split(separator: " ")
+            guard request.count == 3, let status = parts[2].split(separator: " ").first else { return nil }
+            let uri = String(request[1]).removingPercentEncoding ?? String(request[1])
+            return "\(request[0]) \(uri) \(status)"
         }
     }
 

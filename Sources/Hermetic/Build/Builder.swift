@@ -105,7 +105,8 @@ public struct Builder {
         let exported = try exporter.assemble(stagingParent: workspace)
         let (attested, envelopes) = try attest(exported, exporter: exporter, record: record, inputs)
         try await RegistryPush(
-            targets: options.pushTargets, transport: options.registryTransport, environment: inputs.environment
+            targets: options.pushTargets, transport: options.registryTransport, environment: inputs.environment,
+            store: store
         ).run(attested, exporter: exporter)
         try writeOutputs(
             attested, exporter: exporter, envelopes: envelopes, environment: inputs.environment,

@@ -7,12 +7,24 @@ extension ImageExporter {
     /// blobs), each platform manifest (and BuildKit-form attestation manifest) by digest, then the image
     /// index by digest for several platforms, then each referrer after its subject (and its referrers tag
     /// where the registry has no referrers API), and last the tag.
-    func push(_ exported: ExportedImage, to reference: RegistryReference, client: RegistryClient) async throws {
+    /// `sources`: the store whose records say which repositories of a registry a blob was pulled from or
+    /// pushed to; a blob the target registry holds in another repository is mounted from the first of
+    /// them, and a store blob pushed is recorded as held by the target (the next repository mounts it).
+    func push(
+        _ exported: ExportedImage, to reference: RegistryReference, client: RegistryClient,
+        sources: ContentStore? = nil
+    ) async throws {
         let pusher = RegistryPusher(client: client, reference: reference)
         var seen = Set<Digest>()
         func blob(_ descriptor: Descriptor, _ source: RegistryPusher.BlobSource) async throws {
             guard seen.insert(descriptor.digest).inserted else { return }
-            try await pusher.pushBlob(descriptor, from: source)
+            let mountFrom = sources?.sourceRepositories(of: descriptor.digest, registry: reference.registry)
+                .first { $0 != reference.repository }
+            try await pusher.pushBlob(descriptor, from: source, mountFrom: mountFrom)
+            if let sources, sources.hasBlob(descriptor.digest) {
+                try? sources.recordSource(
+                    of: descriptor.digest, registry: reference.registry, repository: reference.repository)
+            }
         }
         func bytesBlob(_ bytes: [UInt8], _ mediaType: String) async throws {
             try await blob(
@@ -75,6 +87,8 @@ struct RegistryPush {
     var targets: [RegistryReference]
     var transport: RegistryTransportPolicy
     var environment: [String: String]
+    /// The build's store: where its pulled blobs came from (blob mounts).
+    var store: ContentStore? = nil
 
     func run(_ exported: ExportedImage, exporter: ImageExporter) async throws {
         guard !targets.isEmpty else { return }
@@ -88,7 +102,7 @@ struct RegistryPush {
         let client = try RegistryClient(policy: transport, credentials: credentials, readTimeoutSeconds: timeout ?? 60)
         do {
             for target in targets {
-                try await exporter.push(exported, to: target, client: client)
+                try await exporter.push(exported, to: target, client: client, sources: store)
             }
         } catch {
             await client.shutdown()

@@ -49,6 +49,7 @@ public struct RegistryPuller: Sendable {
             }
         }
         var layers: [Descriptor] = []
+        var configs: [Descriptor] = []
         for (descriptor, wanted) in manifests {
             let manifest: ImageManifest = try decode(descriptor, reference: reference)
             guard manifest.schemaVersion == 2 else {
@@ -62,6 +63,7 @@ public struct RegistryPuller: Sendable {
                     reason: "a config over 4 MiB is refused")
             }
             try await fetchBlob(reference, manifest.config)
+            configs.append(manifest.config)
             // The content must be the platform asked for, whatever its index says (as for a layout).
             let config: ImageConfig = try decode(manifest.config, reference: reference)
             let content = Platform(os: config.os, architecture: config.architecture, variant: config.variant)
@@ -73,6 +75,11 @@ public struct RegistryPuller: Sendable {
             layers += manifest.layers.filter { layer in !layers.contains(layer) }
         }
         try await fetchLayers(reference, layers)
+        // Where each blob came from, for a push to this registry to mount it (SPEC §1.2). Only a hint:
+        // a record that cannot be written costs an upload, not the build.
+        for blob in configs + layers {
+            try? store.recordSource(of: blob.digest, registry: reference.registry, repository: reference.repository)
+        }
         return Pulled(top: top)
     }
 

@@ -3,11 +3,12 @@ import Foundation
 import NIOCore
 import Provenance
 
-/// Pushes blobs and manifests to one repository: a blob only when `HEAD` says the registry lacks it, in one
-/// monolithic upload (`POST …/blobs/uploads/`, then `PUT` its `Location` with `?digest=`); a manifest with a
-/// `PUT` by digest or tag. A manifest with a `subject` is listed in its subject's referrers: by the registry
-/// itself where it has the referrers API (it answers with `OCI-Subject`), else through the referrers tag
-/// schema of the distribution spec 1.1 (`sha256-<hex>`, an image index of the referrers).
+/// Pushes blobs and manifests to one repository: a blob only when `HEAD` says the registry lacks it,
+/// mounted from another repository of the registry where one is known to hold it, else uploaded
+/// (`RegistryPusher+Upload.swift`); a manifest with a `PUT` by digest or tag. A manifest with a `subject`
+/// is listed in its subject's referrers: by the registry itself where it has the referrers API (it answers
+/// with `OCI-Subject`), else through the referrers tag schema of the distribution spec 1.1
+/// (`sha256-<hex>`, an image index of the referrers).
 public struct RegistryPusher: Sendable {
     public let client: RegistryClient
     public let reference: RegistryReference
@@ -37,34 +38,24 @@ public struct RegistryPusher: Sendable {
         }
     }
 
-    /// Uploads the blob unless the registry has it; returns whether it was uploaded.
+    /// Uploads the blob unless the registry has it; returns whether it was uploaded (or mounted).
+    /// `mountFrom`: another repository of this registry that holds it (a base image's layer pulled from
+    /// there), asked to mount it first (SPEC §1.2).
     @discardableResult
-    func pushBlob(_ descriptor: Descriptor, from source: BlobSource) async throws -> Bool {
+    func pushBlob(_ descriptor: Descriptor, from source: BlobSource, mountFrom: String? = nil) async throws -> Bool {
         if try await hasBlob(descriptor.digest) { return false }
         let what = "blob \(reference.repository)@\(descriptor.digest)"
         try await client.withRetries {
-            let started = try await client.send(
-                .POST, reference, target: "\(reference.repository)/blobs/uploads/",
-                headers: [("Content-Length", "0")], subject: what)
-            guard started.status.code == 202, let location = started.headers.first(name: "Location") else {
-                throw await RegistryClient.unexpected(started, host: reference.registry, subject: what)
+            guard
+                case .session(let location, let minimumChunk) = try await startUpload(
+                    descriptor, mountFrom: mountFrom == reference.repository ? nil : mountFrom, subject: what)
+            else { return }
+            let chunk = max(Self.chunkSize, minimumChunk ?? 0)
+            if descriptor.size > chunk {
+                try await uploadInChunks(descriptor, from: source, to: location, chunk: chunk, subject: what)
+            } else {
+                try await uploadWhole(descriptor, from: source, to: location, subject: what)
             }
-            await RegistryClient.discard(started)
-            let separator = location.contains("?") ? "&" : "?"
-            let target = location + separator + "digest=" + descriptor.digest.description
-            let done = try await client.send(
-                .PUT, reference, target: target,
-                headers: [("Content-Type", "application/octet-stream"), ("Content-Length", String(descriptor.size))],
-                body: {
-                    switch source {
-                    case .file(let path): return .stream(FileChunks(path: path), length: .known(descriptor.size))
-                    case .bytes(let bytes): return .bytes(bytes)
-                    }
-                }, subject: what)
-            guard done.status.code == 201 else {
-                throw await RegistryClient.unexpected(done, host: reference.registry, subject: what)
-            }
-            await RegistryClient.discard(done)
         }
         return true
     }

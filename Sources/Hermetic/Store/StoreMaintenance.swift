@@ -132,6 +132,7 @@ extension ContentStore {
         }
         let named = try referencedBlobs()
         for (digest, size) in try blobSizes() where !named.contains(digest) { remove(blobPath(digest), size: size) }
+        removeOrphanSources()
         for leftover in try listing(temporaryDirectory) { remove(leftover.path, size: Int64(leftover.info.st_size)) }
         for link in try danglingSnapshotLinks() { unlink(link) }
         if includeCacheMounts {

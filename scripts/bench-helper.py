@@ -205,7 +205,7 @@ def registry_table(r, s, ratio, mib, rate):
         row("`buildah build` of the same Dockerfile into an empty store", "reg_b_build", "reg_h_pull"),
         row("raw: `skopeo copy docker://… oci:DIR` (download, verify, write)", "reg_skopeo_pull", "reg_h_pull"),
         row("raw: `curl` of every blob at once to /dev/null", "reg_curl_pull", "reg_h_pull"),
-        row("raw: `curl \\| tar -xzf -` of every layer at once, each into a directory of its own",
+        row("raw: `curl \\| pigz -dc \\| tar -xf -` of every layer at once, each into a directory of its own",
             "reg_curl_untar", "reg_h_pull"),
         "",
         "| push (each pusher to a registry of its own, started empty: every blob is sent) | wall |"

@@ -4,7 +4,10 @@
   bench-helper.py base ROOTFS LAYOUT       writes ROOTFS as a one-layer OCI image layout tagged `base`
                                            (sorted entries, owner 0, fixed mtimes, gzip mtime 0: the same
                                            bytes on every run); prints the manifest digest
+  bench-helper.py extend LAYOUT OUT GZ...  writes OUT: LAYOUT's image (tagged `base`) with the gzip layer
+                                           blobs GZ... added on top (moved into OUT); prints its manifest digest
   bench-helper.py layers LAYOUT            prints the total size in bytes of the layers of the layout's image
+  bench-helper.py blobs LAYOUT [layers]    prints the digests of its image's config and layers (or the layers)
   bench-helper.py table RESULTS LOAD OUT   renders the key=value results as the markdown table, to stdout
                                            and to OUT
 """
@@ -14,8 +17,10 @@ import io
 import json
 import os
 import platform
+import shutil
 import sys
 import tarfile
+import zlib
 
 EPOCH = 1_600_000_000
 
@@ -109,18 +114,112 @@ def write_base(rootfs, layout):
     print(manifest_digest)
 
 
+def write_json_blob(layout, value):
+    data = canonical(value)
+    return put_blob(layout, data), len(data)
+
+
+def hash_gzip_layer(path):
+    """The sha256 of the gzip file and of what it decompresses to (its diff_id), streaming."""
+    blob, tar = hashlib.sha256(), hashlib.sha256()
+    inflate = zlib.decompressobj(wbits=31)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            blob.update(chunk)
+            tar.update(inflate.decompress(chunk))
+    tar.update(inflate.flush())
+    return "sha256:" + blob.hexdigest(), "sha256:" + tar.hexdigest()
+
+
+def extend(layout, out, gz_paths):
+    shutil.copytree(layout, out)
+    with open(os.path.join(out, "index.json")) as f:
+        index = json.load(f)
+    entry = index["manifests"][0]
+    manifest = read_blob(out, entry["digest"])
+    config = read_blob(out, manifest["config"]["digest"])
+    for n, path in enumerate(gz_paths, start=1):
+        digest, diff_id = hash_gzip_layer(path)
+        size = os.path.getsize(path)
+        os.rename(path, os.path.join(out, "blobs", "sha256", digest.split(":", 1)[1]))
+        manifest["layers"].append(
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size}
+        )
+        config["rootfs"]["diff_ids"].append(diff_id)
+        config["history"].append({"created": config["created"], "created_by": f"scripts/bench: registry layer {n}"})
+    manifest["config"]["digest"], manifest["config"]["size"] = write_json_blob(out, config)
+    entry["digest"], entry["size"] = write_json_blob(out, manifest)
+    with open(os.path.join(out, "index.json"), "wb") as f:
+        f.write(canonical(index))
+    print(entry["digest"])
+
+
+def image_manifest(layout):
+    with open(os.path.join(layout, "index.json")) as f:
+        descriptor = json.load(f)["manifests"][0]
+    node = read_blob(layout, descriptor["digest"])
+    while "manifests" in node:  # an index (Hermetic's single-platform output is a manifest, but be general)
+        node = read_blob(layout, node["manifests"][0]["digest"])
+    return node
+
+
+def blobs(layout, layers_only):
+    manifest = image_manifest(layout)
+    for layer in ([] if layers_only else [manifest["config"]]) + manifest["layers"]:
+        print(layer["digest"])
+
+
 def read_blob(layout, digest):
     with open(os.path.join(layout, "blobs", *digest.split(":", 1)), "rb") as f:
         return json.load(f)
 
 
 def layer_bytes(layout):
-    with open(os.path.join(layout, "index.json")) as f:
-        descriptor = json.load(f)["manifests"][0]
-    node = read_blob(layout, descriptor["digest"])
-    while "manifests" in node:  # an index (Hermetic's single-platform output is a manifest, but be general)
-        node = read_blob(layout, node["manifests"][0]["digest"])
-    print(sum(layer["size"] for layer in node["layers"]))
+    print(sum(layer["size"] for layer in image_manifest(layout)["layers"]))
+
+
+def registry_table(r, s, ratio, mib, rate):
+    """The registry case's two tables: each measure's wall time, its throughput in blob bytes, and
+    Hermetic's time over it."""
+
+    def row(label, key, hermetic):
+        return f"| {label} | {s(key)} | {rate('reg_bytes', key)} | {ratio(hermetic, key) if key != hermetic else ''} |"
+
+    if "reg_h_push" in r and "reg_h_warm" in r:
+        r["reg_h_push_only"] = str(max(1, int(r["reg_h_push"]) - int(r["reg_h_warm"])))
+
+    def push_row(label, key, compared=False):
+        ratios = f"{ratio('reg_h_push', key)} | {ratio('reg_h_push_only', key)}" if compared else " | "
+        throughput = rate("reg_bytes", key) if key != "reg_h_warm" else ""
+        return f"| {label} | {s(key)} | {throughput} | {ratios} |"
+
+    return [
+        f"### Registries: a base of {mib('reg_bytes')} in 6 gzip layers (busybox, 200 MiB, 4 × 50 MiB of"
+        " the seeded generator's bytes) on Debian's `docker-registry`, loopback",
+        "",
+        "| pull | wall | throughput (blob bytes) | Hermetic / this |",
+        "|---|---|---|---|",
+        row("Hermetic: cold build of `FROM REG/bench/base@sha256:…` + `RUN true`, empty `--state-dir`, no output"
+            " (pull, verify, unpack, run)", "reg_h_pull", "reg_h_pull"),
+        row("`buildah pull` into an empty store (pull, unpack)", "reg_b_pull", "reg_h_pull"),
+        row("`buildah build` of the same Dockerfile into an empty store", "reg_b_build", "reg_h_pull"),
+        row("raw: `skopeo copy docker://… oci:DIR` (download, verify, write)", "reg_skopeo_pull", "reg_h_pull"),
+        row("raw: `curl` of every blob at once to /dev/null", "reg_curl_pull", "reg_h_pull"),
+        row("raw: `curl \\| pigz -dc \\| tar -xf -` of every layer at once, each into a directory of its own",
+            "reg_curl_untar", "reg_h_pull"),
+        "",
+        "| push (each pusher to a registry of its own, started empty: every blob is sent) | wall |"
+        " throughput (blob bytes) | Hermetic (whole command) / this | Hermetic's push alone / this |",
+        "|---|---|---|---|---|",
+        push_row("Hermetic: warm build, no output (what the push adds to)", "reg_h_warm"),
+        push_row("Hermetic: warm build with `-o type=image,name=REG/bench/pushed:bench,push=true`", "reg_h_push"),
+        push_row("Hermetic: the push alone (the two above subtracted)", "reg_h_push_only"),
+        push_row("`buildah push` of the same image from its store (compresses its layers again, gzip)",
+                 "reg_b_push", True),
+        push_row("raw: `skopeo copy oci:DIR docker://…` of the pulled base (same blobs)", "reg_skopeo_push", True),
+        push_row("raw: `curl` upload of every blob at once (`POST`, then `PUT` of its `Location`)",
+                 "reg_curl_push", True),
+    ]
 
 
 def table(results_path, load, out_path):
@@ -153,70 +252,76 @@ def table(results_path, load, out_path):
         f" floor and layer writing: best of {r['cheap_runs']}. Load average during the run: {load}.",
         "",
     ]
-    for comp in ("gzip", "zstd"):
+    if "h_gzip_cold" in r or "h_zstd_cold" in r:
+        for comp in ("gzip", "zstd"):
+            lines += [
+                f"### The case from issue 10, layers as {comp}",
+                "",
+                "| measure | Hermetic | Buildah build | Buildah build + push | Hermetic / Buildah build |"
+                " Hermetic / Buildah build + push |",
+                "|---|---|---|---|---|---|",
+                f"| the RUN script in a bare chroot (the floor) | {s('floor')} | {s('floor')} | {s('floor')} | | |",
+            ]
+            for measure, label in (
+                ("cold", "cold build"),
+                ("nochange", "rebuild, nothing changed"),
+                ("changed", "rebuild after `app.txt` changed"),
+            ):
+                h, b, bp = f"h_{comp}_{measure}", f"b_{comp}_{measure}", f"bp_{comp}_{measure}"
+                lines.append(f"| {label} | {s(h)} | {s(b)} | {s(bp)} | {ratio(h, b)} | {ratio(h, bp)} |")
+                if measure == "cold":
+                    for key in (h, b, bp):
+                        if key in r and "floor" in r:
+                            r[key + "_over"] = str(int(r[key]) - int(r["floor"]))
+                    h, b, bp = h + "_over", b + "_over", bp + "_over"
+                    lines.append(
+                        f"| builder overhead, cold (wall − floor) | {s(h)} | {s(b)} | {s(bp)} |"
+                        f" {ratio(h, b)} | {ratio(h, bp)} |"
+                    )
+            lines.append(
+                f"| size of the image's layers | {mib(f'h_{comp}_size')} | | {mib(f'bp_{comp}_size')} | |"
+                f" {ratio(f'h_{comp}_size', f'bp_{comp}_size')} |"
+            )
+            lines.append("")
+    if "tar_plain" in r or "hl_gzip" in r:
         lines += [
-            f"### The case from issue 10, layers as {comp}",
+            f"### Layer writing alone: a tree of {mib('tree_tar')} as a tar (the case's 20,000 files and 200 MiB)",
             "",
-            "| measure | Hermetic | Buildah build | Buildah build + push | Hermetic / Buildah build |"
-            " Hermetic / Buildah build + push |",
-            "|---|---|---|---|---|---|",
-            f"| the RUN script in a bare chroot (the floor) | {s('floor')} | {s('floor')} | {s('floor')} | | |",
+            "| writer | wall | throughput (tar bytes) | output | against |",
+            "|---|---|---|---|---|",
+            f"| `tar -cf - tree > file` (no compression) | {s('tar_plain')} | {rate('tree_tar', 'tar_plain')} |"
+            f" {mib('tree_tar')} | |",
         ]
-        for measure, label in (
-            ("cold", "cold build"),
-            ("nochange", "rebuild, nothing changed"),
-            ("changed", "rebuild after `app.txt` changed"),
-        ):
-            h, b, bp = f"h_{comp}_{measure}", f"b_{comp}_{measure}", f"bp_{comp}_{measure}"
-            lines.append(f"| {label} | {s(h)} | {s(b)} | {s(bp)} | {ratio(h, b)} | {ratio(h, bp)} |")
-            if measure == "cold":
-                for key in (h, b, bp):
-                    if key in r and "floor" in r:
-                        r[key + "_over"] = str(int(r[key]) - int(r["floor"]))
-                h, b, bp = h + "_over", b + "_over", bp + "_over"
-                lines.append(
-                    f"| builder overhead, cold (wall − floor) | {s(h)} | {s(b)} | {s(bp)} |"
-                    f" {ratio(h, b)} | {ratio(h, bp)} |"
-                )
+        for comp, tool in (("gzip", "pigz -6"), ("zstd", "zstd -3 -T2")):
+            lines += [
+                f"| `tar -cf - tree \\| {tool} > file` | {s(f'tar_{comp}')} | {rate('tree_tar', f'tar_{comp}')} |"
+                f" {mib(f'tar_{comp}_size')} | |",
+                f"| Hermetic `FROM scratch` + `COPY tree`, `--compression {comp}` (whole build) |"
+                f" {s(f'hl_{comp}')} | {rate('tree_tar', f'hl_{comp}')} | {mib(f'hl_{comp}_size')} |"
+                f" throughput {ratio(f'tar_{comp}', f'hl_{comp}')} of `{tool}`'s,"
+                f" size {ratio(f'hl_{comp}_size', f'tar_{comp}_size')} |",
+            ]
         lines.append(
-            f"| size of the image's layers | {mib(f'h_{comp}_size')} | | {mib(f'bp_{comp}_size')} | |"
-            f" {ratio(f'h_{comp}_size', f'bp_{comp}_size')} |"
+            f"| Hermetic, same build, `--compression uncompressed` | {s('hl_uncompressed')} |"
+            f" {rate('tree_tar', 'hl_uncompressed')} | {mib('hl_uncompressed_size')} | |"
         )
-        lines.append("")
-    lines += [
-        f"### Layer writing alone: a tree of {mib('tree_tar')} as a tar (the case's 20,000 files and 200 MiB)",
-        "",
-        "| writer | wall | throughput (tar bytes) | output | against |",
-        "|---|---|---|---|---|",
-        f"| `tar -cf - tree > file` (no compression) | {s('tar_plain')} | {rate('tree_tar', 'tar_plain')} |"
-        f" {mib('tree_tar')} | |",
-    ]
-    for comp, tool in (("gzip", "pigz -6"), ("zstd", "zstd -3 -T2")):
-        lines += [
-            f"| `tar -cf - tree \\| {tool} > file` | {s(f'tar_{comp}')} | {rate('tree_tar', f'tar_{comp}')} |"
-            f" {mib(f'tar_{comp}_size')} | |",
-            f"| Hermetic `FROM scratch` + `COPY tree`, `--compression {comp}` (whole build) |"
-            f" {s(f'hl_{comp}')} | {rate('tree_tar', f'hl_{comp}')} | {mib(f'hl_{comp}_size')} |"
-            f" throughput {ratio(f'tar_{comp}', f'hl_{comp}')} of `{tool}`'s,"
-            f" size {ratio(f'hl_{comp}_size', f'tar_{comp}_size')} |",
-        ]
-    lines.append(
-        f"| Hermetic, same build, `--compression uncompressed` | {s('hl_uncompressed')} |"
-        f" {rate('tree_tar', 'hl_uncompressed')} | {mib('hl_uncompressed_size')} | |"
-    )
-    for comp, tool in (("gzip", "pigz -6"), ("zstd", "zstd -3 -T2")):
-        for key, a, b in (
-            (f"hl_{comp}_added", f"hl_{comp}", "hl_uncompressed"),
-            (f"tar_{comp}_added", f"tar_{comp}", "tar_plain"),
-        ):
-            if a in r and b in r:
-                r[key] = str(max(1, int(r[a]) - int(r[b])))
-        lines.append(
-            f"| {comp} alone: time added to the uncompressed run, Hermetic vs `{tool}` |"
-            f" {s(f'hl_{comp}_added')} vs {s(f'tar_{comp}_added')} |"
-            f" {rate('tree_tar', f'hl_{comp}_added')} vs {rate('tree_tar', f'tar_{comp}_added')} | |"
-            f" throughput ratio {ratio(f'tar_{comp}_added', f'hl_{comp}_added')} |"
-        )
+        for comp, tool in (("gzip", "pigz -6"), ("zstd", "zstd -3 -T2")):
+            for key, a, b in (
+                (f"hl_{comp}_added", f"hl_{comp}", "hl_uncompressed"),
+                (f"tar_{comp}_added", f"tar_{comp}", "tar_plain"),
+            ):
+                if a in r and b in r:
+                    r[key] = str(max(1, int(r[a]) - int(r[b])))
+            lines.append(
+                f"| {comp} alone: time added to the uncompressed run, Hermetic vs `{tool}` |"
+                f" {s(f'hl_{comp}_added')} vs {s(f'tar_{comp}_added')} |"
+                f" {rate('tree_tar', f'hl_{comp}_added')} vs {rate('tree_tar', f'tar_{comp}_added')} | |"
+                f" throughput ratio {ratio(f'tar_{comp}_added', f'hl_{comp}_added')} |"
+            )
+    if "reg_h_pull" in r:
+        if lines[-1]:
+            lines.append("")
+        lines += registry_table(r, s, ratio, mib, rate)
     if "big_rss_kb" in r:
         lines += [
             "",
@@ -232,8 +337,12 @@ def table(results_path, load, out_path):
 def main(argv):
     if len(argv) == 4 and argv[1] == "base":
         write_base(argv[2], argv[3])
+    elif len(argv) >= 5 and argv[1] == "extend":
+        extend(argv[2], argv[3], argv[4:])
     elif len(argv) == 3 and argv[1] == "layers":
         layer_bytes(argv[2])
+    elif len(argv) in (3, 4) and argv[1] == "blobs" and argv[3:] in ([], ["layers"]):
+        blobs(argv[2], len(argv) == 4)
     elif len(argv) == 5 and argv[1] == "table":
         table(argv[2], argv[3], argv[4])
     else:

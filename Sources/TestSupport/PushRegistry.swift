@@ -32,6 +32,9 @@ public final class PushRegistry {
         case rangeBackwards = "range-backwards"
         /// Answers an upload's POST with `OCI-Chunk-Min-Length: 20971520` (20 MiB).
         case chunkMinimum = "chunk-min"
+        /// Holds each upload's closing `PUT` half a second before it answers, and writes the most closing
+        /// `PUT`s it held at once to `most-at-once` (uploads one after another never make it more than 1).
+        case slowClose = "slow-close"
     }
 
     public let port: Int
@@ -113,7 +116,7 @@ public final class PushRegistry {
     }
 
     static let script = #"""
-        import base64, hashlib, json, os, socket, sys, threading, uuid
+        import base64, hashlib, json, os, socket, sys, threading, time, uuid
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         mode, directory, storage_host = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -123,6 +126,7 @@ public final class PushRegistry {
         lock = threading.Lock()
         blobs, uploads, manifests, tags, referrers = {}, {}, {}, {}, {}
         patches = [0]
+        held = [0, 0]  # closing PUTs held now, most at once
         log = open(os.path.join(directory, "requests.log"), "a", buffering=1)
         registry = ThreadingHTTPServer(("127.0.0.1", 0), None)
         storage = ThreadingHTTPServer(("0.0.0.0", 0), None)
@@ -247,6 +251,13 @@ public final class PushRegistry {
                     if mode == "range-backwards" and start > 0: end = 99
                     self.answer(202, b"", {"Location": path, "Range": "0-%d" % end})
                     return
+                if self.command == "PUT" and mode == "slow-close":
+                    with lock:
+                        held[0] += 1
+                        held[1] = max(held)
+                        with open(os.path.join(directory, "most-at-once"), "w") as f: f.write(str(held[1]))
+                    time.sleep(0.5)
+                    with lock: held[0] -= 1
                 if self.command == "PUT":
                     data += received
                     wanted = params.get("digest", "").replace("%3A", ":")

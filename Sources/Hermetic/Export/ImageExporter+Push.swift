@@ -15,30 +15,23 @@ extension ImageExporter {
         sources: ContentStore? = nil
     ) async throws {
         let pusher = RegistryPusher(client: client, reference: reference)
+        var blobs: [(Descriptor, RegistryPusher.BlobSource)] = []
         var seen = Set<Digest>()
-        func blob(_ descriptor: Descriptor, _ source: RegistryPusher.BlobSource) async throws {
-            guard seen.insert(descriptor.digest).inserted else { return }
-            let mountFrom = sources?.sourceRepositories(of: descriptor.digest, registry: reference.registry)
-                .first { $0 != reference.repository }
-            try await pusher.pushBlob(descriptor, from: source, mountFrom: mountFrom)
-            if let sources, sources.hasBlob(descriptor.digest) {
-                try? sources.recordSource(
-                    of: descriptor.digest, registry: reference.registry, repository: reference.repository)
-            }
+        func blob(_ descriptor: Descriptor, _ source: RegistryPusher.BlobSource) {
+            if seen.insert(descriptor.digest).inserted { blobs.append((descriptor, source)) }
         }
-        func bytesBlob(_ bytes: [UInt8], _ mediaType: String) async throws {
-            try await blob(
+        func bytesBlob(_ bytes: [UInt8], _ mediaType: String) {
+            blob(
                 Descriptor(mediaType: mediaType, digest: Digest.sha256(of: bytes), size: Int64(bytes.count)),
                 .bytes(bytes))
         }
         for image in images {
-            for layer in image.layers { try await blob(layer.descriptor, .file(layer.blobPath)) }
-            try await bytesBlob(try CanonicalJSON.encode(image.config), MediaType.imageConfig)
+            for layer in image.layers { blob(layer.descriptor, .file(layer.blobPath)) }
+            bytesBlob(try CanonicalJSON.encode(image.config), MediaType.imageConfig)
         }
-        for attestation in exported.attestationBlobs { try await bytesBlob(attestation.bytes, attestation.mediaType) }
-        for attestation in exported.attestationManifests {
-            try await bytesBlob(attestation.configBytes, MediaType.imageConfig)
-        }
+        for attestation in exported.attestationBlobs { bytesBlob(attestation.bytes, attestation.mediaType) }
+        for attestation in exported.attestationManifests { bytesBlob(attestation.configBytes, MediaType.imageConfig) }
+        try await Self.pushBlobs(blobs, with: pusher, sources: sources)
         for entry in exported.manifests {
             try await pusher.pushManifest(
                 try CanonicalJSON.encode(entry.manifest), mediaType: MediaType.imageManifest,
@@ -78,6 +71,37 @@ extension ImageExporter {
         }
         try await pusher.pushManifest(
             top, mediaType: exported.topDescriptor.mediaType, as: reference.tag ?? "latest")
+    }
+
+    /// How many blobs go up at once: dockerd's default `max-concurrent-uploads`.
+    static let concurrentUploads = 5
+
+    /// Uploads the blobs the registry lacks, at most `concurrentUploads` at once (a push waits on the
+    /// registry far more than on its CPU); the first failure stops the rest.
+    private static func pushBlobs(
+        _ blobs: [(Descriptor, RegistryPusher.BlobSource)], with pusher: RegistryPusher, sources: ContentStore?
+    ) async throws {
+        let reference = pusher.reference
+        func push(_ descriptor: Descriptor, _ source: RegistryPusher.BlobSource) async throws {
+            let mountFrom = sources?.sourceRepositories(of: descriptor.digest, registry: reference.registry)
+                .first { $0 != reference.repository }
+            try await pusher.pushBlob(descriptor, from: source, mountFrom: mountFrom)
+            if let sources, sources.hasBlob(descriptor.digest) {
+                try? sources.recordSource(
+                    of: descriptor.digest, registry: reference.registry, repository: reference.repository)
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = blobs.makeIterator()
+            for _ in 0..<concurrentUploads {
+                guard let (descriptor, source) = next.next() else { break }
+                group.addTask { try await push(descriptor, source) }
+            }
+            while try await group.next() != nil {
+                guard let (descriptor, source) = next.next() else { continue }
+                group.addTask { try await push(descriptor, source) }
+            }
+        }
     }
 }
 

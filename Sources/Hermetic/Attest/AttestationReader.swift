@@ -14,6 +14,8 @@ public struct StoredAttestations: Sendable {
     public var source: String = ""
     /// The image and its attestations, when read from a layout (to check every blob of them).
     var layout: LayoutAttestations?
+    /// The image in the registry, when read from one (`inspect`, `verify`, `rebuild REG/REPO@…|:TAG`).
+    public var registryImage: RegistryImage?
 
     public struct ReadError: HermeticError {
         public var source: String
@@ -90,13 +92,21 @@ public struct StoredAttestations: Sendable {
         return StoredAttestations(definition: definition, runRecord: runRecord, imageManifests: nil)
     }
 
-    static func fromLayout(_ path: String, tag: String?) throws -> StoredAttestations {
+    /// `registry`: the layout holds an image fetched from a registry (its manifests, configs and
+    /// attestations, not its layers), named in errors as `source`.
+    static func fromLayout(_ path: String, tag: String?, registry source: String? = nil) throws
+        -> StoredAttestations
+    {
         let reader = try OCILayoutReader(path: path)
         let top = try reader.topLevelDescriptor(tag: tag)
-        let found = try LayoutAttestations.find(in: reader, top: top)
-        let definition = try found.definition(source: path)
+        var found = try LayoutAttestations.find(in: reader, top: top)
+        if source != nil {
+            found.imageLayersAtHand = false
+            found.referrersPlace = "in the registry's referrers"
+        }
+        let definition = try found.definition(source: source ?? path)
         // A referrer of its own; in BuildKit's form, a blob named by the image's index.json entry.
-        var runRecord = try found.runRecord(source: path)
+        var runRecord = try found.runRecord(source: source ?? path)
         if runRecord == nil, let text = top.annotations?[ImageExporter.runRecordAnnotation],
             let digest = try? Digest(parsing: text)
         {

@@ -19,6 +19,8 @@ public struct Rebuilder {
     public var entitlements: [String]
     /// The `hermetic` executable that runs the rebuild (a child process, so its environment can differ).
     public var executable: String
+    /// The attestations of `target`, when already read (from a registry: `StoredAttestations.withTarget`).
+    public var stored: StoredAttestations?
 
     public init(
         target: String, contextDirectory: String, dockerfile: String? = nil, namedContexts: [String: NamedContext],
@@ -53,7 +55,7 @@ public struct Rebuilder {
     }
 
     public func run() throws -> Outcome {
-        let stored = try StoredAttestations.load(target)
+        let stored = try self.stored ?? StoredAttestations.load(target)
         let statement = try stored.statement()
         let predicate = statement.predicate
         guard let external = predicate["buildDefinition"]?["externalParameters"] else {
@@ -147,16 +149,21 @@ public struct Rebuilder {
         }
         let rebuilt = try StoredAttestations.load(scratch + "/attest.jsonl")
         let rebuiltStatement = try rebuilt.statement()
-        let original = statement.subject.compactMap { $0.digest?["sha256"] }
+        // From a registry, the rebuild must give the platform manifests the registry holds (which the
+        // provenance must name as subjects): what the digest read names, not only what the provenance says.
+        let original =
+            stored.registryImage != nil
+            ? (stored.imageManifests ?? []).map(\.hex) : statement.subject.compactMap { $0.digest?["sha256"] }
         let again = rebuiltStatement.subject.compactMap { $0.digest?["sha256"] }
+        let reproduced = stored.registryImage != nil ? Set(original) == Set(again) : original == again
         var findings: [String] = []
-        if original != again {
+        if !reproduced {
             findings = try explain(
                 original: statement, rebuilt: rebuiltStatement, rebuiltLayout: scratch + "/image",
                 scratch: scratch)
         }
         return Outcome(
-            reproduced: original == again, originalSubjects: original, rebuiltSubjects: again,
+            reproduced: reproduced, originalSubjects: original, rebuiltSubjects: again,
             findings: findings, statement: statement,
             provenanceDigest: Digest.sha256(of: try stored.definition.payloadBytes()))
     }
@@ -277,6 +284,12 @@ public struct Rebuilder {
     ) throws
         -> [String]
     {
+        if let image = stored?.registryImage {
+            // Only the image's manifests and attestations were read from the registry, never its layers.
+            return [
+                "(the original layer is in the registry, not at hand: copy \(image.reference.name)@\(image.top.digest) to a layout, e.g. with skopeo copy, and rebuild from it to see its files)"
+            ]
+        }
         let layoutPath =
             FileSystem.isDirectory(target) ? target : (target.split(separator: ":").first.map(String.init) ?? target)
         let originalBlob = layoutPath + "/blobs/sha256/" + originalDigest

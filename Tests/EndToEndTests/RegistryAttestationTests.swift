@@ -1,0 +1,290 @@
+import Foundation
+import Hermetic
+import TestSupport
+import Testing
+
+/// `hermetic inspect`, `verify` and `rebuild` given a registry reference (`REG/REPO:TAG` or `@sha256:…`):
+/// the image pushed by `hermetic build` to a real `docker-registry` on loopback (which has no referrers API:
+/// the referrers tag `sha256-HEX` is read), or served by a small registry that has the referrers API; the
+/// results are those of the layout the same build wrote.
+@Suite struct RegistryAttestationTests {
+    static let dockerfile = "FROM base\nARG VERSION=1\nRUN echo built > /built.txt\nCOPY app.txt /app.txt\n"
+
+    /// A signed build of a busybox-based image, written to a layout and pushed to `name` in one build.
+    struct Pushed {
+        let scratch: TemporaryDirectory
+        let context: String
+        let base: String
+        let key: String
+        let layout: String
+        /// What the build printed: the image's digest.
+        let digest: String
+
+        /// `name`: where to push it too (nil: the layout only).
+        init(name: String?, format: String = "referrers", provenance: Bool = true) throws {
+            scratch = try TemporaryDirectory(prefix: "registry-attest-")
+            base = scratch.path + "/busybox"
+            let baseDigest = try BaseImages.writeBusybox(at: base)
+            context = try RegistryPullTests.makeContext(scratch, dockerfile: RegistryAttestationTests.dockerfile)
+            key = scratch.path + "/k.pem"
+            let generated = try HermeticProcess.hermetic(["key", "generate", "--out", key])
+            try #require(generated.status == 0, "\(generated.standardError)")
+            layout = scratch.path + "/out"
+            let built = try HermeticProcess.hermetic(
+                [
+                    "build", context, "--progress", "quiet", "--state-dir", scratch.path + "/state",
+                    "--build-context", "base=oci-layout://\(base)@\(baseDigest)", "--build-arg", "VERSION=7",
+                    "--attest-format", format, "-o", "type=oci,dest=\(layout)",
+                ] + (name.map { ["-o", "type=image,name=\($0),push=true"] } ?? [])
+                    + (provenance ? ["--sign-key", key] : ["--provenance", "false"]))
+            try #require(built.status == 0, "\(built.standardError)")
+            digest = built.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        func hermetic(_ arguments: [String]) throws -> HermeticProcess.Outcome {
+            try HermeticProcess.hermetic(arguments)
+        }
+
+        func rebuild(_ target: String) throws -> HermeticProcess.Outcome {
+            try hermetic([
+                "rebuild", target, "--context", context, "--key", key + ".pub", "--build-context",
+                "base=oci-layout://\(base)",
+            ])
+        }
+    }
+
+    /// The digest of the one platform manifest of a layout's image (the image itself in the referrers
+    /// form; the first entry of the wrapping index in BuildKit's).
+    static func platformManifest(_ layout: String, image: String, format: String) throws -> String {
+        guard format == "buildkit" else { return image }
+        let index = try JSONDecoder().decode(
+            ImageIndex.self,
+            from: Data(contentsOf: URL(fileURLWithPath: layout + "/blobs/sha256/" + image.dropFirst("sha256:".count))))
+        return try #require(index.manifests.first?.digest.description)
+    }
+
+    /// Signed, pushed with `-o type=image,…,push=true`: by tag and by digest, inspect shows what it shows for
+    /// the layout (after a first line naming the digest read and the tag it came from), verify passes with
+    /// the public key, and rebuild reproduces the platform manifest the registry holds.
+    @Test(arguments: ["referrers", "buildkit"])
+    func inspectVerifyAndRebuildReadTheRegistryAsTheLayout(format: String) throws {
+        let registry = try RegistryFixture()
+        let name = "\(registry.host)/apps/attested"
+        let pushed = try Pushed(name: name + ":v1", format: format)
+        let manifest = try Self.platformManifest(pushed.layout, image: pushed.digest, format: format)
+        let byTag = name + ":v1"
+        let byDigest = name + "@" + pushed.digest
+        let shown = [byTag: "\(byDigest) (tag v1)", byDigest: byDigest]
+
+        let onLayout = try pushed.hermetic(["inspect", pushed.layout, "--key", pushed.key + ".pub"])
+        try #require(onLayout.status == 0, "\(onLayout.standardError)")
+        let layoutJSON = try pushed.hermetic(["inspect", pushed.layout, "--format", "json"])
+        let layoutStatement =
+            try #require(
+                try JSONSerialization.jsonObject(with: Data(layoutJSON.standardOutput.utf8)) as? [String: Any])[
+                "statement"]
+            as? [String: Any]
+        for target in [byTag, byDigest] {
+            let inspected = try pushed.hermetic(["inspect", target, "--key", pushed.key + ".pub"])
+            #expect(inspected.status == 0, "\(target): \(inspected.standardError)")
+            let lines = inspected.standardOutput.split(separator: "\n", omittingEmptySubsequences: false)
+            #expect(lines.first == "image         \(shown[target] ?? "")"[...], "\(inspected.standardOutput)")
+            #expect(inspected.standardOutput.contains("verified with key"), "\(inspected.standardOutput)")
+            #expect(inspected.standardOutput.contains("build arg     VERSION=7"))
+            if format == "referrers" {
+                // The run record is a referrer too: the whole summary is the layout's.
+                #expect(lines.dropFirst().joined(separator: "\n") == onLayout.standardOutput)
+            }
+            let json = try pushed.hermetic(["inspect", target, "--format", "json"])
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+            #expect(
+                NSDictionary(dictionary: object["statement"] as? [String: Any] ?? [:])
+                    == NSDictionary(dictionary: layoutStatement ?? ["layout": "none"]))
+            let image = object["image"] as? [String: Any]
+            #expect(image?["digest"] as? String == pushed.digest)
+            #expect(image?["name"] as? String == name)
+            #expect(image?["tag"] as? String == (target == byTag ? "v1" : nil))
+
+            let verified = try pushed.hermetic([
+                "verify", target, "--key", pushed.key + ".pub", "--require-pinned", "--expect-arg", "VERSION=7",
+            ])
+            #expect(verified.status == 0, "\(target): \(verified.standardError)")
+            #expect(verified.standardOutput == "verified: \(shown[target] ?? "")\n")
+            let wrongArg = try pushed.hermetic([
+                "verify", target, "--key", pushed.key + ".pub", "--expect-arg", "VERSION=8",
+            ])
+            #expect(wrongArg.status == 1)
+            #expect(wrongArg.standardError == "error: build arg VERSION is \"7\", expected \"8\"\n")
+        }
+        // Rebuilt from the provenance the registry holds: the platform manifest the registry holds again.
+        for target in format == "referrers" ? [byTag, byDigest] : [byTag] {
+            let rebuilt = try pushed.rebuild(target)
+            #expect(rebuilt.status == 0, "\(target): \(rebuilt.standardError)")
+            #expect(
+                rebuilt.standardOutput
+                    == "reproduced: \(manifest) (of \(byDigest)\(target == byTag ? ", tag v1" : ""))\n")
+        }
+        let onLayoutRebuild = try pushed.rebuild(pushed.layout)
+        #expect(onLayoutRebuild.standardOutput == "reproduced: \(manifest)\n", "\(onLayoutRebuild.standardError)")
+        guard format == "referrers" else { return }
+        // Another context: the registry's manifest is not reproduced; the COPY's layer is named, and its
+        // files are not at hand (the registry's layers are never fetched).
+        try "changed\n".write(toFile: pushed.context + "/app.txt", atomically: true, encoding: .utf8)
+        let differs = try pushed.rebuild(byDigest)
+        #expect(differs.status == 1)
+        let lines = differs.standardError.split(separator: "\n").map(String.init)
+        #expect(
+            lines.first?.hasPrefix("error: rebuild differs: expected \(manifest) (of \(byDigest)), got sha256:") == true
+        )
+        #expect(
+            lines.dropFirst().first?.hasPrefix("the layer made by Dockerfile:4 (COPY app.txt /app.txt) differs") == true
+        )
+        #expect(
+            lines.last
+                == "(the original layer is in the registry, not at hand: copy \(byDigest) to a layout, e.g. with skopeo copy, and rebuild from it to see its files)",
+            "\(differs.standardError)")
+    }
+
+    /// An image pushed without provenance: one line naming the host, the digest and what was looked for.
+    @Test func anImageWithoutAttestationsIsOneLineNamingTheHost() throws {
+        let registry = try RegistryFixture()
+        let name = "\(registry.host)/apps/bare"
+        let pushed = try Pushed(name: name + ":v1", provenance: false)
+        let hex = pushed.digest.dropFirst("sha256:".count)
+        for arguments in [
+            ["inspect", name + ":v1"], ["verify", name + ":v1", "--key", pushed.key + ".pub"],
+            ["rebuild", name + "@" + pushed.digest, "--context", pushed.context],
+        ] {
+            let outcome = try pushed.hermetic(arguments)
+            #expect(outcome.status == 1, "\(arguments)")
+            #expect(
+                outcome.standardError
+                    == "error: registry \(registry.host): apps/bare@\(pushed.digest): no attestations found: no in-toto referrer of \(pushed.digest) is listed (referrers tag sha256-\(hex): the registry has no referrers API) and no image index holds BuildKit's attestation manifests (pushed with --provenance false?)\n",
+                "\(arguments)")
+        }
+        // A tag or repository the registry does not have: one line, the host and what was asked.
+        let missing = try pushed.hermetic(["inspect", name + ":nosuch"])
+        #expect(missing.status == 1)
+        #expect(missing.standardError == "error: registry \(registry.host): apps/bare:nosuch: not found (404)\n")
+    }
+
+    /// A referrer put under the referrers tag by hand, whose statement says another build arg than the
+    /// signed one (the envelope's signature kept): verify refuses it, alone (the signature does not verify)
+    /// and beside the true referrer (it holds a different provenance).
+    @Test func aTamperedReferrerIsRefusedByVerify() throws {
+        let registry = try RegistryFixture()
+        let name = "\(registry.host)/apps/tampered"
+        let pushed = try Pushed(name: name + ":v1")
+        let python = try ExternalTools.require("python3")
+        let script = pushed.scratch.path + "/tamper.py"
+        try Self.tamperScript.write(toFile: script, atomically: true, encoding: .utf8)
+        // Appended first (the true referrer stays first), then in its place.
+        for mode in ["append", "replace"] {
+            let tampered = try HermeticProcess.run(
+                python, [script, "http://\(registry.host)", "apps/tampered", pushed.digest, mode])
+            try #require(tampered.status == 0, "\(tampered.standardError)")
+            let forged = tampered.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+            let verified = try pushed.hermetic(["verify", name + ":v1", "--key", pushed.key + ".pub"])
+            #expect(verified.status == 1, "\(mode): \(verified.standardOutput)")
+            let lines = verified.standardError.split(separator: "\n")
+            if mode == "replace" {
+                #expect(lines.count == 1, "\(verified.standardError)")
+                #expect(
+                    lines.first?.hasPrefix("error: no signature verifies with the given keys (the signature by key ")
+                        == true && lines.first?.hasSuffix(" does not verify)") == true, "\(verified.standardError)")
+            } else {
+                #expect(
+                    lines == ["error: the attestation manifest \(forged) holds a different provenance"],
+                    "\(verified.standardError)")
+            }
+            let inspected = try pushed.hermetic(["inspect", name + ":v1", "--key", pushed.key + ".pub"])
+            #expect(inspected.status == 0)
+            #expect(inspected.standardOutput.contains(mode == "replace" ? "VERSION=8" : "VERSION=7"))
+        }
+    }
+
+    /// A registry with the referrers API: the attestations are found through it (a page at a time), the
+    /// referrers tag is never asked for, and the results are the layout's. Where it serves a statement whose
+    /// bytes are not its digest's, inspect and verify stop with one line naming the host and the blob.
+    @Test func theReferrersAPIIsReadWhereTheRegistryHasIt() throws {
+        let pushed = try Pushed(name: nil)
+        let api = try ReferrersRegistry(layout: pushed.layout)
+        let name = "\(api.host)/apps/api"
+        let onLayout = try pushed.hermetic(["inspect", pushed.layout, "--key", pushed.key + ".pub"])
+        let inspected = try pushed.hermetic(["inspect", name + ":v1", "--key", pushed.key + ".pub"])
+        #expect(inspected.status == 0, "\(inspected.standardError)")
+        #expect(
+            inspected.standardOutput == "image         \(name)@\(pushed.digest) (tag v1)\n" + onLayout.standardOutput)
+        let verified = try pushed.hermetic(["verify", name + "@" + pushed.digest, "--key", pushed.key + ".pub"])
+        #expect(verified.status == 0, "\(verified.standardError)")
+        #expect(verified.standardOutput == "verified: \(name)@\(pushed.digest)\n")
+        let paths = api.requestedPaths
+        #expect(paths.contains("/v2/apps/api/referrers/\(pushed.digest)"), "\(paths)")
+        #expect(
+            paths.contains("/v2/apps/api/referrers/\(pushed.digest)?page=1"), "two referrers, a page each: \(paths)")
+        #expect(!paths.contains { $0.contains("/manifests/sha256-") }, "\(paths)")
+        // No layer of the image is fetched, only its manifest, config and the attestations.
+        let manifest = try JSONDecoder().decode(
+            ImageManifest.self,
+            from: Data(
+                contentsOf: URL(
+                    fileURLWithPath: pushed.layout + "/blobs/sha256/" + pushed.digest.dropFirst("sha256:".count))))
+        #expect(!paths.contains { path in manifest.layers.contains { path.hasSuffix($0.digest.description) } })
+        #expect(paths.contains("/v2/apps/api/blobs/\(manifest.config.digest)"))
+
+        let tampered = try ReferrersRegistry(layout: pushed.layout, behaviour: .tamperedStatements)
+        for command in ["inspect", "verify"] {
+            let outcome = try pushed.hermetic([command, "\(tampered.host)/apps/api:v1", "--key", pushed.key + ".pub"])
+            #expect(outcome.status == 1)
+            #expect(
+                outcome.standardError.hasPrefix("error: registry \(tampered.host): statement apps/api@sha256:")
+                    && outcome.standardError.contains(": content does not match its digest (it hashes to sha256:")
+                    && outcome.standardError.split(separator: "\n").count == 1, "\(outcome.standardError)")
+        }
+    }
+
+    /// Replaces the referrers tag of IMAGE (`replace`) with, or adds to it (`append`), a copy of its
+    /// provenance referrer whose statement and envelope payload say VERSION=8; prints the copy's digest.
+    static let tamperScript = #"""
+        import base64, hashlib, json, sys, urllib.request
+        base, repo, image, mode = sys.argv[1:5]
+        def digest(b): return "sha256:" + hashlib.sha256(b).hexdigest()
+        def request(method, url, data=None, headers={}):
+            r = urllib.request.Request(url if url.startswith("http") else base + url, data=data, method=method, headers=headers)
+            return urllib.request.urlopen(r)
+        def get(path, accept="application/vnd.oci.image.index.v1+json"):
+            return request("GET", "/v2/%s/%s" % (repo, path), headers={"Accept": accept}).read()
+        def put_blob(data):
+            location = request("POST", "/v2/%s/blobs/uploads/" % repo).headers["Location"]
+            request("PUT", location + ("&" if "?" in location else "?") + "digest=" + digest(data), data, {"Content-Type": "application/octet-stream"})
+        def put_manifest(ref, data, media):
+            request("PUT", "/v2/%s/manifests/%s" % (repo, ref), data, {"Content-Type": media})
+        tag = image.replace(":", "-")
+        listed = json.loads(get("manifests/" + tag))
+        entry = next(e for e in listed["manifests"] if e["annotations"]["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v1")
+        manifest = json.loads(get("manifests/" + entry["digest"], "application/vnd.oci.image.manifest.v1+json"))
+        for layer in manifest["layers"]:
+            data = get("blobs/" + layer["digest"], "*/*")
+            if layer["mediaType"] == "application/vnd.dsse.envelope.v1+json":
+                envelope = json.loads(data)
+                payload = base64.b64decode(envelope["payload"])
+                changed = payload.replace(b'"VERSION":"7"', b'"VERSION":"8"')
+                assert changed != payload, "the envelope's statement has no VERSION 7"
+                envelope["payload"] = base64.b64encode(changed).decode()
+                data = json.dumps(envelope).encode()
+            else:
+                changed = data.replace(b'"VERSION":"7"', b'"VERSION":"8"')
+                assert changed != data, "the statement has no VERSION 7"
+                data = changed
+            put_blob(data)
+            layer["digest"], layer["size"] = digest(data), len(data)
+        forged = json.dumps(manifest).encode()
+        put_manifest(digest(forged), forged, "application/vnd.oci.image.manifest.v1+json")
+        forged_entry = dict(entry, digest=digest(forged), size=len(forged))
+        original = [e for e in listed["manifests"] if e["digest"] != digest(forged)]
+        listed["manifests"] = [forged_entry] if mode == "replace" else original + [forged_entry]
+        put_manifest(tag, json.dumps(listed).encode(), "application/vnd.oci.image.index.v1+json")
+        print(digest(forged))
+        """#
+}

@@ -169,6 +169,61 @@ import Testing
         #expect(missing.standardError == "error: registry \(registry.host): apps/bare:nosuch: not found (404)\n")
     }
 
+    /// Two platforms behind Basic auth: with docker's credentials (DOCKER_CONFIG) each platform manifest's
+    /// referrers are found under its own referrers tag and verify passes; without them, one line naming the
+    /// host and the 401, and the password never shows.
+    @Test func eachPlatformIsReadWithDockersCredentials() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-attest-auth-")
+        let password = "1nspect-Secret"
+        let registry = try RegistryFixture(user: "reader", password: password)
+        let context = try RegistryPullTests.makeContext(scratch, dockerfile: "FROM scratch\nCOPY app.txt /app.txt\n")
+        let docker = scratch.path + "/docker"
+        try FileManager.default.createDirectory(atPath: docker, withIntermediateDirectories: true)
+        let auth = Data("reader:\(password)".utf8).base64EncodedString()
+        try #"{"auths":{"\#(registry.host)":{"auth":"\#(auth)"}}}"#.write(
+            toFile: docker + "/config.json", atomically: true, encoding: .utf8)
+        let key = scratch.path + "/k.pem"
+        #expect(try HermeticProcess.hermetic(["key", "generate", "--out", key]).status == 0)
+        let name = "\(registry.host)/multi/app"
+        let environment = ["DOCKER_CONFIG": docker]
+        let built = try HermeticProcess.hermetic(
+            [
+                "build", context, "--progress", "quiet", "--state-dir", scratch.path + "/state", "--platform",
+                "linux/amd64,linux/arm64", "--sign-key", key, "-o", "type=oci,dest=\(scratch.path)/out", "--push", "-t",
+                name + ":v2",
+            ], environment: environment)
+        try #require(built.status == 0, "\(built.standardError)")
+        let digest = built.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        let index = try JSONDecoder().decode(
+            ImageIndex.self,
+            from: Data(
+                contentsOf: URL(
+                    fileURLWithPath: scratch.path + "/out/blobs/sha256/" + digest.dropFirst("sha256:".count))))
+        #expect(index.manifests.count == 2)
+
+        let verified = try HermeticProcess.hermetic(
+            ["verify", name + ":v2", "--key", key + ".pub"], environment: environment)
+        #expect(verified.status == 0, "\(verified.standardError)")
+        #expect(verified.standardOutput == "verified: \(name)@\(digest) (tag v2)\n")
+        let inspected = try HermeticProcess.hermetic(["inspect", name + "@" + digest], environment: environment)
+        #expect(inspected.status == 0, "\(inspected.standardError)")
+        for manifest in index.manifests {
+            #expect(
+                inspected.standardOutput.contains(" sha256:\(manifest.digest.hex)\n"), "\(inspected.standardOutput)")
+        }
+
+        let empty = scratch.path + "/empty"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let anonymous = try HermeticProcess.hermetic(
+            ["verify", name + ":v2", "--key", key + ".pub"], environment: ["DOCKER_CONFIG": empty])
+        #expect(anonymous.status == 1)
+        #expect(anonymous.standardError.split(separator: "\n").count == 1, "\(anonymous.standardError)")
+        #expect(
+            anonymous.standardError.hasPrefix("error: registry \(registry.host): multi/app:v2: ")
+                && anonymous.standardError.contains("401"), "\(anonymous.standardError)")
+        #expect(!(verified.standardOutput + verified.standardError + anonymous.standardError).contains(password))
+    }
+
     /// A referrer put under the referrers tag by hand, whose statement says another build arg than the
     /// signed one (the envelope's signature kept): verify refuses it, alone (the signature does not verify)
     /// and beside the true referrer (it holds a different provenance).

@@ -225,8 +225,9 @@ import Testing
     }
 
     /// A referrer put under the referrers tag by hand, whose statement says another build arg than the
-    /// signed one (the envelope's signature kept): verify refuses it, alone (the signature does not verify)
-    /// and beside the true referrer (it holds a different provenance).
+    /// signed one (the envelope's signature kept). Alone, verify refuses it (its signature does not verify);
+    /// beside the true referrer, after or before it, verify takes the true one (one provenance that passes
+    /// is enough, as for cosign's verify-attestation) and inspect shows the first listed, saying there are two.
     @Test func aTamperedReferrerIsRefusedByVerify() throws {
         let registry = try RegistryFixture()
         let name = "\(registry.host)/apps/tampered"
@@ -234,29 +235,62 @@ import Testing
         let python = try ExternalTools.require("python3")
         let script = pushed.scratch.path + "/tamper.py"
         try Self.tamperScript.write(toFile: script, atomically: true, encoding: .utf8)
-        // Appended first (the true referrer stays first), then in its place.
-        for mode in ["append", "replace"] {
+        for mode in ["append", "prepend", "replace"] {
             let tampered = try HermeticProcess.run(
-                python, [script, "http://\(registry.host)", "apps/tampered", pushed.digest, mode])
+                python,
+                [
+                    script, "http://\(registry.host)", "apps/tampered", pushed.digest, mode,
+                    pushed.scratch.path + "/listed",
+                ])
             try #require(tampered.status == 0, "\(tampered.standardError)")
-            let forged = tampered.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
             let verified = try pushed.hermetic(["verify", name + ":v1", "--key", pushed.key + ".pub"])
-            #expect(verified.status == 1, "\(mode): \(verified.standardOutput)")
+            let inspected = try pushed.hermetic(["inspect", name + ":v1", "--key", pushed.key + ".pub"])
+            #expect(inspected.status == 0, "\(mode): \(inspected.standardError)")
             let lines = verified.standardError.split(separator: "\n")
-            if mode == "replace" {
+            switch mode {
+            case "replace":
+                #expect(verified.status == 1, "\(mode): \(verified.standardOutput)")
                 #expect(lines.count == 1, "\(verified.standardError)")
                 #expect(
                     lines.first?.hasPrefix("error: no signature verifies with the given keys (the signature by key ")
                         == true && lines.first?.hasSuffix(" does not verify)") == true, "\(verified.standardError)")
-            } else {
+                #expect(inspected.standardOutput.contains("build arg     VERSION=8"))
+                #expect(!inspected.standardOutput.contains("provenances"))
+            default:
+                #expect(verified.status == 0, "\(mode): \(verified.standardError)")
+                #expect(verified.standardOutput == "verified: \(name)@\(pushed.digest) (tag v1)\n")
                 #expect(
-                    lines == ["error: the attestation manifest \(forged) holds a different provenance"],
-                    "\(verified.standardError)")
+                    inspected.standardOutput.contains(
+                        "build arg     VERSION=\(mode == "append" ? "7" : "8")\n"), "\(inspected.standardOutput)")
+                #expect(
+                    inspected.standardOutput.contains(
+                        "\nprovenances   2 held by the registry's referrers; the first listed is shown (verify takes the first that passes)\n"
+                    ), "\(inspected.standardOutput)")
             }
-            let inspected = try pushed.hermetic(["inspect", name + ":v1", "--key", pushed.key + ".pub"])
-            #expect(inspected.status == 0)
-            #expect(inspected.standardOutput.contains(mode == "replace" ? "VERSION=8" : "VERSION=7"))
         }
+    }
+
+    /// Two builders, each with its own key, build the same image from the same inputs and push it under two
+    /// tags: the registry's referrers then hold the same statement twice, signed by each; verify by either
+    /// tag passes with either builder's key (not only the first listed's), and rebuild with the second's key.
+    @Test func twoBuildersPushingTheSameImageAreEachVerified() throws {
+        let registry = try RegistryFixture()
+        let name = "\(registry.host)/apps/twice"
+        let first = try Pushed(name: name + ":v1")
+        let second = try Pushed(name: name + ":latest")
+        try #require(first.digest == second.digest, "the same image twice")
+        for (tag, builder) in [("v1", second), ("latest", first)] {
+            let verified = try builder.hermetic(["verify", name + ":" + tag, "--key", builder.key + ".pub"])
+            #expect(verified.status == 0, "\(tag): \(verified.standardError)")
+            #expect(verified.standardOutput == "verified: \(name)@\(first.digest) (tag \(tag))\n")
+        }
+        let rebuilt = try second.rebuild(name + "@" + first.digest)
+        #expect(rebuilt.status == 0, "\(rebuilt.standardError)")
+        #expect(rebuilt.standardOutput == "reproduced: \(first.digest) (of \(name)@\(first.digest))\n")
+        let other = try second.hermetic([
+            "verify", name + ":v1", "--key", first.key + ".pub", "--key", second.key + ".pub",
+        ])
+        #expect(other.status == 0, "\(other.standardError)")
     }
 
     /// A registry with the referrers API: the attestations are found through it (a page at a time), the
@@ -299,11 +333,12 @@ import Testing
         }
     }
 
-    /// Replaces the referrers tag of IMAGE (`replace`) with, or adds to it (`append`), a copy of its
-    /// provenance referrer whose statement and envelope payload say VERSION=8; prints the copy's digest.
+    /// Replaces the referrers tag of IMAGE with (`replace`), or adds to it after (`append`) or before
+    /// (`prepend`) the list it held first (kept in the file STATE), a copy of its provenance referrer whose
+    /// statement and envelope payload say VERSION=8; prints the copy's digest.
     static let tamperScript = #"""
-        import base64, hashlib, json, sys, urllib.request
-        base, repo, image, mode = sys.argv[1:5]
+        import base64, hashlib, json, os, sys, urllib.request
+        base, repo, image, mode, state = sys.argv[1:6]
         def digest(b): return "sha256:" + hashlib.sha256(b).hexdigest()
         def request(method, url, data=None, headers={}):
             r = urllib.request.Request(url if url.startswith("http") else base + url, data=data, method=method, headers=headers)
@@ -316,7 +351,8 @@ import Testing
         def put_manifest(ref, data, media):
             request("PUT", "/v2/%s/manifests/%s" % (repo, ref), data, {"Content-Type": media})
         tag = image.replace(":", "-")
-        listed = json.loads(get("manifests/" + tag))
+        if not os.path.exists(state): open(state, "wb").write(get("manifests/" + tag))
+        listed = json.loads(open(state, "rb").read())
         entry = next(e for e in listed["manifests"] if e["annotations"]["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v1")
         manifest = json.loads(get("manifests/" + entry["digest"], "application/vnd.oci.image.manifest.v1+json"))
         for layer in manifest["layers"]:
@@ -337,8 +373,8 @@ import Testing
         forged = json.dumps(manifest).encode()
         put_manifest(digest(forged), forged, "application/vnd.oci.image.manifest.v1+json")
         forged_entry = dict(entry, digest=digest(forged), size=len(forged))
-        original = [e for e in listed["manifests"] if e["digest"] != digest(forged)]
-        listed["manifests"] = [forged_entry] if mode == "replace" else original + [forged_entry]
+        original = listed["manifests"]
+        listed["manifests"] = {"replace": [forged_entry], "append": original + [forged_entry], "prepend": [forged_entry] + original}[mode]
         put_manifest(tag, json.dumps(listed).encode(), "application/vnd.oci.image.index.v1+json")
         print(digest(forged))
         """#

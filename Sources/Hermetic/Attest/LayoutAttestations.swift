@@ -92,6 +92,47 @@ struct LayoutAttestations: Sendable {
         entry.annotations?[AttestationAnnotation.referenceType] == AttestationAnnotation.attestationManifest
     }
 
+    /// The attestations split by the provenance they hold (its payload), in the order first listed; one
+    /// that cannot be read stays with the first (where `failures` names it). A registry's referrers pile up,
+    /// each push of the same image adding its own; a layout holds one build's.
+    func splitByProvenance() -> [LayoutAttestations] {
+        var groups: [(payload: [UInt8]?, members: [Attestation])] = []
+        for attestation in attestations {
+            let payload = try? provenance(of: attestation).payloadBytes()
+            if let payload, let known = groups.firstIndex(where: { $0.payload == payload }) {
+                groups[known].members.append(attestation)
+            } else if payload == nil, !groups.isEmpty {
+                groups[0].members.append(attestation)
+            } else {
+                groups.append((payload, [attestation]))
+            }
+        }
+        return groups.map { group in
+            var part = self
+            part.attestations = group.members
+            return part
+        }
+    }
+
+    /// The distinct envelopes (a statement and its signatures) the attestations hold, in the order listed:
+    /// builders that give the same image from the same inputs sign the same statement, each with its key.
+    func envelopes() -> [DSSEEnvelope] {
+        var seen = Set<DSSEEnvelope>()
+        return attestations.compactMap { attestation in
+            guard let envelope = try? provenance(of: attestation), seen.insert(envelope).inserted else { return nil }
+            return envelope
+        }
+    }
+
+    private func provenance(of attestation: Attestation) throws -> DSSEEnvelope {
+        let manifest = try reader.readJSON(attestation.descriptor, as: ImageManifest.self)
+        guard let layer = StoredAttestations.provenanceLayer(of: manifest) else {
+            throw StoredAttestations.ReadError(source: reader.path, reason: "no provenance layer")
+        }
+        return try StoredAttestations.decodeEnvelopeOrStatement(
+            try reader.readBlob(layer, limit: 64 << 20), source: reader.path)
+    }
+
     /// The provenance the first attestation holds: its signed envelope when there is one, else the statement.
     func definition(source: String) throws -> DSSEEnvelope {
         guard let first = attestations.first else {

@@ -68,6 +68,11 @@ struct InspectCommand: AsyncParsableCommand {
             return
         }
         if let image = stored.registryImage { print("image         \(image.shown)") }
+        if stored.provenanceCount > 1 {
+            print(
+                "provenances   \(stored.provenanceCount) held by the registry's referrers; the first listed is shown (verify takes the first that passes)"
+            )
+        }
         print(
             ProvenanceSummary.text(statement: statement, runRecord: try stored.runRecordStatement(), checks: checks)
         )
@@ -110,7 +115,7 @@ struct VerifyCommand: AsyncParsableCommand {
                 verifier.expectedArgs[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
             }
             let (report, shown) = try await StoredAttestations.withTarget(target, access: try registry.access()) {
-                (try verifier.report(of: $0), $0.registryImage?.shown ?? target)
+                (try verifier.select($0).1, $0.registryImage?.shown ?? target)
             }
             guard report.failures.isEmpty else {
                 for failure in report.failures {

@@ -47,17 +47,20 @@ struct RebuildCommand: AsyncParsableCommand {
                 ?? CommandLine.arguments[0]
             let (outcome, image) = try await StoredAttestations.withTarget(target, access: try registry.access()) {
                 stored in
+                // With --key, the provenance verify settles on is the one rebuilt from.
+                var followed = stored
                 if !keys.isEmpty {
-                    let failures = try AttestationVerifier(keys: keys).failures(of: stored)
-                    guard failures.isEmpty else {
-                        for failure in failures { writeErrorLine(failure) }
+                    let (chosen, report) = try AttestationVerifier(keys: keys).select(stored)
+                    guard report.failures.isEmpty else {
+                        for failure in report.failures { writeErrorLine(failure) }
                         throw ExitCode(1)
                     }
+                    followed = chosen
                 }
                 var rebuilder = Rebuilder(
                     target: target, contextDirectory: context, dockerfile: file, namedContexts: named,
                     secrets: secret, entitlements: allow, executable: executable)
-                rebuilder.stored = stored
+                rebuilder.stored = followed
                 return (try rebuilder.run(), stored.registryImage)
             }
             if let signKey {

@@ -224,6 +224,37 @@ import Testing
         #expect(!(verified.standardOutput + verified.standardError + anonymous.standardError).contains(password))
     }
 
+    /// A registry serving HTTPS with a certificate from the test's own CA: inspect, verify and rebuild refuse
+    /// it in one line until `--registry-ca` names that CA, as build does.
+    @Test func aTLSRegistryIsTrustedThroughRegistryCA() throws {
+        let scratch = try TemporaryDirectory(prefix: "registry-attest-tls-")
+        let authority = try TestCertificateAuthority(in: scratch.path)
+        let registry = try RegistryFixture(tls: (authority.serverCertificate, authority.serverKey))
+        let context = try RegistryPullTests.makeContext(scratch, dockerfile: "FROM scratch\nCOPY app.txt /app.txt\n")
+        let key = scratch.path + "/k.pem"
+        #expect(try HermeticProcess.hermetic(["key", "generate", "--out", key]).status == 0)
+        let name = "\(registry.host)/secure/app:v1"
+        let built = try HermeticProcess.hermetic([
+            "build", context, "--progress", "quiet", "--state-dir", scratch.path + "/state", "--sign-key", key,
+            "--push", "-t", name, "--registry-ca", authority.caCertificate,
+        ])
+        try #require(built.status == 0, "\(built.standardError)")
+        let digest = built.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        for command in [
+            ["inspect", name], ["verify", name, "--key", key + ".pub"], ["rebuild", name, "--context", context],
+        ] {
+            let untrusted = try HermeticProcess.hermetic(command)
+            #expect(untrusted.status == 1)
+            #expect(
+                untrusted.standardError
+                    == "error: registry \(registry.host): cannot be reached over HTTP (/v2/ answered 400 over HTTP) or HTTPS (TLS: the registry's certificate is not trusted (CERTIFICATE_VERIFY_FAILED; trust a private CA with --registry-ca FILE))\n",
+                "\(command): \(untrusted.standardError)")
+            let trusted = try HermeticProcess.hermetic(command + ["--registry-ca", authority.caCertificate])
+            #expect(trusted.status == 0, "\(command): \(trusted.standardError)")
+            #expect(trusted.standardOutput.contains("\(digest)"), "\(command): \(trusted.standardOutput)")
+        }
+    }
+
     /// A referrer put under the referrers tag by hand, whose statement says another build arg than the
     /// signed one (the envelope's signature kept). Alone, verify refuses it (its signature does not verify);
     /// beside the true referrer, after or before it, verify takes the true one (one provenance that passes

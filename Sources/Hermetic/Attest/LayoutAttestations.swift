@@ -211,6 +211,15 @@ struct LayoutAttestations: Sendable {
         return failures
     }
 
+    /// The descriptor of a layer of one of the image's manifests, by its hex digest.
+    func imageLayer(hex: String) -> Descriptor? {
+        for image in images where MediaType.isManifest(image.mediaType) {
+            guard let manifest = try? reader.readJSON(image, as: ImageManifest.self) else { continue }
+            if let layer = manifest.layers.first(where: { $0.digest.hex == hex }) { return layer }
+        }
+        return nil
+    }
+
     /// The platform manifests the provenance must name as subjects.
     var imageManifests: [Digest] { images.filter { MediaType.isManifest($0.mediaType) }.map(\.digest) }
 }

@@ -54,7 +54,7 @@ public struct Rebuilder {
         public var description: String { "rebuild: \(reason)" }
     }
 
-    public func run() throws -> Outcome {
+    public func run() async throws -> Outcome {
         let stored = try self.stored ?? StoredAttestations.load(target)
         let statement = try stored.statement()
         let predicate = statement.predicate
@@ -158,7 +158,7 @@ public struct Rebuilder {
         let reproduced = stored.registryImage != nil ? Set(original) == Set(again) : original == again
         var findings: [String] = []
         if !reproduced {
-            findings = try explain(
+            findings = try await explain(
                 original: statement, rebuilt: rebuiltStatement, rebuiltLayout: scratch + "/image",
                 scratch: scratch)
         }
@@ -220,7 +220,7 @@ public struct Rebuilder {
 
     /// Finds the first differing layer and what differs in it.
     private func explain(original: InTotoStatement, rebuilt: InTotoStatement, rebuiltLayout: String, scratch: String)
-        throws
+        async throws
         -> [String]
     {
         func layers(_ statement: InTotoStatement) -> [JSONValue] {
@@ -265,7 +265,7 @@ public struct Rebuilder {
                 findings.append("the uncompressed layers (diff_ids) agree: only the compressed bytes differ")
                 return findings
             }
-            findings += try compareLayerFiles(
+            findings += try await compareLayerFiles(
                 originalDigest: digestA, rebuiltDigest: digestB, rebuiltLayout: rebuiltLayout,
                 scratch: scratch)
             return findings
@@ -281,18 +281,21 @@ public struct Rebuilder {
 
     private func compareLayerFiles(
         originalDigest: String, rebuiltDigest: String, rebuiltLayout: String, scratch: String
-    ) throws
+    ) async throws
         -> [String]
     {
-        if let image = stored?.registryImage {
-            // Only the image's manifests and attestations were read from the registry, never its layers.
-            return [
-                "(the original layer is in the registry, not at hand: copy \(image.reference.name)@\(image.top.digest) to a layout, e.g. with skopeo copy, and rebuild from it to see its files)"
-            ]
-        }
         let layoutPath =
             FileSystem.isDirectory(target) ? target : (target.split(separator: ":").first.map(String.init) ?? target)
-        let originalBlob = layoutPath + "/blobs/sha256/" + originalDigest
+        var originalBlob = layoutPath + "/blobs/sha256/" + originalDigest
+        if let image = stored?.registryImage {
+            // Only the image's manifests and attestations were read from the registry: this one layer is
+            // fetched now, verified, to compare its files.
+            guard let layer = stored?.layout?.imageLayer(hex: originalDigest) else {
+                return ["(the original layer sha256:\(originalDigest) is named by no platform manifest of the image)"]
+            }
+            originalBlob = scratch + "/original-layer"
+            try await image.download(layer, to: originalBlob)
+        }
         guard FileSystem.exists(originalBlob) else {
             return [
                 "(the original layer's blob is not at hand: give the image layout, not only an attest file, to see its files)"

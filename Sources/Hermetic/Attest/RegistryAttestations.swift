@@ -10,6 +10,8 @@ public struct RegistryImage: Sendable {
     public var top: Descriptor
     /// How the attestations were found (`referrers API`, `referrers tag sha256-…`, BuildKit's index).
     public var foundThrough: [String]
+    /// How it was reached, to fetch more of it later (a layer whose files rebuild compares).
+    public var access: RegistryAccess
 
     /// `REG/REPO@sha256:…`, and ` (tag T)` when a tag was resolved to it.
     public var shown: String {
@@ -26,6 +28,32 @@ public struct RegistryAccess: Sendable {
     public init(transport: RegistryTransportPolicy, environment: [String: String]) {
         self.transport = transport
         self.environment = environment
+    }
+
+    /// A client with docker's credentials and `HERMETIC_REGISTRY_TIMEOUT`; `registry` is named in errors.
+    func makeClient(registry: String) throws -> RegistryClient {
+        let credentials: DockerCredentialStore
+        do {
+            credentials = try DockerCredentialStore(environment: environment)
+        } catch let error as DockerCredentialStore.ConfigError {
+            throw RegistryError(host: registry, subject: "", reason: "credentials: \(error)")
+        }
+        let timeout = environment["HERMETIC_REGISTRY_TIMEOUT"].flatMap { Int64($0) }.flatMap { $0 > 0 ? $0 : nil }
+        return try RegistryClient(policy: transport, credentials: credentials, readTimeoutSeconds: timeout ?? 60)
+    }
+}
+
+extension RegistryImage {
+    /// Fetches one blob of the image to `path`, verified (`RegistryAttestationFetcher.download`).
+    public func download(_ descriptor: Descriptor, to path: String) async throws {
+        let client = try access.makeClient(registry: reference.registry)
+        do {
+            try await RegistryAttestationFetcher(client: client).download(reference, descriptor, to: path)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
     }
 }
 
@@ -50,17 +78,7 @@ extension StoredAttestations {
         let explicitHost = target.split(separator: "/").first.map { first in
             first.contains(".") || first.contains(":") || first == "localhost" || first.hasPrefix("[")
         }
-        let credentials: DockerCredentialStore
-        do {
-            credentials = try DockerCredentialStore(environment: access.environment)
-        } catch let error as DockerCredentialStore.ConfigError {
-            throw RegistryError(host: reference.registry, subject: "", reason: "credentials: \(error)")
-        }
-        let timeout = access.environment["HERMETIC_REGISTRY_TIMEOUT"].flatMap { Int64($0) }.flatMap {
-            $0 > 0 ? $0 : nil
-        }
-        let client = try RegistryClient(
-            policy: access.transport, credentials: credentials, readTimeoutSeconds: timeout ?? 60)
+        let client = try access.makeClient(registry: reference.registry)
         let parent = FileSystem.absolute(access.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp")
         let layout: String
         do {
@@ -83,7 +101,7 @@ extension StoredAttestations {
             pinned.tag = nil
             let image = RegistryImage(
                 reference: pinned, resolvedTag: reference.digest == nil ? (reference.tag ?? "latest") : nil,
-                top: fetched.top, foundThrough: fetched.foundThrough)
+                top: fetched.top, foundThrough: fetched.foundThrough, access: access)
             var stored = try fromLayout(layout, tag: nil, registry: image.shown)
             stored.source = image.shown
             stored.registryImage = image

@@ -3,6 +3,10 @@ import Foundation
 import NIOCore
 import Provenance
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// `hermetic inspect|verify|rebuild REG/REPO@sha256:…` (or `:TAG`): fetches an image's manifests and its
 /// attestations — never its layers — into an OCI layout directory, for the layout reader to take as it takes
 /// any layout (one reader for both). The manifest or index the reference names (a tag resolved once, to the
@@ -184,6 +188,60 @@ public struct RegistryAttestationFetcher: Sendable {
             reference, path: "blobs/\(descriptor.digest)", accept: ["*/*"], subject: what, expected: descriptor,
             limit: limit)
         try writer.put(bytes, descriptor.digest)
+    }
+
+    /// Streams one blob of the image (a layer rebuild compares files in) to `path`, hashed as it comes: under
+    /// a temporary name beside it, renamed only when its size and digest are the descriptor's.
+    public func download(_ reference: RegistryReference, _ descriptor: Descriptor, to path: String) async throws {
+        let what = "blob " + subject(reference, descriptor.digest)
+        try await client.withRetries {
+            let response = try await client.get(
+                reference, path: "\(reference.repository)/blobs/\(descriptor.digest)", accept: ["*/*"], subject: what)
+            let temporary = path + ".partial"
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw SystemError("create", path: temporary, errno: errno) }
+            var kept = false
+            defer {
+                close(fd)
+                if !kept { unlink(temporary) }
+            }
+            let hasher = SHA256Hasher()
+            var total: Int64 = 0
+            do {
+                for try await buffer in response.body {
+                    total += Int64(buffer.readableBytes)
+                    guard total <= descriptor.size else {
+                        throw RegistryError(
+                            host: reference.registry, subject: what,
+                            reason: "longer than its descriptor's size \(descriptor.size)")
+                    }
+                    try buffer.withUnsafeReadableBytes { bytes in
+                        hasher.update(bytes)
+                        try FileSystem.writeAll(fd, bytes, path: temporary)
+                    }
+                }
+            } catch let error as RegistryError {
+                throw error
+            } catch let error as SystemError {
+                throw error
+            } catch {
+                throw client.transportError(error, host: reference.registry, subject: what)
+            }
+            guard total == descriptor.size else {
+                throw RegistryError(
+                    host: reference.registry, subject: what,
+                    reason: "the body has \(total) bytes, the descriptor says \(descriptor.size) (truncated)",
+                    retryable: true)
+            }
+            let actual = hasher.finalize()
+            guard actual == descriptor.digest else {
+                throw RegistryError(
+                    host: reference.registry, subject: what,
+                    reason: "content does not match its digest (it hashes to \(actual))")
+            }
+            guard rename(temporary, path) == 0 else { throw SystemError("rename", path: path, errno: errno) }
+            kept = true
+        }
     }
 
     // MARK: Referrers

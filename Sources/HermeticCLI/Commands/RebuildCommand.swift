@@ -61,7 +61,7 @@ struct RebuildCommand: AsyncParsableCommand {
                     target: target, contextDirectory: context, dockerfile: file, namedContexts: named,
                     secrets: secret, entitlements: allow, executable: executable)
                 rebuilder.stored = followed
-                return (try rebuilder.run(), stored.registryImage)
+                return (try await rebuilder.run(), stored.registryImage)
             }
             if let signKey {
                 let key = try SigningKey(

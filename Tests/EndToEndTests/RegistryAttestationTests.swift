@@ -258,6 +258,7 @@ import Testing
     /// signed one (the envelope's signature kept). Alone, verify refuses it (its signature does not verify);
     /// beside the true referrer, after or before it, verify takes the true one (one provenance that passes
     /// is enough, as for cosign's verify-attestation) and inspect shows the first listed, saying there are two.
+    /// With only the run record's referrer left, there is no provenance: one line.
     @Test func aTamperedReferrerIsRefusedByVerify() throws {
         let registry = try RegistryFixture()
         let name = "\(registry.host)/apps/tampered"
@@ -265,7 +266,7 @@ import Testing
         let python = try ExternalTools.require("python3")
         let script = pushed.scratch.path + "/tamper.py"
         try Self.tamperScript.write(toFile: script, atomically: true, encoding: .utf8)
-        for mode in ["append", "prepend", "replace"] {
+        for mode in ["append", "prepend", "replace", "run-record-only"] {
             let tampered = try HermeticProcess.run(
                 python,
                 [
@@ -275,9 +276,18 @@ import Testing
             try #require(tampered.status == 0, "\(tampered.standardError)")
             let verified = try pushed.hermetic(["verify", name + ":v1", "--key", pushed.key + ".pub"])
             let inspected = try pushed.hermetic(["inspect", name + ":v1", "--key", pushed.key + ".pub"])
-            #expect(inspected.status == 0, "\(mode): \(inspected.standardError)")
+            #expect(inspected.status == (mode == "run-record-only" ? 1 : 0), "\(mode): \(inspected.standardError)")
             let lines = verified.standardError.split(separator: "\n")
             switch mode {
+            case "run-record-only":
+                // Referrers there, but none with a provenance: one line, naming where they were looked for.
+                for outcome in [verified, inspected] {
+                    #expect(outcome.status == 1)
+                    #expect(
+                        outcome.standardError
+                            == "error: \(name)@\(pushed.digest) (tag v1): no attestation names the image: no referrer in the registry's referrers has \(pushed.digest) as subject (built with --provenance false?)\n"
+                    )
+                }
             case "replace":
                 #expect(verified.status == 1, "\(mode): \(verified.standardOutput)")
                 #expect(lines.count == 1, "\(verified.standardError)")
@@ -404,7 +414,8 @@ import Testing
         put_manifest(digest(forged), forged, "application/vnd.oci.image.manifest.v1+json")
         forged_entry = dict(entry, digest=digest(forged), size=len(forged))
         original = listed["manifests"]
-        listed["manifests"] = {"replace": [forged_entry], "append": original + [forged_entry], "prepend": [forged_entry] + original}[mode]
+        run_records = [e for e in original if e is not entry and e["annotations"]["in-toto.io/predicate-type"] != entry["annotations"]["in-toto.io/predicate-type"]]
+        listed["manifests"] = {"replace": [forged_entry], "append": original + [forged_entry], "prepend": [forged_entry] + original, "run-record-only": run_records}[mode]
         put_manifest(tag, json.dumps(listed).encode(), "application/vnd.oci.image.index.v1+json")
         print(digest(forged))
         """#

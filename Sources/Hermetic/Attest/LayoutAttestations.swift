@@ -139,8 +139,8 @@ struct LayoutAttestations: Sendable {
             throw StoredAttestations.ReadError(
                 source: source,
                 reason: MediaType.isIndex(top.mediaType)
-                    ? "no attestation names the image: its index holds no attestation manifest and no referrer in index.json has one of its manifests as subject (built with --provenance false?)"
-                    : "no attestation names the image: no referrer in index.json has \(top.digest) as subject (built with --provenance false?)"
+                    ? "no attestation names the image: its index holds no attestation manifest and no referrer \(referrersPlace) has one of its manifests as subject (built with --provenance false?)"
+                    : "no attestation names the image: no referrer \(referrersPlace) has \(top.digest) as subject (built with --provenance false?)"
             )
         }
         let manifest = try reader.readJSON(first.descriptor, as: ImageManifest.self)

@@ -14,6 +14,17 @@ public struct StoredAttestations: Sendable {
     public var source: String = ""
     /// The image and its attestations, when read from a layout (to check every blob of them).
     var layout: LayoutAttestations?
+    /// The image in the registry, when read from one (`inspect`, `verify`, `rebuild REG/REPO@…|:TAG`).
+    public var registryImage: RegistryImage?
+    /// From a registry, where referrers pile up: the other provenances its referrers hold, or the same one
+    /// signed by others, in the order listed after this one (each with the referrers that hold its statement).
+    /// `verify` takes the first that passes.
+    public var alternatives: [StoredAttestations] = []
+
+    /// How many different statements the provenance referrers hold (1 unless they piled up in a registry).
+    public var provenanceCount: Int {
+        Set(([self] + alternatives).map { (try? $0.definition.payloadBytes()) ?? [] }).count
+    }
 
     public struct ReadError: HermeticError {
         public var source: String
@@ -90,13 +101,27 @@ public struct StoredAttestations: Sendable {
         return StoredAttestations(definition: definition, runRecord: runRecord, imageManifests: nil)
     }
 
-    static func fromLayout(_ path: String, tag: String?) throws -> StoredAttestations {
+    /// `registry`: the layout holds an image fetched from a registry (its manifests, configs and
+    /// attestations, not its layers), named in errors as `source`.
+    static func fromLayout(_ path: String, tag: String?, registry source: String? = nil) throws
+        -> StoredAttestations
+    {
         let reader = try OCILayoutReader(path: path)
         let top = try reader.topLevelDescriptor(tag: tag)
-        let found = try LayoutAttestations.find(in: reader, top: top)
-        let definition = try found.definition(source: path)
+        var found = try LayoutAttestations.find(in: reader, top: top)
+        var others: [LayoutAttestations] = []
+        if source != nil {
+            found.imageLayersAtHand = false
+            found.referrersPlace = "in the registry's referrers"
+            let parts = found.splitByProvenance()
+            if let first = parts.first {
+                found = first
+                others = Array(parts.dropFirst())
+            }
+        }
+        let definition = try found.definition(source: source ?? path)
         // A referrer of its own; in BuildKit's form, a blob named by the image's index.json entry.
-        var runRecord = try found.runRecord(source: path)
+        var runRecord = try found.runRecord(source: source ?? path)
         if runRecord == nil, let text = top.annotations?[ImageExporter.runRecordAnnotation],
             let digest = try? Digest(parsing: text)
         {
@@ -108,6 +133,14 @@ public struct StoredAttestations: Sendable {
         var stored = StoredAttestations(
             definition: definition, runRecord: runRecord, imageManifests: found.imageManifests)
         stored.layout = found
+        for (number, part) in ([found] + others).enumerated() {
+            for envelope in part.envelopes() where number > 0 || envelope != definition {
+                var alternative = stored
+                alternative.definition = envelope
+                alternative.layout = part
+                stored.alternatives.append(alternative)
+            }
+        }
         return stored
     }
 
@@ -149,6 +182,19 @@ public struct AttestationVerifier {
 
     public func failures(of stored: StoredAttestations) throws -> [String] {
         try report(of: stored).failures
+    }
+
+    /// The provenance verify settles on and its report: `stored`'s when it passes, else the first of its
+    /// alternatives (another provenance a registry's referrers hold) that passes every check, else
+    /// `stored`'s failures. As cosign's verify-attestation, one attestation that holds is enough; the others
+    /// are claims by other builds (or by anyone who may push) that verify does not vouch for.
+    public func select(_ stored: StoredAttestations) throws -> (StoredAttestations, Report) {
+        let first = try report(of: stored)
+        guard !first.failures.isEmpty else { return (stored, first) }
+        for alternative in stored.alternatives {
+            if let other = try? report(of: alternative), other.failures.isEmpty { return (alternative, other) }
+        }
+        return (stored, first)
     }
 
     public func report(of stored: StoredAttestations) throws -> Report {

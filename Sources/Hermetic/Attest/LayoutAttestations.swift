@@ -21,6 +21,11 @@ struct LayoutAttestations: Sendable {
     var attestations: [Attestation]
     /// Referrers that carry the run record (the referrers form only; BuildKit's names it in index.json).
     var runRecords: [Attestation] = []
+    /// Whether the image's layers are in the layout: not in one fetched from a registry for its
+    /// attestations, whose manifests (content-addressed, and subjects of the provenance) name them.
+    var imageLayersAtHand = true
+    /// Where referrers are listed, as failures name it.
+    var referrersPlace = "in index.json"
 
     /// Finds the attestations of the image `top`: BuildKit's inside its index when there are any, else the
     /// referrers in index.json that name one of its manifests as `subject` (each read and checked).
@@ -87,14 +92,55 @@ struct LayoutAttestations: Sendable {
         entry.annotations?[AttestationAnnotation.referenceType] == AttestationAnnotation.attestationManifest
     }
 
+    /// The attestations split by the provenance they hold (its payload), in the order first listed; one
+    /// that cannot be read stays with the first (where `failures` names it). A registry's referrers pile up,
+    /// each push of the same image adding its own; a layout holds one build's.
+    func splitByProvenance() -> [LayoutAttestations] {
+        var groups: [(payload: [UInt8]?, members: [Attestation])] = []
+        for attestation in attestations {
+            let payload = try? provenance(of: attestation).payloadBytes()
+            if let payload, let known = groups.firstIndex(where: { $0.payload == payload }) {
+                groups[known].members.append(attestation)
+            } else if payload == nil, !groups.isEmpty {
+                groups[0].members.append(attestation)
+            } else {
+                groups.append((payload, [attestation]))
+            }
+        }
+        return groups.map { group in
+            var part = self
+            part.attestations = group.members
+            return part
+        }
+    }
+
+    /// The distinct envelopes (a statement and its signatures) the attestations hold, in the order listed:
+    /// builders that give the same image from the same inputs sign the same statement, each with its key.
+    func envelopes() -> [DSSEEnvelope] {
+        var seen = Set<DSSEEnvelope>()
+        return attestations.compactMap { attestation in
+            guard let envelope = try? provenance(of: attestation), seen.insert(envelope).inserted else { return nil }
+            return envelope
+        }
+    }
+
+    private func provenance(of attestation: Attestation) throws -> DSSEEnvelope {
+        let manifest = try reader.readJSON(attestation.descriptor, as: ImageManifest.self)
+        guard let layer = StoredAttestations.provenanceLayer(of: manifest) else {
+            throw StoredAttestations.ReadError(source: reader.path, reason: "no provenance layer")
+        }
+        return try StoredAttestations.decodeEnvelopeOrStatement(
+            try reader.readBlob(layer, limit: 64 << 20), source: reader.path)
+    }
+
     /// The provenance the first attestation holds: its signed envelope when there is one, else the statement.
     func definition(source: String) throws -> DSSEEnvelope {
         guard let first = attestations.first else {
             throw StoredAttestations.ReadError(
                 source: source,
                 reason: MediaType.isIndex(top.mediaType)
-                    ? "no attestation names the image: its index holds no attestation manifest and no referrer in index.json has one of its manifests as subject (built with --provenance false?)"
-                    : "no attestation names the image: no referrer in index.json has \(top.digest) as subject (built with --provenance false?)"
+                    ? "no attestation names the image: its index holds no attestation manifest and no referrer \(referrersPlace) has one of its manifests as subject (built with --provenance false?)"
+                    : "no attestation names the image: no referrer \(referrersPlace) has \(top.digest) as subject (built with --provenance false?)"
             )
         }
         let manifest = try reader.readJSON(first.descriptor, as: ImageManifest.self)
@@ -125,7 +171,9 @@ struct LayoutAttestations: Sendable {
                 }
                 let manifest = try reader.readJSON(image, as: ImageManifest.self)
                 try reader.verifyBlob(manifest.config)
-                for layer in manifest.layers { try reader.verifyBlob(layer) }
+                if imageLayersAtHand {
+                    for layer in manifest.layers { try reader.verifyBlob(layer) }
+                }
             }
         }
         for attestation in attestations {
@@ -157,10 +205,19 @@ struct LayoutAttestations: Sendable {
             failures.append(
                 form == .buildkit
                     ? "the image manifest \(image.digest) has no attestation manifest"
-                    : "the image manifest \(image.digest) has no attestation: no referrer in index.json names it as subject"
+                    : "the image manifest \(image.digest) has no attestation: no referrer \(referrersPlace) names it as subject"
             )
         }
         return failures
+    }
+
+    /// The descriptor of a layer of one of the image's manifests, by its hex digest.
+    func imageLayer(hex: String) -> Descriptor? {
+        for image in images where MediaType.isManifest(image.mediaType) {
+            guard let manifest = try? reader.readJSON(image, as: ImageManifest.self) else { continue }
+            if let layer = manifest.layers.first(where: { $0.digest.hex == hex }) { return layer }
+        }
+        return nil
     }
 
     /// The platform manifests the provenance must name as subjects.

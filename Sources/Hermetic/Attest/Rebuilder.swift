@@ -19,6 +19,8 @@ public struct Rebuilder {
     public var entitlements: [String]
     /// The `hermetic` executable that runs the rebuild (a child process, so its environment can differ).
     public var executable: String
+    /// The attestations of `target`, when already read (from a registry: `StoredAttestations.withTarget`).
+    public var stored: StoredAttestations?
 
     public init(
         target: String, contextDirectory: String, dockerfile: String? = nil, namedContexts: [String: NamedContext],
@@ -52,8 +54,8 @@ public struct Rebuilder {
         public var description: String { "rebuild: \(reason)" }
     }
 
-    public func run() throws -> Outcome {
-        let stored = try StoredAttestations.load(target)
+    public func run() async throws -> Outcome {
+        let stored = try self.stored ?? StoredAttestations.load(target)
         let statement = try stored.statement()
         let predicate = statement.predicate
         guard let external = predicate["buildDefinition"]?["externalParameters"] else {
@@ -147,16 +149,21 @@ public struct Rebuilder {
         }
         let rebuilt = try StoredAttestations.load(scratch + "/attest.jsonl")
         let rebuiltStatement = try rebuilt.statement()
-        let original = statement.subject.compactMap { $0.digest?["sha256"] }
+        // From a registry, the rebuild must give the platform manifests the registry holds (which the
+        // provenance must name as subjects): what the digest read names, not only what the provenance says.
+        let original =
+            stored.registryImage != nil
+            ? (stored.imageManifests ?? []).map(\.hex) : statement.subject.compactMap { $0.digest?["sha256"] }
         let again = rebuiltStatement.subject.compactMap { $0.digest?["sha256"] }
+        let reproduced = stored.registryImage != nil ? Set(original) == Set(again) : original == again
         var findings: [String] = []
-        if original != again {
-            findings = try explain(
+        if !reproduced {
+            findings = try await explain(
                 original: statement, rebuilt: rebuiltStatement, rebuiltLayout: scratch + "/image",
                 scratch: scratch)
         }
         return Outcome(
-            reproduced: original == again, originalSubjects: original, rebuiltSubjects: again,
+            reproduced: reproduced, originalSubjects: original, rebuiltSubjects: again,
             findings: findings, statement: statement,
             provenanceDigest: Digest.sha256(of: try stored.definition.payloadBytes()))
     }
@@ -213,7 +220,7 @@ public struct Rebuilder {
 
     /// Finds the first differing layer and what differs in it.
     private func explain(original: InTotoStatement, rebuilt: InTotoStatement, rebuiltLayout: String, scratch: String)
-        throws
+        async throws
         -> [String]
     {
         func layers(_ statement: InTotoStatement) -> [JSONValue] {
@@ -258,7 +265,7 @@ public struct Rebuilder {
                 findings.append("the uncompressed layers (diff_ids) agree: only the compressed bytes differ")
                 return findings
             }
-            findings += try compareLayerFiles(
+            findings += try await compareLayerFiles(
                 originalDigest: digestA, rebuiltDigest: digestB, rebuiltLayout: rebuiltLayout,
                 scratch: scratch)
             return findings
@@ -274,12 +281,21 @@ public struct Rebuilder {
 
     private func compareLayerFiles(
         originalDigest: String, rebuiltDigest: String, rebuiltLayout: String, scratch: String
-    ) throws
+    ) async throws
         -> [String]
     {
         let layoutPath =
             FileSystem.isDirectory(target) ? target : (target.split(separator: ":").first.map(String.init) ?? target)
-        let originalBlob = layoutPath + "/blobs/sha256/" + originalDigest
+        var originalBlob = layoutPath + "/blobs/sha256/" + originalDigest
+        if let image = stored?.registryImage {
+            // Only the image's manifests and attestations were read from the registry: this one layer is
+            // fetched now, verified, to compare its files.
+            guard let layer = stored?.layout?.imageLayer(hex: originalDigest) else {
+                return ["(the original layer sha256:\(originalDigest) is named by no platform manifest of the image)"]
+            }
+            originalBlob = scratch + "/original-layer"
+            try await image.download(layer, to: originalBlob)
+        }
         guard FileSystem.exists(originalBlob) else {
             return [
                 "(the original layer's blob is not at hand: give the image layout, not only an attest file, to see its files)"

@@ -285,7 +285,7 @@ struct BuildCommand: AsyncParsableCommand {
     }
 }
 
-/// How `build` and `lock` reach registries.
+/// How `build`, `lock`, `inspect`, `verify` and `rebuild` reach registries.
 struct RegistryFlags: ParsableArguments {
     @Option(
         name: .customLong("registry-ca"),
@@ -298,6 +298,11 @@ struct RegistryFlags: ParsableArguments {
 
     func transport() throws(ArgumentError) -> RegistryTransportPolicy {
         try registryTransport(insecure: insecureRegistry, caFiles: registryCA)
+    }
+
+    /// The transport, and the environment credentials and timeouts come from (`inspect`, `verify`, `rebuild`).
+    func access() throws(ArgumentError) -> RegistryAccess {
+        RegistryAccess(transport: try transport(), environment: ProcessEnvironment.current())
     }
 }
 

@@ -8,7 +8,11 @@ struct RebuildCommand: AsyncParsableCommand {
         commandName: "rebuild",
         abstract: "Rebuild an image from its provenance in a different environment; exit 0 on a bit-identical match.")
 
-    @Argument(help: "An OCI layout written by hermetic build (DIR or DIR:tag), or an --attest-file.") var target: String
+    @Argument(
+        help:
+            "An OCI layout written by hermetic build (DIR or DIR:tag), an --attest-file, or an image in a registry (REG/REPO@sha256:… or REG/REPO:TAG), whose platform manifests the rebuild must give."
+    )
+    var target: String
     @Option(help: "The build context directory to rebuild from.") var context: String
     @Option(
         name: [.customShort("f"), .long],
@@ -28,6 +32,7 @@ struct RebuildCommand: AsyncParsableCommand {
     var signKey: String?
     @Option(name: .customLong("vsa-file"), help: "Where to write the signed VSA envelope (default: rebuild.vsa.json).")
     var vsaFile: String = "rebuild.vsa.json"
+    @OptionGroup var registry: RegistryFlags
 
     func run() async throws {
         try await reportingErrors {
@@ -36,21 +41,28 @@ struct RebuildCommand: AsyncParsableCommand {
                 let (name, value) = try NamedContext.parse(entry)
                 named[name] = value
             }
-            if !key.isEmpty {
-                let failures = try AttestationVerifier(keys: try loadKeys(key)).failures(
-                    of: try StoredAttestations.load(target))
-                guard failures.isEmpty else {
-                    for failure in failures { writeErrorLine(failure) }
-                    throw ExitCode(1)
-                }
-            }
+            let keys = try loadKeys(key)
             let executable =
                 (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
                 ?? CommandLine.arguments[0]
-            let outcome = try Rebuilder(
-                target: target, contextDirectory: context, dockerfile: file, namedContexts: named, secrets: secret,
-                entitlements: allow, executable: executable
-            ).run()
+            let (outcome, image) = try await StoredAttestations.withTarget(target, access: try registry.access()) {
+                stored in
+                // With --key, the provenance verify settles on is the one rebuilt from.
+                var followed = stored
+                if !keys.isEmpty {
+                    let (chosen, report) = try AttestationVerifier(keys: keys).select(stored)
+                    guard report.failures.isEmpty else {
+                        for failure in report.failures { writeErrorLine(failure) }
+                        throw ExitCode(1)
+                    }
+                    followed = chosen
+                }
+                var rebuilder = Rebuilder(
+                    target: target, contextDirectory: context, dockerfile: file, namedContexts: named,
+                    secrets: secret, entitlements: allow, executable: executable)
+                rebuilder.stored = followed
+                return (try await rebuilder.run(), stored.registryImage)
+            }
             if let signKey {
                 let key = try SigningKey(
                     pem: try FileSystem.readFile(signKey, limit: 1 << 20, allowPipe: true), source: signKey)
@@ -79,12 +91,16 @@ struct RebuildCommand: AsyncParsableCommand {
                 try envelope.sign(with: key)
                 try FileSystem.writeAtomically(try CanonicalJSON.encode(envelope) + [0x0a], to: vsaFile)
             }
+            // From a registry: the digest read (and the tag it came from) is named after the manifests.
+            let from =
+                image.map { " (of \($0.reference.name)@\($0.top.digest)\($0.resolvedTag.map { ", tag \($0)" } ?? ""))" }
+                ?? ""
             if outcome.reproduced {
-                print("reproduced: \(outcome.originalSubjects.map { "sha256:" + $0 }.joined(separator: ", "))")
+                print("reproduced: \(outcome.originalSubjects.map { "sha256:" + $0 }.joined(separator: ", "))\(from)")
                 return
             }
             writeStandardError(
-                "error: rebuild differs: expected \(outcome.originalSubjects.map { "sha256:" + $0 }.joined(separator: ", ")), got \(outcome.rebuiltSubjects.map { "sha256:" + $0 }.joined(separator: ", "))\n"
+                "error: rebuild differs: expected \(outcome.originalSubjects.map { "sha256:" + $0 }.joined(separator: ", "))\(from), got \(outcome.rebuiltSubjects.map { "sha256:" + $0 }.joined(separator: ", "))\n"
             )
             for finding in outcome.findings { writeStandardError(finding + "\n") }
             throw ExitCode(1)

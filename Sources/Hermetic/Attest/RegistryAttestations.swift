@@ -1,0 +1,117 @@
+import Foundation
+
+/// An image read from a registry by `inspect`, `verify` or `rebuild`: the digest read (a tag is resolved
+/// once, and only its digest is used after that) and the tag it was resolved from.
+public struct RegistryImage: Sendable {
+    /// `REG/REPO@sha256:…`: the digest read.
+    public var reference: RegistryReference
+    /// The tag given, when it was resolved to that digest (none when a digest was given).
+    public var resolvedTag: String?
+    public var top: Descriptor
+    /// How the attestations were found (`referrers API`, `referrers tag sha256-…`, BuildKit's index).
+    public var foundThrough: [String]
+    /// How it was reached, to fetch more of it later (a layer whose files rebuild compares).
+    public var access: RegistryAccess
+
+    /// `REG/REPO@sha256:…`, and ` (tag T)` when a tag was resolved to it.
+    public var shown: String {
+        "\(reference.name)@\(top.digest)" + (resolvedTag.map { " (tag \($0))" } ?? "")
+    }
+}
+
+/// How `inspect`, `verify` and `rebuild` reach a registry: `--registry-ca`, `--insecure-registry`, and the
+/// environment docker's credentials (`DOCKER_CONFIG`, `HOME`) and `HERMETIC_REGISTRY_TIMEOUT` come from.
+public struct RegistryAccess: Sendable {
+    public var transport: RegistryTransportPolicy
+    public var environment: [String: String]
+
+    public init(transport: RegistryTransportPolicy, environment: [String: String]) {
+        self.transport = transport
+        self.environment = environment
+    }
+
+    /// A client with docker's credentials and `HERMETIC_REGISTRY_TIMEOUT`; `registry` is named in errors.
+    func makeClient(registry: String) throws -> RegistryClient {
+        let credentials: DockerCredentialStore
+        do {
+            credentials = try DockerCredentialStore(environment: environment)
+        } catch let error as DockerCredentialStore.ConfigError {
+            throw RegistryError(host: registry, subject: "", reason: "credentials: \(error)")
+        }
+        let timeout = environment["HERMETIC_REGISTRY_TIMEOUT"].flatMap { Int64($0) }.flatMap { $0 > 0 ? $0 : nil }
+        return try RegistryClient(policy: transport, credentials: credentials, readTimeoutSeconds: timeout ?? 60)
+    }
+}
+
+extension RegistryImage {
+    /// Fetches one blob of the image to `path`, verified (`RegistryAttestationFetcher.download`).
+    public func download(_ descriptor: Descriptor, to path: String) async throws {
+        let client = try access.makeClient(registry: reference.registry)
+        do {
+            try await RegistryAttestationFetcher(client: client).download(reference, descriptor, to: path)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
+    }
+}
+
+extension StoredAttestations {
+    /// The registry reference `target` is read as: one that names no file or layout here (nor `DIR:tag`
+    /// of an existing `DIR`) and parses as an image reference (docker's normalization: `app:1` is
+    /// `docker.io/library/app:1`). nil for every other target, which `load` reads as before.
+    public static func registryReference(_ target: String) -> RegistryReference? {
+        if FileSystem.exists(target) { return nil }
+        if let colon = target.lastIndex(of: ":"), FileSystem.exists(String(target[..<colon])) { return nil }
+        return try? RegistryReference(parsing: target)
+    }
+
+    /// Reads `target` — a layout `DIR[:tag]`, an attestation file, or a registry reference
+    /// (`REG/REPO@sha256:…` or `REG/REPO[:TAG]`) — and hands the attestations to `body`. A registry image's
+    /// manifests and attestations are fetched into a temporary layout under `$TMPDIR` (else /tmp), read by
+    /// the layout reader, and removed when `body` returns.
+    public static func withTarget<T>(
+        _ target: String, access: RegistryAccess, _ body: (StoredAttestations) async throws -> T
+    ) async throws -> T {
+        guard let reference = registryReference(target) else { return try await body(try load(target)) }
+        let explicitHost = target.split(separator: "/").first.map { first in
+            first.contains(".") || first.contains(":") || first == "localhost" || first.hasPrefix("[")
+        }
+        let client = try access.makeClient(registry: reference.registry)
+        let parent = FileSystem.absolute(access.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp")
+        let layout: String
+        do {
+            layout = try FileSystem.makeTemporaryDirectory(in: parent, prefix: "hermetic-registry-attestations-")
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        do {
+            let fetched: RegistryAttestationFetcher.Fetched
+            do {
+                fetched = try await RegistryAttestationFetcher(client: client).fetch(reference, into: layout)
+            } catch var error as RegistryError where explicitHost != true {
+                // `app:1` may have been meant as a layout here: say that none is.
+                error.reason += " (and no file or image layout \(target) is here)"
+                throw error
+            }
+            await client.shutdown()
+            var pinned = fetched.reference
+            pinned.tag = nil
+            let image = RegistryImage(
+                reference: pinned, resolvedTag: reference.digest == nil ? (reference.tag ?? "latest") : nil,
+                top: fetched.top, foundThrough: fetched.foundThrough, access: access)
+            var stored = try fromLayout(layout, tag: nil, registry: image.shown)
+            stored.source = image.shown
+            stored.registryImage = image
+            let result = try await body(stored)
+            FileSystem.removeTree(layout)
+            return result
+        } catch {
+            await client.shutdown()
+            FileSystem.removeTree(layout)
+            throw error
+        }
+    }
+}

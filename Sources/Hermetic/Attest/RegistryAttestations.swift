@@ -59,12 +59,22 @@ extension RegistryImage {
 
 extension StoredAttestations {
     /// The registry reference `target` is read as: one that names no file or layout here (nor `DIR:tag`
-    /// of an existing `DIR`) and parses as an image reference (docker's normalization: `app:1` is
-    /// `docker.io/library/app:1`). nil for every other target, which `load` reads as before.
+    /// of an existing `DIR`), parses as an image reference (docker's normalization: `app:1` is
+    /// `docker.io/library/app:1`), and names a registry host, a tag or a digest. A bare `out` or `a/b` is a
+    /// missing layout, said at once: a typed path must not turn into a wait on Docker Hub. nil for every
+    /// other target, which `load` reads as before.
     public static func registryReference(_ target: String) -> RegistryReference? {
         if FileSystem.exists(target) { return nil }
         if let colon = target.lastIndex(of: ":"), FileSystem.exists(String(target[..<colon])) { return nil }
+        let lastComponent = target.split(separator: "/").last ?? ""
+        guard hasExplicitHost(target) || target.contains("@") || lastComponent.contains(":") else { return nil }
         return try? RegistryReference(parsing: target)
+    }
+
+    /// Whether the first component of `target` names a registry host, as docker tells them apart.
+    static func hasExplicitHost(_ target: String) -> Bool {
+        guard target.contains("/"), let first = target.split(separator: "/").first else { return false }
+        return first.contains(".") || first.contains(":") || first == "localhost" || first.hasPrefix("[")
     }
 
     /// Reads `target` — a layout `DIR[:tag]`, an attestation file, or a registry reference
@@ -75,9 +85,7 @@ extension StoredAttestations {
         _ target: String, access: RegistryAccess, _ body: (StoredAttestations) async throws -> T
     ) async throws -> T {
         guard let reference = registryReference(target) else { return try await body(try load(target)) }
-        let explicitHost = target.split(separator: "/").first.map { first in
-            first.contains(".") || first.contains(":") || first == "localhost" || first.hasPrefix("[")
-        }
+        let explicitHost = hasExplicitHost(target)
         let client = try access.makeClient(registry: reference.registry)
         let parent = FileSystem.absolute(access.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp")
         let layout: String
@@ -91,7 +99,7 @@ extension StoredAttestations {
             let fetched: RegistryAttestationFetcher.Fetched
             do {
                 fetched = try await RegistryAttestationFetcher(client: client).fetch(reference, into: layout)
-            } catch var error as RegistryError where explicitHost != true {
+            } catch var error as RegistryError where !explicitHost {
                 // `app:1` may have been meant as a layout here: say that none is.
                 error.reason += " (and no file or image layout \(target) is here)"
                 throw error

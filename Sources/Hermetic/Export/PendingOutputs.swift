@@ -227,7 +227,7 @@ public struct OutputDestinationCheck {
             }
         }
         for spec in options.cacheTo {
-            let value = spec.destination
+            guard let value = spec.destination else { continue }
             try claim(value, "--cache-to", value)
             let path = FileSystem.absolute(value)
             guard FileSystem.exists(path) else { continue }

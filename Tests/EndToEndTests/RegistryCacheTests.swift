@@ -115,19 +115,35 @@ import Testing
     }
 
     /// What cannot be imported is one warning line naming the cache, and the build runs cold: a tag the
-    /// registry does not have (404), a registry nothing answers on, an image that is not a cache.
+    /// registry does not have (404), a registry nothing answers on, one that wants credentials it is not
+    /// given, an image that is not a cache; and hostile ones: a manifest over 4 MiB, a redirect loop, a 401
+    /// loop.
     @Test func aCacheThatCannotBeReadIsAWarningAndTheBuildRunsCold() throws {
         let fixture = try CacheExportTests.Fixture(dockerfile: "FROM base\nCOPY app.txt /app.txt\n")
         let registry = try RegistryFixture()
         _ = try registry.push(layout: fixture.path("base"), as: "images/busybox", destinationTag: "v1")
+        let locked = try RegistryFixture(user: "cacher", password: "c4che-Secret")
         let closed = "127.0.0.1:\(try RegistryFixture.freePort())"
+        let oversized = try HostileRegistry(.oversizedManifest)
+        let loop = try HostileRegistry(.redirectLoop)
+        let unauthorized = try HostileRegistry(.unauthorizedLoop)
         let cases: [(ref: String, says: String)] = [
             ("\(registry.host)/cache/none:here", "registry \(registry.host): cache/none:here: not found (404)"),
             ("\(closed)/cache/app:v1", "registry \(closed): cannot be reached"),
             (
+                "\(locked.host)/cache/app:v1",
+                "registry \(locked.host): cache/app:v1: the registry needs credentials (401, Basic)"
+            ),
+            (
                 "\(registry.host)/images/busybox:v1",
                 "registry \(registry.host): images/busybox:v1: not a hermetic build cache"
             ),
+            (
+                "\(oversized.host)/hostile:v1",
+                "registry \(oversized.host): hostile:v1: a manifest over 4 MiB is refused"
+            ),
+            ("\(loop.host)/hostile:v1", "registry \(loop.host): hostile:v1: redirect loop"),
+            ("\(unauthorized.host)/hostile:v1", "registry \(unauthorized.host): hostile:v1: authentication failed"),
         ]
         for (number, item) in cases.enumerated() {
             let built = try fixture.build(

@@ -273,5 +273,15 @@ import Testing
                 outcome.standardError.hasPrefix("error: \(item.flag) \"\(item.value)\": ")
                     && outcome.standardError.contains(item.says), "\(item.value): \(outcome.standardError)")
         }
+        // A cache under the tag of the image the build pushes (`:latest` either way) would replace it there.
+        let clash = try HermeticProcess.hermetic([
+            "build", fixture.context, "--build-context", "base=oci-layout://\(fixture.path("base"))",
+            "--push", "-t", "localhost:5000/app", "--cache-to", "localhost:5000/app:latest",
+        ])
+        #expect(clash.status != 0 && clash.standardError.split(separator: "\n").count == 1, "\(clash.standardError)")
+        #expect(
+            clash.standardError.hasPrefix(
+                "error: --cache-to \"type=registry,ref=localhost:5000/app:latest\": the same tag as an image this "
+                    + "build pushes"), "\(clash.standardError)")
     }
 }

@@ -45,11 +45,6 @@ struct CacheRegistryReader {
     /// How many layer tars download at once.
     var parallelDownloads = 3
 
-    /// Why the cache as a whole is not used.
-    struct CacheError: Error, CustomStringConvertible {
-        var description: String
-    }
-
     /// Imports what can be used from `reference`; returns how many steps it made available. `name` is how
     /// the flag named it (`type=registry,ref=…`).
     @discardableResult

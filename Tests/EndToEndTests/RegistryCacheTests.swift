@@ -250,6 +250,39 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: out + "/index.json"))
     }
 
+    /// A layer tar in the store whose bytes are not its digest (the build does not read it: its step hits and
+    /// its compressed blob is stored) is refused by the registry; the build fails with the way out, as the
+    /// local export does.
+    @Test func aDamagedStoreLayerFailsTheExportWithTheWayOut() throws {
+        let fixture = try CacheExportTests.Fixture(dockerfile: "FROM scratch\nCOPY app.txt /app.txt\n")
+        let registry = try RegistryFixture()
+        let ref = "\(registry.host)/cache/damaged:v1"
+        _ = try fixture.build(state: "a", name: "a", [])
+        let steps = try FileManager.default.contentsOfDirectory(atPath: fixture.path("a/store/steps"))
+        try #require(steps.count == 1, "\(steps)")
+        let record = try RegistryPushTests.json(
+            try String(contentsOfFile: fixture.path("a/store/steps/" + steps[0]), encoding: .utf8))
+        let diffID = try #require((record["layer"] as? [String: Any])?["diffID"] as? String)
+        let blob = fixture.path("a/store/blobs/sha256/" + diffID.dropFirst("sha256:".count))
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: blob))
+        let at = try #require(bytes.range(of: Data("app\n".utf8), options: .backwards)).lowerBound
+        bytes[at + 1] = UInt8(ascii: "q")
+        try bytes.write(to: URL(fileURLWithPath: blob))
+        let failed = try HermeticProcess.hermetic([
+            "build", fixture.context, "--progress", "quiet", "--state-dir", fixture.path("a"),
+            "-o", "type=oci,dest=\(fixture.path("out"))", "--cache-to", ref,
+        ])
+        #expect(failed.status == 1)
+        #expect(failed.standardError.split(separator: "\n").count == 1, "\(failed.standardError)")
+        #expect(
+            failed.standardError.hasPrefix(
+                "error: --cache-to type=registry,ref=\(ref): the build cache's copy of a layer cannot be used (\(blob): "
+                    + "its bytes have digest sha256:")
+                && failed.standardError.contains("run hermetic store check --repair"),
+            "\(failed.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: fixture.path("out")))
+    }
+
     /// The keys of buildx's `type=registry` that hermetic does not honour are refused in one line naming
     /// them, before anything is built.
     @Test func registryKeysHermeticDoesNotTakeAreRefusedInOneLine() throws {

@@ -48,7 +48,11 @@ struct RegistryCache {
                         + "\(pushed.uploaded) of \(pushed.blobs) blobs uploaded, \(pushed.blobs - pushed.uploaded) "
                         + "already there")
             } catch {
-                let failure = ExportError(name: spec.name, underlying: error)
+                let failure: any HermeticError =
+                    (error as? CacheBlobError).map {
+                        CacheLayoutWriter.DamagedStoreError(destination: spec.name, blob: $0)
+                    }
+                    ?? ExportError(name: spec.name, underlying: error)
                 guard spec.ignoreError else { throw failure }
                 log.warning("\(failure) (ignored: ignore-error=true)")
             }

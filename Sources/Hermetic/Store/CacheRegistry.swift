@@ -9,7 +9,9 @@ import Provenance
 
 /// Pushes a cache manifest to `REPO:TAG` in the order that leaves the previous tag as it was until
 /// everything it names is there: each layer tar and the config unless the registry has it (`HEAD`), the
-/// manifest by digest, the tag last.
+/// manifest by digest, the tag last. A layer tar is sent from the store as it is (the registry checks its
+/// digest); when its upload fails and the store's copy is not its digest, that is the error
+/// (`CacheBlobError`), for the way out a damaged store has.
 struct CacheRegistryWriter {
     var store: ContentStore
     var client: RegistryClient
@@ -22,8 +24,15 @@ struct CacheRegistryWriter {
     func push(_ cache: CacheManifest, to reference: RegistryReference) async throws -> Pushed {
         let pusher = RegistryPusher(client: client, reference: reference)
         var uploaded = 0
-        for layer in cache.layers where try await pusher.pushBlob(layer, from: .file(store.blobPath(layer.digest))) {
-            uploaded += 1
+        for layer in cache.layers {
+            let path = store.blobPath(layer.digest)
+            do {
+                if try await pusher.pushBlob(layer, from: .file(path)) { uploaded += 1 }
+            } catch {
+                let found = try? ContextDigest.fileDigest(path)
+                guard let found, found != layer.digest else { throw error }
+                throw CacheBlobError(path: path, reason: "its bytes have digest \(found), not \(layer.digest)")
+            }
         }
         if try await pusher.pushBlob(cache.configDescriptor, from: .bytes(cache.config)) { uploaded += 1 }
         try await pusher.pushManifest(

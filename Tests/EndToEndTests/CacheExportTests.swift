@@ -278,11 +278,10 @@ import Testing
         try "keep\n".write(toFile: occupied + "/file", atomically: true, encoding: .utf8)
         let cases: [(flag: String, value: String, says: String)] = [
             ("--cache-to", "type=local,dest=x,compression=zstd", "unknown key \"compression\" for type=local"),
-            ("--cache-to", "type=registry,ref=localhost/x", "unknown type \"registry\" (supported: local)"),
+            ("--cache-to", "type=inline", "unknown type \"inline\" (supported: local, registry)"),
             ("--cache-to", "type=local,dest=x,mode=all", "mode must be min or max"),
             ("--cache-to", "type=local", "dest= is required"),
             ("--cache-to", "dest=x", "type= is required"),
-            ("--cache-to", "localhost/x", "expected type=local,dest=DIR"),
             ("--cache-from", "type=local,dest=x", "unknown key \"dest\" for type=local (its keys: src)"),
             ("--cache-from", "type=local,src=a,src=b", "\"src\" is given twice"),
             ("--cache-to", "type=local,dest=\(occupied)", "neither an empty directory nor an OCI image layout"),

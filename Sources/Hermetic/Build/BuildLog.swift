@@ -68,6 +68,12 @@ public struct BuildLog: Sendable {
         display.message("warning: \(text)\n", lane: lane)
     }
 
+    /// A line about the build outside any step (what a cache export did); not shown in `quiet` mode.
+    func note(_ text: String) {
+        guard mode != .quiet else { return }
+        display.message("\(text)\n", lane: lane)
+    }
+
     /// This lane's stage is over: its running step, if any, ends as `CANCELED` (`cancelled`: another stage
     /// failed), or with `ERROR: error` (it failed, but an earlier stage's error is the build's); later lanes
     /// may then be shown.

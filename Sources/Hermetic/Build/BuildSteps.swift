@@ -216,19 +216,20 @@ extension Builder {
         let metadataFile = options.metadataFile.map(FileSystem.absolute)
         let pending = try PendingOutputs(
             destinations: options.outputs.map { FileSystem.absolute($0.destination) }
-                + options.cacheTo.map { FileSystem.absolute($0.destination) }
+                + options.cacheTo.compactMap { $0.destination.map(FileSystem.absolute) }
                 + [iidFile, attestFile, metadataFile].compactMap { $0 },
             signals: signals, waiting: { log.warning("waiting for another build that is writing \($0)") })
         for output in options.outputs {
             try exporter.prepare(exported, to: output, pending: pending)
         }
         for spec in options.cacheTo {
-            let destination = FileSystem.absolute(spec.destination)
+            guard let directory = spec.destination else { continue }
+            let destination = FileSystem.absolute(directory)
             let layout = try FileSystem.makeTemporaryDirectory(
                 in: pending.stagingDirectory(for: destination), prefix: "cache-")
             chmod(layout, 0o755)
             _ = try CacheLayoutWriter(store: cache.store).write(
-                keys: spec.mode == .max ? cache.max : cache.min, into: layout, destination: spec.destination)
+                keys: spec.mode == .max ? cache.max : cache.min, into: layout, destination: directory)
             pending.addDirectory(layout, destination: destination)
         }
         if let iidFile {

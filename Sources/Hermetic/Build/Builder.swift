@@ -85,8 +85,15 @@ public struct Builder {
             environment: inputs.environment
         ).run(store: store, workspace: workspace)
         // `--cache-from`: before any step looks in the store (SPEC §10, "Cache export and import").
+        let registryCache = RegistryCache(
+            transport: options.registryTransport, environment: inputs.environment, log: log)
         for source in options.cacheFrom {
-            CacheLayoutReader(store: store, warn: { log.warning($0) }).importCache(from: source.source)
+            switch source.location {
+            case .directory(let path):
+                CacheLayoutReader(store: store, warn: { log.warning($0) }).importCache(from: path)
+            case .registry(let reference):
+                await registryCache.importCache(source, reference: reference, into: store)
+            }
         }
 
         var (images, record) = try await execute(plans, inputs, workspace: workspace, store: store)
@@ -108,9 +115,10 @@ public struct Builder {
             targets: options.pushTargets, transport: options.registryTransport, environment: inputs.environment,
             store: store
         ).run(attested, exporter: exporter)
+        let cacheSteps = CacheExportSteps(store: store, min: images.flatMap(\.stepKeys), max: record.stepKeys)
+        try await registryCache.export(options.cacheTo, steps: cacheSteps)
         try writeOutputs(
-            attested, exporter: exporter, envelopes: envelopes, environment: inputs.environment,
-            cache: CacheExportSteps(store: store, min: images.flatMap(\.stepKeys), max: record.stepKeys))
+            attested, exporter: exporter, envelopes: envelopes, environment: inputs.environment, cache: cacheSteps)
         return BuildResult(
             imageDigest: attested.imageDigest, configDigest: attested.configDigest, platforms: inputs.platforms)
     }

@@ -227,7 +227,7 @@ public struct OutputDestinationCheck {
             }
         }
         for spec in options.cacheTo {
-            let value = spec.destination
+            guard let value = spec.destination else { continue }
             try claim(value, "--cache-to", value)
             let path = FileSystem.absolute(value)
             guard FileSystem.exists(path) else { continue }
@@ -240,6 +240,15 @@ public struct OutputDestinationCheck {
                     reason:
                         "exists and is neither an empty directory nor an OCI image layout; it would be replaced whole")
             }
+        }
+        // A cache pushed under the tag of an image this build pushes would take the image's place there.
+        for spec in options.cacheTo {
+            guard case .registry(let cache) = spec.location,
+                options.pushTargets.contains(where: { $0.name == cache.name && ($0.tag ?? "latest") == cache.tag })
+            else { continue }
+            throw ArgumentError(
+                argument: "--cache-to", value: spec.name,
+                reason: "the same tag as an image this build pushes; give the cache its own tag (e.g. :buildcache)")
         }
         for (argument, value) in [
             ("--iidfile", options.iidFile), ("--metadata-file", options.metadataFile),

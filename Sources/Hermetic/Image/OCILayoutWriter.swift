@@ -49,43 +49,18 @@ public final class OCILayoutWriter {
     {
         let path = blobPath(digest)
         if FileSystem.exists(path) { return Descriptor(mediaType: mediaType, digest: digest, size: size) }
-        let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw SystemError("open", path: source, errno: errno) }
-        defer { close(input) }
         let temporary = path + ".partial"
-        let output = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard output >= 0 else { throw SystemError("create", path: temporary, errno: errno) }
-        fchmod(output, 0o644)  // outputs must not depend on the builder's umask
-        var ok = false
-        defer {
-            close(output)
-            if !ok { unlink(temporary) }
-        }
-        let hasher = SHA256Hasher()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var total: Int64 = 0
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", path: source, errno: errno)
-            }
-            if count == 0 { break }
-            total += Int64(count)
-            try buffer.withUnsafeBytes { all in
-                let chunk = UnsafeRawBufferPointer(rebasing: all[0..<count])
-                hasher.update(chunk)
-                try FileSystem.writeAll(output, chunk, path: temporary)
-            }
-        }
-        let actual = hasher.finalize()
-        guard actual == digest, total == size else {
+        do {
+            try CheckedFileCopy.copy(source, to: temporary, digest: digest, size: size, followSymlinks: true)
+        } catch let refusal as CheckedFileCopy.Refusal {
             throw LayoutError(
-                layout: stagingDirectory, digest: digest,
-                reason: "refused: the file \(source) has \(total) bytes hashing to \(actual)")
+                layout: stagingDirectory, digest: digest, reason: "refused: the file \(source) \(refusal)")
         }
-        guard rename(temporary, path) == 0 else { throw SystemError("rename", path: path, errno: errno) }
-        ok = true
+        guard rename(temporary, path) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw SystemError("rename", path: path, errno: code)
+        }
         return Descriptor(mediaType: mediaType, digest: digest, size: size)
     }
 

@@ -209,7 +209,7 @@ public struct RegistryPuller: Sendable {
     }
 
     /// Fetches a blob into the store unless it is there; verified against the descriptor.
-    private func fetchBlob(_ reference: RegistryReference, _ descriptor: Descriptor) async throws {
+    func fetchBlob(_ reference: RegistryReference, _ descriptor: Descriptor) async throws {
         if store.hasBlob(descriptor.digest) { return }
         let foreign = descriptor.mediaType == MediaType.dockerForeignLayerGzip || !(descriptor.urls ?? []).isEmpty
         let what = (foreign ? "foreign layer " : "blob ") + subject(reference, descriptor.digest)

@@ -41,56 +41,55 @@ struct CacheBlobError: HermeticError {
 }
 
 enum CacheBlobCopy {
-    /// Copies `source` to the new file `destination` (mode 0644), hashing it on the way; fails unless its
-    /// bytes are exactly `size` bytes with `digest`. A symlink, a FIFO or a device is refused, not read.
+    /// Copies the blob `source` to the new file `destination`, checked against `digest` and `size`; a
+    /// symlink is refused, not followed.
     static func copy(_ source: String, to destination: String, digest: Digest, size: Int64) throws {
-        let input = open(source, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-        guard input >= 0 else {
-            let code = errno
-            throw CacheBlobError(
-                path: source,
-                reason: code == ELOOP ? "is a symlink" : code == ENOENT ? "is missing" : String(cString: strerror(code))
-            )
+        do {
+            try CheckedFileCopy.copy(source, to: destination, digest: digest, size: size, followSymlinks: false)
+        } catch let refusal as CheckedFileCopy.Refusal {
+            throw CacheBlobError(path: source, reason: refusal.description)
         }
-        defer { close(input) }
-        var info = stat()
-        guard fstat(input, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            throw CacheBlobError(path: source, reason: "is not a regular file")
+    }
+}
+
+/// What a cache export is, wherever it goes (a layout directory or a registry): the config blob that lists
+/// the cached steps of `keys` the store holds, the layer tars they name (store blobs under their diff_id),
+/// and the artifact manifest over them. The same steps give the same bytes.
+struct CacheManifest {
+    var steps: Int
+    /// Each a store blob, named by its diff_id; sorted by digest, each once.
+    var layers: [Descriptor]
+    var config: [UInt8]
+    var configDescriptor: Descriptor
+    var manifest: [UInt8]
+    /// The manifest's descriptor, with its `artifactType`.
+    var descriptor: Descriptor
+
+    init(keys: [CacheKey], store: ContentStore) throws {
+        var seen = Set<CacheKey>()
+        var steps: [CacheLayout.Config.Step] = []
+        for key in keys where seen.insert(key).inserted {
+            // A step this build ran without a cache (none here) or whose record went: nothing to export.
+            guard let step = store.step(key) else { continue }
+            steps.append(.init(key: key.digest, step: step))
         }
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        guard output >= 0 else { throw SystemError("create", path: destination, errno: errno) }
-        var complete = false
-        defer {
-            close(output)
-            if !complete { unlink(destination) }
+        steps.sort { $0.key < $1.key }
+        var layers: [Digest: Descriptor] = [:]
+        for layer in steps.compactMap(\.step.layer) where layers[layer.diffID] == nil {
+            layers[layer.diffID] = Descriptor(mediaType: MediaType.layerTar, digest: layer.diffID, size: layer.size)
         }
-        let hasher = SHA256Hasher()
-        var total: Int64 = 0
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", path: source, errno: errno)
-            }
-            if count == 0 { break }
-            total += Int64(count)
-            // More bytes than the record says: not the blob, whatever follows.
-            guard total <= size else { break }
-            try buffer.withUnsafeBytes { bytes in
-                let chunk = UnsafeRawBufferPointer(rebasing: bytes[0..<count])
-                hasher.update(chunk)
-                try FileSystem.writeAll(output, chunk, path: destination)
-            }
-        }
-        guard total == size else {
-            throw CacheBlobError(path: source, reason: "has \(total > size ? "more" : "fewer") bytes than \(size)")
-        }
-        let found = hasher.finalize()
-        guard found == digest else {
-            throw CacheBlobError(path: source, reason: "its bytes have digest \(found), not \(digest)")
-        }
-        complete = true
+        self.steps = steps.count
+        self.layers = layers.values.sorted { $0.digest < $1.digest }
+        config = try CanonicalJSON.encode(CacheLayout.Config(steps: steps))
+        configDescriptor = Descriptor(
+            mediaType: CacheLayout.configMediaType, digest: Digest.sha256(of: config), size: Int64(config.count))
+        var manifest = ImageManifest(config: configDescriptor, layers: self.layers)
+        manifest.artifactType = CacheLayout.artifactType
+        self.manifest = try CanonicalJSON.encode(manifest)
+        descriptor = Descriptor(
+            mediaType: MediaType.imageManifest, digest: Digest.sha256(of: self.manifest),
+            size: Int64(self.manifest.count))
+        descriptor.artifactType = CacheLayout.artifactType
     }
 }
 
@@ -110,47 +109,27 @@ struct CacheLayoutWriter {
 
     /// Fills the empty directory `layout`; returns how many steps and layers it holds.
     func write(keys: [CacheKey], into layout: String, destination: String) throws -> (steps: Int, layers: Int) {
-        var seen = Set<CacheKey>()
-        var steps: [CacheLayout.Config.Step] = []
-        for key in keys where seen.insert(key).inserted {
-            // A step this build ran without a cache (none here) or whose record went: nothing to export.
-            guard let step = store.step(key) else { continue }
-            steps.append(.init(key: key.digest, step: step))
-        }
-        steps.sort { $0.key < $1.key }
+        let cache = try CacheManifest(keys: keys, store: store)
         let blobs = layout + "/blobs/sha256"
         try FileSystem.makeDirectories(blobs)
-        var layers: [Digest: Descriptor] = [:]
-        for layer in steps.compactMap(\.step.layer) where layers[layer.diffID] == nil {
+        for layer in cache.layers {
             do {
                 try CacheBlobCopy.copy(
-                    store.blobPath(layer.diffID), to: blobs + "/" + layer.diffID.hex, digest: layer.diffID,
+                    store.blobPath(layer.digest), to: blobs + "/" + layer.digest.hex, digest: layer.digest,
                     size: layer.size)
             } catch let error as CacheBlobError {
                 throw DamagedStoreError(destination: destination, blob: error)
             }
-            layers[layer.diffID] = Descriptor(mediaType: MediaType.layerTar, digest: layer.diffID, size: layer.size)
         }
-        let config = try CanonicalJSON.encode(CacheLayout.Config(steps: steps))
-        let configDescriptor = try writeBlob(config, mediaType: CacheLayout.configMediaType, in: blobs)
-        var manifest = ImageManifest(
-            config: configDescriptor, layers: layers.values.sorted { $0.digest < $1.digest })
-        manifest.artifactType = CacheLayout.artifactType
-        var entry = try writeBlob(
-            try CanonicalJSON.encode(manifest), mediaType: MediaType.imageManifest, in: blobs)
-        entry.artifactType = CacheLayout.artifactType
+        try FileSystem.writeAtomically(cache.config, to: blobs + "/" + cache.configDescriptor.digest.hex)
+        try FileSystem.writeAtomically(cache.manifest, to: blobs + "/" + cache.descriptor.digest.hex)
+        var entry = cache.descriptor
         entry.annotations = ["org.opencontainers.image.ref.name": CacheLayout.tag]
         try FileSystem.writeAtomically(
             Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: layout + "/oci-layout")
         try FileSystem.writeAtomically(
             try CanonicalJSON.encode(ImageIndex(manifests: [entry])), to: layout + "/index.json")
-        return (steps.count, layers.count)
-    }
-
-    private func writeBlob(_ bytes: [UInt8], mediaType: String, in blobs: String) throws -> Descriptor {
-        let digest = Digest.sha256(of: bytes)
-        try FileSystem.writeAtomically(bytes, to: blobs + "/" + digest.hex)
-        return Descriptor(mediaType: mediaType, digest: digest, size: Int64(bytes.count))
+        return (cache.steps, cache.layers.count)
     }
 }
 

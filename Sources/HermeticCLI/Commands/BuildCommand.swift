@@ -25,12 +25,14 @@ struct BuildCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("cache-to"),
         help:
-            "Export the build cache: type=local,dest=DIR[,mode=min|max] (min, the default: the final image's steps; max: every stage's)."
+            "Export the build cache: type=local,dest=DIR or type=registry,ref=REG/REPO:TAG (or just REG/REPO:TAG), with mode=min|max (min, the default: the final image's steps; max: every stage's); type=registry also takes ignore-error=true (repeatable)."
     )
     var cacheTo: [String] = []
     @Option(
         name: .customLong("cache-from"),
-        help: "Import a build cache written by --cache-to: type=local,src=DIR (repeatable).")
+        help:
+            "Import a build cache written by --cache-to: type=local,src=DIR or type=registry,ref=REG/REPO:TAG (or just REG/REPO:TAG) (repeatable)."
+    )
     var cacheFrom: [String] = []
     @Option(name: .customLong("build-context"), help: "NAME=oci-layout:///path[@sha256:…] or NAME=DIR (repeatable).")
     var buildContext: [String] = []
@@ -200,8 +202,8 @@ struct BuildCommand: AsyncParsableCommand {
             return (text: text, spec: parsed.spec, keys: parsed.keys)
         }
         options.outputs = outputs.map(\.spec)
-        options.cacheTo = try cacheTo.map { text throws(ArgumentError) in try CacheExportSpec.parse(text) }
-        options.cacheFrom = try cacheFrom.map { text throws(ArgumentError) in try CacheImportSpec.parse(text) }
+        options.cacheTo = try cacheTo.flatMap { text throws(ArgumentError) in try CacheExportSpec.parse(text) }
+        options.cacheFrom = try cacheFrom.flatMap { text throws(ArgumentError) in try CacheImportSpec.parse(text) }
         for entry in buildContext {
             let (name, named) = try NamedContext.parse(entry)
             guard options.namedContexts[name] == nil else {

@@ -60,13 +60,6 @@ struct RegistryCache {
     }
 
     private func makeClient(for reference: RegistryReference) throws -> RegistryClient {
-        let credentials: DockerCredentialStore
-        do {
-            credentials = try DockerCredentialStore(environment: environment)
-        } catch let error as DockerCredentialStore.ConfigError {
-            throw RegistryError(host: reference.registry, subject: "", reason: "credentials: \(error)")
-        }
-        let timeout = environment["HERMETIC_REGISTRY_TIMEOUT"].flatMap { Int64($0) }.flatMap { $0 > 0 ? $0 : nil }
-        return try RegistryClient(policy: transport, credentials: credentials, readTimeoutSeconds: timeout ?? 60)
+        try RegistryAccess(transport: transport, environment: environment).makeClient(registry: reference.registry)
     }
 }

@@ -73,34 +73,21 @@ extension ImageExporter {
             top, mediaType: exported.topDescriptor.mediaType, as: reference.tag ?? "latest")
     }
 
-    /// How many blobs go up at once: dockerd's default `max-concurrent-uploads`.
-    static let concurrentUploads = 5
-
-    /// Uploads the blobs the registry lacks, at most `concurrentUploads` at once (a push waits on the
-    /// registry far more than on its CPU); the first failure stops the rest.
+    /// Uploads the blobs the registry lacks, `RegistryPusher.concurrentUploads` at once (a push waits on
+    /// the registry far more than on its CPU); the first failure stops the rest.
     private static func pushBlobs(
         _ blobs: [(Descriptor, RegistryPusher.BlobSource)], with pusher: RegistryPusher, sources: ContentStore?
     ) async throws {
         let reference = pusher.reference
-        func push(_ descriptor: Descriptor, _ source: RegistryPusher.BlobSource) async throws {
+        try await RegistryPusher.concurrently(blobs) { descriptor, source in
             let mountFrom = sources?.sourceRepositories(of: descriptor.digest, registry: reference.registry)
                 .first { $0 != reference.repository }
-            try await pusher.pushBlob(descriptor, from: source, mountFrom: mountFrom)
+            let uploaded = try await pusher.pushBlob(descriptor, from: source, mountFrom: mountFrom)
             if let sources, sources.hasBlob(descriptor.digest) {
                 try? sources.recordSource(
                     of: descriptor.digest, registry: reference.registry, repository: reference.repository)
             }
-        }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var next = blobs.makeIterator()
-            for _ in 0..<concurrentUploads {
-                guard let (descriptor, source) = next.next() else { break }
-                group.addTask { try await push(descriptor, source) }
-            }
-            while try await group.next() != nil {
-                guard let (descriptor, source) = next.next() else { continue }
-                group.addTask { try await push(descriptor, source) }
-            }
+            return uploaded
         }
     }
 }
@@ -116,14 +103,8 @@ struct RegistryPush {
 
     func run(_ exported: ExportedImage, exporter: ImageExporter) async throws {
         guard !targets.isEmpty else { return }
-        let credentials: DockerCredentialStore
-        do {
-            credentials = try DockerCredentialStore(environment: environment)
-        } catch let error as DockerCredentialStore.ConfigError {
-            throw RegistryError(host: targets[0].registry, subject: "", reason: "credentials: \(error)")
-        }
-        let timeout = environment["HERMETIC_REGISTRY_TIMEOUT"].flatMap { Int64($0) }.flatMap { $0 > 0 ? $0 : nil }
-        let client = try RegistryClient(policy: transport, credentials: credentials, readTimeoutSeconds: timeout ?? 60)
+        let client = try RegistryAccess(transport: transport, environment: environment).makeClient(
+            registry: targets[0].registry)
         do {
             for target in targets {
                 try await exporter.push(exported, to: target, client: client, sources: store)

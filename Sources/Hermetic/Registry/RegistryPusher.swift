@@ -119,4 +119,29 @@ public struct RegistryPusher: Sendable {
         index.manifests.append(referrer)
         try await pushManifest(try CanonicalJSON.encode(index), mediaType: MediaType.imageIndex, as: tag)
     }
+
+    /// How many blobs go up at once: dockerd's default `max-concurrent-uploads`.
+    static let concurrentUploads = 5
+
+    /// Runs `upload` on each item, at most `limit` at once; the first failure stops the rest. Returns how
+    /// many uploads answered true (sent, rather than found or mounted).
+    @discardableResult
+    static func concurrently<Item: Sendable>(
+        _ items: [Item], limit: Int = concurrentUploads, _ upload: @escaping @Sendable (Item) async throws -> Bool
+    ) async throws -> Int {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            var next = items.makeIterator()
+            var sent = 0
+            for _ in 0..<max(1, limit) {
+                guard let item = next.next() else { break }
+                group.addTask { try await upload(item) }
+            }
+            while let uploaded = try await group.next() {
+                if uploaded { sent += 1 }
+                guard let item = next.next() else { continue }
+                group.addTask { try await upload(item) }
+            }
+            return sent
+        }
+    }
 }

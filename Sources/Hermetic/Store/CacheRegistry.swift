@@ -8,7 +8,8 @@ import NIOCore
 import Provenance
 
 /// Pushes a cache manifest to `REPO:TAG` in the order that leaves the previous tag as it was until
-/// everything it names is there: each layer tar and the config unless the registry has it (`HEAD`), the
+/// everything it names is there: each layer tar (several at once, as an image push sends them) and the
+/// config unless the registry has it (`HEAD`), the
 /// manifest by digest, the tag last. A layer tar is sent from the store as it is (the registry checks its
 /// digest); when its upload fails and the store's copy is not its digest, that is the error
 /// (`CacheBlobError`), for the way out a damaged store has.
@@ -23,11 +24,11 @@ struct CacheRegistryWriter {
 
     func push(_ cache: CacheManifest, to reference: RegistryReference) async throws -> Pushed {
         let pusher = RegistryPusher(client: client, reference: reference)
-        var uploaded = 0
-        for layer in cache.layers {
+        let store = store
+        var uploaded = try await RegistryPusher.concurrently(cache.layers) { layer in
             let path = store.blobPath(layer.digest)
             do {
-                if try await pusher.pushBlob(layer, from: .file(path)) { uploaded += 1 }
+                return try await pusher.pushBlob(layer, from: .file(path))
             } catch {
                 let found = try? ContextDigest.fileDigest(path)
                 guard let found, found != layer.digest else { throw error }

@@ -9,6 +9,7 @@ extension ImageExporter {
     /// where the registry has no referrers API), and last the tag.
     func push(_ exported: ExportedImage, to reference: RegistryReference, client: RegistryClient) async throws {
         let pusher = RegistryPusher(client: client, reference: reference)
+        await client.willPush(to: reference)
         var seen = Set<Digest>()
         func blob(_ descriptor: Descriptor, _ source: RegistryPusher.BlobSource) async throws {
             guard seen.insert(descriptor.digest).inserted else { return }

@@ -41,6 +41,7 @@ extension RegistryClient {
             }
         }
         var authenticated = false
+        var sentCredentials = false
         while true {
             var request = HTTPClientRequest(url: url)
             request.method = method
@@ -63,10 +64,10 @@ extension RegistryClient {
             guard !authenticated else {
                 throw RegistryError(
                     host: reference.registry, subject: subject,
-                    reason: "authentication failed: the registry answered 401 again to the credentials it asked for "
-                        + "(pushing needs push access)")
+                    reason: Self.refusedAgain(
+                        reference, challenge: challenge, sentCredentials: sentCredentials, pushing: true))
             }
-            try await authenticate(reference, challenge: challenge, subject: subject)
+            sentCredentials = try await authenticate(reference, challenge: challenge, subject: subject)
             authenticated = true
         }
     }

@@ -28,7 +28,7 @@ import Testing
             tokens = try TokenService(users: [
                 "alice": .init(
                     password: RegistryTokenAuthTests.alicePassword,
-                    grants: ["team/app": ["pull", "push"], "team/base": ["pull"]]),
+                    grants: ["team/app": ["pull", "push"], "team/base": ["pull"], "team/tools": ["pull"]]),
                 "admin": .init(password: RegistryTokenAuthTests.adminPassword, grants: ["*": ["pull", "push"]]),
             ])
             registry = try RegistryFixture(tokenService: tokens)
@@ -229,11 +229,18 @@ import Testing
     }
 
     /// `credHelpers` names a helper for this registry: hermetic runs `docker-credential-test get` with the
-    /// registry's address, and the token service gets the user it answers.
+    /// registry's address, once for the pulls of two repositories there and once for the push, and the token
+    /// service gets the user it answers.
     @Test func aCredentialHelperGivesTheTokenServiceItsUser() throws {
         let setup = try Setup("registry-token-helper-")
+        let tools = try setup.registry.push(
+            layout: setup.scratch.path + "/busybox", as: "team/tools", destinationTag: "1.0",
+            credentials: "admin:\(Self.adminPassword)")
         let context = try RegistryPullTests.makeContext(
-            setup.scratch, dockerfile: "FROM \(setup.registry.host)/team/base@\(setup.base)\n" + Self.dockerfileBody)
+            setup.scratch,
+            dockerfile: "FROM \(setup.registry.host)/team/tools@\(tools) AS tools\n"
+                + "FROM \(setup.registry.host)/team/base@\(setup.base)\nCOPY --from=tools /bin/busybox /tools-busybox\n"
+                + Self.dockerfileBody)
         let bin = setup.scratch.path + "/bin"
         let asked = setup.scratch.path + "/asked"
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
@@ -259,7 +266,8 @@ import Testing
         let digest = built.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try RegistryPushTests.json(try setup.skopeoInspect("team/app:helper"))["Digest"] as? String == digest)
         let servers = try String(contentsOfFile: asked, encoding: .utf8).split(separator: "\n")
-        #expect(!servers.isEmpty && servers.allSatisfy { $0 == setup.registry.host }, "\(servers)")
+        // Asked once by the pull, though it met two repositories' challenges, and once by the push.
+        #expect(servers == [Substring(setup.registry.host), Substring(setup.registry.host)], "\(servers)")
         let requests = try setup.hermeticTokenRequests()
         #expect(!requests.isEmpty && requests.allSatisfy { $0.user == "alice" && $0.authorization }, "\(requests)")
 
@@ -274,9 +282,10 @@ import Testing
         #expect(anonymous.status == 1)
         #expect(anonymous.standardError.split(separator: "\n").count == 1, "\(anonymous.standardError)")
         #expect(
-            anonymous.standardError.hasSuffix(
-                "registry \(setup.registry.host): team/base@\(setup.base): authentication failed: the registry "
-                    + "answered 401 again to anonymous access; log in with docker login \(setup.registry.host)\n"),
+            anonymous.standardError.contains("registry \(setup.registry.host): team/")
+                && anonymous.standardError.hasSuffix(
+                    "@\(setup.base): authentication failed: the registry answered 401 again to anonymous access; "
+                        + "log in with docker login \(setup.registry.host)\n"),
             "\(anonymous.standardError)")
         try Self.expectNothingLeaks([built, anonymous], directories: [state], tokens: setup.tokens)
     }

@@ -60,10 +60,17 @@ extension RegistryClient {
                 host: registry, subject: subject, reason: "answered 401 without a WWW-Authenticate challenge")
         }
         let credential: RegistryCredential?
-        do {
-            credential = try credentials.credential(for: registry)
-        } catch let error as DockerCredentialStore.ConfigError {
-            throw RegistryError(host: registry, subject: subject, reason: "credentials: \(error)")
+        // Looked up once for each registry (a credential helper runs once, as docker's login state is read
+        // once per command), however many repositories and challenges follow.
+        if let known = await session.credential(registry: registry) {
+            credential = known
+        } else {
+            do {
+                credential = try credentials.credential(for: registry)
+            } catch let error as DockerCredentialStore.ConfigError {
+                throw RegistryError(host: registry, subject: subject, reason: "credentials: \(error)")
+            }
+            await session.setCredential(credential, registry: registry)
         }
         let loginHint = "log in with docker login \(registry == "docker.io" ? "" : registry)"
             .trimmingCharacters(in: .whitespaces)

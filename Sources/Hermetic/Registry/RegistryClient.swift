@@ -250,12 +250,14 @@ public final class RegistryClient: Sendable {
     }
 }
 
-/// What one client learns while it runs: each host's origin (scheme), the Authorization value for each
-/// repository, and the repositories it pushes to. Kept in memory for one build only, never written.
+/// What one client learns while it runs: each host's origin (scheme), each registry's credential, the
+/// Authorization value for each repository, and the repositories it pushes to. Kept in memory for one build
+/// only, never written.
 actor RegistrySession {
     private var origins: [String: String] = [:]
     private var authorizations: [String: String] = [:]
     private var pushing: Set<String> = []
+    private var credentials: [String: RegistryCredential?] = [:]
 
     func origin(host: String) -> String? { origins[host] }
     func setOrigin(_ origin: String, host: String) { origins[host] = origin }
@@ -263,6 +265,9 @@ actor RegistrySession {
     func setAuthorization(_ value: String, host: String, repository: String) {
         authorizations[host + "/" + repository] = value
     }
+    /// The credential found for `registry` (`.some(nil)`: none, anonymous), or nil when not looked up yet.
+    func credential(registry: String) -> RegistryCredential?? { credentials[registry] }
+    func setCredential(_ credential: RegistryCredential?, registry: String) { credentials[registry] = credential }
     func setPushing(host: String, repository: String) { pushing.insert(host + "/" + repository) }
     func isPushing(host: String, repository: String) -> Bool { pushing.contains(host + "/" + repository) }
 }

@@ -44,16 +44,15 @@ import Testing
             return outcome.standardOutput
         }
 
-        /// Pulls `reference` (plain HTTP on loopback) and returns `podman image inspect`'s Digest and
-        /// RepoDigests of what it stored.
-        func pull(_ reference: String, sourceLocation: SourceLocation = #_sourceLocation) throws
-            -> (digest: String, repoDigests: [String])
+        /// Pulls `reference` (plain HTTP on loopback; `credentials` as `USER:PASSWORD`) and returns `podman
+        /// image inspect`'s Digest and RepoDigests of what it stored.
+        func pull(_ reference: String, credentials: String? = nil, sourceLocation: SourceLocation = #_sourceLocation)
+            throws -> (digest: String, repoDigests: [String])
         {
             _ = try run(
                 [
                     "pull", "--quiet", "--tls-verify=false", "--signature-policy", directory.path + "/policy.json",
-                    reference,
-                ], sourceLocation: sourceLocation)
+                ] + (credentials.map { ["--creds", $0] } ?? []) + [reference], sourceLocation: sourceLocation)
             let inspected = try run(["image", "inspect", reference], sourceLocation: sourceLocation)
             let images = try #require(
                 try JSONSerialization.jsonObject(with: Data(inspected.utf8)) as? [[String: Any]],

@@ -154,6 +154,10 @@ import Testing
         let digest = built.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
         let inspected = try RegistryPushTests.json(try setup.skopeoInspect("team/app:v1"))
         #expect(inspected["Digest"] as? String == digest)
+        // podman, through the same token flow as alice, stores it by that digest.
+        let podman = try RegistryInteropTests.Podman()
+        let pulled = try podman.pull(name, credentials: "alice:\(Self.alicePassword)")
+        #expect(pulled.digest == digest && pulled.repoDigests.contains("\(setup.registry.host)/team/app@\(digest)"))
 
         // One token for each set of scopes asked, each asked with the credentials, not one for each of
         // the blobs: the base's layer and config pulled; the layers, config and attestation blobs pushed.

@@ -17,11 +17,12 @@ public final class RegistryFixture {
     public var host: String { "127.0.0.1:\(port)" }
 
     /// Starts a registry; with `user` and `password` it requires them (Basic auth, bcrypt htpasswd).
-    /// With `tls`, it serves HTTPS only, with that certificate and key (PEM files). With `accessLog`, it
-    /// logs every request (`requestLog`).
+    /// With `tls`, it serves HTTPS only, with that certificate and key (PEM files). With `tokenService`, it
+    /// takes only the Bearer tokens that service signs (`auth: token`). With `accessLog`, it logs every
+    /// request (`requestLog`).
     public init(
         user: String? = nil, password: String? = nil, tls: (certificate: String, key: String)? = nil,
-        accessLog: Bool = false
+        tokenService: TokenService? = nil, accessLog: Bool = false
     ) throws {
         let registry = try ExternalTools.require("docker-registry")
         directory = try TemporaryDirectory(prefix: "hermetic-registry-")
@@ -54,6 +55,7 @@ public final class RegistryFixture {
 
                 """
         }
+        if let tokenService { config += tokenService.registryConfiguration }
         if let tls {
             config = config.replacingOccurrences(
                 of: "  addr: 127.0.0.1:\(port)\n",

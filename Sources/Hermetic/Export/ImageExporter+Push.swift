@@ -15,6 +15,7 @@ extension ImageExporter {
         sources: ContentStore? = nil
     ) async throws {
         let pusher = RegistryPusher(client: client, reference: reference)
+        await client.willPush(to: reference)
         var blobs: [(Descriptor, RegistryPusher.BlobSource)] = []
         var seen = Set<Digest>()
         func blob(_ descriptor: Descriptor, _ source: RegistryPusher.BlobSource) {

@@ -48,17 +48,29 @@ extension RegistryClient {
         }
     }
 
-    func authenticate(_ reference: RegistryReference, challenge header: String, subject: String) async throws {
+    /// Meets a 401's challenge, so that the next request carries the Authorization it asked for; returns
+    /// whether credentials went with it (false: anonymous access).
+    @discardableResult
+    func authenticate(_ reference: RegistryReference, challenge header: String, subject: String) async throws
+        -> Bool
+    {
         let registry = reference.registry
         guard let challenge = Challenge(header) else {
             throw RegistryError(
                 host: registry, subject: subject, reason: "answered 401 without a WWW-Authenticate challenge")
         }
         let credential: RegistryCredential?
-        do {
-            credential = try credentials.credential(for: registry)
-        } catch let error as DockerCredentialStore.ConfigError {
-            throw RegistryError(host: registry, subject: subject, reason: "credentials: \(error)")
+        // Looked up once for each registry (a credential helper runs once, as docker's login state is read
+        // once per command), however many repositories and challenges follow.
+        if let known = await session.credential(registry: registry) {
+            credential = known
+        } else {
+            do {
+                credential = try credentials.credential(for: registry)
+            } catch let error as DockerCredentialStore.ConfigError {
+                throw RegistryError(host: registry, subject: subject, reason: "credentials: \(error)")
+            }
+            await session.setCredential(credential, registry: registry)
         }
         let loginHint = "log in with docker login \(registry == "docker.io" ? "" : registry)"
             .trimmingCharacters(in: .whitespaces)
@@ -71,18 +83,63 @@ extension RegistryClient {
             }
             await session.setAuthorization(
                 credential.basicAuthorization, host: reference.endpointHost, repository: reference.repository)
+            return true
         case "bearer":
-            let token = try await fetchToken(reference, challenge: challenge, credential: credential, subject: subject)
+            let pushing = await session.isPushing(host: reference.endpointHost, repository: reference.repository)
+            let scope = Self.tokenScope(
+                challenge.parameters["scope"], repository: reference.repository, pushing: pushing)
+            let token = try await fetchToken(
+                reference, challenge: challenge, scope: scope, credential: credential, subject: subject)
             await session.setAuthorization(
                 "Bearer " + token, host: reference.endpointHost, repository: reference.repository)
+            return credential != nil
         default:
             throw RegistryError(
                 host: registry, subject: subject, reason: "unsupported authentication scheme \"\(challenge.scheme)\"")
         }
     }
 
+    /// Marks `reference`'s repository as one this client pushes to: a token it asks for there asks for
+    /// `pull,push` from the first challenge on, as containerd's pusher does, so one token serves the whole
+    /// push (the registry's first challenge, to a `HEAD` of a blob, names only `pull`).
+    func willPush(to reference: RegistryReference) async {
+        await session.setPushing(host: reference.endpointHost, repository: reference.repository)
+    }
+
+    /// The scope a token is asked for: the challenge's (else `repository:REPO:pull`); for a repository this
+    /// client pushes to, its own entry becomes `repository:REPO:pull,push` (other repositories' entries, as
+    /// a cross-repository mount's source, stay as the challenge has them).
+    static func tokenScope(_ challenged: String?, repository: String, pushing: Bool) -> String {
+        let own = "repository:\(repository):"
+        var scopes = (challenged ?? own + "pull").split(separator: " ").map(String.init)
+        guard pushing else { return scopes.joined(separator: " ") }
+        scopes.removeAll { $0.hasPrefix(own) && !$0.dropFirst(own.count).contains(":") }
+        return ([own + "pull,push"] + scopes).joined(separator: " ")
+    }
+
+    /// Why a 401 came again after its challenge was met, for the one-line error: anonymous access refused
+    /// (with the way to log in), a token without the scope the registry asks for (`insufficient_scope`),
+    /// or credentials the registry does not take.
+    static func refusedAgain(
+        _ reference: RegistryReference, challenge header: String, sentCredentials: Bool, pushing: Bool = false
+    ) -> String {
+        let again = "authentication failed: the registry answered 401 again"
+        let challenge = Challenge(header)
+        guard sentCredentials else {
+            let login = "docker login \(reference.registry == "docker.io" ? "" : reference.registry)"
+            return again + " to anonymous access; log in with "
+                + login.trimmingCharacters(in: .whitespaces)
+        }
+        if challenge?.parameters["error"] == "insufficient_scope" {
+            let scope = challenge?.parameters["scope"].map { " (\($0))" } ?? ""
+            return again + ": the credentials do not grant the access it needs\(scope), insufficient_scope"
+        }
+        return again + " to the credentials it asked for" + (pushing ? " (pushing needs push access)" : "")
+    }
+
     private func fetchToken(
-        _ reference: RegistryReference, challenge: Challenge, credential: RegistryCredential?, subject: String
+        _ reference: RegistryReference, challenge: Challenge, scope: String, credential: RegistryCredential?,
+        subject: String
     ) async throws -> String {
         let registry = reference.registry
         guard let realm = challenge.parameters["realm"], var components = URLComponents(string: realm),
@@ -97,9 +154,7 @@ extension RegistryClient {
         }
         var query = components.queryItems ?? []
         if let service = challenge.parameters["service"] { query.append(URLQueryItem(name: "service", value: service)) }
-        query.append(
-            URLQueryItem(
-                name: "scope", value: challenge.parameters["scope"] ?? "repository:\(reference.repository):pull"))
+        query.append(URLQueryItem(name: "scope", value: scope))
         components.queryItems = query
         guard let url = components.url?.absoluteString else {
             throw RegistryError(host: registry, subject: subject, reason: "a Bearer challenge without a usable realm")

@@ -25,6 +25,7 @@ extension RegistryClient {
         var url = Self.resolve(target, base: base)
         var authenticated = false
         var redirects = 0
+        var sentCredentials = false
         while true {
             // An upload `Location` may name another host (a storage front): credentials go only to the
             // registry's own origin, and plain HTTP only where the policy allows it for that host.
@@ -77,10 +78,10 @@ extension RegistryClient {
             guard !authenticated else {
                 throw RegistryError(
                     host: reference.registry, subject: subject,
-                    reason: "authentication failed: the registry answered 401 again to the credentials it asked for "
-                        + "(pushing needs push access)")
+                    reason: Self.refusedAgain(
+                        reference, challenge: challenge, sentCredentials: sentCredentials, pushing: true))
             }
-            try await authenticate(reference, challenge: challenge, subject: subject)
+            sentCredentials = try await authenticate(reference, challenge: challenge, subject: subject)
             authenticated = true
         }
     }

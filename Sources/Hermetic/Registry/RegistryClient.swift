@@ -59,6 +59,7 @@ public final class RegistryClient: Sendable {
         var url = base + "/v2/" + path
         var redirects = 0
         var authenticated = false
+        var sentCredentials = false
         while true {
             var request = HTTPClientRequest(url: url)
             request.headers.add(name: "Accept", value: accept.joined(separator: ", "))
@@ -102,10 +103,9 @@ public final class RegistryClient: Sendable {
                 guard !authenticated else {
                     throw RegistryError(
                         host: reference.registry, subject: subject,
-                        reason: "authentication failed: the registry answered 401 again to the credentials it asked for"
-                    )
+                        reason: Self.refusedAgain(reference, challenge: challenge, sentCredentials: sentCredentials))
                 }
-                try await authenticate(reference, challenge: challenge, subject: subject)
+                sentCredentials = try await authenticate(reference, challenge: challenge, subject: subject)
                 authenticated = true
             case 404:
                 await Self.discard(response)
@@ -250,11 +250,14 @@ public final class RegistryClient: Sendable {
     }
 }
 
-/// What one client learns while it runs: each host's origin (scheme) and the Authorization value for each
-/// repository. Kept in memory for one build only, never written.
+/// What one client learns while it runs: each host's origin (scheme), each registry's credential, the
+/// Authorization value for each repository, and the repositories it pushes to. Kept in memory for one build
+/// only, never written.
 actor RegistrySession {
     private var origins: [String: String] = [:]
     private var authorizations: [String: String] = [:]
+    private var pushing: Set<String> = []
+    private var credentials: [String: RegistryCredential?] = [:]
 
     func origin(host: String) -> String? { origins[host] }
     func setOrigin(_ origin: String, host: String) { origins[host] = origin }
@@ -262,4 +265,9 @@ actor RegistrySession {
     func setAuthorization(_ value: String, host: String, repository: String) {
         authorizations[host + "/" + repository] = value
     }
+    /// The credential found for `registry` (`.some(nil)`: none, anonymous), or nil when not looked up yet.
+    func credential(registry: String) -> RegistryCredential?? { credentials[registry] }
+    func setCredential(_ credential: RegistryCredential?, registry: String) { credentials[registry] = credential }
+    func setPushing(host: String, repository: String) { pushing.insert(host + "/" + repository) }
+    func isPushing(host: String, repository: String) -> Bool { pushing.contains(host + "/" + repository) }
 }

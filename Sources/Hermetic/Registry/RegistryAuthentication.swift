@@ -49,28 +49,37 @@ extension RegistryClient {
     }
 
     /// Meets a 401's challenge, so that the next request carries the Authorization it asked for; returns
-    /// whether credentials went with it (false: anonymous access).
+    /// whether credentials went with it (false: anonymous access). `sent`: the Authorization the refused
+    /// request carried. When another request has met the challenge since (the session holds another
+    /// value), that one is used; requests that meet the same challenge at once share one answer.
     @discardableResult
-    func authenticate(_ reference: RegistryReference, challenge header: String, subject: String) async throws
-        -> Bool
-    {
+    func authenticate(
+        _ reference: RegistryReference, challenge header: String, subject: String, sent: String? = nil
+    ) async throws -> Bool {
+        let host = reference.endpointHost
+        if let current = await session.authorization(host: host, repository: reference.repository), current != sent {
+            return await session.credential(registry: reference.registry).flatMap { $0 } != nil
+        }
+        return try await session.authenticateOnce("\(host)/\(reference.repository) \(header)") {
+            try await self.meet(reference, challenge: header, subject: subject)
+        }
+    }
+
+    private func meet(_ reference: RegistryReference, challenge header: String, subject: String) async throws -> Bool {
         let registry = reference.registry
         guard let challenge = Challenge(header) else {
             throw RegistryError(
                 host: registry, subject: subject, reason: "answered 401 without a WWW-Authenticate challenge")
         }
-        let credential: RegistryCredential?
         // Looked up once for each registry (a credential helper runs once, as docker's login state is read
         // once per command), however many repositories and challenges follow.
-        if let known = await session.credential(registry: registry) {
-            credential = known
-        } else {
+        let credentials = self.credentials
+        let credential = try await session.credentialOnce(registry: registry) {
             do {
-                credential = try credentials.credential(for: registry)
+                return try credentials.credential(for: registry)
             } catch let error as DockerCredentialStore.ConfigError {
                 throw RegistryError(host: registry, subject: subject, reason: "credentials: \(error)")
             }
-            await session.setCredential(credential, registry: registry)
         }
         let loginHint = "log in with docker login \(registry == "docker.io" ? "" : registry)"
             .trimmingCharacters(in: .whitespaces)
@@ -154,7 +163,8 @@ extension RegistryClient {
         }
         var query = components.queryItems ?? []
         if let service = challenge.parameters["service"] { query.append(URLQueryItem(name: "service", value: service)) }
-        query.append(URLQueryItem(name: "scope", value: scope))
+        // One `scope` parameter for each entry, as docker asks (a mount's token names two repositories).
+        for entry in scope.split(separator: " ") { query.append(URLQueryItem(name: "scope", value: String(entry))) }
         components.queryItems = query
         guard let url = components.url?.absoluteString else {
             throw RegistryError(host: registry, subject: subject, reason: "a Bearer challenge without a usable realm")

@@ -43,10 +43,9 @@ extension RegistryClient {
             request.method = method
             request.headers.add(name: "User-Agent", value: Self.userAgent)
             for (name, value) in headers { request.headers.add(name: name, value: value) }
-            if sameOrigin, let authorization = await session.authorization(host: host, repository: reference.repository)
-            {
-                request.headers.add(name: "Authorization", value: authorization)
-            }
+            let authorization =
+                sameOrigin ? await session.authorization(host: host, repository: reference.repository) : nil
+            if let authorization { request.headers.add(name: "Authorization", value: authorization) }
             if let body { request.body = try body() }
             let response: HTTPClientResponse
             do {
@@ -81,7 +80,8 @@ extension RegistryClient {
                     reason: Self.refusedAgain(
                         reference, challenge: challenge, sentCredentials: sentCredentials, pushing: true))
             }
-            sentCredentials = try await authenticate(reference, challenge: challenge, subject: subject)
+            sentCredentials = try await authenticate(
+                reference, challenge: challenge, subject: subject, sent: authorization)
             authenticated = true
         }
     }

@@ -66,10 +66,9 @@ public final class RegistryClient: Sendable {
             request.headers.add(name: "User-Agent", value: Self.userAgent)
             if let resumingAt { request.headers.add(name: "Range", value: "bytes=\(resumingAt)-") }
             let sameOrigin = Self.origin(of: url) == base
-            if sameOrigin, let authorization = await session.authorization(host: host, repository: reference.repository)
-            {
-                request.headers.add(name: "Authorization", value: authorization)
-            }
+            let authorization =
+                sameOrigin ? await session.authorization(host: host, repository: reference.repository) : nil
+            if let authorization { request.headers.add(name: "Authorization", value: authorization) }
             let response: HTTPClientResponse
             do {
                 response = try await http.execute(request, timeout: .hours(6))
@@ -105,7 +104,8 @@ public final class RegistryClient: Sendable {
                         host: reference.registry, subject: subject,
                         reason: Self.refusedAgain(reference, challenge: challenge, sentCredentials: sentCredentials))
                 }
-                sentCredentials = try await authenticate(reference, challenge: challenge, subject: subject)
+                sentCredentials = try await authenticate(
+                    reference, challenge: challenge, subject: subject, sent: authorization)
                 authenticated = true
             case 404:
                 await Self.discard(response)
@@ -258,6 +258,8 @@ actor RegistrySession {
     private var authorizations: [String: String] = [:]
     private var pushing: Set<String> = []
     private var credentials: [String: RegistryCredential?] = [:]
+    private var authentications: [String: Task<Bool, any Error>] = [:]
+    private var lookups: [String: Task<RegistryCredential?, any Error>] = [:]
 
     func origin(host: String) -> String? { origins[host] }
     func setOrigin(_ origin: String, host: String) { origins[host] = origin }
@@ -269,5 +271,30 @@ actor RegistrySession {
     func credential(registry: String) -> RegistryCredential?? { credentials[registry] }
     func setCredential(_ credential: RegistryCredential?, registry: String) { credentials[registry] = credential }
     func setPushing(host: String, repository: String) { pushing.insert(host + "/" + repository) }
+
+    /// Runs `work` once for `key` at a time; a caller that comes while it runs gets its result. Uploads at
+    /// once that meet the same challenge fetch one token between them.
+    func authenticateOnce(_ key: String, _ work: @escaping @Sendable () async throws -> Bool) async throws -> Bool {
+        if let running = authentications[key] { return try await running.value }
+        let task = Task { try await work() }
+        authentications[key] = task
+        defer { authentications[key] = nil }
+        return try await task.value
+    }
+
+    /// The credential for `registry`, looked up by `lookup` once for the client's whole life (a credential
+    /// helper runs once, however many requests meet challenges at the same time).
+    func credentialOnce(
+        registry: String, _ lookup: @escaping @Sendable () async throws -> RegistryCredential?
+    ) async throws -> RegistryCredential? {
+        if let known = credentials[registry] { return known }
+        if let running = lookups[registry] { return try await running.value }
+        let task = Task { try await lookup() }
+        lookups[registry] = task
+        defer { lookups[registry] = nil }
+        let found = try await task.value
+        credentials[registry] = .some(found)
+        return found
+    }
     func isPushing(host: String, repository: String) -> Bool { pushing.contains(host + "/" + repository) }
 }

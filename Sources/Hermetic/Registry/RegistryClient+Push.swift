@@ -59,16 +59,7 @@ extension RegistryClient {
             if followRedirects, code == 307 || code == 308 {
                 await Self.discard(response)
                 redirects += 1
-                guard redirects <= Self.maximumRedirects, let location = response.headers.first(name: "Location"),
-                    let next = URL(string: location, relativeTo: URL(string: url))?.absoluteURL.absoluteString
-                else {
-                    throw RegistryError(
-                        host: reference.registry, subject: subject,
-                        reason: redirects > Self.maximumRedirects
-                            ? "redirect loop (more than \(Self.maximumRedirects) redirects)"
-                            : "a redirect (\(code)) without a usable Location")
-                }
-                url = next
+                url = try Self.redirectTarget(response, from: url, redirects: redirects, reference, subject)
                 continue
             }
             guard code == 401, sameOrigin else { return response }

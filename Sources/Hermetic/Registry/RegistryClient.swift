@@ -17,6 +17,24 @@ public final class RegistryClient: Sendable {
     let readTimeoutSeconds: Int64
 
     static let maximumRedirects = 10
+
+    /// Where a redirect leads (its `Location`, against `url`); the error when it has none or when there have
+    /// been more than `maximumRedirects`.
+    static func redirectTarget(
+        _ response: HTTPClientResponse, from url: String, redirects: Int, _ reference: RegistryReference,
+        _ subject: String
+    ) throws -> String {
+        guard redirects <= maximumRedirects, let location = response.headers.first(name: "Location"),
+            let next = URL(string: location, relativeTo: URL(string: url))?.absoluteURL.absoluteString
+        else {
+            throw RegistryError(
+                host: reference.registry, subject: subject,
+                reason: redirects > maximumRedirects
+                    ? "redirect loop (more than \(maximumRedirects) redirects)"
+                    : "a redirect (\(response.status.code)) without a usable Location")
+        }
+        return next
+    }
     static let attempts = 4
     static let userAgent = "hermetic/\(HermeticVersion.string)"
 
@@ -84,16 +102,7 @@ public final class RegistryClient: Sendable {
             case 301, 302, 303, 307, 308:
                 await Self.discard(response)
                 redirects += 1
-                guard redirects <= Self.maximumRedirects,
-                    let location = response.headers.first(name: "Location"),
-                    let next = URL(string: location, relativeTo: URL(string: url))?.absoluteURL.absoluteString
-                else {
-                    throw RegistryError(
-                        host: reference.registry, subject: subject,
-                        reason: redirects > Self.maximumRedirects
-                            ? "redirect loop (more than \(Self.maximumRedirects) redirects)"
-                            : "a redirect (\(code)) without a usable Location")
-                }
+                let next = try Self.redirectTarget(response, from: url, redirects: redirects, reference, subject)
                 try checkScheme(of: next, registry: reference.registry, subject: subject)
                 url = next
             case 401 where sameOrigin:

@@ -176,6 +176,15 @@ extension ContentStore {
             }
             if !hasBlob(descriptor.digest) { found(record.path, "its blob \(descriptor.digest) is missing") }
         }
+        for record in try records("sources") {
+            let hex = String(FileSystem.baseName(record.path).dropLast(".json".count))
+            let source: [String: [String]]? = readRecord(record.path)
+            if source == nil {
+                found(record.path, "not a blob source record")
+            } else if (try? Digest(parsing: "sha256:" + hex)).map(hasBlob) != true {
+                found(record.path, "the source of blob sha256:\(hex), which the store lacks")
+            }
+        }
         for snapshot in try snapshotListing() {
             let name = FileSystem.baseName(snapshot.path)
             let record: SnapshotStore.Record? = readRecord(snapshot.path + "/snapshot.json")

@@ -36,8 +36,8 @@ public final class HostileRegistry {
     public let manifest: Digest
     /// The size of the image's one layer (a tar holding `hello.txt`).
     public let layerSize: Int
-    public let directory: TemporaryDirectory
-    private let process: Process
+    private let server: PythonServer
+    public var directory: TemporaryDirectory { server.directory }
 
     public var host: String { "127.0.0.1:\(port)" }
 
@@ -56,46 +56,17 @@ public final class HostileRegistry {
     public static func flakyRegistry() throws -> HostileRegistry { try HostileRegistry(mode: "flaky") }
 
     private init(mode: String) throws {
-        let python = try ExternalTools.require("python3")
-        directory = try TemporaryDirectory(prefix: "hermetic-hostile-registry-")
-        try Self.script.write(toFile: directory.path + "/server.py", atomically: true, encoding: .utf8)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [directory.path + "/server.py", mode, directory.path]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
-        var ready: [String: String]?
-        for _ in 0..<300 where ready == nil {
-            if let data = FileManager.default.contents(atPath: directory.path + "/ready.json") {
-                ready = try? JSONDecoder().decode([String: String].self, from: data)
-            }
-            if ready == nil { usleep(100_000) }
-        }
-        guard let ready, let port = ready["port"].flatMap({ Int($0) }), let manifest = ready["manifest"],
-            let layerSize = ready["layerSize"].flatMap({ Int($0) })
-        else {
-            throw ExternalTools.Failure(description: "the hostile registry did not start")
-        }
-        self.port = port
-        self.manifest = try Digest(parsing: manifest)
-        self.layerSize = layerSize
-    }
-
-    // SIGKILL: a process started from the test runner inherits its blocked signals, SIGTERM among them.
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        let directory = try TemporaryDirectory(prefix: "hermetic-hostile-registry-")
+        server = try PythonServer(
+            script: Self.script, name: "hostile-registry.py", arguments: [mode, directory.path], directory: directory)
+        port = try server.readyNumber("port")
+        manifest = try Digest(parsing: try server.readyText("manifest"))
+        layerSize = try server.readyNumber("layerSize")
     }
 
     /// The paths the server was asked for, in order, each followed by ` authorized` when the request carried
     /// an Authorization header and by ` range=…` when it asked for a Range.
-    public var requestedPaths: [String] {
-        ((try? String(contentsOfFile: directory.path + "/requests.log", encoding: .utf8)) ?? "")
-            .split(separator: "\n").map(String.init)
-    }
+    public var requestedPaths: [String] { server.requestLog }
 
     static let script = #"""
         import base64, hashlib, io, json, os, socket, sys, tarfile, threading, time

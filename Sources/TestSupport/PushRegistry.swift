@@ -39,53 +39,25 @@ public final class PushRegistry {
 
     public let port: Int
     public let storagePort: Int
-    public let directory: TemporaryDirectory
-    private let process: Process
+    private let server: PythonServer
+    public var directory: TemporaryDirectory { server.directory }
 
     public var host: String { "127.0.0.1:\(port)" }
 
     /// `storageHost`: the address the storage server's `Location`s name (it listens on all of them), or
     /// `HOST:PORT` to name another port (where nothing may listen).
     public init(_ mode: Mode, storageHost: String = "127.0.0.1") throws {
-        let python = try ExternalTools.require("python3")
-        directory = try TemporaryDirectory(prefix: "hermetic-push-registry-")
-        try Self.script.write(toFile: directory.path + "/server.py", atomically: true, encoding: .utf8)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [directory.path + "/server.py", mode.rawValue, directory.path, storageHost]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = try FileHandle(
-            forWritingTo: URL(fileURLWithPath: RegistryFixture.touch(directory.path + "/stderr")))
-        try process.run()
-        var ready: [String: Int]?
-        for _ in 0..<300 where ready == nil {
-            if let data = FileManager.default.contents(atPath: directory.path + "/ready.json") {
-                ready = try? JSONDecoder().decode([String: Int].self, from: data)
-            }
-            if ready == nil { usleep(100_000) }
-        }
-        guard let ready, let port = ready["port"], let storagePort = ready["storagePort"] else {
-            let text = (try? String(contentsOfFile: directory.path + "/stderr", encoding: .utf8)) ?? ""
-            throw ExternalTools.Failure(description: "the push registry did not start: \(text)")
-        }
-        self.port = port
-        self.storagePort = storagePort
-    }
-
-    // SIGKILL: a process started from the test runner inherits its blocked signals, SIGTERM among them.
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        let directory = try TemporaryDirectory(prefix: "hermetic-push-registry-")
+        server = try PythonServer(
+            script: Self.script, name: "push-registry.py", arguments: [mode.rawValue, directory.path, storageHost],
+            directory: directory)
+        port = try server.readyNumber("port")
+        storagePort = try server.readyNumber("storagePort")
     }
 
     /// One line per request, in order: `[storage ]METHOD PATH?QUERY`, then ` authorized` when it carried an
     /// Authorization header, ` content-range=…` and ` length=N` (the body's bytes received).
-    public var requestLog: [String] {
-        ((try? String(contentsOfFile: directory.path + "/requests.log", encoding: .utf8)) ?? "")
-            .split(separator: "\n").map(String.init)
-    }
+    public var requestLog: [String] { server.requestLog }
 
     /// The tags the registry holds for `repository`.
     public func tags(_ repository: String) -> [String] {

@@ -20,45 +20,22 @@ public final class ReferrersRegistry {
     }
 
     public let port: Int
-    public let directory: TemporaryDirectory
-    private let process: Process
+    private let server: PythonServer
+    public var directory: TemporaryDirectory { server.directory }
 
     public var host: String { "127.0.0.1:\(port)" }
 
     public init(layout: String, behaviour: Behaviour = .faithful) throws {
-        let python = try ExternalTools.require("python3")
-        directory = try TemporaryDirectory(prefix: "hermetic-referrers-registry-")
-        try Self.script.write(toFile: directory.path + "/server.py", atomically: true, encoding: .utf8)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [directory.path + "/server.py", layout, behaviour.rawValue, directory.path]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
-        var port: Int?
-        for _ in 0..<300 where port == nil {
-            if let text = try? String(contentsOfFile: directory.path + "/port", encoding: .utf8) {
-                port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
-            }
-            if port == nil { usleep(100_000) }
-        }
-        guard let port else { throw ExternalTools.Failure(description: "the referrers registry did not start") }
-        self.port = port
-    }
-
-    // SIGKILL: a process started from the test runner inherits its blocked signals, SIGTERM among them.
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        let directory = try TemporaryDirectory(prefix: "hermetic-referrers-registry-")
+        server = try PythonServer(
+            script: Self.script, name: "referrers-registry.py",
+            arguments: [layout, behaviour.rawValue, directory.path],
+            directory: directory)
+        port = try server.readyNumber("port")
     }
 
     /// The paths (with their query) the server was asked for, in order.
-    public var requestedPaths: [String] {
-        ((try? String(contentsOfFile: directory.path + "/requests.log", encoding: .utf8)) ?? "")
-            .split(separator: "\n").map(String.init)
-    }
+    public var requestedPaths: [String] { server.requestLog }
 
     static let script = #"""
         import json, os, re, sys
@@ -121,8 +98,8 @@ public final class ReferrersRegistry {
                 self.answer(200, data, headers)
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        with open(os.path.join(directory, "port.tmp"), "w") as f: f.write(str(server.server_address[1]))
-        os.rename(os.path.join(directory, "port.tmp"), os.path.join(directory, "port"))
+        with open(os.path.join(directory, "ready.tmp"), "w") as f: json.dump({"port": server.server_address[1]}, f)
+        os.rename(os.path.join(directory, "ready.tmp"), os.path.join(directory, "ready.json"))
         server.serve_forever()
         """#
 }

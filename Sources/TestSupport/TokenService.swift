@@ -46,10 +46,10 @@ public final class TokenService {
     }
 
     public let port: Int
-    public let directory: TemporaryDirectory
+    private let server: PythonServer
+    public var directory: TemporaryDirectory { server.directory }
     public let issuer = "hermetic-test-token-issuer"
     public let service = "hermetic-test-registry"
-    private let process: Process
 
     /// Where the registry sends clients for a token.
     public var realm: String { "http://127.0.0.1:\(port)/token" }
@@ -71,9 +71,8 @@ public final class TokenService {
 
     /// Starts a token service for `users`; `anonymous` grants what a request without credentials gets.
     public init(users: [String: User], anonymous: [String: [String]] = [:]) throws {
-        let python = try ExternalTools.require("python3")
         let openssl = try ExternalTools.require("openssl")
-        directory = try TemporaryDirectory(prefix: "hermetic-token-service-")
+        let directory = try TemporaryDirectory(prefix: "hermetic-token-service-")
         let made = try HermeticProcess.run(
             openssl,
             [
@@ -90,38 +89,10 @@ public final class TokenService {
         ]
         try JSONSerialization.data(withJSONObject: configuration).write(
             to: URL(fileURLWithPath: directory.path + "/token-config.json"))
-        try Self.script.write(toFile: directory.path + "/token-service.py", atomically: true, encoding: .utf8)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [directory.path + "/token-service.py", directory.path]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = try FileHandle(
-            forWritingTo: URL(fileURLWithPath: RegistryFixture.touch(directory.path + "/token-service.log")))
-        try process.run()
-        var port: Int?
-        for _ in 0..<300 where port == nil {
-            if let data = FileManager.default.contents(atPath: directory.path + "/token-ready.json") {
-                port = (try? JSONDecoder().decode([String: Int].self, from: data))?["port"]
-            }
-            if port == nil {
-                guard process.isRunning else { break }
-                usleep(100_000)
-            }
-        }
-        guard let port else {
-            let log = (try? String(contentsOfFile: directory.path + "/token-service.log", encoding: .utf8)) ?? ""
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            throw ExternalTools.Failure(description: "the token service did not start: \(log)")
-        }
-        self.port = port
-    }
-
-    // SIGKILL: a process started from the test runner inherits its blocked signals, SIGTERM among them.
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        server = try PythonServer(
+            script: Self.script, name: "token-service.py", arguments: [directory.path],
+            readyFile: "token-ready.json", directory: directory)
+        port = try server.readyNumber("port")
     }
 
     /// The requests answered so far, oldest first.
